@@ -1,0 +1,52 @@
+# api-gateway — see README.md.
+SHELL := /bin/bash
+GO ?= go
+GOFLAGS_TAGS ?=
+BIN := bin/api-gateway
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -s -w -X main.version=$(VERSION)
+# Packages whose tests need the tools installed by test-deps.
+TEST_TIMEOUT ?= 25m
+
+.PHONY: all build run test test-deps vet fmt-check bench proto clean
+
+all: build
+
+build:
+	$(GO) build $(GOFLAGS_TAGS) -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/api-gateway
+
+# Runs the gateway with embedded defaults: the store is a file under ./data, limits are in
+# memory, the admin token is generated on first start and printed (also in ./data/admin-token).
+run: build
+	./$(BIN) serve
+
+# Installs what the tests need and is not Go: redis-server (and redis-cli for the cluster
+# tests) from Debian's packages, and promtool built from source through the Go module proxy.
+test-deps:
+	@if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then \
+		echo "installing redis-server"; \
+		SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+		$$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q redis-server redis-tools </dev/null; \
+	fi
+	@if [ -x deploy/prometheus/promtool.sh ]; then deploy/prometheus/promtool.sh install; fi
+
+vet:
+	$(GO) vet $(GOFLAGS_TAGS) ./...
+
+fmt-check:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+# Every test that can run here: unit, golden, conformance, Redis, e2e against the built binary.
+test: test-deps fmt-check vet
+	CI=$${CI:-} $(GO) test $(GOFLAGS_TAGS) -count=1 -timeout $(TEST_TIMEOUT) ./...
+
+bench:
+	$(GO) test $(GOFLAGS_TAGS) -run '^$$' -bench . -benchmem -timeout 60m ./...
+
+# The config model is Go types (proto/model); the OpenAPI document is generated from them at
+# run time (GET /api/v1/management/openapi.json), so there is nothing to regenerate offline.
+proto:
+	@echo "proto/model is Go types; the OpenAPI document is generated from them at run time."
+
+clean:
+	rm -rf bin

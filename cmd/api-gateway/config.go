@@ -1,0 +1,147 @@
+package main
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+)
+
+// config is everything the binary reads from the environment (and serve's flags).
+type config struct {
+	Port        int
+	MetricsPort int
+	GRPCPort    int
+	BindAddr    string // address the servers listen on (default all interfaces)
+	RedisURL    string
+	DataDir     string
+	LogLevel    string
+	AdminToken  string
+	CORSOrigins []string
+	ConfigFile  string
+
+	// EnvoyListenAddr is the address of the HTTP listener served to Envoy.
+	EnvoyListenAddr string
+	// XDSAdvertiseAddr is how Envoy reaches this binary's gRPC port (ext_authz, rate limit,
+	// access logs) from the config it is served.
+	XDSAdvertiseAddr string
+
+	GeoIPDB string
+
+	JWTIssuer                   string
+	JWTAudience                 string
+	JWKSEndpoint                string
+	OAuth2Issuer                string
+	OAuth2AuthEndpoint          string
+	OAuth2TokenEndpoint         string
+	OAuth2UserinfoEndpoint      string
+	OAuth2IntrospectionEndpoint string
+	OAuth2ClientID              string
+	OAuth2ClientSecret          string
+
+	EnableServiceDiscovery bool
+	ServiceDiscoveryType   string
+	HealthProbe            bool
+
+	OTLPEndpoint string
+	ServiceName  string
+}
+
+func envStr(name, def string) string {
+	if v, ok := os.LookupEnv(name); ok && v != "" {
+		return v
+	}
+	return def
+}
+
+func envInt(name string, def int, errs *[]string) int {
+	v := os.Getenv(name)
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		*errs = append(*errs, fmt.Sprintf("%s=%q is not a number", name, v))
+		return def
+	}
+	return n
+}
+
+func envBool(name string, def bool, errs *[]string) bool {
+	v := os.Getenv(name)
+	if v == "" {
+		return def
+	}
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		*errs = append(*errs, fmt.Sprintf("%s=%q is not true or false", name, v))
+		return def
+	}
+	return b
+}
+
+// loadConfig reads the environment. Defaults: PORT 8080, METRICS_PORT 9090, GRPC_PORT 18000,
+// DATA_DIR ./data, LOG_LEVEL info; REDIS_URL empty means the embedded store.
+func loadConfig() (config, error) {
+	var errs []string
+	c := config{
+		Port:                        envInt("PORT", 8080, &errs),
+		MetricsPort:                 envInt("METRICS_PORT", 9090, &errs),
+		GRPCPort:                    envInt("GRPC_PORT", 18000, &errs),
+		BindAddr:                    envStr("BIND_ADDRESS", ""),
+		RedisURL:                    os.Getenv("REDIS_URL"),
+		DataDir:                     envStr("DATA_DIR", "./data"),
+		LogLevel:                    envStr("LOG_LEVEL", "info"),
+		AdminToken:                  os.Getenv("ADMIN_TOKEN"),
+		EnvoyListenAddr:             envStr("ENVOY_LISTENER_ADDRESS", "0.0.0.0:10000"),
+		GeoIPDB:                     os.Getenv("GEOIP_DB"),
+		JWTIssuer:                   os.Getenv("JWT_ISSUER"),
+		JWTAudience:                 os.Getenv("JWT_AUDIENCE"),
+		JWKSEndpoint:                os.Getenv("JWKS_ENDPOINT"),
+		OAuth2Issuer:                os.Getenv("OAUTH2_ISSUER"),
+		OAuth2AuthEndpoint:          os.Getenv("OAUTH2_AUTH_ENDPOINT"),
+		OAuth2TokenEndpoint:         os.Getenv("OAUTH2_TOKEN_ENDPOINT"),
+		OAuth2UserinfoEndpoint:      os.Getenv("OAUTH2_USERINFO_ENDPOINT"),
+		OAuth2IntrospectionEndpoint: os.Getenv("OAUTH2_INTROSPECTION_ENDPOINT"),
+		OAuth2ClientID:              os.Getenv("OAUTH2_CLIENT_ID"),
+		OAuth2ClientSecret:          os.Getenv("OAUTH2_CLIENT_SECRET"),
+		ServiceDiscoveryType:        envStr("SERVICE_DISCOVERY_TYPE", "store"),
+		OTLPEndpoint:                os.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT"),
+		ServiceName:                 envStr("OTEL_SERVICE_NAME", "api-gateway"),
+	}
+	c.EnableServiceDiscovery = envBool("ENABLE_SERVICE_DISCOVERY", true, &errs)
+	c.HealthProbe = envBool("HEALTH_PROBE", false, &errs)
+	if o := strings.TrimSpace(os.Getenv("CORS_ORIGINS")); o != "" {
+		for _, s := range strings.Split(o, ",") {
+			if s = strings.TrimSpace(s); s != "" {
+				c.CORSOrigins = append(c.CORSOrigins, s)
+			}
+		}
+	}
+	c.XDSAdvertiseAddr = envStr("XDS_ADVERTISE_ADDRESS", net.JoinHostPort("127.0.0.1", strconv.Itoa(c.GRPCPort)))
+	for name, p := range map[string]int{"PORT": c.Port, "METRICS_PORT": c.MetricsPort, "GRPC_PORT": c.GRPCPort} {
+		if p < 0 || p > 65535 {
+			errs = append(errs, fmt.Sprintf("%s=%d must be 0-65535", name, p))
+		}
+	}
+	switch strings.ToLower(c.LogLevel) {
+	case "debug", "info", "warn", "warning", "error":
+	default:
+		errs = append(errs, fmt.Sprintf("LOG_LEVEL=%q must be debug, info, warn or error", c.LogLevel))
+	}
+	if _, _, err := net.SplitHostPort(c.EnvoyListenAddr); err != nil {
+		errs = append(errs, fmt.Sprintf("ENVOY_LISTENER_ADDRESS=%q must be host:port", c.EnvoyListenAddr))
+	}
+	if _, _, err := net.SplitHostPort(c.XDSAdvertiseAddr); err != nil {
+		errs = append(errs, fmt.Sprintf("XDS_ADVERTISE_ADDRESS=%q must be host:port", c.XDSAdvertiseAddr))
+	}
+	if len(errs) > 0 {
+		return c, fmt.Errorf("bad environment: %s", strings.Join(errs, "; "))
+	}
+	return c, nil
+}
+
+func (c config) addr(port int) string {
+	return net.JoinHostPort(c.BindAddr, strconv.Itoa(port))
+}

@@ -1,0 +1,254 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/api-gateway/api-gateway/internal/pipeline"
+	"github.com/api-gateway/api-gateway/xds/manage"
+	"github.com/api-gateway/api-gateway/xds/store"
+)
+
+// app holds what every component's wire function may use (see wirers.go).
+type app struct {
+	cfg     config
+	log     *slog.Logger
+	reg     *prometheus.Registry
+	store   store.Store
+	pipe    *pipeline.Pipeline
+	grpc    *grpc.Server
+	grpcOpt []grpc.ServerOption
+	api     *manage.API
+	health  *health.Server
+	closers []func() error
+	runs    []func(ctx context.Context)
+	keys    manage.KeyMinter
+}
+
+func runServe(args []string) int {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	configFile := fs.String("config", "", "declarative config file (YAML) applied at start and on SIGHUP")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	cfg, err := loadConfig()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "api-gateway:", err)
+		return 2
+	}
+	cfg.ConfigFile = *configFile
+	log := newLogger(cfg.LogLevel, os.Stderr)
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if err := serve(ctx, cfg, log); err != nil {
+		log.Error("api-gateway stopped with an error", "error", err.Error())
+		return 1
+	}
+	return 0
+}
+
+// serve builds the app, starts every server and blocks until ctx ends, then shuts down
+// gracefully: in-flight requests finish, the store closes cleanly.
+func serve(ctx context.Context, cfg config, log *slog.Logger) error {
+	a := &app{cfg: cfg, log: log, reg: prometheus.NewRegistry()}
+	a.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	defer func() {
+		for i := len(a.closers) - 1; i >= 0; i-- {
+			if err := a.closers[i](); err != nil {
+				log.Warn("close", "error", err.Error())
+			}
+		}
+	}()
+
+	st, err := openStore(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	a.store = st
+	a.closers = append(a.closers, st.Close)
+
+	tokenHash, err := adminToken(cfg, log, os.Stdout)
+	if err != nil {
+		return err
+	}
+	a.pipe = pipeline.New(st, log)
+	a.health = health.NewServer()
+	a.api = manage.New(manage.Options{Store: st, Model: a.pipe, Logger: log, AdminTokenHash: tokenHash, CORSOrigins: cfg.CORSOrigins})
+	a.grpcOpt = append(a.grpcOpt, grpc.MaxConcurrentStreams(1<<20))
+	a.grpc = grpc.NewServer(a.grpcOpt...)
+	healthpb.RegisterHealthServer(a.grpc, a.health)
+
+	for _, w := range wirers {
+		if err := w.fn(a); err != nil {
+			return fmt.Errorf("start %s: %w", w.name, err)
+		}
+	}
+	if a.keys == nil {
+		return errors.New("no API key minter was wired")
+	}
+	a.api.Keys = a.keys
+
+	// Apply the declarative file, then the whole model, before serving anything.
+	if cfg.ConfigFile != "" {
+		if err := applyConfigFile(ctx, a, cfg.ConfigFile); err != nil {
+			return err
+		}
+	}
+	if err := a.pipe.Sync(ctx); err != nil {
+		return fmt.Errorf("initial configuration: %w", err)
+	}
+
+	grpcL, err := net.Listen("tcp", cfg.addr(cfg.GRPCPort))
+	if err != nil {
+		return fmt.Errorf("grpc listener: %w", err)
+	}
+	httpL, err := net.Listen("tcp", cfg.addr(cfg.Port))
+	if err != nil {
+		return fmt.Errorf("api listener: %w", err)
+	}
+	metricsL, err := net.Listen("tcp", cfg.addr(cfg.MetricsPort))
+	if err != nil {
+		return fmt.Errorf("metrics listener: %w", err)
+	}
+	apiSrv := &http.Server{Handler: a.api, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	metricsMux := http.NewServeMux()
+	metricsMux.Handle("GET /metrics", promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{Registry: a.reg}))
+	metricsMux.HandleFunc("GET /health", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
+	metricsSrv := &http.Server{Handler: metricsMux, ReadHeaderTimeout: 10 * time.Second}
+
+	runCtx, cancelRuns := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { a.pipe.Run(runCtx); close(done) }()
+	for _, run := range a.runs {
+		go run(runCtx)
+	}
+	errCh := make(chan error, 3)
+	go func() { errCh <- a.grpc.Serve(grpcL) }()
+	go func() { errCh <- ignoreClosed(apiSrv.Serve(httpL)) }()
+	go func() { errCh <- ignoreClosed(metricsSrv.Serve(metricsL)) }()
+	hup := make(chan os.Signal, 1)
+	if cfg.ConfigFile != "" {
+		signal.Notify(hup, syscall.SIGHUP)
+		defer signal.Stop(hup)
+	}
+	a.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	log.Info("api-gateway serving", "version", version, "api", httpL.Addr().String(), "grpc", grpcL.Addr().String(),
+		"metrics", metricsL.Addr().String(), "store", storeKind(cfg), "revision", a.pipe.Applied())
+
+	var runErr error
+loop:
+	for {
+		select {
+		case <-ctx.Done():
+			break loop
+		case <-hup:
+			if err := applyConfigFile(ctx, a, cfg.ConfigFile); err != nil {
+				log.Error("config reload rejected; nothing changed", "file", cfg.ConfigFile, "error", err.Error())
+			} else {
+				log.Info("config reloaded", "file", cfg.ConfigFile)
+			}
+		case err := <-errCh:
+			if err != nil {
+				runErr = err
+				break loop
+			}
+		}
+	}
+	log.Info("shutting down")
+	a.health.Shutdown()
+	shutCtx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	_ = apiSrv.Shutdown(shutCtx)
+	_ = metricsSrv.Shutdown(shutCtx)
+	stopped := make(chan struct{})
+	go func() { a.grpc.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-shutCtx.Done():
+		a.grpc.Stop()
+	}
+	cancelRuns()
+	<-done
+	return runErr
+}
+
+func ignoreClosed(err error) error {
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+func storeKind(cfg config) string {
+	if cfg.RedisURL != "" {
+		return "redis"
+	}
+	return "embedded"
+}
+
+// openStore opens Redis when REDIS_URL is set, else the embedded file under DATA_DIR.
+func openStore(ctx context.Context, cfg config, log *slog.Logger) (store.Store, error) {
+	if cfg.RedisURL != "" {
+		return openRedisStore(ctx, cfg.RedisURL, log)
+	}
+	path := filepath.Join(cfg.DataDir, "gateway.db")
+	st, err := store.OpenBolt(path)
+	if err != nil {
+		return nil, err
+	}
+	log.Info("embedded store opened", "path", path)
+	return st, nil
+}
+
+// adminToken returns the hash of the admin token: ADMIN_TOKEN, or a token generated at the
+// first start, written to DATA_DIR/admin-token (mode 0600) and printed once. Only the hash
+// stays in memory; DATA_DIR/admin-token.sha256 keeps it if the token file is removed.
+func adminToken(cfg config, log *slog.Logger, out io.Writer) ([32]byte, error) {
+	if cfg.AdminToken != "" {
+		return manage.HashToken(cfg.AdminToken), nil
+	}
+	tokPath := filepath.Join(cfg.DataDir, "admin-token")
+	hashPath := tokPath + ".sha256"
+	if b, err := os.ReadFile(tokPath); err == nil {
+		return manage.HashToken(strings.TrimSpace(string(b))), nil
+	}
+	if b, err := os.ReadFile(hashPath); err == nil {
+		var h [32]byte
+		if n, err := fmt.Sscanf(strings.TrimSpace(string(b)), "%x", &h); err == nil && n == 1 {
+			return h, nil
+		}
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return [32]byte{}, err
+	}
+	tok := manage.NewToken()
+	if err := os.WriteFile(tokPath, []byte(tok+"\n"), 0o600); err != nil {
+		return [32]byte{}, fmt.Errorf("write admin token: %w", err)
+	}
+	h := manage.HashToken(tok)
+	if err := os.WriteFile(hashPath, []byte(fmt.Sprintf("%x\n", h)), 0o600); err != nil {
+		return [32]byte{}, fmt.Errorf("write admin token hash: %w", err)
+	}
+	fmt.Fprintf(out, "Generated an admin token (shown once; also in %s):\n  %s\n", tokPath, tok)
+	log.Info("admin token generated", "file", tokPath)
+	return h, nil
+}

@@ -1,0 +1,207 @@
+package model
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"reflect"
+	"strings"
+	"time"
+)
+
+// DecodeStrict decodes one JSON object into obj (a pointer to a model struct) and reports
+// every problem with its field path: malformed JSON, unknown fields and wrong types, all at
+// once, so a client fixes its request in one round.
+func DecodeStrict(data []byte, obj any) FieldErrors {
+	var errs FieldErrors
+	var generic any
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	if err := dec.Decode(&generic); err != nil {
+		errs.Add("", "malformed JSON: %s", jsonErrText(err, data))
+		return errs
+	}
+	if dec.More() {
+		errs.Add("", "malformed JSON: unexpected data after the object")
+		return errs
+	}
+	if _, ok := generic.(map[string]any); !ok {
+		errs.Add("", "the body must be a JSON object")
+		return errs
+	}
+	checkValue(&errs, "", generic, reflect.TypeOf(obj).Elem())
+	if len(errs) > 0 {
+		return errs
+	}
+	if err := json.Unmarshal(data, obj); err != nil {
+		// A value that has the right JSON type but a bad form, such as a duration string.
+		var ute *json.UnmarshalTypeError
+		if errors.As(err, &ute) {
+			errs.Add(ute.Field, "must be %s", ute.Type.String())
+		} else {
+			errs.Add("", "%s", strings.TrimPrefix(err.Error(), "json: "))
+		}
+	}
+	return errs
+}
+
+func jsonErrText(err error, data []byte) string {
+	var se *json.SyntaxError
+	if errors.As(err, &se) {
+		line := 1 + bytes.Count(data[:min(int(se.Offset), len(data))], []byte("\n"))
+		return fmt.Sprintf("%s (line %d, byte %d)", se.Error(), line, se.Offset)
+	}
+	return err.Error()
+}
+
+var (
+	durationType    = reflect.TypeOf(Duration(0))
+	timeType        = reflect.TypeOf(time.Time{})
+	unmarshalerType = reflect.TypeOf((*json.Unmarshaler)(nil)).Elem()
+)
+
+func join(path, name string) string {
+	if path == "" {
+		return name
+	}
+	return path + "." + name
+}
+
+// checkValue compares a generic JSON value with the Go type it will decode into.
+func checkValue(errs *FieldErrors, path string, v any, t reflect.Type) {
+	if v == nil {
+		return // null is accepted for every field and leaves the zero value
+	}
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch t {
+	case durationType:
+		switch x := v.(type) {
+		case string:
+			if _, err := ParseDuration(x); err != nil {
+				errs.Add(path, "%v", err)
+			}
+		case json.Number:
+		default:
+			errs.Add(path, "must be a duration string such as \"30s\"")
+		}
+		return
+	case timeType:
+		s, ok := v.(string)
+		if !ok {
+			errs.Add(path, "must be an RFC 3339 time string")
+			return
+		}
+		if _, err := time.Parse(time.RFC3339, s); err != nil {
+			errs.Add(path, "must be an RFC 3339 time such as 2025-01-31T00:00:00Z")
+		}
+		return
+	}
+	if t.Kind() == reflect.Struct && reflect.PointerTo(t).Implements(unmarshalerType) {
+		// The type decodes itself (aliases, two shapes); json.Unmarshal reports its errors.
+		return
+	}
+	switch t.Kind() {
+	case reflect.Struct:
+		m, ok := v.(map[string]any)
+		if !ok {
+			errs.Add(path, "must be an object")
+			return
+		}
+		fields := structFields(t)
+		for k, fv := range m {
+			ft, ok := fields[k]
+			if !ok {
+				errs.Add(join(path, k), "unknown field")
+				continue
+			}
+			checkValue(errs, join(path, k), fv, ft)
+		}
+	case reflect.Map:
+		m, ok := v.(map[string]any)
+		if !ok {
+			errs.Add(path, "must be an object")
+			return
+		}
+		for k, fv := range m {
+			checkValue(errs, join(path, k), fv, t.Elem())
+		}
+	case reflect.Slice, reflect.Array:
+		a, ok := v.([]any)
+		if !ok {
+			errs.Add(path, "must be an array")
+			return
+		}
+		for i, fv := range a {
+			checkValue(errs, fmt.Sprintf("%s[%d]", path, i), fv, t.Elem())
+		}
+	case reflect.String:
+		if _, ok := v.(string); !ok {
+			errs.Add(path, "must be a string")
+		}
+	case reflect.Bool:
+		if _, ok := v.(bool); !ok {
+			errs.Add(path, "must be true or false")
+		}
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		n, ok := v.(json.Number)
+		if !ok {
+			errs.Add(path, "must be a whole number")
+			return
+		}
+		if _, err := n.Int64(); err != nil {
+			errs.Add(path, "must be a whole number")
+		}
+	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		n, ok := v.(json.Number)
+		if !ok || strings.HasPrefix(n.String(), "-") {
+			errs.Add(path, "must be a whole number, not negative")
+			return
+		}
+		if _, err := n.Int64(); err != nil {
+			errs.Add(path, "must be a whole number, not negative")
+		}
+	case reflect.Float32, reflect.Float64:
+		if _, ok := v.(json.Number); !ok {
+			errs.Add(path, "must be a number")
+		}
+	case reflect.Interface:
+	}
+}
+
+// structFields maps JSON names to field types, flattening embedded structs as encoding/json does.
+func structFields(t reflect.Type) map[string]reflect.Type {
+	out := map[string]reflect.Type{}
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		tag := f.Tag.Get("json")
+		if tag == "-" {
+			continue
+		}
+		name, _, _ := strings.Cut(tag, ",")
+		if f.Anonymous && name == "" {
+			ft := f.Type
+			if ft.Kind() == reflect.Pointer {
+				ft = ft.Elem()
+			}
+			if ft.Kind() == reflect.Struct {
+				for k, v := range structFields(ft) {
+					if _, exists := out[k]; !exists {
+						out[k] = v
+					}
+				}
+				continue
+			}
+		}
+		if !f.IsExported() {
+			continue
+		}
+		if name == "" {
+			name = f.Name
+		}
+		out[name] = f.Type
+	}
+	return out
+}
