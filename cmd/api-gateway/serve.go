@@ -17,13 +17,12 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/api-gateway/api-gateway/internal/pipeline"
+	"github.com/api-gateway/api-gateway/internal/telemetry"
 	"github.com/api-gateway/api-gateway/xds/manage"
 	"github.com/api-gateway/api-gateway/xds/store"
 )
@@ -69,8 +68,17 @@ func runServe(args []string) int {
 // serve builds the app, starts every server and blocks until ctx ends, then shuts down
 // gracefully: in-flight requests finish, the store closes cleanly.
 func serve(ctx context.Context, cfg config, log *slog.Logger) error {
-	a := &app{cfg: cfg, log: log, reg: prometheus.NewRegistry()}
-	a.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	a := &app{cfg: cfg, log: log, reg: telemetry.NewRegistry()}
+	manage.RequestIDContext, manage.RequestIDFromContext = telemetry.WithRequestID, telemetry.RequestIDFrom
+	shutdownTracing, err := telemetry.SetupTracing(ctx, cfg.ServiceName, version)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = shutdownTracing(sctx)
+	}()
 	defer func() {
 		for i := len(a.closers) - 1; i >= 0; i-- {
 			if err := a.closers[i](); err != nil {
@@ -94,6 +102,7 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 	a.health = health.NewServer()
 	a.api = manage.New(manage.Options{Store: st, Model: a.pipe, Logger: log, AdminTokenHash: tokenHash, CORSOrigins: cfg.CORSOrigins})
 	a.grpcOpt = append(a.grpcOpt, grpc.MaxConcurrentStreams(1<<20))
+	a.grpcOpt = append(a.grpcOpt, telemetry.GRPCServerOptions()...)
 	a.grpc = grpc.NewServer(a.grpcOpt...)
 	healthpb.RegisterHealthServer(a.grpc, a.health)
 
@@ -129,9 +138,9 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("metrics listener: %w", err)
 	}
-	apiSrv := &http.Server{Handler: a.api, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	apiSrv := &http.Server{Handler: telemetry.HTTPMiddleware(a.api), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 	metricsMux := http.NewServeMux()
-	metricsMux.Handle("GET /metrics", promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{Registry: a.reg}))
+	metricsMux.Handle("GET /metrics", telemetry.MetricsHandler(a.reg))
 	metricsMux.HandleFunc("GET /health", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
 	metricsSrv := &http.Server{Handler: metricsMux, ReadHeaderTimeout: 10 * time.Second}
 

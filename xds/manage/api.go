@@ -143,7 +143,10 @@ func (a *API) handle(e endpoint, h http.HandlerFunc) {
 
 // ServeHTTP serves the API with request ids, logging, CORS, body limits and recovery.
 func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	id := r.Header.Get("X-Request-Id")
+	id := RequestIDFrom(r.Context()) // set by a tracing middleware in front, if any
+	if id == "" {
+		id = r.Header.Get("X-Request-Id")
+	}
 	if id == "" || len(id) > 128 {
 		id = newRequestID()
 	}
