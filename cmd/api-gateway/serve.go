@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/api-gateway/api-gateway/analytics"
 	"github.com/api-gateway/api-gateway/internal/pipeline"
 	"github.com/api-gateway/api-gateway/internal/telemetry"
 	"github.com/api-gateway/api-gateway/xds/manage"
@@ -103,6 +104,9 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 	a.api = manage.New(manage.Options{Store: st, Model: a.pipe, Logger: log, AdminTokenHash: tokenHash, CORSOrigins: cfg.CORSOrigins})
 	a.grpcOpt = append(a.grpcOpt, grpc.MaxConcurrentStreams(1<<20))
 	a.grpcOpt = append(a.grpcOpt, telemetry.GRPCServerOptions()...)
+	// The access-log stream is decoded by a faster codec; every other message passes through
+	// to the standard protobuf codec unchanged.
+	a.grpcOpt = append(a.grpcOpt, analytics.ServerOption())
 	a.grpc = grpc.NewServer(a.grpcOpt...)
 	healthpb.RegisterHealthServer(a.grpc, a.health)
 

@@ -166,7 +166,9 @@ func (b *Bolt) Txn(_ context.Context, ops []Op) (uint64, error) {
 		}
 	}
 	var rev uint64
-	err := b.db.Update(func(tx *bolt.Tx) error {
+	// Batch coalesces concurrent transactions into one fsync; each still gets its own
+	// revision and its own preconditions (a failing one is re-run alone by bbolt).
+	err := b.db.Batch(func(tx *bolt.Tx) error {
 		rev = readRevision(tx) + 1
 		for i, op := range ops {
 			bk := tx.Bucket(kindBucket(op.Kind))
@@ -308,5 +310,3 @@ func (w *watchers) close() {
 	}
 	w.subs = map[chan uint64]struct{}{}
 }
-
-
