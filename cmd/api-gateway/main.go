@@ -27,6 +27,8 @@ func main() {
 		code = runServe(args)
 	case "validate":
 		code = runValidate(args, os.Stdout, os.Stderr)
+	case "healthcheck":
+		code = runHealthcheck(args)
 	case "version":
 		fmt.Println("api-gateway", version)
 	case "help", "-h", "--help":
@@ -51,6 +53,7 @@ func usage() {
   api-gateway [serve] [--config FILE]    run the control plane (default)
   api-gateway validate -f FILE           check a declarative config file; exit 1 on problems
   api-gateway envoy-bootstrap [flags]    print an Envoy bootstrap for this control plane
+  api-gateway healthcheck [--path /ready] exit 0 when this host's gateway answers 200 (for containers)
   api-gateway version                    print the version
 
 Environment: PORT (8080) METRICS_PORT (9090) GRPC_PORT (18000) DATA_DIR (./data) REDIS_URL

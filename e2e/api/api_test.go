@@ -181,6 +181,11 @@ func TestValidateCommand(t *testing.T) {
 
 func TestGracefulShutdown(t *testing.T) {
 	g := testutil.StartGateway(t, testutil.GatewayOptions{})
+	hc := exec.Command(g.Bin, "healthcheck")
+	hc.Env = append(os.Environ(), g.Env...)
+	if out, err := hc.CombinedOutput(); err != nil {
+		t.Fatalf("healthcheck of a ready gateway: %v %s", err, out)
+	}
 	g.Signal(syscall.SIGTERM)
 	select {
 	case <-g.Exited():
@@ -189,6 +194,11 @@ func TestGracefulShutdown(t *testing.T) {
 	}
 	if !strings.Contains(g.Logs(), "shutting down") {
 		t.Fatalf("no shutdown log:\n%s", g.Logs())
+	}
+	hc = exec.Command(g.Bin, "healthcheck")
+	hc.Env = append(os.Environ(), g.Env...)
+	if err := hc.Run(); err == nil {
+		t.Fatal("healthcheck passes with the gateway stopped")
 	}
 }
 
