@@ -1,0 +1,155 @@
+package envoy_test
+
+import (
+	"bytes"
+	"flag"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+	"sigs.k8s.io/yaml"
+
+	"github.com/api-gateway/api-gateway/envoy"
+	"github.com/api-gateway/api-gateway/proto/model"
+	"github.com/api-gateway/api-gateway/xds/translate"
+)
+
+var update = flag.Bool("update", false, "rewrite testdata/out from the current translation")
+
+// goldenInput is a model in YAML: the collections by name.
+type goldenInput struct {
+	Routes     []*model.Route     `json:"routes"`
+	Services   []*model.Service   `json:"services"`
+	RateLimits []*model.RateLimit `json:"rate_limits"`
+	IPRules    []*model.IPRule    `json:"ip_rules"`
+	Policies   []*model.Policy    `json:"policies"`
+	Settings   *model.Settings    `json:"settings"`
+	// Options override the translation options.
+	OTLPEndpoint string `json:"otlp_endpoint"`
+}
+
+var goldenNow = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+
+func loadInput(t testing.TB, path string) (*model.Snapshot, translate.Options) {
+	t.Helper()
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var in goldenInput
+	if err := yaml.UnmarshalStrict(raw, &in); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	snap := &model.Snapshot{Revision: 1, Routes: in.Routes, Services: in.Services, RateLimits: in.RateLimits,
+		IPRules: in.IPRules, Policies: in.Policies, Settings: in.Settings}
+	if snap.Settings == nil {
+		snap.Settings = &model.Settings{ID: model.SettingsID}
+	}
+	return snap, translate.Options{
+		ListenerAddress: "0.0.0.0:10000", ControlPlane: "controlplane:18000",
+		OTLPEndpoint: in.OTLPEndpoint, Now: func() time.Time { return goldenNow },
+	}
+}
+
+// TestGolden translates every testdata/in case and compares the Envoy and gRPC resources
+// with testdata/out (go test ./envoy -run TestGolden -update rewrites them).
+func TestGolden(t *testing.T) {
+	files, _ := filepath.Glob("testdata/in/*.yaml")
+	if len(files) < 10 {
+		t.Fatalf("expected the golden cases, found %d", len(files))
+	}
+	for _, f := range files {
+		name := strings.TrimSuffix(filepath.Base(f), ".yaml")
+		t.Run(name, func(t *testing.T) {
+			snap, opts := loadInput(t, f)
+			cfg, err := translate.Translate(snap, opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := cfg.Validate(); err != nil {
+				t.Fatalf("IR does not validate: %v", err)
+			}
+			doc := map[string]any{}
+			if len(cfg.RouteErrors) > 0 {
+				doc["translation_errors"] = cfg.RouteErrors
+			}
+			for _, fl := range []struct {
+				key    string
+				flavor envoy.Flavor
+			}{{"envoy", envoy.FlavorEnvoy}, {"grpc", envoy.FlavorGRPC}} {
+				res, err := envoy.Build(cfg, envoy.Options{Flavor: fl.flavor})
+				if err != nil {
+					t.Fatalf("%s: %v", fl.key, err)
+				}
+				for _, m := range allResources(res) {
+					if err := envoy.Validate(m); err != nil {
+						t.Errorf("%s: resource fails ValidateAll: %v", fl.key, err)
+					}
+				}
+				v, err := envoy.ResourcesValue(res)
+				if err != nil {
+					t.Fatal(err)
+				}
+				doc[fl.key] = v
+			}
+			got, err := yaml.Marshal(doc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out := filepath.Join("testdata", "out", name+".yaml")
+			if *update {
+				if err := os.WriteFile(out, got, 0o644); err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			want, err := os.ReadFile(out)
+			if err != nil {
+				t.Fatalf("%v (run with -update to create it)", err)
+			}
+			if !bytes.Equal(got, want) {
+				t.Errorf("%s differs from the translation (run go test ./envoy -run TestGolden -update and review the diff):\n%s", out, firstDiff(string(want), string(got)))
+			}
+		})
+	}
+}
+
+func allResources(r *envoy.Resources) []proto.Message {
+	var out []proto.Message
+	for _, m := range r.Listeners {
+		out = append(out, m)
+	}
+	for _, m := range r.Routes {
+		out = append(out, m)
+	}
+	for _, m := range r.Clusters {
+		out = append(out, m)
+	}
+	for _, m := range r.Endpoints {
+		out = append(out, m)
+	}
+	return out
+}
+
+func firstDiff(want, got string) string {
+	wl, gl := strings.Split(want, "\n"), strings.Split(got, "\n")
+	for i := 0; i < len(wl) || i < len(gl); i++ {
+		var w, g string
+		if i < len(wl) {
+			w = wl[i]
+		}
+		if i < len(gl) {
+			g = gl[i]
+		}
+		if w != g {
+			return "line " + itoa(i+1) + ":\n- " + w + "\n+ " + g
+		}
+	}
+	return ""
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }

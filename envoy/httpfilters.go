@@ -1,0 +1,111 @@
+package envoy
+
+import (
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	ratelimitconfv3 "github.com/envoyproxy/go-control-plane/envoy/config/ratelimit/v3"
+	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
+	ratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ratelimit/v3"
+	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	statefulv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/stateful_session/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	cookiev3 "github.com/envoyproxy/go-control-plane/envoy/extensions/http/stateful_session/cookie/v3"
+	httpv3 "github.com/envoyproxy/go-control-plane/envoy/type/http/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/api-gateway/api-gateway/xds/ir"
+)
+
+// HTTP filter names (also the keys of typed_per_filter_config).
+const (
+	ExtAuthzFilter  = "envoy.filters.http.ext_authz"
+	RateLimitFilter = "envoy.filters.http.ratelimit"
+	StatefulFilter  = "envoy.filters.http.stateful_session"
+	cookieStateName = "envoy.http.stateful_session.cookie"
+)
+
+// authzTimeout bounds one ext_authz Check / ShouldRateLimit call.
+const authzTimeout = 2 * time.Second
+
+// httpFilter is one entry of the filter table.
+type httpFilter struct {
+	name string
+	// on decides whether the filter is in the chain.
+	on func(b *builder, sticky bool) bool
+	// config is the listener-level config.
+	config func(b *builder) proto.Message
+}
+
+// filterTable is the HTTP filter chain, in order. ext_authz runs first (it decides and sets
+// the identity metadata the rate-limit actions read), then rate limiting, then the sticky
+// session cookie (which picks the upstream host), then the router.
+var filterTable = []httpFilter{
+	{ExtAuthzFilter, func(*builder, bool) bool { return true }, (*builder).extAuthzConfig},
+	{RateLimitFilter, func(*builder, bool) bool { return true }, (*builder).rateLimitConfig},
+	{StatefulFilter, func(_ *builder, sticky bool) bool { return sticky }, func(*builder) proto.Message {
+		// No session state at the listener: the filter is off unless a route turns it on.
+		return &statefulv3.StatefulSession{}
+	}},
+	{routerFilter, func(*builder, bool) bool { return true }, func(*builder) proto.Message { return &routerv3.Router{} }},
+}
+
+func (b *builder) httpFilters(sticky bool) []*hcmv3.HttpFilter {
+	var out []*hcmv3.HttpFilter
+	for _, f := range filterTable {
+		if !f.on(b, sticky) {
+			continue
+		}
+		out = append(out, &hcmv3.HttpFilter{Name: f.name, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: b.pack(f.config(b))}})
+	}
+	return out
+}
+
+func (b *builder) extAuthzConfig() proto.Message {
+	return &extauthzv3.ExtAuthz{
+		Services:            &extauthzv3.ExtAuthz_GrpcService{GrpcService: envoyGRPC(ir.ControlPlaneCluster, authzTimeout)},
+		TransportApiVersion: corev3.ApiVersion_V3,
+		FailureModeAllow:    false,
+		StatusOnError:       &typev3.HttpStatus{Code: typev3.StatusCode_ServiceUnavailable},
+	}
+}
+
+func (b *builder) rateLimitConfig() proto.Message {
+	return &ratelimitv3.RateLimit{
+		Domain:          ir.RateLimitDomainName,
+		Timeout:         dur(authzTimeout),
+		FailureModeDeny: false,
+		RateLimitService: &ratelimitconfv3.RateLimitServiceConfig{
+			GrpcService:         envoyGRPC(ir.ControlPlaneCluster, 0),
+			TransportApiVersion: corev3.ApiVersion_V3,
+		},
+		EnableXRatelimitHeaders: ratelimitv3.RateLimit_DRAFT_VERSION_03,
+	}
+}
+
+// perFilterConfig is the route's typed_per_filter_config (Envoy flavor only).
+func (b *builder) perFilterConfig(r *ir.Route) map[string]*anypb.Any {
+	out := map[string]*anypb.Any{}
+	if !r.Authz.Enabled {
+		out[ExtAuthzFilter] = b.pack(&extauthzv3.ExtAuthzPerRoute{Override: &extauthzv3.ExtAuthzPerRoute_Disabled{Disabled: true}})
+	} else {
+		cs := &extauthzv3.CheckSettings{ContextExtensions: r.Authz.ContextExtensions}
+		if r.Authz.WithBody {
+			cs.WithRequestBody = &extauthzv3.BufferSettings{MaxRequestBytes: r.Authz.MaxBodyBytes, AllowPartialMessage: true, PackAsBytes: true}
+		}
+		out[ExtAuthzFilter] = b.pack(&extauthzv3.ExtAuthzPerRoute{Override: &extauthzv3.ExtAuthzPerRoute_CheckSettings{CheckSettings: cs}})
+	}
+	if s := r.Sticky; s != nil {
+		cookie := &httpv3.Cookie{Name: s.Cookie, Path: s.Path, Ttl: dur(s.TTL)}
+		if s.TTL <= 0 {
+			cookie.Ttl = nil
+		}
+		state := &corev3.TypedExtensionConfig{Name: cookieStateName, TypedConfig: b.pack(&cookiev3.CookieBasedSessionState{Cookie: cookie})}
+		out[StatefulFilter] = b.pack(&statefulv3.StatefulSessionPerRoute{Override: &statefulv3.StatefulSessionPerRoute_StatefulSession{
+			StatefulSession: &statefulv3.StatefulSession{SessionState: state},
+		}})
+	}
+	return out
+}

@@ -1,0 +1,185 @@
+package envoy
+
+import (
+	"sort"
+	"strings"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/api-gateway/api-gateway/xds/ir"
+)
+
+// grpcChannelIDKey is grpc-go's filter-state hash key (a stable per-channel hash: the
+// proxyless equivalent of hashing the source IP).
+const grpcChannelIDKey = "io.grpc.channel_id"
+
+// routeConfig assembles the virtual hosts from the built routes, skipping dropped ones.
+func (b *builder) routeConfig(name string, routes map[*ir.Route]*routev3.Route, bad map[string]bool, grpc bool) *routev3.RouteConfiguration {
+	rc := &routev3.RouteConfiguration{Name: name}
+	domains := map[string]bool{}
+	for _, vh := range b.cfg.VirtualHosts {
+		v := &routev3.VirtualHost{Name: vh.Name, Domains: vh.Domains}
+		for _, r := range vh.Routes {
+			if er := routes[r]; er != nil && !bad[r.RouteID] {
+				v.Routes = append(v.Routes, er)
+			}
+		}
+		for _, d := range vh.Domains {
+			domains[d] = true
+		}
+		rc.VirtualHosts = append(rc.VirtualHosts, v)
+	}
+	if grpc {
+		// Registered services a route does not already name: xds:///name reaches the service.
+		for _, s := range b.cfg.ServiceHosts {
+			if domains[s.Name] {
+				continue
+			}
+			v := &routev3.VirtualHost{Name: "service/" + s.Name, Domains: []string{s.Name}, Routes: []*routev3.Route{{
+				Name:  "service/" + s.Name,
+				Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
+				Action: &routev3.Route_Route{Route: &routev3.RouteAction{
+					ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: s.Cluster},
+				}},
+			}}}
+			if !strings.Contains(s.Name, ":") {
+				v.Domains = append(v.Domains, s.Name+":*")
+			}
+			rc.VirtualHosts = append(rc.VirtualHosts, v)
+		}
+		sort.Slice(rc.VirtualHosts, func(i, j int) bool { return rc.VirtualHosts[i].Name < rc.VirtualHosts[j].Name })
+	}
+	return rc
+}
+
+// route builds one Envoy route.
+func (b *builder) route(r *ir.Route) *routev3.Route {
+	grpc := b.o.Flavor == FlavorGRPC
+	ra := &routev3.RouteAction{
+		Timeout:       dur(r.Timeout),
+		PrefixRewrite: r.PrefixRewrite,
+	}
+	if len(r.Backends) == 1 {
+		ra.ClusterSpecifier = &routev3.RouteAction_Cluster{Cluster: r.Backends[0].Cluster}
+	} else {
+		wc := &routev3.WeightedCluster{}
+		for _, be := range r.Backends {
+			wc.Clusters = append(wc.Clusters, &routev3.WeightedCluster_ClusterWeight{Name: be.Cluster, Weight: wrapperspb.UInt32(be.Weight)})
+		}
+		ra.ClusterSpecifier = &routev3.RouteAction_WeightedClusters{WeightedClusters: wc}
+	}
+	if r.RegexRewrite != nil {
+		ra.RegexRewrite = &matcherv3.RegexMatchAndSubstitute{Pattern: &matcherv3.RegexMatcher{Regex: r.RegexRewrite.Pattern}, Substitution: r.RegexRewrite.Substitution}
+	}
+	if r.HostRewrite != "" {
+		ra.HostRewriteSpecifier = &routev3.RouteAction_HostRewriteLiteral{HostRewriteLiteral: r.HostRewrite}
+	}
+	if r.HashSourceIP {
+		if grpc {
+			ra.HashPolicy = []*routev3.RouteAction_HashPolicy{{PolicySpecifier: &routev3.RouteAction_HashPolicy_FilterState_{
+				FilterState: &routev3.RouteAction_HashPolicy_FilterState{Key: grpcChannelIDKey}}}}
+		} else {
+			ra.HashPolicy = []*routev3.RouteAction_HashPolicy{{PolicySpecifier: &routev3.RouteAction_HashPolicy_ConnectionProperties_{
+				ConnectionProperties: &routev3.RouteAction_HashPolicy_ConnectionProperties{SourceIp: true}}}}
+		}
+	}
+	if rt := r.Retry; rt != nil {
+		rp := &routev3.RetryPolicy{
+			RetryOn:              strings.Join(rt.RetryOn, ","),
+			NumRetries:           wrapperspb.UInt32(rt.NumRetries),
+			PerTryTimeout:        dur(rt.PerTryTimeout),
+			RetriableStatusCodes: rt.RetriableStatusCodes,
+		}
+		if rt.BaseInterval > 0 || rt.MaxInterval > 0 {
+			base := rt.BaseInterval
+			if base <= 0 {
+				base = min(rt.MaxInterval, defaultRetryBase)
+			}
+			rp.RetryBackOff = &routev3.RetryPolicy_RetryBackOff{BaseInterval: dur(base), MaxInterval: dur(rt.MaxInterval)}
+		}
+		ra.RetryPolicy = rp
+	}
+	if !grpc {
+		for _, rl := range r.RateLimits {
+			ra.RateLimits = append(ra.RateLimits, rateLimit(rl))
+		}
+	}
+	er := &routev3.Route{
+		Name:                    r.Name,
+		Match:                   b.match(&r.Match),
+		Action:                  &routev3.Route_Route{Route: ra},
+		RequestHeadersToAdd:     headerValues(r.RequestHeaders.Add),
+		RequestHeadersToRemove:  r.RequestHeaders.Remove,
+		ResponseHeadersToAdd:    headerValues(r.ResponseHeaders.Add),
+		ResponseHeadersToRemove: r.ResponseHeaders.Remove,
+	}
+	if !grpc {
+		er.TypedPerFilterConfig = b.perFilterConfig(r)
+	}
+	return er
+}
+
+func (b *builder) match(m *ir.Match) *routev3.RouteMatch {
+	rm := &routev3.RouteMatch{}
+	switch m.PathKind {
+	case ir.PathExact:
+		rm.PathSpecifier = &routev3.RouteMatch_Path{Path: m.Path}
+	case ir.PathPrefix:
+		rm.PathSpecifier = &routev3.RouteMatch_Prefix{Prefix: m.Path}
+	default:
+		rm.PathSpecifier = &routev3.RouteMatch_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: m.Path}}
+	}
+	switch len(m.Methods) {
+	case 0:
+	case 1:
+		rm.Headers = append(rm.Headers, &routev3.HeaderMatcher{Name: ":method", HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{
+			StringMatch: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: m.Methods[0]}}}})
+	default:
+		rm.Headers = append(rm.Headers, &routev3.HeaderMatcher{Name: ":method", HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{
+			StringMatch: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: strings.Join(m.Methods, "|")}}}}})
+	}
+	for _, h := range m.Headers {
+		hm := &routev3.HeaderMatcher{Name: h.Name, InvertMatch: h.Invert}
+		if h.Kind == ir.MatchPresent {
+			hm.HeaderMatchSpecifier = &routev3.HeaderMatcher_PresentMatch{PresentMatch: !h.Absent}
+		} else {
+			hm.HeaderMatchSpecifier = &routev3.HeaderMatcher_StringMatch{StringMatch: stringMatcher(h)}
+		}
+		rm.Headers = append(rm.Headers, hm)
+	}
+	for _, q := range m.Query {
+		qm := &routev3.QueryParameterMatcher{Name: q.Name}
+		if q.Kind == ir.MatchPresent {
+			qm.QueryParameterMatchSpecifier = &routev3.QueryParameterMatcher_PresentMatch{PresentMatch: true}
+		} else {
+			qm.QueryParameterMatchSpecifier = &routev3.QueryParameterMatcher_StringMatch{StringMatch: stringMatcher(q)}
+		}
+		rm.QueryParameters = append(rm.QueryParameters, qm)
+	}
+	return rm
+}
+
+func stringMatcher(s ir.StringMatch) *matcherv3.StringMatcher {
+	switch s.Kind {
+	case ir.MatchPrefix:
+		return &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Prefix{Prefix: s.Value}}
+	case ir.MatchRegex:
+		return &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: s.Value}}}
+	}
+	return &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: s.Value}}
+}
+
+func headerValues(hs []ir.HeaderValue) []*corev3.HeaderValueOption {
+	var out []*corev3.HeaderValueOption
+	for _, h := range hs {
+		action := corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD
+		if h.Append {
+			action = corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD
+		}
+		out = append(out, &corev3.HeaderValueOption{Header: &corev3.HeaderValue{Key: h.Name, Value: h.Value}, AppendAction: action})
+	}
+	return out
+}

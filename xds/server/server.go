@@ -1,0 +1,435 @@
+// Package server serves the translated configuration over xDS (go-control-plane): ADS and
+// the per-type services, SotW and delta, one snapshot per node group (edge, sidecar, and
+// proxyless gRPC clients), endpoints through a linear cache so an instance going up or down
+// pushes EDS only. It is a pipeline consumer: Prepare translates, builds, validates and
+// checks consistency; commit publishes. A revision that fails leaves the last good one.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/cespare/xxhash/v2"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	clusterservice "github.com/envoyproxy/go-control-plane/envoy/service/cluster/v3"
+	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	endpointservice "github.com/envoyproxy/go-control-plane/envoy/service/endpoint/v3"
+	listenerservice "github.com/envoyproxy/go-control-plane/envoy/service/listener/v3"
+	routeservice "github.com/envoyproxy/go-control-plane/envoy/service/route/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/api-gateway/api-gateway/envoy"
+	"github.com/api-gateway/api-gateway/proto/model"
+	"github.com/api-gateway/api-gateway/xds/ir"
+	"github.com/api-gateway/api-gateway/xds/translate"
+)
+
+// Options configure the server.
+type Options struct {
+	Translate  translate.Options
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
+	// Now is the clock (service TTLs, NACK times); default time.Now.
+	Now func() time.Time
+}
+
+// Server is the xDS server and pipeline consumer.
+type Server struct {
+	opts      Options
+	log       *slog.Logger
+	m         *metrics
+	tracker   *tracker
+	snaps     cachev3.SnapshotCache // Envoy groups
+	grpcSnaps cachev3.SnapshotCache // proxyless gRPC clients
+	eds       *cachev3.LinearCache
+	xds       serverv3.Server
+	cancel    context.CancelFunc
+
+	mu        sync.RWMutex
+	published *state
+
+	conflictMu  sync.Mutex
+	conflictIdx *conflictIndex
+}
+
+// state is one published configuration.
+type state struct {
+	revision uint64
+	cfg      *ir.Config
+	versions map[string]map[string]string // group -> type URL -> version
+	edsHash  map[string]string            // cluster -> content hash
+	// routeErrors: routes left out (translation or build), by id.
+	routeErrors map[string]string
+	// routeClusters: the clusters of each route.
+	routeClusters map[string][]string
+}
+
+// New builds the server; call Register to serve it.
+func New(o Options) (*Server, error) {
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	o.Translate.Now = o.Now
+	m, err := newMetrics(o.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{opts: o, log: o.Logger, m: m}
+	s.tracker = newTracker(o.Logger, m, o.Now)
+	// Envoy subscribes to every listener and cluster: an ADS cache orders its responses
+	// (CDS/EDS before LDS/RDS). Proxyless gRPC clients subscribe to single resources, which
+	// an ADS-mode cache refuses to answer (it expects the full set), so they get their own.
+	s.snaps = cachev3.NewSnapshotCache(true, groupHash{}, cacheLogger{o.Logger})
+	s.grpcSnaps = cachev3.NewSnapshotCache(false, groupHash{}, cacheLogger{o.Logger})
+	s.eds = cachev3.NewLinearCache(resourcev3.EndpointType, cachev3.WithVersionPrefix("eds-"), cachev3.WithLogger(cacheLogger{o.Logger}))
+	classify := func(typeURL string, n *corev3.Node) string {
+		switch {
+		case typeURL == resourcev3.EndpointType:
+			return "eds"
+		case GroupOf(n) == GRPCGroup:
+			return "grpc"
+		}
+		return "envoy"
+	}
+	mux := &cachev3.MuxCache{
+		Classify:      func(r *cachev3.Request) string { return classify(r.GetTypeUrl(), r.GetNode()) },
+		ClassifyDelta: func(r *cachev3.DeltaRequest) string { return classify(r.GetTypeUrl(), r.GetNode()) },
+		Caches:        map[string]cachev3.Cache{"eds": s.eds, "envoy": s.snaps, "grpc": s.grpcSnaps},
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	s.xds = serverv3.NewServer(ctx, mux, s.tracker)
+	return s, nil
+}
+
+// Register adds ADS and the per-type discovery services to a gRPC server.
+func (s *Server) Register(g *grpc.Server) {
+	discoverygrpc.RegisterAggregatedDiscoveryServiceServer(g, s.xds)
+	endpointservice.RegisterEndpointDiscoveryServiceServer(g, s.xds)
+	clusterservice.RegisterClusterDiscoveryServiceServer(g, s.xds)
+	routeservice.RegisterRouteDiscoveryServiceServer(g, s.xds)
+	listenerservice.RegisterListenerDiscoveryServiceServer(g, s.xds)
+}
+
+// Close stops the server's background work.
+func (s *Server) Close() error {
+	s.cancel()
+	return nil
+}
+
+// Name is the pipeline consumer name.
+func (s *Server) Name() string { return "xds" }
+
+// Ready reports whether a configuration has been published.
+func (s *Server) Ready() error {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.published == nil {
+		return errors.New("no xDS configuration published yet")
+	}
+	return nil
+}
+
+// Nodes lists the connected xDS clients.
+func (s *Server) Nodes() []NodeInfo { return s.tracker.Nodes() }
+
+// prepared is a built, validated, not yet published configuration.
+type prepared struct {
+	st    *state
+	snaps map[string]*cachev3.Snapshot // without EDS
+	eds   map[string]types.Resource
+}
+
+var snapTypes = []struct {
+	rt  types.ResponseType
+	url string
+}{
+	{types.Listener, resourcev3.ListenerType},
+	{types.Route, resourcev3.RouteType},
+	{types.Cluster, resourcev3.ClusterType},
+}
+
+// Prepare translates and builds every group's snapshot, validates it and checks its
+// consistency. Route-level problems leave the route out; any other problem rejects the
+// revision (the last good snapshot stays).
+func (s *Server) Prepare(_ context.Context, snap *model.Snapshot) (func(), error) {
+	start := time.Now()
+	p, err := s.build(snap)
+	if err != nil {
+		return nil, err
+	}
+	s.m.build.Observe(time.Since(start).Seconds())
+	return func() { s.publish(p) }, nil
+}
+
+// Build translates and builds one model snapshot without publishing it (benchmarks, dry runs).
+func (s *Server) build(snap *model.Snapshot) (*prepared, error) {
+	cfg, err := translate.Translate(snap, s.opts.Translate)
+	if err != nil {
+		return nil, err
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("translated configuration is invalid: %w", err)
+	}
+	p := &prepared{
+		st: &state{revision: snap.Revision, cfg: cfg, versions: map[string]map[string]string{}, edsHash: map[string]string{},
+			routeErrors: map[string]string{}, routeClusters: map[string][]string{}},
+		snaps: map[string]*cachev3.Snapshot{},
+		eds:   map[string]types.Resource{},
+	}
+	for id, e := range cfg.RouteErrors {
+		p.st.routeErrors[id] = e
+	}
+	for _, c := range cfg.Clusters {
+		if c.RouteID != "" {
+			p.st.routeClusters[c.RouteID] = append(p.st.routeClusters[c.RouteID], c.Name)
+		}
+	}
+	// The Envoy groups (edge, sidecar: same routes and clusters, their own listener) and the
+	// gRPC group are built in parallel.
+	var envoyGroups, grpcGroups []Group
+	for _, g := range Groups {
+		if g.Flavor == envoy.FlavorGRPC {
+			grpcGroups = append(grpcGroups, g)
+		} else {
+			envoyGroups = append(envoyGroups, g)
+		}
+	}
+	var outs [2][]*groupOut
+	var errs [2]error
+	var wg sync.WaitGroup
+	for i, gs := range [][]Group{envoyGroups, grpcGroups} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			outs[i], errs[i] = buildGroups(cfg, gs)
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs[:]...); err != nil {
+		return nil, err
+	}
+	// Endpoint assignments of the same cluster are identical in every group (built from the
+	// same IR endpoints): each is hashed once.
+	h := newHasher()
+	for _, o := range append(outs[1], outs[0]...) {
+		for id, e := range o.res.RouteErrors {
+			p.st.routeErrors[id] = e
+		}
+		p.snaps[o.group.Name] = o.snap
+		p.st.versions[o.group.Name] = o.versions
+		for name, e := range o.eds {
+			if _, ok := p.eds[name]; ok {
+				continue
+			}
+			v, err := h.hashResources([]types.Resource{e})
+			if err != nil {
+				return nil, err
+			}
+			p.eds[name], p.st.edsHash[name] = e, v
+		}
+	}
+	return p, nil
+}
+
+// groupOut is one node group's built snapshot.
+type groupOut struct {
+	group    Group
+	res      *envoy.Resources
+	versions map[string]string
+	snap     *cachev3.Snapshot
+	eds      map[string]types.Resource
+}
+
+// buildGroups builds groups of one flavor; groups after the first share its routes,
+// clusters and endpoints and get their own listener.
+func buildGroups(cfg *ir.Config, gs []Group) ([]*groupOut, error) {
+	h := newHasher()
+	var out []*groupOut
+	for _, g := range gs {
+		o := &groupOut{group: g, versions: map[string]string{}}
+		var first *groupOut
+		if len(out) > 0 {
+			first = out[0]
+		}
+		if first != nil {
+			l, err := envoy.HTTPListener(cfg, envoy.Options{Flavor: g.Flavor, StatPrefix: g.StatPrefix}, envoy.HasSticky(cfg, first.res))
+			if err != nil {
+				return nil, fmt.Errorf("group %s: %w", g.Name, err)
+			}
+			c := *first.res
+			c.Listeners = append(append(c.Listeners[:0:0], l), first.res.Listeners[1:]...)
+			o.res = &c
+		} else {
+			res, err := envoy.Build(cfg, envoy.Options{Flavor: g.Flavor, StatPrefix: g.StatPrefix})
+			if err != nil {
+				return nil, fmt.Errorf("group %s: %w", g.Name, err)
+			}
+			o.res = res
+		}
+		lists := [][]types.Resource{toResources(o.res.Listeners), toResources(o.res.Routes), toResources(o.res.Clusters)}
+		eps := toResources(o.res.Endpoints)
+		full := map[resourcev3.Type][]types.Resource{resourcev3.EndpointType: eps}
+		for i, t := range snapTypes {
+			full[t.url] = lists[i]
+			if first != nil && t.url != resourcev3.ListenerType {
+				o.versions[t.url] = first.versions[t.url]
+				continue
+			}
+			v, err := h.hashResources(lists[i])
+			if err != nil {
+				return nil, err
+			}
+			o.versions[t.url] = v
+		}
+		if err := consistent(g, full, o.res); err != nil {
+			return nil, fmt.Errorf("group %s: snapshot is not consistent: %w", g.Name, err)
+		}
+		o.snap = &cachev3.Snapshot{}
+		for i, t := range snapTypes {
+			o.snap.Resources[t.rt] = cachev3.NewResources(o.versions[t.url], lists[i])
+		}
+		o.eds = make(map[string]types.Resource, len(eps))
+		for _, e := range eps {
+			o.eds[cachev3.GetResourceName(e)] = e
+		}
+		out = append(out, o)
+	}
+	return out, nil
+}
+
+func toResources[T types.Resource](list []T) []types.Resource {
+	out := make([]types.Resource, len(list))
+	for i, r := range list {
+		out[i] = r
+	}
+	return out
+}
+
+// hasher computes content hashes of resources, reusing its buffer.
+type hasher struct {
+	h   *xxhash.Digest
+	buf []byte
+}
+
+func newHasher() *hasher { return &hasher{h: xxhash.New()} }
+
+// hashResources is the content hash of a list of resources (deterministic encoding): the
+// version clients see, so identical content never pushes.
+func (x *hasher) hashResources(list []types.Resource) (string, error) {
+	x.h.Reset()
+	opts := proto.MarshalOptions{Deterministic: true}
+	for _, r := range list {
+		var err error
+		x.buf, err = opts.MarshalAppend(x.buf[:0], r)
+		if err != nil {
+			return "", err
+		}
+		_, _ = x.h.Write(x.buf)
+		_, _ = x.h.Write([]byte{0})
+	}
+	return strconv.FormatUint(x.h.Sum64(), 16), nil
+}
+
+// publish swaps the prepared configuration in: new endpoints first, then each group's
+// snapshot when one of its versions changed, then endpoint removals. Unchanged content
+// pushes nothing.
+func (s *Server) publish(p *prepared) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	prev := s.published
+	update := map[string]types.Resource{}
+	var remove []string
+	for name, r := range p.eds {
+		if prev == nil || prev.edsHash[name] != p.st.edsHash[name] {
+			update[name] = r
+		}
+	}
+	if prev != nil {
+		for name := range prev.edsHash {
+			if _, ok := p.eds[name]; !ok {
+				remove = append(remove, name)
+			}
+		}
+	}
+	sort.Strings(remove)
+	if len(update) > 0 {
+		if err := s.eds.UpdateResources(update, nil); err != nil {
+			s.log.Error("xDS endpoint update failed", "error", err.Error())
+		}
+	}
+	for _, g := range Groups {
+		if prev != nil && equalVersions(prev.versions[g.Name], p.st.versions[g.Name]) {
+			continue
+		}
+		c := s.snaps
+		if g.Flavor == envoy.FlavorGRPC {
+			c = s.grpcSnaps
+		}
+		if err := c.SetSnapshot(context.Background(), g.Name, p.snaps[g.Name]); err != nil {
+			s.log.Error("xDS snapshot update failed", "group", g.Name, "error", err.Error())
+		}
+	}
+	if len(remove) > 0 {
+		if err := s.eds.UpdateResources(nil, remove); err != nil {
+			s.log.Error("xDS endpoint removal failed", "error", err.Error())
+		}
+	}
+	if len(p.st.routeErrors) > 0 {
+		s.log.Warn("routes left out of the xDS configuration", "revision", p.st.revision, "count", len(p.st.routeErrors))
+	}
+	s.published = p.st
+}
+
+func equalVersions(a, b map[string]string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if b[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+// consistent runs go-control-plane's Consistent check (every referenced route configuration
+// and endpoint assignment present, nothing unreferenced). It does not follow API listeners,
+// so for gRPC groups their route configuration references are checked here.
+func consistent(g Group, full map[resourcev3.Type][]types.Resource, res *envoy.Resources) error {
+	if g.Flavor == envoy.FlavorGRPC {
+		names := make(map[string]bool, len(res.Routes))
+		for _, r := range res.Routes {
+			names[r.GetName()] = true
+		}
+		if len(res.Routes) != len(res.Listeners) {
+			return fmt.Errorf("%d API listeners, %d route configurations", len(res.Listeners), len(res.Routes))
+		}
+		for _, l := range res.Listeners {
+			if l.GetApiListener() == nil || !names[envoy.GRPCRouteConfigPrefix+l.GetName()] {
+				return fmt.Errorf("listener %s is not an API listener with its route configuration", l.GetName())
+			}
+		}
+		full = map[resourcev3.Type][]types.Resource{resourcev3.ClusterType: full[resourcev3.ClusterType], resourcev3.EndpointType: full[resourcev3.EndpointType]}
+	}
+	fs, err := cachev3.NewSnapshot("check", full)
+	if err != nil {
+		return err
+	}
+	return fs.Consistent()
+}

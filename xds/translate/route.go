@@ -1,0 +1,296 @@
+package translate
+
+import (
+	"fmt"
+	"math"
+	"sort"
+	"strings"
+
+	"github.com/api-gateway/api-gateway/proto/model"
+	"github.com/api-gateway/api-gateway/xds/ir"
+)
+
+// translateRoute turns one model route into its Envoy routes (one per condition) and the
+// clusters of its targets.
+func translateRoute(r *model.Route, snap *model.Snapshot, idx *index) ([]*ir.Route, []*ir.Cluster, error) {
+	if errs := r.Validate(); len(errs) > 0 {
+		return nil, nil, fmt.Errorf("invalid route: %s", errs.Error())
+	}
+	clusters, backends, err := routeClusters(r, idx)
+	if err != nil {
+		return nil, nil, err
+	}
+	tmpl := ir.Route{
+		RouteID:      r.ID,
+		Tenant:       r.Tenant,
+		Backends:     backends,
+		HashSourceIP: r.LoadBalance == "ip_hash",
+		Timeout:      r.Timeout.D(),
+		Retry:        retry(r),
+		Authz:        authz(r, snap),
+		RateLimits:   RouteRateLimits(r, snap),
+	}
+	if rw := r.Rewrite; rw != nil {
+		tmpl.PrefixRewrite = rw.Prefix
+		if rw.Regex != "" {
+			tmpl.RegexRewrite = &ir.RegexRewrite{Pattern: rw.Regex, Substitution: rw.Substitution}
+		}
+		tmpl.HostRewrite = rw.Host
+	}
+	tmpl.RequestHeaders = headerOps(r.RequestHeaders)
+	tmpl.ResponseHeaders = headerOps(r.ResponseHeaders)
+	if s := r.StickySession; s != nil {
+		tmpl.Sticky = &ir.Sticky{Cookie: s.Cookie, TTL: s.TTL.D(), Path: s.Path}
+		if tmpl.Sticky.Cookie == "" {
+			tmpl.Sticky.Cookie = "agw-session"
+		}
+		if tmpl.Sticky.Path == "" {
+			tmpl.Sticky.Path = "/"
+		}
+	}
+	routes := make([]*ir.Route, 0, len(r.Conditions))
+	for i := range r.Conditions {
+		m, err := MatchOf(&r.Conditions[i])
+		if err != nil {
+			return nil, nil, fmt.Errorf("conditions[%d]: %w", i, err)
+		}
+		rt := tmpl
+		rt.Match = m
+		rt.Name = r.ID
+		if i > 0 {
+			rt.Name = fmt.Sprintf("%s/%d", r.ID, i)
+		}
+		if err := rt.Validate(); err != nil {
+			return nil, nil, fmt.Errorf("conditions[%d]: %w", i, err)
+		}
+		routes = append(routes, &rt)
+	}
+	return routes, clusters, nil
+}
+
+// MatchOf converts one condition.
+func MatchOf(c *model.Condition) (ir.Match, error) {
+	var m ir.Match
+	switch {
+	case c.PathPattern != "":
+		pm, err := model.ParsePathPattern(c.PathPattern)
+		if err != nil {
+			return m, fmt.Errorf("path_pattern: %w", err)
+		}
+		switch pm.Kind {
+		case model.PathExact:
+			m.PathKind, m.Path = ir.PathExact, pm.Value
+		case model.PathPrefix:
+			m.PathKind, m.Path = ir.PathPrefix, pm.Value
+		default:
+			m.PathKind, m.Path = ir.PathRegex, pm.Regex
+		}
+	case c.PathPrefix != "":
+		m.PathKind, m.Path = ir.PathPrefix, c.PathPrefix
+	case c.PathRegex != "":
+		m.PathKind, m.Path = ir.PathRegex, c.PathRegex
+	default:
+		m.PathKind, m.Path = ir.PathPrefix, "/"
+	}
+	seen := map[string]bool{}
+	for _, meth := range append([]string{c.Method}, c.Methods...) {
+		meth = strings.ToUpper(meth)
+		if meth != "" && !seen[meth] {
+			seen[meth] = true
+			m.Methods = append(m.Methods, meth)
+		}
+	}
+	sort.Strings(m.Methods)
+	for _, h := range c.Headers {
+		m.Headers = append(m.Headers, stringMatch(strings.ToLower(h.Name), h.Exact, h.Prefix, h.Regex, h.Present, h.Invert))
+	}
+	for _, q := range c.Query {
+		if q.Present != nil && !*q.Present {
+			return m, fmt.Errorf("query %q: present false (absent) cannot be matched by Envoy", q.Name)
+		}
+		m.Query = append(m.Query, stringMatch(q.Name, q.Exact, q.Prefix, q.Regex, q.Present, false))
+	}
+	sortMatches(m.Headers)
+	sortMatches(m.Query)
+	return m, m.Validate()
+}
+
+func stringMatch(name, exact, prefix, re string, present *bool, invert bool) ir.StringMatch {
+	s := ir.StringMatch{Name: name, Invert: invert}
+	switch {
+	case present != nil:
+		s.Kind, s.Absent = ir.MatchPresent, !*present
+	case prefix != "":
+		s.Kind, s.Value = ir.MatchPrefix, prefix
+	case re != "":
+		s.Kind, s.Value = ir.MatchRegex, re
+	default:
+		s.Kind, s.Value = ir.MatchExact, exact
+	}
+	return s
+}
+
+func sortMatches(ms []ir.StringMatch) {
+	sort.SliceStable(ms, func(i, j int) bool {
+		if ms[i].Name != ms[j].Name {
+			return ms[i].Name < ms[j].Name
+		}
+		return ms[i].Kind+ir.StringMatchKind(ms[i].Value) < ms[j].Kind+ir.StringMatchKind(ms[j].Value)
+	})
+}
+
+// MatchKey is a canonical string of a match: two routes with the same key on the same host
+// conflict.
+func MatchKey(m ir.Match) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s:%s|%s", m.PathKind, m.Path, strings.Join(m.Methods, ","))
+	for _, h := range m.Headers {
+		fmt.Fprintf(&b, "|h:%s:%s:%q:%t:%t", h.Name, h.Kind, h.Value, h.Absent, h.Invert)
+	}
+	for _, q := range m.Query {
+		fmt.Fprintf(&b, "|q:%s:%s:%q:%t", q.Name, q.Kind, q.Value, q.Absent)
+	}
+	return b.String()
+}
+
+// SortRoutes orders routes most specific first: exact paths, then regexes (templates), then
+// prefixes (longest first); then routes with more method/header/query constraints; then by
+// name. The order is total, so output is deterministic.
+func SortRoutes(rs []*ir.Route) {
+	rank := func(k ir.PathKind) int {
+		switch k {
+		case ir.PathExact:
+			return 0
+		case ir.PathRegex:
+			return 1
+		}
+		return 2
+	}
+	constraints := func(m *ir.Match) int {
+		n := len(m.Headers) + len(m.Query)
+		if len(m.Methods) > 0 {
+			n++
+		}
+		return n
+	}
+	sort.SliceStable(rs, func(i, j int) bool {
+		a, b := &rs[i].Match, &rs[j].Match
+		if ra, rb := rank(a.PathKind), rank(b.PathKind); ra != rb {
+			return ra < rb
+		}
+		if a.PathKind != ir.PathExact && len(a.Path) != len(b.Path) {
+			return len(a.Path) > len(b.Path)
+		}
+		if a.Path != b.Path {
+			return a.Path < b.Path
+		}
+		if ca, cb := constraints(a), constraints(b); ca != cb {
+			return ca > cb
+		}
+		return rs[i].Name < rs[j].Name
+	})
+}
+
+func retry(r *model.Route) *ir.Retry {
+	if r.Retries <= 0 {
+		return nil
+	}
+	rt := &ir.Retry{NumRetries: uint32(r.Retries), RetryOn: []string{"5xx", "reset", "connect-failure"}}
+	if p := r.RetryPolicy; p != nil {
+		if len(p.RetryOn) > 0 {
+			rt.RetryOn = append([]string(nil), p.RetryOn...)
+		}
+		rt.PerTryTimeout, rt.BaseInterval, rt.MaxInterval = p.PerTryTimeout.D(), p.BaseInterval.D(), p.MaxInterval.D()
+		for _, c := range p.RetriableCode {
+			rt.RetriableStatusCodes = append(rt.RetriableStatusCodes, uint32(c))
+		}
+		if len(rt.RetriableStatusCodes) > 0 && !containsStr(rt.RetryOn, "retriable-status-codes") {
+			rt.RetryOn = append(rt.RetryOn, "retriable-status-codes")
+		}
+	}
+	return rt
+}
+
+func headerOps(h *model.HeaderOps) ir.HeaderOps {
+	var ops ir.HeaderOps
+	if h == nil {
+		return ops
+	}
+	for k, v := range h.Add {
+		ops.Add = append(ops.Add, ir.HeaderValue{Name: strings.ToLower(k), Value: v, Append: true})
+	}
+	for k, v := range h.Set {
+		ops.Add = append(ops.Add, ir.HeaderValue{Name: strings.ToLower(k), Value: v})
+	}
+	sort.Slice(ops.Add, func(i, j int) bool {
+		if ops.Add[i].Name != ops.Add[j].Name {
+			return ops.Add[i].Name < ops.Add[j].Name
+		}
+		return ops.Add[i].Append && !ops.Add[j].Append
+	})
+	for _, k := range h.Remove {
+		ops.Remove = append(ops.Remove, strings.ToLower(k))
+	}
+	sort.Strings(ops.Remove)
+	return ops
+}
+
+// EffectiveWAF returns the WAF settings in force for a route: its own, else the global ones.
+func EffectiveWAF(r *model.Route, snap *model.Snapshot) *model.WAFSettings {
+	if r.WAF != nil {
+		return r.WAF
+	}
+	if snap.Settings != nil {
+		return snap.Settings.WAF
+	}
+	return nil
+}
+
+// NeedsAuthz reports whether ext_authz must see the route's requests: a credential is
+// required, or a WAF, an IP rule or a policy applies to it.
+func NeedsAuthz(r *model.Route, snap *model.Snapshot) bool {
+	if r.AuthRequired() || EffectiveWAF(r, snap).IsEnabled() {
+		return true
+	}
+	if a := r.Auth; a != nil && (len(a.IPRules) > 0 || len(a.Policies) > 0) {
+		return true
+	}
+	for _, ip := range snap.IPRules {
+		if len(ip.Routes) == 0 || containsStr(ip.Routes, r.ID) {
+			return true
+		}
+	}
+	for _, p := range snap.Policies {
+		if !p.Disabled && (len(p.Routes) == 0 || containsStr(p.Routes, r.ID)) {
+			return true
+		}
+	}
+	return false
+}
+
+func authz(r *model.Route, snap *model.Snapshot) ir.Authz {
+	if !NeedsAuthz(r, snap) {
+		return ir.Authz{}
+	}
+	a := ir.Authz{Enabled: true, ContextExtensions: map[string]string{ir.ExtAuthzRouteIDKey: r.ID}}
+	if r.Tenant != "" {
+		a.ContextExtensions[ir.ExtAuthzTenantKey] = r.Tenant
+	}
+	if w := EffectiveWAF(r, snap); w.IsEnabled() {
+		a.WithBody = true
+		a.MaxBodyBytes = ir.DefaultAuthzBodyBytes
+		if w.MaxRequestBodySize > 0 {
+			a.MaxBodyBytes = uint32(min(w.MaxRequestBodySize, math.MaxUint32))
+		}
+	}
+	return a
+}
+
+func containsStr(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}

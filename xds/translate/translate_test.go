@@ -1,0 +1,127 @@
+package translate
+
+import (
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/api-gateway/api-gateway/proto/model"
+	"github.com/api-gateway/api-gateway/xds/ir"
+)
+
+func boolPtr(b bool) *bool { return &b }
+
+func TestSortRoutesMostSpecificFirst(t *testing.T) {
+	mk := func(name string, kind ir.PathKind, path string, headers int) *ir.Route {
+		r := &ir.Route{Name: name, Match: ir.Match{PathKind: kind, Path: path}}
+		for i := 0; i < headers; i++ {
+			r.Match.Headers = append(r.Match.Headers, ir.StringMatch{Name: "x", Kind: ir.MatchPresent})
+		}
+		return r
+	}
+	rs := []*ir.Route{
+		mk("root", ir.PathPrefix, "/", 0),
+		mk("api", ir.PathPrefix, "/api/", 0),
+		mk("api-canary", ir.PathPrefix, "/api/", 1),
+		mk("tmpl", ir.PathRegex, "^/api/[^/]+$", 0),
+		mk("exact-b", ir.PathExact, "/b", 0),
+		mk("exact-a", ir.PathExact, "/a", 0),
+	}
+	SortRoutes(rs)
+	var got []string
+	for _, r := range rs {
+		got = append(got, r.Name)
+	}
+	want := []string{"exact-a", "exact-b", "tmpl", "api-canary", "api", "root"}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("order %v, want %v", got, want)
+	}
+}
+
+func TestNeedsAuthz(t *testing.T) {
+	base := func() *model.Route {
+		return &model.Route{ID: "r", RequireAuth: boolPtr(false), Conditions: []model.Condition{{PathPattern: "/"}}, Targets: []model.Target{{Host: "10.0.0.1", Port: 80}}}
+	}
+	empty := &model.Snapshot{Settings: &model.Settings{ID: model.SettingsID}}
+	if NeedsAuthz(base(), empty) {
+		t.Fatal("a public route without rules needs no ext_authz")
+	}
+	r := base()
+	r.RequireAuth = nil
+	if !NeedsAuthz(r, empty) {
+		t.Fatal("require_auth defaults to true")
+	}
+	withIP := &model.Snapshot{Settings: empty.Settings, IPRules: []*model.IPRule{{ID: "x", Action: "deny", CIDRs: []string{"10.0.0.0/8"}, Routes: []string{"other"}}}}
+	if NeedsAuthz(base(), withIP) {
+		t.Fatal("an ip rule of another route does not apply")
+	}
+	withIP.IPRules[0].Routes = nil
+	if !NeedsAuthz(base(), withIP) {
+		t.Fatal("a global ip rule applies")
+	}
+	disabled := &model.Snapshot{Settings: empty.Settings, Policies: []*model.Policy{{ID: "p", Disabled: true}}}
+	if NeedsAuthz(base(), disabled) {
+		t.Fatal("a disabled policy does not apply")
+	}
+	r = base()
+	r.WAF = &model.WAFSettings{Enabled: boolPtr(false)}
+	globalWAF := &model.Snapshot{Settings: &model.Settings{ID: model.SettingsID, WAF: &model.WAFSettings{}}}
+	if NeedsAuthz(r, globalWAF) || !NeedsAuthz(base(), globalWAF) {
+		t.Fatal("a route's waf object replaces the global one")
+	}
+}
+
+func TestTranslateRouteAndDomains(t *testing.T) {
+	snap := &model.Snapshot{Settings: &model.Settings{ID: model.SettingsID}, Services: []*model.Service{
+		{ID: "u1", Name: "users", Host: "10.0.0.1", Port: 80},
+		{ID: "u2", Name: "users", Host: "10.0.0.2", Port: 80, TTL: model.Duration(time.Second), LastHeartbeat: time.Unix(0, 0)},
+	}}
+	r := &model.Route{ID: "r", Tenant: "acme", Conditions: []model.Condition{{PathPattern: "/a"}, {PathPattern: "/b/*"}},
+		Targets: []model.Target{{Service: "users", Weight: intPtr(3)}, {Host: "api.example.com", Port: 443, TLS: true}}}
+	routes, clusters, err := TranslateRoute(r, snap, time.Unix(100, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(routes) != 2 || routes[0].Name != "r" || routes[1].Name != "r/1" || routes[0].Authz.ContextExtensions["tenant"] != "acme" {
+		t.Fatalf("routes %+v", routes)
+	}
+	if len(clusters) != 2 || clusters[0].Discovery != ir.DiscoveryEDS || len(clusters[0].Endpoints) != 1 ||
+		clusters[1].Discovery != ir.DiscoveryDNS || clusters[1].SNI != "api.example.com" {
+		t.Fatalf("clusters %+v %+v (the expired instance must be left out)", clusters[0], clusters[1])
+	}
+	if routes[0].Backends[0].Weight != 3 || routes[0].Backends[1].Weight != 1 {
+		t.Fatalf("backends %+v", routes[0].Backends)
+	}
+	if got := Domains("api.test"); !reflect.DeepEqual(got, []string{"api.test", "api.test:*"}) {
+		t.Fatalf("domains %v", got)
+	}
+	if got := Domains("*.test"); !reflect.DeepEqual(got, []string{"*.test"}) {
+		t.Fatalf("domains %v", got)
+	}
+}
+
+func intPtr(n int) *int { return &n }
+
+// Hosts whose domains collide ("a.test:*" is also a domain of "a.test") share one virtual
+// host; a host Envoy would refuse leaves only its route out.
+func TestHostsMergeAndBadWildcards(t *testing.T) {
+	mk := func(id string, hosts ...string) *model.Route {
+		return &model.Route{ID: id, Hosts: hosts, RequireAuth: boolPtr(false), Conditions: []model.Condition{{PathPattern: "/" + id}},
+			Targets: []model.Target{{Host: "10.0.0.1", Port: 80}}}
+	}
+	snap := &model.Snapshot{Settings: &model.Settings{ID: model.SettingsID},
+		Routes: []*model.Route{mk("a", "a.test"), mk("b", "a.test:*"), mk("c", "x*y.test"), mk("d", "a.test", "A.TEST")}}
+	cfg, err := Translate(snap, Options{ControlPlane: "127.0.0.1:1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.VirtualHosts) != 1 || len(cfg.VirtualHosts[0].Routes) != 3 {
+		t.Fatalf("virtual hosts %+v", cfg.VirtualHosts)
+	}
+	if cfg.RouteErrors["c"] == "" || len(cfg.RouteErrors) != 1 {
+		t.Fatalf("route errors %v", cfg.RouteErrors)
+	}
+}
