@@ -1,0 +1,404 @@
+package extauthz
+
+import (
+	"context"
+	"log/slog"
+	"strings"
+	"time"
+)
+
+// Check decides one request: route lookup, then the checkers in order (ip, geo, credentials,
+// tenant, policy, waf, quota). It never returns nil.
+func (e *Engine) Check(ctx context.Context, r *Request) *Decision {
+	start := time.Now()
+	d := &Decision{RouteID: r.RouteID}
+	t := e.cur.Load()
+	var rp *routePolicy
+	switch {
+	case t == nil:
+		d.deny(CheckerRoute, 503, ReasonAuthUnavailable, "authorization is not configured yet")
+	case r.RouteID == "" && !r.HasRouteID:
+		rp = t.def
+	default:
+		if rp = t.routes[r.RouteID]; rp == nil {
+			d.deny(CheckerRoute, 403, ReasonUnknownRoute, "the route is not known")
+		}
+	}
+	if rp != nil {
+		e.decide(ctx, t, rp, r, d)
+		if !d.Allowed && d.Outcome == "" && rp.dryRun {
+			d.Outcome, d.Allowed = DecisionDryRun, true
+		}
+		if d.Allowed {
+			e.identityHeaders(t, rp, d)
+		}
+		if d.Allowed && d.Outcome == "" && d.memo != nil {
+			d.memoRoute = rp
+		} else {
+			d.memo = nil
+		}
+	}
+	if d.Outcome == "" {
+		if d.Allowed {
+			d.Outcome = DecisionAllow
+		} else {
+			d.Outcome = DecisionDeny
+		}
+	}
+	if d.Allowed && d.Checker == "" {
+		d.Checker, d.Reason = CheckerNone, ReasonOK
+	}
+	e.metrics.Duration.Observe(time.Since(start).Seconds())
+	if d.Outcome == DecisionAllow && d.Checker == CheckerNone {
+		e.allowed.Inc()
+	} else {
+		e.metrics.Decisions.WithLabelValues(d.Checker, d.Outcome, d.Reason).Inc()
+	}
+	e.logDecision(ctx, r, d)
+	return d
+}
+
+func (e *Engine) decide(ctx context.Context, t *tables, rp *routePolicy, r *Request, d *Decision) {
+	now := e.now()
+	d.ClientIP = clientAddr(r.Source, r.Headers["x-forwarded-for"], t.trustedHops)
+
+	// 1. IP rules.
+	if reason, ok := rp.ip.check(d.ClientIP, now); !ok {
+		d.deny(CheckerIP, 403, reason, "access from this address is not allowed")
+		return
+	}
+	// 2. Geo rules (the country is also offered to policies).
+	if e.geo != nil && (rp.geo.active() || len(rp.policies) > 0) {
+		d.Country = e.geo.Country(d.ClientIP)
+	}
+	if rp.geo.active() {
+		if reason, ok := rp.geo.check(d.Country); !ok {
+			d.deny(CheckerGeo, 403, reason, "access from this country is not allowed")
+			return
+		}
+	}
+	// 3. Credentials.
+	key, checker, f := e.authenticate(ctx, t, rp, r, d, now)
+	anonymous := false
+	if f != nil {
+		if f.dependency != nil {
+			if !e.dependencyFailed(rp, r, d, checker, f) {
+				return
+			}
+			anonymous = true // fail open: continue without an identity
+		} else {
+			d.deny(checker, f.status, f.reason, f.msg)
+			if f.status == 401 || f.reason == ReasonInsufficientScope {
+				d.Challenge = challenge(checker, f.reason)
+			}
+			return
+		}
+	}
+	// 4. Tenant isolation.
+	if !anonymous {
+		if status, reason, msg := e.checkTenant(t, rp, r, &d.Identity); status != 0 {
+			d.deny(CheckerTenant, status, reason, msg)
+			return
+		}
+	}
+	// 5. Security policies.
+	if len(rp.policies) > 0 {
+		act := &celActivation{r: r, d: d, route: rp.celRoute}
+		rule, pid, err := evalPolicies(rp.policies, act)
+		if err != nil {
+			e.log.LogAttrs(ctx, slog.LevelWarn, "policy rule failed to evaluate; it denies",
+				slog.String("request_id", r.ID), slog.String("policy", pid), slog.String("error", err.Error()))
+		}
+		if rule != nil && rule.deny {
+			msg := rule.message
+			if msg == "" {
+				msg = "the request is denied by a security policy"
+			}
+			d.deny(CheckerPolicy, rule.status, ReasonPolicyDenied, msg)
+			return
+		}
+	}
+	// 6. WAF.
+	if rp.waf != nil && r.Raw != nil {
+		ip := ""
+		if d.ClientIP.IsValid() {
+			ip = d.ClientIP.String()
+		}
+		v := rp.waf.Check(ctx, r.Raw, ip)
+		if !v.Allowed {
+			status := v.Status
+			if status == 0 {
+				status = 403
+			}
+			d.deny(CheckerWAF, status, ReasonWAFBlocked, "the request was blocked by the web application firewall")
+			return
+		}
+	}
+	// 7. API key quotas, counted only for requests that passed everything else.
+	if key != nil && (key.perDay > 0 || key.perMonth > 0) && !anonymous {
+		if exceeded, err := e.countQuota(ctx, key, now); err != nil {
+			f := &authFailure{status: 503, reason: ReasonAuthUnavailable, msg: "the quota store is unavailable", dependency: err}
+			if !e.dependencyFailed(rp, r, d, CheckerQuota, f) {
+				return
+			}
+		} else if exceeded {
+			d.deny(CheckerQuota, 429, ReasonQuotaExceeded, "the API key's usage quota is exhausted")
+			return
+		}
+	}
+	d.Allowed = true
+}
+
+// dependencyFailed handles a failed dependency: fail closed (deny 503) by default, or fail
+// open per route. It reports whether the request may continue.
+func (e *Engine) dependencyFailed(rp *routePolicy, r *Request, d *Decision, checker string, f *authFailure) bool {
+	mode := "fail_closed"
+	if rp.failOpen {
+		mode = "fail_open"
+	}
+	e.metrics.DependencyFailures.WithLabelValues(checker, mode).Inc()
+	e.log.Warn("ext_authz dependency failed", "request_id", r.ID, "route_id", rp.id, "checker", checker,
+		"mode", mode, "error", f.dependency.Error())
+	if rp.failOpen {
+		d.Identity = Identity{Method: MethodNone}
+		d.Outcome, d.Checker, d.Reason = DecisionFailOpen, checker, f.reason
+		return true
+	}
+	d.deny(checker, 503, ReasonAuthUnavailable, f.msg)
+	return false
+}
+
+// authenticate verifies the credentials the request carries and applies the route's
+// credential requirements (methods, issuers, audiences, scopes, roles).
+func (e *Engine) authenticate(ctx context.Context, t *tables, rp *routePolicy, r *Request, d *Decision, now time.Time) (*keyEntry, string, *authFailure) {
+	keyCred := apiKeyCredential(r.Headers)
+	bearer := ""
+	if a := r.Headers["authorization"]; len(a) > 7 && strings.EqualFold(a[:7], "bearer ") {
+		bearer = strings.TrimSpace(a[7:])
+	}
+	if keyCred == "" && bearer == "" {
+		d.Identity = Identity{Method: MethodNone}
+		if rp.requireAuth {
+			return nil, CheckerAuth, &authFailure{status: 401, reason: ReasonMissingCredentials, msg: "credentials are required"}
+		}
+		return nil, "", nil
+	}
+	var key *keyEntry
+	id := Identity{Method: MethodNone}
+	if keyCred != "" {
+		if !rp.accepts(allowAPIKey) {
+			return nil, CheckerAPIKey, &authFailure{status: 401, reason: ReasonMethodNotAccepted, msg: "API keys are not accepted on this route"}
+		}
+		k, ok := t.verifyKey(keyCred)
+		if !ok {
+			return nil, CheckerAPIKey, &authFailure{status: 401, reason: ReasonInvalidAPIKey, msg: "the API key is not valid"}
+		}
+		if status, reason, msg := k.checkUse(rp.id, d.ClientIP, now); status != 0 {
+			return nil, CheckerAPIKey, &authFailure{status: status, reason: reason, msg: msg}
+		}
+		key = k
+		id = Identity{Method: MethodAPIKey, APIKeyID: k.id, UserID: k.userID, Tenant: k.tenant, Scopes: k.scopes}
+		d.memo = &k.memo
+	}
+	checker := CheckerAPIKey
+	if bearer != "" {
+		var tid Identity
+		var aud []string
+		isJWT := strings.Count(bearer, ".") == 2
+		switch {
+		case isJWT && len(t.issuers) > 0 && rp.accepts(allowJWT):
+			checker = CheckerJWT
+			ti, f := e.verifyJWT(ctx, t, bearer, now)
+			if f != nil {
+				return nil, checker, f
+			}
+			tid, aud = ti.identity, ti.audiences
+			d.memo, d.memoKey = &ti.memo, key
+			if rp.issuers != nil && !rp.issuers[tid.Issuer] {
+				return nil, checker, &authFailure{status: 401, reason: ReasonInvalidIssuer, msg: "the token's issuer is not accepted on this route"}
+			}
+		case t.introspection != nil && rp.accepts(allowIntrospection):
+			checker = CheckerIntrospection
+			ent, f := e.introspect(ctx, t.introspection, bearer, now)
+			if f != nil {
+				return nil, checker, f
+			}
+			if !ent.active {
+				return nil, checker, &authFailure{status: 401, reason: ReasonTokenInactive, msg: "the bearer token is not active"}
+			}
+			tid, aud = ent.identity, ent.aud
+			d.memo, d.memoKey = &ent.memo, key
+		default:
+			checker = CheckerJWT
+			if !isJWT {
+				checker = CheckerIntrospection
+			}
+			return nil, checker, &authFailure{status: 401, reason: ReasonMethodNotAccepted, msg: "bearer tokens are not accepted on this route"}
+		}
+		if len(rp.audiences) > 0 && !intersects(rp.audiences, aud) {
+			return nil, checker, &authFailure{status: 401, reason: ReasonInvalidAudience, msg: "the bearer token is not for this audience"}
+		}
+		if key != nil {
+			if tid.Tenant != "" && id.Tenant != "" && tid.Tenant != id.Tenant {
+				return nil, checker, &authFailure{status: 403, reason: ReasonCredentialsMismatch, msg: "the API key and the token belong to different tenants"}
+			}
+			if tid.Tenant == "" {
+				tid.Tenant = id.Tenant
+			}
+			if tid.UserID == "" {
+				tid.UserID = id.UserID
+			}
+			tid.APIKeyID = id.APIKeyID
+			tid.Scopes = union(tid.Scopes, id.Scopes)
+		}
+		id = tid
+	}
+	d.Identity = id
+	for _, s := range rp.scopes {
+		if !contains(id.Scopes, s) {
+			return nil, checker, &authFailure{status: 403, reason: ReasonInsufficientScope, msg: "the credentials lack a required scope"}
+		}
+	}
+	if len(rp.roles) > 0 && !intersects(rp.roles, id.Roles) {
+		return nil, checker, &authFailure{status: 403, reason: ReasonInsufficientRole, msg: "the credentials lack a required role"}
+	}
+	return key, "", nil
+}
+
+// checkTenant enforces tenant isolation: the caller's tenant must be the route's (and match
+// the tenant header the route requires); disabled tenants are denied.
+func (e *Engine) checkTenant(t *tables, rp *routePolicy, r *Request, id *Identity) (int, string, string) {
+	routeTenant := rp.tenant
+	if routeTenant == "" {
+		routeTenant = r.Tenant
+	}
+	if id.Tenant != "" {
+		if tn := t.tenants[id.Tenant]; tn != nil && tn.Disabled {
+			return 403, ReasonTenantDisabled, "the tenant is disabled"
+		}
+	}
+	authenticated := id.Method != MethodNone && id.Method != ""
+	if routeTenant != "" {
+		if tn := t.tenants[routeTenant]; tn != nil && tn.Disabled {
+			return 403, ReasonTenantDisabled, "the tenant is disabled"
+		}
+		if authenticated && id.Tenant != routeTenant {
+			return 403, ReasonTenantMismatch, "the credentials do not belong to this route's tenant"
+		}
+	}
+	if rp.tenantHeader != "" {
+		v := r.Headers[rp.tenantHeader]
+		if v == "" || (authenticated && v != id.Tenant) || (routeTenant != "" && v != routeTenant) {
+			return 403, ReasonTenantHeader, "the tenant header does not match the credentials"
+		}
+	}
+	return 0, "", ""
+}
+
+func (e *Engine) countQuota(ctx context.Context, k *keyEntry, now time.Time) (bool, error) {
+	day, dayTTL, month, monthTTL := quotaKeys(k.id, now)
+	if k.perDay > 0 {
+		n, err := e.quota.Incr(ctx, day, dayTTL)
+		if err != nil {
+			return false, err
+		}
+		if n > k.perDay {
+			return true, nil
+		}
+	}
+	if k.perMonth > 0 {
+		n, err := e.quota.Incr(ctx, month, monthTTL)
+		if err != nil {
+			return false, err
+		}
+		if n > k.perMonth {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// identityHeaders fills the upstream header changes of an allowed request. Identity headers
+// are always either set or removed, so a client can never smuggle its own x-user-id.
+func (e *Engine) identityHeaders(t *tables, rp *routePolicy, d *Decision) {
+	id := &d.Identity
+	d.SetHeaders = make([]Header, 0, 4+len(rp.claims))
+	d.RemoveHeaders = make([]string, 0, 6+len(rp.claims))
+	set := func(name, v string) {
+		if name == "" {
+			return
+		}
+		if v == "" {
+			d.RemoveHeaders = append(d.RemoveHeaders, name)
+			return
+		}
+		d.SetHeaders = append(d.SetHeaders, Header{Name: name, Value: v})
+	}
+	set(t.hdrUser, id.UserID)
+	set(t.hdrTenant, id.Tenant)
+	set(t.hdrKey, id.APIKeyID)
+	set(t.hdrScopes, strings.Join(id.Scopes, " "))
+	for _, ch := range rp.claims {
+		v := ""
+		if id.Claims != nil {
+			v = claimString(id.Claims, ch.claim)
+		}
+		set(ch.header, v)
+	}
+	if !t.keepCreds && id.Method != MethodNone && id.Method != "" {
+		d.RemoveHeaders = append(d.RemoveHeaders, "authorization", "x-api-key")
+	}
+}
+
+func challenge(checker, reason string) string {
+	switch checker {
+	case CheckerAPIKey:
+		return `ApiKey realm="api-gateway"`
+	case CheckerJWT, CheckerIntrospection:
+		if reason == ReasonInsufficientScope {
+			return `Bearer realm="api-gateway", error="insufficient_scope"`
+		}
+		return `Bearer realm="api-gateway", error="invalid_token"`
+	}
+	return `Bearer realm="api-gateway", ApiKey realm="api-gateway"`
+}
+
+func (e *Engine) logDecision(ctx context.Context, r *Request, d *Decision) {
+	level := slog.LevelInfo
+	if d.Outcome == DecisionAllow {
+		level = slog.LevelDebug
+	}
+	if !e.log.Enabled(ctx, level) {
+		return
+	}
+	ip := ""
+	if d.ClientIP.IsValid() {
+		ip = d.ClientIP.String()
+	}
+	e.log.LogAttrs(ctx, level, "authz decision",
+		slog.String("request_id", r.ID), slog.String("route_id", r.RouteID),
+		slog.String("decision", d.Outcome), slog.String("checker", d.Checker), slog.String("reason", d.Reason),
+		slog.Int("status", d.Status), slog.String("auth_method", d.Identity.Method),
+		slog.String("user_id", d.Identity.UserID), slog.String("tenant_id", d.Identity.Tenant),
+		slog.String("api_key_id", d.Identity.APIKeyID), slog.String("client_ip", ip),
+		slog.String("method", r.Method), slog.String("path", r.Path))
+}
+
+func intersects(a, b []string) bool {
+	for _, x := range a {
+		if contains(b, x) {
+			return true
+		}
+	}
+	return false
+}
+
+func union(a, b []string) []string {
+	out := append([]string(nil), a...)
+	for _, s := range b {
+		if !contains(out, s) {
+			out = append(out, s)
+		}
+	}
+	return out
+}

@@ -1,0 +1,211 @@
+package extauthz
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/api-gateway/api-gateway/proto/model"
+	"github.com/api-gateway/api-gateway/xds/store"
+)
+
+// ipSet is a set of addresses and prefixes, each with an optional expiry (zero: never).
+// Single addresses (the common case, and every WAF ban) are a map lookup; prefixes are
+// scanned (lists are short).
+type ipSet struct {
+	addrs    map[netip.Addr]time.Time
+	prefixes []ipPrefix
+}
+
+type ipPrefix struct {
+	p   netip.Prefix
+	exp time.Time
+}
+
+func (s *ipSet) empty() bool { return s == nil || (len(s.addrs) == 0 && len(s.prefixes) == 0) }
+
+// add parses an address or CIDR; bad entries are reported (the model validates them first).
+func (s *ipSet) add(entry string, exp time.Time) error {
+	entry = strings.TrimSpace(entry)
+	if strings.Contains(entry, "/") {
+		p, err := netip.ParsePrefix(entry)
+		if err != nil {
+			return err
+		}
+		p = p.Masked()
+		if p.IsSingleIP() {
+			s.addAddr(p.Addr(), exp)
+			return nil
+		}
+		s.prefixes = append(s.prefixes, ipPrefix{p: p, exp: exp})
+		return nil
+	}
+	a, err := netip.ParseAddr(entry)
+	if err != nil {
+		return err
+	}
+	s.addAddr(a.Unmap(), exp)
+	return nil
+}
+
+func (s *ipSet) addAddr(a netip.Addr, exp time.Time) {
+	if s.addrs == nil {
+		s.addrs = map[netip.Addr]time.Time{}
+	}
+	if old, ok := s.addrs[a]; ok && (old.IsZero() || (!exp.IsZero() && old.After(exp))) {
+		return // keep the longer-lived entry
+	}
+	s.addrs[a] = exp
+}
+
+// contains reports whether a is in the set at time now (expired entries do not count).
+func (s *ipSet) contains(a netip.Addr, now time.Time) bool {
+	if s == nil || !a.IsValid() {
+		return false
+	}
+	if exp, ok := s.addrs[a]; ok && (exp.IsZero() || now.Before(exp)) {
+		return true
+	}
+	for i := range s.prefixes {
+		p := &s.prefixes[i]
+		if p.p.Contains(a) && (p.exp.IsZero() || now.Before(p.exp)) {
+			return true
+		}
+	}
+	return false
+}
+
+// ipPolicy is the IP checker's table for one route: deny entries, and allow entries that,
+// when present, make the route an allow list. Deny wins over allow.
+type ipPolicy struct {
+	deny  []*ipSet
+	allow []*ipSet
+}
+
+func (p *ipPolicy) check(a netip.Addr, now time.Time) (reason string, ok bool) {
+	for _, s := range p.deny {
+		if s.contains(a, now) {
+			return ReasonIPDenied, false
+		}
+	}
+	if len(p.allow) == 0 {
+		return "", true
+	}
+	for _, s := range p.allow {
+		if s.contains(a, now) {
+			return "", true
+		}
+	}
+	return ReasonIPNotAllowed, false
+}
+
+// ruleSet converts one ip-rule into a set; expired rules give nil.
+func ruleSet(r *model.IPRule, now time.Time) (*ipSet, error) {
+	var exp time.Time
+	if r.ExpiresAt != nil {
+		exp = *r.ExpiresAt
+		if !now.Before(exp) {
+			return nil, nil
+		}
+	}
+	s := &ipSet{}
+	for _, c := range r.CIDRs {
+		if err := s.add(c, exp); err != nil {
+			return nil, fmt.Errorf("ip-rules/%s: %q: %w", r.ID, c, err)
+		}
+	}
+	return s, nil
+}
+
+// clientAddr is the client address: Envoy's source address, or with trusted proxy hops the
+// x-forwarded-for entry just left of the trusted ones (the source address when the header
+// has too few entries).
+func clientAddr(src netip.Addr, xff string, hops int) netip.Addr {
+	if hops <= 0 || xff == "" {
+		return src
+	}
+	// Walk from the right without allocating.
+	end := len(xff)
+	for skipped := 0; ; skipped++ {
+		i := strings.LastIndexByte(xff[:end], ',')
+		if skipped == hops {
+			a, err := netip.ParseAddr(strings.TrimSpace(xff[i+1 : end]))
+			if err != nil {
+				return src
+			}
+			return a.Unmap()
+		}
+		if i < 0 {
+			return src
+		}
+		end = i
+	}
+}
+
+// WAFDenyRule is the ip-rules object the WAF's repeat-offender deny writes: a deny entry for
+// one address with an expiry, source "waf". Its id is derived from the address, so a second
+// ban of the same client replaces the first.
+func WAFDenyRule(ip string, until time.Time, reason string, now time.Time) (*model.IPRule, error) {
+	a, err := netip.ParseAddr(strings.TrimSpace(ip))
+	if err != nil {
+		return nil, fmt.Errorf("extauthz: waf deny: %q is not an IP address", ip)
+	}
+	a = a.Unmap()
+	sum := sha256.Sum256([]byte(a.String()))
+	u := until.UTC()
+	if len(reason) > 500 {
+		reason = reason[:500]
+	}
+	return &model.IPRule{
+		ID:        "waf-" + hex.EncodeToString(sum[:8]),
+		Action:    "deny",
+		CIDRs:     []string{a.String()},
+		Comment:   reason,
+		ExpiresAt: &u,
+		Source:    "waf",
+		Meta:      model.Meta{CreatedAt: now.UTC(), UpdatedAt: now.UTC()},
+	}, nil
+}
+
+// StoreIPDenier writes WAF repeat-offender denies to the store as ip-rules objects (it
+// implements waf.IPDenier). The pipeline then rebuilds the IP tables; the WAF's tracker
+// denies the client locally in the meantime.
+type StoreIPDenier struct {
+	Store store.Store
+	Now   func() time.Time
+}
+
+// DenyIP writes (or replaces) the deny rule for ip until the given time.
+func (d *StoreIPDenier) DenyIP(ctx context.Context, ip string, until time.Time, reason string) error {
+	now := time.Now
+	if d.Now != nil {
+		now = d.Now
+	}
+	r, err := WAFDenyRule(ip, until, reason, now())
+	if err != nil {
+		return err
+	}
+	if errs := r.Validate(); len(errs) > 0 {
+		return errs
+	}
+	if old, err := d.Store.Get(ctx, model.KindIPRules, r.ID); err == nil {
+		var prev model.IPRule
+		if json.Unmarshal(old.Data, &prev) == nil && !prev.CreatedAt.IsZero() {
+			r.CreatedAt = prev.CreatedAt
+		}
+	} else if !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
+	data, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	_, err = store.Put(ctx, d.Store, model.KindIPRules, r.ID, data, 0)
+	return err
+}

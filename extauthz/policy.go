@@ -1,0 +1,173 @@
+package extauthz
+
+import (
+	"fmt"
+	"strings"
+	"sync"
+
+	"github.com/google/cel-go/cel"
+	"github.com/google/cel-go/ext"
+	"github.com/google/cel-go/interpreter"
+
+	"github.com/api-gateway/api-gateway/proto/model"
+)
+
+// Security policies are CEL expressions over three variables:
+//
+//	request:  method, path, query (map), headers (map, lowercase names), host, ip, country
+//	identity: user_id, tenant, roles, scopes, api_key_id, method, claims (map)
+//	route:    id, tenant, metadata (map)
+//
+// Each rule must evaluate to a bool. Rules are compiled once per snapshot and evaluated in
+// order; the first rule that is true decides (allow or deny). A rule whose evaluation fails
+// (a missing map key, say) counts as true for deny rules and false for allow rules, so an
+// error never lets a request through.
+
+var (
+	celEnvOnce sync.Once
+	celEnv     *cel.Env
+	celEnvErr  error
+)
+
+func policyEnv() (*cel.Env, error) {
+	celEnvOnce.Do(func() {
+		celEnv, celEnvErr = cel.NewEnv(
+			cel.Variable("request", cel.MapType(cel.StringType, cel.DynType)),
+			cel.Variable("identity", cel.MapType(cel.StringType, cel.DynType)),
+			cel.Variable("route", cel.MapType(cel.StringType, cel.DynType)),
+			ext.Strings(),
+			ext.Sets(),
+			ext.Network(),
+		)
+	})
+	return celEnv, celEnvErr
+}
+
+// Rules are written by administrators, not callers, and their inputs are bounded (Envoy caps
+// header count and size), so no runtime cost tracking is paid per request (it costs ~15
+// allocations per evaluation); maxExpressionLen bounds what may be stored.
+const maxExpressionLen = 4096
+
+type compiledRule struct {
+	name    string
+	prg     cel.Program
+	deny    bool
+	status  int
+	message string
+}
+
+type compiledPolicy struct {
+	id    string
+	rules []compiledRule
+}
+
+// compileRule compiles one expression; the error is fit for a field error.
+func compileRule(expr string) (cel.Program, error) {
+	if len(expr) > maxExpressionLen {
+		return nil, fmt.Errorf("is longer than %d characters", maxExpressionLen)
+	}
+	env, err := policyEnv()
+	if err != nil {
+		return nil, err
+	}
+	ast, iss := env.Compile(expr)
+	if iss != nil && iss.Err() != nil {
+		return nil, fmt.Errorf("%s", strings.ReplaceAll(iss.Err().Error(), "\n", " "))
+	}
+	if ast.OutputType() != cel.BoolType && ast.OutputType() != cel.DynType {
+		return nil, fmt.Errorf("must evaluate to a bool, not %s", ast.OutputType())
+	}
+	return env.Program(ast, cel.EvalOptions(cel.OptOptimize))
+}
+
+func compilePolicy(p *model.Policy) (*compiledPolicy, model.FieldErrors) {
+	cp := &compiledPolicy{id: p.ID}
+	var errs model.FieldErrors
+	for i, r := range p.Rules {
+		prg, err := compileRule(r.Expression)
+		if err != nil {
+			errs.Add(fmt.Sprintf("rules[%d].expression", i), "%v", err)
+			continue
+		}
+		cr := compiledRule{name: r.Name, prg: prg, deny: r.Action != "allow", status: r.Status, message: r.Message}
+		if cr.status == 0 {
+			cr.status = 403
+		}
+		if cr.name == "" {
+			cr.name = fmt.Sprintf("rules[%d]", i)
+		}
+		cp.rules = append(cp.rules, cr)
+	}
+	return cp, errs
+}
+
+// ValidatePolicy compiles a policy's CEL rules; register it with the management API
+// (a.api.AddValidator(model.KindPolicies, extauthz.ValidatePolicy)).
+func ValidatePolicy(obj model.Object, _ *model.Snapshot) model.FieldErrors {
+	p, ok := obj.(*model.Policy)
+	if !ok {
+		return nil
+	}
+	_, errs := compilePolicy(p)
+	return errs
+}
+
+// celActivation resolves the three variables; request and identity are lazy CEL maps
+// (celvars.go), built once per request when a rule first reads them.
+type celActivation struct {
+	r        *Request
+	d        *Decision
+	request  any
+	identity any
+	route    any
+}
+
+func (a *celActivation) ResolveName(name string) (any, bool) {
+	switch name {
+	case "request":
+		if a.request == nil {
+			a.request = requestVal(a.r, a.d)
+		}
+		return a.request, true
+	case "identity":
+		if a.identity == nil {
+			a.identity = identityVal(&a.d.Identity)
+		}
+		return a.identity, true
+	case "route":
+		return a.route, true
+	}
+	return nil, false
+}
+
+func (a *celActivation) Parent() interpreter.Activation { return nil }
+
+func routeVars(id, tenant string, md map[string]string) map[string]any {
+	if md == nil {
+		md = map[string]string{}
+	}
+	return map[string]any{"id": id, "tenant": tenant, "metadata": md}
+}
+
+// evalPolicies runs the route's policies; matched is false when no rule matched.
+func evalPolicies(pols []*compiledPolicy, act *celActivation) (rule *compiledRule, policyID string, evalErr error) {
+	for _, p := range pols {
+		for i := range p.rules {
+			r := &p.rules[i]
+			if r.prg == nil { // a rule that did not compile: deny
+				return r, p.id, fmt.Errorf("policy %s %s does not compile", p.id, r.name)
+			}
+			out, _, err := r.prg.Eval(act)
+			if err != nil {
+				if r.deny {
+					return r, p.id, err
+				}
+				continue
+			}
+			if b, ok := out.Value().(bool); ok && b {
+				return r, p.id, nil
+			}
+		}
+	}
+	return nil, "", nil
+}

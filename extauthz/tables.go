@@ -1,0 +1,333 @@
+package extauthz
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/api-gateway/api-gateway/proto/model"
+	"github.com/api-gateway/api-gateway/waf"
+)
+
+// Credential methods a route accepts (bit mask; 0 = any configured).
+const (
+	allowJWT uint8 = 1 << iota
+	allowAPIKey
+	allowIntrospection
+)
+
+// routePolicy is everything the checkers need for one route, precomputed per snapshot.
+type routePolicy struct {
+	id           string
+	tenant       string
+	requireAuth  bool
+	methods      uint8
+	scopes       []string
+	roles        []string
+	issuers      map[string]bool // nil: any configured issuer
+	audiences    []string
+	tenantHeader string
+	failOpen     bool
+	dryRun       bool
+	claims       []claimHeader
+	ip           ipPolicy
+	geo          geoPolicy
+	policies     []*compiledPolicy
+	celRoute     map[string]any
+	waf          *waf.RouteWAF
+}
+
+type claimHeader struct{ claim, header string }
+
+func (rp *routePolicy) accepts(m uint8) bool { return rp.methods == 0 || rp.methods&m != 0 }
+
+// tables is one snapshot's immutable lookup state.
+type tables struct {
+	rev           uint64
+	routes        map[string]*routePolicy
+	def           *routePolicy // no route_id sent
+	keys          map[string]*keyEntry
+	tenants       map[string]*model.Tenant
+	issuers       map[string]*issuer
+	introspection *introspector
+	hdrUser       string
+	hdrTenant     string
+	hdrKey        string
+	hdrScopes     string
+	keepCreds     bool
+	trustedHops   int
+}
+
+// buildResult is a prepared snapshot: the tables, and what must be kept alive with them.
+type buildResult struct {
+	t       *tables
+	sources map[string]*keySource
+	wafs    []*waf.WAF
+}
+
+func (e *Engine) build(snap *model.Snapshot) (*buildResult, error) {
+	now := e.now()
+	auth := &model.AuthSettings{}
+	var globalWAF *model.WAFSettings
+	if snap.Settings != nil {
+		if snap.Settings.Auth != nil {
+			auth = snap.Settings.Auth
+		}
+		globalWAF = snap.Settings.WAF
+	}
+	t := &tables{rev: snap.Revision, routes: make(map[string]*routePolicy, len(snap.Routes)),
+		keys: make(map[string]*keyEntry, len(snap.APIKeys)), tenants: map[string]*model.Tenant{},
+		issuers: map[string]*issuer{}, keepCreds: auth.KeepCredentials, trustedHops: auth.TrustedProxyHops,
+		hdrUser: "x-user-id", hdrTenant: "x-tenant-id", hdrKey: "x-api-key-id", hdrScopes: "x-auth-scopes"}
+	for k, v := range auth.IdentityHeaders {
+		v = strings.ToLower(strings.TrimSpace(v))
+		if v == "-" {
+			v = ""
+		} else if v == "" {
+			continue
+		}
+		switch k {
+		case "user_id":
+			t.hdrUser = v
+		case "tenant_id":
+			t.hdrTenant = v
+		case "api_key_id":
+			t.hdrKey = v
+		case "scopes":
+			t.hdrScopes = v
+		}
+	}
+	res := &buildResult{t: t, sources: map[string]*keySource{}}
+
+	// Issuers: settings first, then the environment's default issuer unless already listed.
+	iss := append([]model.JWTIssuer(nil), auth.JWTIssuers...)
+	if d := e.opts.DefaultIssuer; d != nil && d.Issuer != "" {
+		iss = append(iss, *d)
+	}
+	e.srcMu.Lock()
+	for _, c := range iss {
+		if _, dup := t.issuers[c.Issuer]; dup || c.Issuer == "" {
+			continue
+		}
+		key := c.Issuer + "\x00" + c.JWKSURI + "\x00" + c.RefreshInterval.String()
+		src := res.sources[key]
+		if src == nil {
+			src = e.sources[key]
+		}
+		if src == nil {
+			src = newKeySource(c.Issuer, c.JWKSURI, c.RefreshInterval.D(), e.client, e.now)
+		}
+		res.sources[key] = src
+		t.issuers[c.Issuer] = newIssuer(c, src, e.now)
+	}
+	e.srcMu.Unlock()
+
+	if in := auth.Introspection; in != nil && in.URL != "" {
+		t.introspection = newIntrospector(in, e.client)
+	} else if in := e.opts.Introspection; in != nil && in.URL != "" {
+		t.introspection = newIntrospector(in, e.client)
+	}
+
+	locs := map[string]*time.Location{}
+	for _, k := range snap.APIKeys {
+		t.keys[k.ID] = buildKey(k, locs)
+	}
+	for _, tn := range snap.Tenants {
+		t.tenants[tn.ID] = tn
+	}
+
+	// IP rules.
+	var global ipPolicy
+	perRoute := map[string]*ipPolicy{}
+	byID := map[string]*model.IPRule{}
+	sets := map[string]*ipSet{}
+	for _, r := range snap.IPRules {
+		s, err := ruleSet(r, now)
+		if err != nil {
+			e.log.Warn("ip rule left out", "ip_rule", r.ID, "error", err.Error())
+			continue
+		}
+		if s == nil || s.empty() {
+			continue // expired
+		}
+		byID[r.ID], sets[r.ID] = r, s
+		if len(r.Routes) == 0 {
+			global.add(r.Action, s)
+			continue
+		}
+		for _, rid := range r.Routes {
+			p := perRoute[rid]
+			if p == nil {
+				p = &ipPolicy{}
+				perRoute[rid] = p
+			}
+			p.add(r.Action, s)
+		}
+	}
+
+	// Policies, compiled once each.
+	compiled := map[string]*compiledPolicy{}
+	var globalPolicies []*model.Policy
+	routePolicies := map[string][]*model.Policy{}
+	for _, p := range snap.Policies {
+		if p.Disabled {
+			continue
+		}
+		cp, errs := compilePolicy(p)
+		if len(errs) > 0 {
+			// Fail closed: a rule that does not compile denies (500) on the routes it covers.
+			e.log.Error("policy has rules that do not compile; they deny until fixed", "policy", p.ID, "error", errs.Error())
+			for _, fe := range errs {
+				cp.rules = append(cp.rules, compiledRule{name: fe.Field, deny: true, status: 500, message: "security policy is invalid"})
+			}
+		}
+		compiled[p.ID] = cp
+		if len(p.Rules) == 0 {
+			cp.rules = nil
+		}
+		if len(p.Routes) == 0 {
+			globalPolicies = append(globalPolicies, p)
+		}
+		for _, rid := range p.Routes {
+			routePolicies[rid] = append(routePolicies[rid], p)
+		}
+	}
+	byPolicyID := map[string]*model.Policy{}
+	for _, p := range snap.Policies {
+		if !p.Disabled {
+			byPolicyID[p.ID] = p
+		}
+	}
+
+	mk := func(r *model.Route) (*routePolicy, error) {
+		rp := &routePolicy{requireAuth: true, failOpen: auth.FailOpen, dryRun: auth.DryRun}
+		var ra *model.RouteAuth
+		var pols []*model.Policy
+		wafSettings := globalWAF
+		if r != nil {
+			rp.id, rp.tenant, rp.requireAuth = r.ID, r.Tenant, r.AuthRequired()
+			ra = r.Auth
+			if r.WAF != nil {
+				wafSettings = r.WAF
+			}
+		}
+		// IP: global rules, rules naming the route, rules the route names.
+		rp.ip.deny = append(rp.ip.deny, global.deny...)
+		rp.ip.allow = append(rp.ip.allow, global.allow...)
+		if r != nil {
+			if p := perRoute[r.ID]; p != nil {
+				rp.ip.deny = append(rp.ip.deny, p.deny...)
+				rp.ip.allow = append(rp.ip.allow, p.allow...)
+			}
+		}
+		seen := map[string]bool{}
+		if ra != nil {
+			rp.failOpen = rp.failOpen || ra.FailOpen
+			rp.dryRun = rp.dryRun || ra.DryRun
+			for _, m := range ra.Methods {
+				switch m {
+				case "jwt":
+					rp.methods |= allowJWT
+				case "api_key":
+					rp.methods |= allowAPIKey
+				case "introspection":
+					rp.methods |= allowIntrospection
+				}
+			}
+			rp.scopes, rp.roles, rp.audiences = ra.Scopes, ra.Roles, ra.Audience
+			if len(ra.Issuers) > 0 {
+				rp.issuers = map[string]bool{}
+				for _, i := range ra.Issuers {
+					rp.issuers[i] = true
+				}
+			}
+			rp.tenantHeader = strings.ToLower(ra.TenantHeader)
+			for c, h := range ra.ClaimsToHeaders {
+				rp.claims = append(rp.claims, claimHeader{claim: c, header: strings.ToLower(h)})
+			}
+			sort.Slice(rp.claims, func(i, j int) bool { return rp.claims[i].claim < rp.claims[j].claim })
+			for _, id := range ra.IPRules {
+				r, s := byID[id], sets[id]
+				if r == nil {
+					continue // unknown or expired: nothing to enforce
+				}
+				if len(r.Routes) == 0 {
+					continue // already global
+				}
+				rp.ip.add(r.Action, s)
+			}
+			for _, id := range ra.Policies {
+				if p := byPolicyID[id]; p != nil && !seen[id] {
+					seen[id] = true
+					pols = append(pols, p)
+				}
+			}
+		}
+		if r != nil {
+			for _, p := range routePolicies[r.ID] {
+				if !seen[p.ID] {
+					seen[p.ID] = true
+					pols = append(pols, p)
+				}
+			}
+		}
+		for _, p := range globalPolicies {
+			if !seen[p.ID] {
+				seen[p.ID] = true
+				pols = append(pols, p)
+			}
+		}
+		for _, p := range pols {
+			addCountries(&rp.geo.allow, p.AllowCountries)
+			addCountries(&rp.geo.deny, p.DenyCountries)
+			if cp := compiled[p.ID]; cp != nil && len(cp.rules) > 0 {
+				rp.policies = append(rp.policies, cp)
+			}
+		}
+		if wafSettings != nil && wafSettings.GeoblockingEnabled {
+			addCountries(&rp.geo.deny, wafSettings.BlockedCountries)
+		}
+		var md map[string]string
+		if r != nil {
+			md = r.Metadata
+		}
+		rp.celRoute = routeVars(rp.id, rp.tenant, md)
+		if e.wafs != nil && wafSettings.IsEnabled() {
+			rid := rp.id
+			if rid == "" {
+				rid = "_default"
+			}
+			rw, err := e.wafs.ForRoute(rid, wafSettings)
+			if err != nil {
+				return nil, fmt.Errorf("route %q: waf: %w", rid, err)
+			}
+			rp.waf = rw
+			if rw != nil {
+				res.wafs = append(res.wafs, rw.WAF)
+			}
+		}
+		return rp, nil
+	}
+	for _, r := range snap.Routes {
+		rp, err := mk(r)
+		if err != nil {
+			return nil, err
+		}
+		t.routes[r.ID] = rp
+	}
+	def, err := mk(nil)
+	if err != nil {
+		return nil, err
+	}
+	t.def = def
+	return res, nil
+}
+
+func (p *ipPolicy) add(action string, s *ipSet) {
+	if action == "allow" {
+		p.allow = append(p.allow, s)
+	} else {
+		p.deny = append(p.deny, s)
+	}
+}
