@@ -39,9 +39,13 @@ fmt-check:
 # Every test that can run here: unit, golden, conformance, Redis, e2e against the built binary.
 test: test-deps fmt-check vet
 	CI=$${CI:-} $(GO) test $(GOFLAGS_TAGS) -count=1 -timeout $(TEST_TIMEOUT) ./...
+	@# The differential test against envoyproxy/ratelimit is its own module (the reference
+	@# needs an older otelgrpc than ours); -mod=mod keeps its go.sum in step with ours.
+	cd e2e/ratelimitref && CI=$${CI:-} $(GO) test -mod=mod -count=1 -timeout 10m ./...
 
 bench:
 	$(GO) test $(GOFLAGS_TAGS) -run '^$$' -bench . -benchmem -timeout 60m ./...
+	cd e2e/ratelimitref && $(GO) test -mod=mod -run '^$$' -bench . -benchmem -timeout 30m ./...
 
 # The config model is Go types (proto/model); the OpenAPI document is generated from them at
 # run time (GET /api/v1/management/openapi.json), so there is nothing to regenerate offline.

@@ -1,0 +1,38 @@
+package main
+
+import (
+	"context"
+
+	"github.com/api-gateway/api-gateway/internal/pipeline"
+	"github.com/api-gateway/api-gateway/proto/model"
+	"github.com/api-gateway/api-gateway/ratelimit"
+)
+
+func init() { register("ratelimit", 30, (*app).wireRateLimit) }
+
+// wireRateLimit starts the rate-limit service: counters in memory on one node, in Redis when
+// REDIS_URL is set; rules rebuilt from each model revision (the same translation that emits
+// the routes' rate-limit actions) and swapped in atomically.
+func (a *app) wireRateLimit() error {
+	st, err := ratelimit.NewStore(a.cfg.RedisURL, ratelimit.RedisOptions{})
+	if err != nil {
+		return err
+	}
+	svc, err := ratelimit.New(ratelimit.Options{Logger: a.log.With("component", "ratelimit"), Registerer: a.reg, Store: st})
+	if err != nil {
+		st.Close()
+		return err
+	}
+	a.closers = append(a.closers, svc.Close)
+	svc.Register(a.grpc)
+	log := a.log.With("component", "ratelimit")
+	a.pipe.Add(pipeline.ConsumerFunc{N: "ratelimit", F: func(_ context.Context, snap *model.Snapshot) (func(), error) {
+		rules, err := ratelimit.BuildRules(snap)
+		if err != nil {
+			// Objects that do not build are left out and reported; the rest apply.
+			log.Warn("rate-limit objects left out", "revision", snap.Revision, "error", err.Error())
+		}
+		return func() { svc.SetRules(rules) }, nil
+	}})
+	return nil
+}

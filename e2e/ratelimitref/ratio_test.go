@@ -1,0 +1,131 @@
+package ratelimitref
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/api-gateway/api-gateway/internal/testutil"
+)
+
+// cpuSeconds returns this process's user+system CPU time.
+func cpuSeconds() float64 {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return float64(ru.Utime.Nano()+ru.Stime.Nano()) / 1e9
+}
+
+// redisCPU returns redis-server's used_cpu_user + used_cpu_sys.
+func redisCPU(c *redis.Client) float64 {
+	info, err := c.Info(context.Background(), "cpu").Result()
+	if err != nil {
+		return 0
+	}
+	total := 0.0
+	for _, line := range strings.Split(info, "\r\n") {
+		k, v, ok := strings.Cut(line, ":")
+		if ok && (k == "used_cpu_user" || k == "used_cpu_sys") {
+			f, _ := strconv.ParseFloat(v, 64)
+			total += f
+		}
+	}
+	return total
+}
+
+// throughput runs 32 closed-loop callers against c for d and returns calls per second.
+func throughput(c rlsv3.RateLimitServiceClient, d time.Duration) (float64, error) {
+	var n atomic.Int64
+	var next atomic.Uint64
+	var firstErr atomic.Value
+	stop := time.Now().Add(d)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for g := 0; g < 32; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for time.Now().Before(stop) {
+				r := benchRequests[next.Add(1)%1000]
+				resp, err := c.ShouldRateLimit(context.Background(), r)
+				if err == nil && resp.OverallCode != rlsv3.RateLimitResponse_OK {
+					err = context.Canceled
+				}
+				if err != nil {
+					firstErr.CompareAndSwap(nil, err)
+					return
+				}
+				n.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	if e, ok := firstErr.Load().(error); ok {
+		return 0, e
+	}
+	return float64(n.Load()) / time.Since(start).Seconds(), nil
+}
+
+// BenchmarkRatios measures every server in interleaved rounds (so a busy machine slows all
+// of them alike) and reports each one's throughput as a ratio: ours over the reference's
+// best setting, and over the floor server.
+func BenchmarkRatios(b *testing.B) {
+	r := testutil.StartRedis(b)
+	servers := benchServers()
+	clients := make([]rlsv3.RateLimitServiceClient, len(servers))
+	for i, s := range servers {
+		clients[i] = serveRLS(b, s.make(b, r.Addr))
+		if _, err := throughput(clients[i], 100*time.Millisecond); err != nil { // warm up
+			b.Fatal(err)
+		}
+	}
+	rc := redis.NewClient(&redis.Options{Addr: r.Addr})
+	defer rc.Close()
+	sum := make([]float64, len(servers))
+	goCPU := make([]float64, len(servers))
+	redCPU := make([]float64, len(servers))
+	calls := make([]float64, len(servers))
+	const rounds = 5
+	const d = 300 * time.Millisecond
+	b.ResetTimer()
+	for round := 0; round < rounds; round++ {
+		for i := range servers {
+			g0, r0 := cpuSeconds(), redisCPU(rc)
+			qps, err := throughput(clients[i], d)
+			if err != nil {
+				b.Fatalf("%s: %v", servers[i].name, err)
+			}
+			goCPU[i] += cpuSeconds() - g0
+			redCPU[i] += redisCPU(rc) - r0
+			calls[i] += qps * d.Seconds()
+			sum[i] += qps
+		}
+	}
+	b.StopTimer()
+	var floorQPS, refQPS float64
+	for i, s := range servers {
+		switch {
+		case s.name == "floor":
+			floorQPS = sum[i] / rounds
+		case len(s.name) > 9 && s.name[:9] == "reference":
+			refQPS = max(refQPS, sum[i]/rounds)
+		}
+	}
+	// CPU per call (this process: callers + server; plus redis-server) does not depend on
+	// how busy the machine is, so it is the steadier comparison on a shared machine.
+	for i, s := range servers {
+		qps := sum[i] / rounds
+		fmt.Printf("ratio: %-28s %7.0f calls/s %5.2fx reference %6.1f%% of floor | CPU/call: process %5.1fµs redis %4.1fµs\n",
+			s.name, qps, qps/refQPS, 100*qps/floorQPS, 1e6*goCPU[i]/calls[i], 1e6*redCPU[i]/calls[i])
+	}
+	b.ReportMetric(floorQPS, "floor-calls/s")
+	b.ReportMetric(refQPS, "reference-calls/s")
+}

@@ -1,0 +1,79 @@
+package ratelimit
+
+import (
+	"context"
+	"fmt"
+	"math/rand"
+	"testing"
+	"time"
+)
+
+// TestStoresAgree drives the memory store and the Redis scripts (single-check and group)
+// with the same random checks (costs 0-3, random times, several keys) and requires identical
+// results, field by field.
+func TestStoresAgree(t *testing.T) {
+	mem := NewMemoryStore()
+	red := newTestStore(t, "redis")
+	// The same Redis, one call per group: the per-algorithm scripts Redis Cluster uses.
+	perGroup := NewRedisStore(red.(*RedisStore).Client(), RedisOptions{Timeout: 5 * time.Second})
+	perGroup.cluster = true
+	rng := rand.New(rand.NewSource(11))
+	mkCheck := func(alg Algorithm, key string, now int64) Check {
+		c := Check{Key: key, Alg: alg, Limit: uint64(1 + rng.Intn(5)), Cost: uint64(rng.Intn(4))}
+		switch alg {
+		case AlgFixedWindow:
+			c.Period = 1_000_000
+			c.WindowEnd = now - now%c.Period + c.Period
+			c.Key += fmt.Sprintf(":%d", c.WindowEnd) // as the service names fixed windows
+		case AlgSlidingWindow:
+			c.Period = 1_000_000
+		default:
+			c.Limit = 5
+			c.Period = 200_000 // T1
+			c.Burst = uint64(1 + rng.Intn(3))
+		}
+		return c
+	}
+	algs := []Algorithm{AlgFixedWindow, AlgSlidingWindow, AlgTokenBucket, AlgLeakyBucket}
+	now := int64(1_700_000_000_000_000)
+	for step := 0; step < 1500; step++ {
+		now += int64(rng.Intn(150_000))
+		n := 1
+		if rng.Intn(3) == 0 {
+			n = 2 + rng.Intn(2)
+		}
+		var g []Check
+		used := map[string]bool{}
+		for len(g) < n {
+			alg := algs[rng.Intn(len(algs))]
+			key := fmt.Sprintf("agree:{k%d}:%c", rng.Intn(3), alg)
+			if used[key] {
+				continue
+			}
+			used[key] = true
+			// Limits are a property of the key: keep them stable per key.
+			r := rand.New(rand.NewSource(int64(len(key)) + int64(key[len(key)-1]) + int64(key[8])))
+			saved := rng
+			rng = r
+			c := mkCheck(alg, key, now)
+			rng = saved
+			c.Cost = uint64(rng.Intn(4))
+			g = append(g, c)
+		}
+		a, err := mem.Eval(context.Background(), now, [][]Check{g})
+		if err != nil {
+			t.Fatal(err)
+		}
+		other := red
+		if step%2 == 1 {
+			other = perGroup
+		}
+		b, err := other.Eval(context.Background(), now, [][]Check{g})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fmt.Sprint(a) != fmt.Sprint(b) {
+			t.Fatalf("step %d at %d (per-group %v), checks %+v:\nmemory %+v\nredis  %+v", step, now, step%2 == 1, g, a, b)
+		}
+	}
+}

@@ -1,0 +1,61 @@
+package ratelimit
+
+import (
+	"hash/maphash"
+	"sync"
+)
+
+// overCache remembers counters that denied a request until the earliest time the same
+// request could pass, so repeated calls over the limit are answered without the store.
+// Nothing but time can make such a counter admit earlier, so the answer is exact.
+type overCache struct {
+	seed   maphash.Seed
+	shards [32]overShard
+}
+
+type overShard struct {
+	mu   sync.RWMutex
+	m    map[string]overEntry
+	puts int
+}
+
+type overEntry struct {
+	until int64 // µs
+	cost  uint64
+}
+
+func newOverCache() *overCache {
+	c := &overCache{seed: maphash.MakeSeed()}
+	for i := range c.shards {
+		c.shards[i].m = map[string]overEntry{}
+	}
+	return c
+}
+
+// denied reports whether key denies a request of cost at now, and until when.
+func (c *overCache) denied(key string, cost uint64, now int64) (int64, bool) {
+	sh := &c.shards[maphash.String(c.seed, key)%32]
+	sh.mu.RLock()
+	e, ok := sh.m[key]
+	sh.mu.RUnlock()
+	if !ok || e.until <= now || cost < e.cost {
+		return 0, false
+	}
+	return e.until, true
+}
+
+func (c *overCache) put(key string, cost uint64, until, now int64) {
+	sh := &c.shards[maphash.String(c.seed, key)%32]
+	sh.mu.Lock()
+	sh.m[key] = overEntry{until: until, cost: cost}
+	sh.puts++
+	if sh.puts >= 1024 {
+		sh.puts = 0
+		for k, e := range sh.m {
+			if e.until <= now {
+				delete(sh.m, k)
+			}
+		}
+	}
+	sh.mu.Unlock()
+}

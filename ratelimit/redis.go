@@ -1,0 +1,368 @@
+package ratelimit
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha1"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// RedisOptions tune the Redis store. Zero values take the defaults.
+type RedisOptions struct {
+	// Workers is the number of pipelines in flight at once (default 2: on small machines
+	// fewer, larger batches beat more round trips in flight; see BenchmarkRedisStoreModes).
+	Workers int
+	// MaxBatch caps the calls sent in one pipeline (default 256).
+	MaxBatch int
+	// Window, when positive, waits that long for more calls before sending a pipeline.
+	// Zero sends at once: calls that arrive while pipelines are in flight queue up and ride
+	// the next one together, which batches under load without adding latency.
+	Window time.Duration
+	// Timeout bounds one pipeline round trip (default 500ms).
+	Timeout time.Duration
+}
+
+// RedisStore keeps counters in Redis (single node, Sentinel or Cluster through go-redis's
+// UniversalClient). Each group is evaluated by a Lua script (loaded once, reloaded after
+// NOSCRIPT); all calls that arrive together go out in one pipeline.
+//
+// Batching is flat combining: a caller that finds fewer than Workers pipelines in flight
+// sends the queue itself (its own call included) with no hand-off to another goroutine;
+// callers that arrive meanwhile queue, and whoever finishes a pipeline sends the next batch.
+type RedisStore struct {
+	client redis.UniversalClient
+	sha    string
+	single map[Algorithm]string // sha of each single-check script
+	// cluster: calls carry one group each (slots); otherwise a call carries many groups.
+	cluster bool
+	opts    RedisOptions
+	token   string
+	seq     atomic.Uint64
+	loadMu  sync.Mutex
+
+	mu      sync.Mutex
+	queue   []*redisOp
+	running int // pipelines being sent
+	closed  bool
+	idle    sync.Cond // signalled when running drops to 0 (Close waits)
+}
+
+type redisOp struct {
+	now    int64
+	groups [][]Check
+	res    [][]Result
+	err    error
+	done   chan struct{}
+}
+
+var errStoreClosed = errors.New("ratelimit: store closed")
+
+// NewRedisStore returns a store over client. It does not contact Redis: a store created
+// while Redis is down answers with errors (fail open or closed per limit) until Redis is
+// back.
+func NewRedisStore(client redis.UniversalClient, opts RedisOptions) *RedisStore {
+	if opts.Workers <= 0 {
+		opts.Workers = 2
+	}
+	if opts.MaxBatch <= 0 {
+		opts.MaxBatch = 256
+	}
+	if opts.Timeout <= 0 {
+		opts.Timeout = 500 * time.Millisecond
+	}
+	var rnd [6]byte
+	_, _ = rand.Read(rnd[:])
+	single := map[Algorithm]string{}
+	for alg, src := range singleScripts {
+		single[alg] = scriptSHA(src)
+	}
+	s := &RedisStore{
+		client: client, sha: scriptSHA(groupScript), single: single, opts: opts,
+		token: hex.EncodeToString(rnd[:]),
+	}
+	s.idle.L = &s.mu
+	_, s.cluster = client.(*redis.ClusterClient)
+	return s
+}
+
+// Name returns "redis".
+func (s *RedisStore) Name() string { return "redis" }
+
+// Client returns the underlying client.
+func (s *RedisStore) Client() redis.UniversalClient { return s.client }
+
+// Close fails queued calls, waits for pipelines in flight and closes the client.
+func (s *RedisStore) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	for _, op := range s.queue {
+		op.err = errStoreClosed
+		op.done <- struct{}{}
+	}
+	s.queue = nil
+	for s.running > 0 {
+		s.idle.Wait()
+	}
+	s.mu.Unlock()
+	return s.client.Close()
+}
+
+// Eval queues the call and, when a pipeline slot is free, sends the queue itself; then
+// waits for its answer.
+func (s *RedisStore) Eval(ctx context.Context, now int64, groups [][]Check) ([][]Result, error) {
+	op := &redisOp{now: now, groups: groups, done: make(chan struct{}, 1)}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil, errStoreClosed
+	}
+	s.queue = append(s.queue, op)
+	lead := s.running < s.opts.Workers
+	if lead {
+		s.running++
+	}
+	s.mu.Unlock()
+	if lead {
+		s.send(true)
+	}
+	select {
+	case <-op.done:
+		return op.res, op.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// send holds a pipeline slot: it sends one batch from the queue, then, while more calls
+// are queued, hands the slot to a goroutine that keeps sending (so the caller that led
+// the batch gets its answer without waiting for later ones).
+func (s *RedisStore) send(caller bool) {
+	for {
+		if s.opts.Window > 0 {
+			time.Sleep(s.opts.Window)
+		}
+		s.mu.Lock()
+		if len(s.queue) == 0 {
+			s.release()
+			s.mu.Unlock()
+			return
+		}
+		n := min(len(s.queue), s.opts.MaxBatch)
+		batch := make([]*redisOp, n)
+		copy(batch, s.queue)
+		rest := copy(s.queue, s.queue[n:])
+		clear(s.queue[rest:])
+		s.queue = s.queue[:rest]
+		s.mu.Unlock()
+		s.run(batch)
+		s.mu.Lock()
+		if len(s.queue) == 0 {
+			s.release()
+			s.mu.Unlock()
+			return
+		}
+		s.mu.Unlock()
+		if caller {
+			go s.send(false)
+			return
+		}
+	}
+}
+
+// release gives a pipeline slot back (mu held).
+func (s *RedisStore) release() {
+	s.running--
+	if s.running == 0 {
+		s.idle.Broadcast()
+	}
+}
+
+// redisCall is one EVALSHA: one group (single-check script or group script), or on a
+// non-cluster Redis many groups of the batch in one group-script call.
+type redisCall struct {
+	members []callMember
+	sha     string
+	keys    []string
+	args    []any
+	cmd     *redis.Cmd
+}
+
+// callMember is one group carried by a call.
+type callMember struct {
+	op *redisOp
+	gi int
+}
+
+// Limits of one multi-group call, so a huge batch does not stall Redis in one script.
+const (
+	maxGroupsPerCall = 64
+	maxKeysPerCall   = 256
+)
+
+func scriptSHA(src string) string {
+	sum := sha1.Sum([]byte(src))
+	return hex.EncodeToString(sum[:])
+}
+
+func (s *RedisStore) newToken() string {
+	return s.token + ":" + strconv.FormatUint(s.seq.Add(1), 36)
+}
+
+// build turns the batch into calls. On a Redis Cluster each group is its own call (its keys
+// share one slot, different groups usually do not); elsewhere groups are packed into
+// group-script calls of up to maxGroupsPerCall groups.
+func (s *RedisStore) build(batch []*redisOp) []redisCall {
+	calls := make([]redisCall, 0, len(batch))
+	if s.cluster {
+		for _, op := range batch {
+			for gi, g := range op.groups {
+				if len(g) == 1 {
+					c := &g[0]
+					token := ""
+					if c.Alg == AlgSlidingWindow {
+						token = s.newToken()
+					}
+					calls = append(calls, redisCall{members: []callMember{{op, gi}}, sha: s.single[c.Alg], keys: []string{c.Key},
+						args: []any{op.now, c.Limit, c.Period, c.Burst, c.WindowEnd, c.Cost, token}})
+					continue
+				}
+				call := redisCall{sha: s.sha, args: []any{s.newToken(), 1}}
+				call.add(op, gi)
+				calls = append(calls, call)
+			}
+		}
+		return calls
+	}
+	var cur *redisCall
+	for _, op := range batch {
+		for gi := range op.groups {
+			if cur == nil || len(cur.members) >= maxGroupsPerCall || len(cur.keys) >= maxKeysPerCall {
+				calls = append(calls, redisCall{sha: s.sha, args: []any{s.newToken(), 0}})
+				cur = &calls[len(calls)-1]
+			}
+			cur.add(op, gi)
+			cur.args[1] = len(cur.members)
+		}
+	}
+	return calls
+}
+
+func (c *redisCall) add(op *redisOp, gi int) {
+	g := op.groups[gi]
+	c.members = append(c.members, callMember{op, gi})
+	c.args = append(c.args, op.now, len(g))
+	for i := range g {
+		ch := &g[i]
+		c.keys = append(c.keys, ch.Key)
+		c.args = append(c.args, string(rune(ch.Alg)), ch.Limit, ch.Period, ch.Burst, ch.WindowEnd, ch.Cost)
+	}
+}
+
+// run sends one pipeline for the batch and hands out the answers.
+func (s *RedisStore) run(batch []*redisOp) {
+	ctx, cancel := context.WithTimeout(context.Background(), s.opts.Timeout)
+	defer cancel()
+	for _, op := range batch {
+		op.res = make([][]Result, len(op.groups))
+	}
+	calls := s.build(batch)
+	err := s.exec(ctx, calls)
+	if err != nil && isNoScript(calls) {
+		if lerr := s.load(ctx); lerr != nil {
+			err = lerr
+		} else {
+			err = s.exec(ctx, calls)
+		}
+	}
+	for i := range calls {
+		c := &calls[i]
+		if cerr := c.cmd.Err(); cerr != nil {
+			for _, m := range c.members {
+				m.op.err = cerr
+			}
+			continue
+		}
+		vals, verr := c.cmd.Int64Slice()
+		want := 0
+		for _, m := range c.members {
+			want += 4 * len(m.op.groups[m.gi])
+		}
+		if verr != nil || len(vals) != want {
+			for _, m := range c.members {
+				m.op.err = fmt.Errorf("ratelimit: unexpected script reply %v (%v)", c.cmd.Val(), verr)
+			}
+			continue
+		}
+		for _, m := range c.members {
+			g := m.op.groups[m.gi]
+			res := make([]Result, len(g))
+			for j := range res {
+				v := vals[4*j:]
+				res[j] = Result{Allowed: v[0] == 1, Remaining: uint64(max(v[1], 0)), Reset: v[2], RetryAfter: v[3]}
+			}
+			vals = vals[4*len(g):]
+			m.op.res[m.gi] = res
+		}
+	}
+	for _, op := range batch {
+		if op.err == nil && err != nil {
+			for _, r := range op.res {
+				if r == nil {
+					op.err = err
+					break
+				}
+			}
+		}
+		op.done <- struct{}{}
+	}
+}
+
+func (s *RedisStore) exec(ctx context.Context, calls []redisCall) error {
+	pipe := s.client.Pipeline()
+	for i := range calls {
+		calls[i].cmd = pipe.EvalSha(ctx, calls[i].sha, calls[i].keys, calls[i].args...)
+	}
+	_, err := pipe.Exec(ctx)
+	return err
+}
+
+func isNoScript(calls []redisCall) bool {
+	for i := range calls {
+		if err := calls[i].cmd.Err(); err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
+			return true
+		}
+	}
+	return false
+}
+
+// load loads the scripts (on every master of a cluster).
+func (s *RedisStore) load(ctx context.Context) error {
+	s.loadMu.Lock()
+	defer s.loadMu.Unlock()
+	srcs := []string{groupScript}
+	for _, src := range singleScripts {
+		srcs = append(srcs, src)
+	}
+	for _, src := range srcs {
+		sha, err := s.client.ScriptLoad(ctx, src).Result()
+		if err != nil {
+			return err
+		}
+		if sha != scriptSHA(src) {
+			return fmt.Errorf("ratelimit: script sha %s, expected %s", sha, scriptSHA(src))
+		}
+	}
+	return nil
+}

@@ -1,0 +1,296 @@
+package ratelimit
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/api-gateway/api-gateway/proto/model"
+	"github.com/api-gateway/api-gateway/xds/ir"
+	"github.com/api-gateway/api-gateway/xds/translate"
+)
+
+// Rules are the compiled, immutable descriptor trees of every domain. The service swaps a
+// whole Rules value in at once (SetRules); requests read it without locks.
+type Rules struct {
+	Revision uint64
+	domains  map[string]*rnode
+}
+
+type rnode struct {
+	children  map[string]*rnode // "key_value" or "key"
+	wildcards []rwild           // children whose value ends in '*', in config order
+	lim       *limitDef
+	share     bool   // share_threshold: matches of this wildcard share a counter
+	pattern   string // the wildcard value ("files*"), for share_threshold
+}
+
+type rwild struct {
+	prefix string // "key_valueprefix"
+	node   *rnode
+}
+
+// limitDef is what applies when a request descriptor ends at a node.
+type limitDef struct {
+	domain     string
+	name       string
+	replaces   []string
+	unlimited  bool
+	shadow     bool
+	quotaMode  bool
+	detailed   bool
+	failClosed bool
+	headers    ir.RateLimitHeaders
+	rules      []ruleDef
+	label      string // metric descriptor label: the keys of the path
+	algLabel   string
+	source     string
+	metrics    atomic.Pointer[limitMetrics]
+}
+
+type ruleDef struct {
+	kind     string
+	alg      Algorithm
+	requests uint64
+	period   int64 // µs: window length, or T1 for buckets
+	calendar ir.RateLimitCalendar
+	burst    uint64
+	suffix   string // key suffix naming algorithm and period
+	window   int64  // seconds, for RateLimit-Policy w=
+	current  *rlsv3.RateLimitResponse_RateLimit
+}
+
+// BuildRules compiles the rate-limit rules of a whole model: the generated "api-gateway"
+// domain and every domain config (translate.RateLimitDomains). It is pure. The returned
+// Rules is never nil and holds everything that compiled; err lists the objects that did not
+// (each reported and left out, never breaking the rest).
+func BuildRules(snap *model.Snapshot) (*Rules, error) {
+	domains, errs := translate.RateLimitDomains(snap)
+	var rev uint64
+	if snap != nil {
+		rev = snap.Revision
+	}
+	r, err := BuildRulesFromDomains(rev, domains)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	return r, errors.Join(errs...)
+}
+
+// BuildRulesFromDomains compiles IR domains.
+func BuildRulesFromDomains(revision uint64, domains []ir.RateLimitDomain) (*Rules, error) {
+	r := &Rules{Revision: revision, domains: map[string]*rnode{}}
+	var errs []error
+	for _, d := range domains {
+		if d.Name == "" {
+			errs = append(errs, fmt.Errorf("rate-limit domain with an empty name"))
+			continue
+		}
+		root := r.domains[d.Name]
+		if root == nil {
+			root = &rnode{children: map[string]*rnode{}}
+			r.domains[d.Name] = root
+		}
+		compileNodes(root, d.Name, nil, d.Descriptors, &errs)
+	}
+	return r, errors.Join(errs...)
+}
+
+// Domains lists the configured domain names.
+func (r *Rules) Domains() []string {
+	out := make([]string, 0, len(r.domains))
+	for d := range r.domains {
+		out = append(out, d)
+	}
+	return out
+}
+
+func compileNodes(parent *rnode, domain string, path []string, ds []ir.RateLimitDescriptor, errs *[]error) {
+	for _, d := range ds {
+		if d.Key == "" {
+			*errs = append(*errs, fmt.Errorf("%s: domain %s: descriptor with an empty key", d.Source, domain))
+			continue
+		}
+		fk := d.Key
+		if d.Value != "" {
+			fk += "_" + d.Value
+		}
+		if _, dup := parent.children[fk]; dup {
+			*errs = append(*errs, fmt.Errorf("%s: domain %s: duplicate descriptor %s", d.Source, domain,
+				strings.Join(append(append([]string(nil), path...), fk), ".")))
+			continue
+		}
+		n := &rnode{children: map[string]*rnode{}}
+		p := append(append([]string(nil), path...), d.Key)
+		if len(d.Limits) > 0 || d.Unlimited || d.Replaces != nil || d.Name != "" {
+			lim, err := compileLimit(domain, p, d)
+			if err != nil {
+				*errs = append(*errs, err)
+				continue
+			}
+			n.lim = lim
+		}
+		if strings.HasSuffix(fk, "*") {
+			parent.wildcards = append(parent.wildcards, rwild{prefix: strings.TrimSuffix(fk, "*"), node: n})
+			n.share, n.pattern = d.ShareThreshold, d.Value
+		}
+		compileNodes(n, domain, p, d.Descriptors, errs)
+		parent.children[fk] = n
+	}
+}
+
+func compileLimit(domain string, path []string, d ir.RateLimitDescriptor) (*limitDef, error) {
+	lim := &limitDef{
+		domain: domain, name: d.Name, replaces: d.Replaces, unlimited: d.Unlimited, shadow: d.ShadowMode,
+		quotaMode: d.QuotaMode, detailed: d.DetailedMetric || d.ValueToMetric, failClosed: d.FailMode == "closed",
+		headers: d.Headers, label: strings.Join(path, "."), source: d.Source,
+	}
+	if d.Unlimited {
+		lim.algLabel = "unlimited"
+		return lim, nil
+	}
+	if len(d.Limits) == 0 {
+		return nil, fmt.Errorf("%s: domain %s: descriptor %s has no limit", d.Source, domain, lim.label)
+	}
+	for _, rule := range d.Limits {
+		if err := rule.Validate(); err != nil {
+			return nil, fmt.Errorf("%s: domain %s: descriptor %s: %w", d.Source, domain, lim.label, err)
+		}
+		lim.rules = append(lim.rules, compileRule(d.Name, rule))
+	}
+	lim.algLabel = string(d.Limits[0].Algorithm)
+	return lim, nil
+}
+
+func compileRule(name string, r ir.RateLimitRule) ruleDef {
+	rd := ruleDef{kind: r.Kind, requests: r.Requests, calendar: r.Calendar, burst: r.Burst}
+	period := r.Period.Microseconds()
+	switch {
+	case r.Calendar != ir.CalendarNone:
+		rd.alg = AlgFixedWindow
+		rd.suffix = ":q" + string(r.Calendar[0])
+	case r.Requests == 0:
+		// Zero requests admits nothing: a fixed window of limit 0.
+		rd.alg, rd.period = AlgFixedWindow, period
+		rd.suffix = ":f" + strconv.FormatInt(period, 36)
+	default:
+		switch r.Algorithm {
+		case ir.FixedWindow:
+			rd.alg, rd.period = AlgFixedWindow, period
+		case ir.SlidingWindow:
+			rd.alg, rd.period = AlgSlidingWindow, period
+		case ir.TokenBucket, ir.LeakyBucket:
+			rd.alg = AlgTokenBucket
+			if r.Algorithm == ir.LeakyBucket {
+				rd.alg = AlgLeakyBucket
+			}
+			rd.period = ceilDiv(period, int64(r.Requests)) // T1
+			if rd.burst == 0 {
+				rd.burst = r.Requests
+				if rd.alg == AlgLeakyBucket {
+					rd.burst = 1
+				}
+			}
+		}
+		rd.suffix = ":" + string(rune(rd.alg)) + strconv.FormatInt(period, 36)
+		if rd.alg == AlgTokenBucket || rd.alg == AlgLeakyBucket {
+			rd.suffix += "." + strconv.FormatUint(r.Requests, 36)
+		}
+	}
+	rd.window = int64(math.Ceil(r.Period.Seconds()))
+	rd.current = currentLimit(name, r)
+	return rd
+}
+
+// currentLimit expresses a rule as an Envoy RateLimit (unit, with a multiplier when the
+// period is not one unit).
+func currentLimit(name string, r ir.RateLimitRule) *rlsv3.RateLimitResponse_RateLimit {
+	out := &rlsv3.RateLimitResponse_RateLimit{Name: name, RequestsPerUnit: uint32(min(r.Requests, math.MaxUint32))}
+	switch r.Calendar {
+	case ir.CalendarDay:
+		out.Unit = rlsv3.RateLimitResponse_RateLimit_DAY
+		return out
+	case ir.CalendarMonth:
+		out.Unit = rlsv3.RateLimitResponse_RateLimit_MONTH
+		return out
+	}
+	units := []struct {
+		d time.Duration
+		u rlsv3.RateLimitResponse_RateLimit_Unit
+	}{
+		{365 * 24 * time.Hour, rlsv3.RateLimitResponse_RateLimit_YEAR},
+		{30 * 24 * time.Hour, rlsv3.RateLimitResponse_RateLimit_MONTH},
+		{7 * 24 * time.Hour, rlsv3.RateLimitResponse_RateLimit_WEEK},
+		{24 * time.Hour, rlsv3.RateLimitResponse_RateLimit_DAY},
+		{time.Hour, rlsv3.RateLimitResponse_RateLimit_HOUR},
+		{time.Minute, rlsv3.RateLimitResponse_RateLimit_MINUTE},
+		{time.Second, rlsv3.RateLimitResponse_RateLimit_SECOND},
+	}
+	for _, u := range units {
+		if r.Period == u.d {
+			out.Unit = u.u
+			return out
+		}
+	}
+	for _, u := range units[3:] {
+		if r.Period%u.d == 0 {
+			out.Unit = u.u
+			out.UnitMultiplier = wrapperspb.UInt32(uint32(r.Period / u.d))
+			return out
+		}
+	}
+	return out // sub-second periods: unit unknown
+}
+
+// entryView is the part of a request descriptor entry the lookup needs.
+type entryView struct{ key, value string }
+
+// lookup finds the limit of a request descriptor with envoyproxy/ratelimit's semantics:
+// at each level "key_value" first, then the first wildcard whose prefix matches, then
+// "key" alone; the limit applies only when the descriptor ends at its node. shared returns,
+// per entry, the wildcard value to count under when share_threshold applies ("" otherwise).
+func (r *Rules) lookup(domain string, entries []entryView, buf []byte) (lim *limitDef, shared []string) {
+	level := r.domains[domain]
+	if level == nil {
+		return nil, nil
+	}
+	for i, e := range entries {
+		buf = append(append(append(buf[:0], e.key...), '_'), e.value...)
+		next := level.children[string(buf)]
+		if next == nil {
+			for _, w := range level.wildcards {
+				if strings.HasPrefix(string(buf), w.prefix) {
+					next = w.node
+					if next.share {
+						if shared == nil {
+							shared = make([]string, len(entries))
+						}
+						shared[i] = next.pattern
+					}
+					break
+				}
+			}
+		}
+		if next == nil {
+			next = level.children[e.key]
+		}
+		if next != nil && next.lim != nil && i == len(entries)-1 {
+			lim = next.lim
+		}
+		if next == nil || len(next.children) == 0 {
+			break
+		}
+		level = next
+	}
+	if lim == nil {
+		shared = nil
+	}
+	return lim, shared
+}

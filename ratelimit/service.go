@@ -1,0 +1,403 @@
+// Package ratelimit is the gateway's rate-limit service: Envoy's
+// envoy.service.ratelimit.v3.RateLimitService over limiter algorithms (fixed window, exact
+// sliding log, token bucket, leaky bucket/GCRA, calendar quotas) over a Store: in-process
+// memory or Redis (single, Sentinel or Cluster) with one atomic script per request group and
+// automatic pipelining.
+package ratelimit
+
+import (
+	"context"
+	"log/slog"
+	"math"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	rlcommon "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
+	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/api-gateway/api-gateway/xds/ir"
+)
+
+// Options configure a Service. Zero values take the defaults.
+type Options struct {
+	Logger     *slog.Logger          // default slog.Default()
+	Registerer prometheus.Registerer // default: a private registry
+	Store      Store                 // default: NewMemoryStore()
+	Clock      Clock                 // default: SystemClock()
+	// KeyPrefix prefixes every counter key (default "agw:rl:").
+	KeyPrefix string
+	// DisableLocalCache turns off the local cache of over-limit answers.
+	DisableLocalCache bool
+}
+
+// Service answers ShouldRateLimit from the current Rules.
+type Service struct {
+	rlsv3.UnimplementedRateLimitServiceServer
+	log     *slog.Logger
+	store   Store
+	clock   Clock
+	prefix  string
+	rules   atomic.Pointer[Rules]
+	metrics *metrics
+	cache   *overCache
+	obsOK   prometheus.Observer
+	obsErr  prometheus.Observer
+	// timed: observe store latency (the memory store answers in nanoseconds; it is not timed).
+	timed bool
+	// lastWarn rate-limits the store-down log line to one a second.
+	lastWarn atomic.Int64
+}
+
+// New returns a Service with empty rules (every descriptor is allowed until SetRules).
+func New(opts Options) (*Service, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Store == nil {
+		opts.Store = NewMemoryStore()
+	}
+	if opts.Clock == nil {
+		opts.Clock = SystemClock()
+	}
+	if opts.KeyPrefix == "" {
+		opts.KeyPrefix = "agw:rl:"
+	}
+	m, err := newMetrics(opts.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	s := &Service{log: opts.Logger, store: opts.Store, clock: opts.Clock, prefix: opts.KeyPrefix, metrics: m,
+		obsOK: m.storeDur.WithLabelValues(opts.Store.Name(), "ok"), obsErr: m.storeDur.WithLabelValues(opts.Store.Name(), "error")}
+	_, isMemory := opts.Store.(*MemoryStore)
+	s.timed = !isMemory
+	if !opts.DisableLocalCache {
+		s.cache = newOverCache()
+	}
+	s.rules.Store(&Rules{domains: map[string]*rnode{}})
+	return s, nil
+}
+
+// Register adds the RateLimitService to a gRPC server.
+func (s *Service) Register(g *grpc.Server) { rlsv3.RegisterRateLimitServiceServer(g, s) }
+
+// SetRules swaps the rules in atomically (nil is ignored).
+func (s *Service) SetRules(r *Rules) {
+	if r != nil {
+		s.rules.Store(r)
+	}
+}
+
+// Rules returns the rules in force.
+func (s *Service) Rules() *Rules { return s.rules.Load() }
+
+// Store returns the counter store.
+func (s *Service) Store() Store { return s.store }
+
+// Close closes the store.
+func (s *Service) Close() error { return s.store.Close() }
+
+// descState is one request descriptor on its way through ShouldRateLimit.
+type descState struct {
+	lim      *limitDef
+	shared   []string
+	cost     uint64
+	group    int // index into groups, -1 when not sent to the store
+	checks   []Check
+	cached   int64 // local cache: denied until (µs), 0 = not cached
+	cachedAt int   // the rule that is cached
+}
+
+// ShouldRateLimit decides one request.
+func (s *Service) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitRequest) (*rlsv3.RateLimitResponse, error) {
+	if req.GetDomain() == "" {
+		return nil, status.Error(codes.InvalidArgument, "rate limit domain must not be empty")
+	}
+	if len(req.GetDescriptors()) == 0 {
+		return nil, status.Error(codes.InvalidArgument, "rate limit descriptor list must not be empty")
+	}
+	rules := s.rules.Load()
+	nowT := s.clock.Now()
+	now := nowT.UnixMicro()
+	var stackStates [4]descState
+	states := stackStates[:0]
+	if len(req.Descriptors) > len(stackStates) {
+		states = make([]descState, 0, len(req.Descriptors))
+	}
+	var replacing map[string]bool
+	var buf [128]byte
+	var stackEntries [8]entryView
+	for _, d := range req.Descriptors {
+		st := descState{group: -1}
+		entries := stackEntries[:0]
+		for _, e := range d.GetEntries() {
+			entries = append(entries, entryView{key: e.GetKey(), value: e.GetValue()})
+		}
+		if ov := d.GetLimit(); ov != nil {
+			st.lim = overrideLimit(req.Domain, entries, ov)
+		} else {
+			st.lim, st.shared = rules.lookup(req.Domain, entries, buf[:0])
+		}
+		st.cost = 1
+		if req.HitsAddend > 0 {
+			st.cost = uint64(req.HitsAddend)
+		}
+		if h := d.GetHitsAddend(); h != nil {
+			st.cost = h.GetValue()
+		}
+		if d.GetIsNegativeHits() {
+			st.cost = 0
+		}
+		if st.lim != nil && len(st.lim.replaces) > 0 {
+			if replacing == nil {
+				replacing = map[string]bool{}
+			}
+			for _, r := range st.lim.replaces {
+				replacing[r] = true
+			}
+		}
+		states = append(states, st)
+	}
+	var groups [][]Check
+	for i := range states {
+		st := &states[i]
+		if st.lim != nil && st.lim.name != "" && replacing[st.lim.name] {
+			st.lim = nil
+		}
+		if st.lim == nil || st.lim.unlimited {
+			continue
+		}
+		st.checks = s.buildChecks(req.Domain, req.Descriptors[i].GetEntries(), st, nowT, now)
+		if s.cache != nil {
+			for ci := range st.checks {
+				if until, ok := s.cache.denied(st.checks[ci].Key, st.cost, now); ok {
+					st.cached, st.cachedAt = until, ci
+					break
+				}
+			}
+			if st.cached != 0 {
+				continue
+			}
+		}
+		st.group = len(groups)
+		groups = append(groups, st.checks)
+	}
+	var results [][]Result
+	var storeErr error
+	if len(groups) > 0 && s.timed {
+		t0 := time.Now()
+		results, storeErr = s.store.Eval(ctx, now, groups)
+		if storeErr != nil {
+			s.obsErr.Observe(time.Since(t0).Seconds())
+			if last := s.lastWarn.Load(); t0.UnixNano()-last > int64(time.Second) && s.lastWarn.CompareAndSwap(last, t0.UnixNano()) {
+				s.log.Warn("rate-limit store unavailable; applying fail modes", "store", s.store.Name(), "error", storeErr)
+			}
+		} else {
+			s.obsOK.Observe(time.Since(t0).Seconds())
+		}
+	} else if len(groups) > 0 {
+		results, storeErr = s.store.Eval(ctx, now, groups)
+	}
+	return s.respond(req, states, results, storeErr, now), nil
+}
+
+// buildChecks returns the store checks of a descriptor: one per rule of its limit.
+func (s *Service) buildChecks(domain string, entries []*rlcommon.RateLimitDescriptor_Entry, st *descState, nowT time.Time, now int64) []Check {
+	n := len(s.prefix) + len(domain) + 4
+	for _, e := range entries {
+		n += len(e.GetKey()) + len(e.GetValue()) + 2
+	}
+	var stack [256]byte
+	id := stack[:0]
+	if n+32 > len(stack) {
+		id = make([]byte, 0, n+32)
+	}
+	id = append(id, s.prefix...)
+	id = append(id, '{')
+	id = append(id, domain...)
+	for i, e := range entries {
+		id = append(id, 0x1f)
+		id = append(id, e.GetKey()...)
+		id = append(id, 0x1e)
+		if st.shared != nil && st.shared[i] != "" {
+			id = append(id, st.shared[i]...)
+		} else {
+			id = append(id, e.GetValue()...)
+		}
+	}
+	id = append(id, '}')
+	base := len(id)
+	checks := make([]Check, len(st.lim.rules))
+	for i := range st.lim.rules {
+		r := &st.lim.rules[i]
+		id = append(id[:base], r.suffix...)
+		c := Check{Alg: r.alg, Limit: r.requests, Period: r.period, Burst: r.burst, Cost: st.cost}
+		if r.alg == AlgFixedWindow {
+			var start int64
+			start, c.WindowEnd = fixedWindow(r, nowT, now)
+			id = append(id, ':')
+			id = strconv.AppendInt(id, start, 36)
+		}
+		c.Key = string(id)
+		checks[i] = c
+	}
+	return checks
+}
+
+// fixedWindow returns the window [start, end) holding now: aligned on the Unix epoch as
+// envoyproxy/ratelimit aligns them, or on UTC calendar days and months.
+func fixedWindow(r *ruleDef, nowT time.Time, now int64) (int64, int64) {
+	switch r.calendar {
+	case ir.CalendarDay:
+		t := nowT.UTC()
+		start := time.Date(t.Year(), t.Month(), t.Day(), 0, 0, 0, 0, time.UTC)
+		return start.UnixMicro(), start.AddDate(0, 0, 1).UnixMicro()
+	case ir.CalendarMonth:
+		t := nowT.UTC()
+		start := time.Date(t.Year(), t.Month(), 1, 0, 0, 0, 0, time.UTC)
+		return start.UnixMicro(), start.AddDate(0, 1, 0).UnixMicro()
+	}
+	start := now - now%r.period
+	if now < 0 && now%r.period != 0 {
+		start -= r.period
+	}
+	return start, start + r.period
+}
+
+func (s *Service) respond(req *rlsv3.RateLimitRequest, states []descState, results [][]Result, storeErr error, now int64) *rlsv3.RateLimitResponse {
+	resp := &rlsv3.RateLimitResponse{OverallCode: rlsv3.RateLimitResponse_OK,
+		Statuses: make([]*rlsv3.RateLimitResponse_DescriptorStatus, len(states))}
+	var best headerInfo
+	bestOver := false
+	for i := range states {
+		st := &states[i]
+		if st.lim == nil {
+			resp.Statuses[i] = &rlsv3.RateLimitResponse_DescriptorStatus{Code: rlsv3.RateLimitResponse_OK}
+			continue
+		}
+		lm := s.limitMetrics(st.lim, req.Descriptors[i].GetEntries())
+		if st.lim.unlimited {
+			lm.c[rUnlimited].Inc()
+			resp.Statuses[i] = &rlsv3.RateLimitResponse_DescriptorStatus{Code: rlsv3.RateLimitResponse_OK, LimitRemaining: math.MaxUint32}
+			continue
+		}
+		var hi headerInfo
+		hi.lim = st.lim
+		ds := &rlsv3.RateLimitResponse_DescriptorStatus{}
+		switch {
+		case st.cached != 0:
+			hi.rule = &st.lim.rules[st.cachedAt]
+			hi.denied, hi.reset, hi.retryAfter = true, st.cached-now, st.cached-now
+		case storeErr != nil || results[st.group] == nil:
+			hi.rule = &st.lim.rules[0]
+			ds.CurrentLimit = hi.rule.current
+			if st.lim.failClosed {
+				ds.Code = rlsv3.RateLimitResponse_OVER_LIMIT
+				resp.OverallCode = rlsv3.RateLimitResponse_OVER_LIMIT
+				lm.c[rFailClosed].Inc()
+			} else {
+				lm.c[rFailOpen].Inc()
+				lm.fo.Inc()
+			}
+			resp.Statuses[i] = ds
+			continue
+		default:
+			res := results[st.group]
+			pick := -1
+			for j := range res {
+				if !res[j].Allowed {
+					pick = j
+					hi.denied = true
+					break
+				}
+				if pick < 0 || res[j].Remaining < res[pick].Remaining {
+					pick = j
+				}
+			}
+			hi.rule = &st.lim.rules[pick]
+			hi.reset, hi.retryAfter = res[pick].Reset, res[pick].RetryAfter
+			if !hi.denied {
+				hi.remaining = res[pick].Remaining
+			} else if s.cache != nil && st.cost > 0 && hi.retryAfter > 0 {
+				s.cache.put(st.checks[pick].Key, st.cost, now+hi.retryAfter, now)
+			}
+		}
+		ds.CurrentLimit = hi.rule.current
+		ds.LimitRemaining = uint32(min(hi.remaining, math.MaxUint32))
+		if hi.reset > 0 {
+			ds.DurationUntilReset = durationpb.New(time.Duration(hi.reset) * time.Microsecond)
+		}
+		switch {
+		case !hi.denied:
+			ds.Code = rlsv3.RateLimitResponse_OK
+			lm.c[rOK].Inc()
+		case st.lim.shadow || st.lim.quotaMode:
+			ds.Code = rlsv3.RateLimitResponse_OK
+			lm.c[rShadow].Inc()
+		default:
+			ds.Code = rlsv3.RateLimitResponse_OVER_LIMIT
+			resp.OverallCode = rlsv3.RateLimitResponse_OVER_LIMIT
+			if st.cached == 0 {
+				lm.c[rOver].Inc()
+			} else {
+				lm.c[rCached].Inc()
+			}
+		}
+		resp.Statuses[i] = ds
+		if st.lim.headers.Any() {
+			over := ds.Code == rlsv3.RateLimitResponse_OVER_LIMIT
+			switch {
+			case best.lim == nil, over && !bestOver, !bestOver && !over && hi.remaining < best.remaining:
+				best, bestOver = hi, over
+			}
+		}
+	}
+	if best.lim != nil {
+		resp.ResponseHeadersToAdd = responseHeaders(&best, resp.OverallCode == rlsv3.RateLimitResponse_OVER_LIMIT)
+	}
+	return resp
+}
+
+func (s *Service) limitMetrics(lim *limitDef, entries []*rlcommon.RateLimitDescriptor_Entry) *limitMetrics {
+	if !lim.detailed {
+		return s.metrics.forLimit(lim)
+	}
+	label := make([]byte, 0, 64)
+	for i, e := range entries {
+		if i > 0 {
+			label = append(label, '.')
+		}
+		label = append(label, e.GetKey()...)
+		if e.GetValue() != "" {
+			label = append(label, '_')
+			label = append(label, e.GetValue()...)
+		}
+	}
+	return s.metrics.resolve(lim.domain, string(label), lim.algLabel)
+}
+
+// overrideLimit builds the limit a request carries itself (descriptor.limit): a fixed window.
+func overrideLimit(domain string, entries []entryView, ov *rlcommon.RateLimitDescriptor_RateLimitOverride) *limitDef {
+	unit := map[int32]time.Duration{1: time.Second, 2: time.Minute, 3: time.Hour, 4: 24 * time.Hour,
+		5: 30 * 24 * time.Hour, 6: 365 * 24 * time.Hour, 7: 7 * 24 * time.Hour}[int32(ov.GetUnit())]
+	if unit == 0 {
+		return nil
+	}
+	if m := ov.GetUnitMultiplier(); m != nil && m.GetValue() > 1 {
+		unit *= time.Duration(m.GetValue())
+	}
+	label := ""
+	for i, e := range entries {
+		if i > 0 {
+			label += "."
+		}
+		label += e.key
+	}
+	rule := ir.RateLimitRule{Kind: "limit", Algorithm: ir.FixedWindow, Requests: uint64(ov.GetRequestsPerUnit()), Period: unit}
+	return &limitDef{domain: domain, label: label, algLabel: "fixed_window", rules: []ruleDef{compileRule("", rule)}}
+}
