@@ -1,0 +1,337 @@
+package waf
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"reflect"
+	"slices"
+	"strconv"
+	"strings"
+	"sync/atomic"
+
+	"github.com/corazawaf/coraza/v3/experimental"
+	"github.com/corazawaf/coraza/v3/experimental/plugins/plugintypes"
+	"github.com/corazawaf/coraza/v3/types"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+)
+
+// Statuses the gateway's own limits deny with.
+const (
+	StatusBodyTooLarge    = 413
+	StatusHeadersTooLarge = 431
+	StatusForbidden       = 403
+)
+
+// errNoHTTP is a CheckRequest without HTTP attributes.
+var errNoHTTP = errors.New("waf: check request has no HTTP attributes")
+
+// Inspect runs the request of an Envoy CheckRequest through the WAF. The request is fed to
+// Coraza in its own order: connection, URI, headers (Host from :authority, other pseudo
+// headers skipped), request headers phase, body (raw_body, else body), request body phase,
+// logging. Detect mode never denies.
+func (w *WAF) Inspect(ctx context.Context, req *authv3.CheckRequest) Verdict {
+	return w.inspect(ctx, req, nil)
+}
+
+// inspect is Inspect; onMatched, when set, sees the transaction's matched rules.
+func (w *WAF) inspect(ctx context.Context, req *authv3.CheckRequest, onMatched func([]types.MatchedRule)) Verdict {
+	h := req.GetAttributes().GetRequest().GetHttp()
+	if h == nil {
+		return w.failure(errNoHTTP)
+	}
+	hdrs := collectHeaders(h)
+
+	v := Verdict{Allowed: true}
+	if w.cfg.MaxHeaderSize > 0 && hdrs.size > w.cfg.MaxHeaderSize {
+		w.limitViolation(&v, StatusHeadersTooLarge,
+			fmt.Sprintf("request headers are %d bytes, over the %d byte limit", hdrs.size, w.cfg.MaxHeaderSize))
+		if !v.Allowed {
+			return v
+		}
+	}
+	body := h.GetRawBody()
+	if len(body) == 0 && h.GetBody() != "" {
+		body = []byte(h.GetBody())
+	}
+	if n := declaredBodySize(h, hdrs, len(body)); n > w.cfg.MaxRequestBodySize {
+		w.limitViolation(&v, StatusBodyTooLarge,
+			fmt.Sprintf("request body is %d bytes, over the %d byte limit", n, w.cfg.MaxRequestBodySize))
+		if !v.Allowed {
+			return v
+		}
+	}
+
+	tx := w.newTx(experimental.Options{ID: transactionID(h), Context: ctx})
+	defer func() { _ = tx.Close() }()
+	if tx.IsRuleEngineOff() {
+		return v
+	}
+
+	attrs := req.GetAttributes()
+	srcIP, srcPort := socketAddress(attrs.GetSource().GetAddress())
+	dstIP, dstPort := socketAddress(attrs.GetDestination().GetAddress())
+	tx.ProcessConnection(srcIP, srcPort, dstIP, dstPort)
+	tx.ProcessURI(hdrs.path, hdrs.method, hdrs.protocol)
+	if hdrs.hasHost {
+		tx.AddRequestHeader("Host", hdrs.host)
+		tx.SetServerName(serverName(hdrs.host))
+	}
+	for _, kv := range hdrs.list {
+		tx.AddRequestHeader(kv.key, kv.value)
+	}
+
+	it := tx.ProcessRequestHeaders()
+	if it == nil && len(body) > 0 && tx.IsRequestBodyAccessible() {
+		var err error
+		if it, _, err = tx.WriteRequestBody(body); err != nil {
+			tx.ProcessLogging()
+			return w.failure(fmt.Errorf("waf: writing request body: %w", err))
+		}
+	}
+	if it == nil {
+		var err error
+		if it, err = tx.ProcessRequestBody(); err != nil {
+			tx.ProcessLogging()
+			return w.failure(fmt.Errorf("waf: processing request body: %w", err))
+		}
+	}
+	w.fillVerdict(&v, tx, it)
+	tx.ProcessLogging()
+	if onMatched != nil {
+		onMatched(tx.MatchedRules())
+	}
+	return v
+}
+
+// limitViolation records a breach of the gateway's own header/body size limits.
+func (w *WAF) limitViolation(v *Verdict, status int, msg string) {
+	v.Detected = true
+	v.Status = status
+	v.Category = CategoryLimits
+	v.Message = msg
+	v.Allowed = w.cfg.Mode == ModeDetect
+}
+
+// failure is the verdict for a request that could not be inspected: block mode fails closed.
+func (w *WAF) failure(err error) Verdict {
+	w.logger.Error("waf inspection failed", "error", err, "waf", w.key)
+	return Verdict{Allowed: w.cfg.Mode == ModeDetect, Detected: false, Status: 500, Err: err, Message: err.Error()}
+}
+
+type txVariables interface {
+	Variables() plugintypes.TransactionVariables
+}
+
+type logFlag interface{ Log() bool }
+
+// fillVerdict reads the transaction's outcome into v.
+func (w *WAF) fillVerdict(v *Verdict, tx types.Transaction, it *types.Interruption) {
+	matched := tx.MatchedRules()
+	var cats []string
+	var deciding types.MatchedRule
+	for _, mr := range matched {
+		if lf, ok := mr.(logFlag); ok && !lf.Log() {
+			continue
+		}
+		id := mr.Rule().ID()
+		v.RuleIDs = append(v.RuleIDs, id)
+		if isEvaluationRule(id) {
+			continue
+		}
+		if c := w.ruleCategory(id); c != "" {
+			cats = append(cats, c)
+		}
+		if it == nil && deciding == nil && w.cfg.Mode == ModeDetect && wouldDisrupt(mr) {
+			deciding = mr
+		}
+	}
+	if tv, ok := tx.(txVariables); ok {
+		if s := tv.Variables().TX().Get("blocking_inbound_anomaly_score"); len(s) > 0 {
+			v.AnomalyScore, _ = strconv.Atoi(s[0])
+		}
+	}
+	switch {
+	case v.Detected:
+		// A size limit already decided; the matches above are kept for the record.
+	case it != nil:
+		v.Detected = true
+		v.Allowed = false
+		v.Status = it.Status
+		v.RuleID = it.RuleID
+		if v.Status == 0 {
+			v.Status = StatusForbidden
+		}
+	case w.cfg.Mode == ModeDetect && v.AnomalyScore >= w.cfg.AnomalyThreshold:
+		v.Detected = true
+		v.Status = StatusForbidden
+		v.RuleID = 949110
+	case deciding != nil:
+		v.Detected = true
+		v.Status = StatusForbidden
+		v.RuleID = deciding.Rule().ID()
+	}
+	if !v.Detected && v.Category == "" {
+		return
+	}
+	if v.Category == "" {
+		v.Category = pickCategory(cats)
+		if v.Category == "" {
+			v.Category = categoryByID(v.RuleID)
+		}
+	}
+	if v.Message == "" {
+		for _, mr := range matched {
+			if mr.Rule().ID() == v.RuleID {
+				v.Message = mr.Message()
+				break
+			}
+		}
+	}
+}
+
+// wouldDisrupt reports a matched rule whose disruptive action is deny, drop or redirect
+// (in DetectionOnly mode Coraza records the action it would have taken but does not
+// expose it through its interface).
+func wouldDisrupt(mr types.MatchedRule) bool {
+	rv := reflect.ValueOf(mr)
+	if rv.Kind() == reflect.Pointer {
+		rv = rv.Elem()
+	}
+	if rv.Kind() != reflect.Struct {
+		return false
+	}
+	f := rv.FieldByName("DisruptiveAction_")
+	if !f.IsValid() || !f.CanInt() {
+		return false
+	}
+	// Coraza's DisruptiveAction enum: 0 unknown, 1 allow, 2 deny, 3 drop, 4 pass, 5 redirect.
+	switch f.Int() {
+	case 2, 3, 5:
+		return true
+	}
+	return false
+}
+
+// header is one request header as Coraza sees it.
+type header struct{ key, value string }
+
+// requestHeaders is the CheckRequest's header view: pseudo headers split out.
+type requestHeaders struct {
+	method, path, protocol, host string
+	hasHost                      bool // :authority (or host) was sent, possibly empty
+	contentLength                string
+	list                         []header // sorted by name, pseudo headers and host removed
+	size                         int64    // bytes of names and values, host included
+}
+
+var txCounter atomic.Uint64
+
+// collectHeaders reads the headers of the request (the headers map, or header_map when
+// Envoy sends raw headers) in a deterministic order.
+func collectHeaders(h *authv3.AttributeContext_HttpRequest) requestHeaders {
+	r := requestHeaders{method: h.GetMethod(), path: h.GetPath(), protocol: h.GetProtocol()}
+	add := func(k, v string) {
+		if len(k) > 0 && k[0] == ':' {
+			switch k {
+			case ":authority":
+				r.host, r.hasHost = v, true
+			case ":method":
+				if r.method == "" {
+					r.method = v
+				}
+			case ":path":
+				if r.path == "" {
+					r.path = v
+				}
+			}
+			return
+		}
+		if strings.EqualFold(k, "host") {
+			if !r.hasHost {
+				r.host, r.hasHost = v, true
+			}
+			return
+		}
+		if strings.EqualFold(k, "content-length") {
+			r.contentLength = v
+		}
+		r.size += int64(len(k) + len(v))
+		r.list = append(r.list, header{k, v})
+	}
+	if m := h.GetHeaderMap(); m != nil && len(m.GetHeaders()) > 0 {
+		for _, hv := range m.GetHeaders() {
+			val := hv.GetValue()
+			if len(hv.GetRawValue()) > 0 {
+				val = string(hv.GetRawValue())
+			}
+			add(hv.GetKey(), val)
+		}
+	} else {
+		for k, v := range h.GetHeaders() {
+			add(k, v)
+		}
+		slices.SortFunc(r.list, func(a, b header) int { return strings.Compare(a.key, b.key) })
+	}
+	if !r.hasHost && h.GetHost() != "" {
+		r.host, r.hasHost = h.GetHost(), true
+	}
+	if r.hasHost {
+		r.size += int64(len("host") + len(r.host))
+	}
+	if r.method == "" {
+		r.method = "GET"
+	}
+	if r.path == "" {
+		r.path = "/"
+	}
+	if r.protocol == "" {
+		r.protocol = "HTTP/1.1"
+	}
+	return r
+}
+
+// declaredBodySize is the larger of the body received and the declared Content-Length
+// (Envoy may send a truncated body when the request is larger than its buffer).
+func declaredBodySize(h *authv3.AttributeContext_HttpRequest, hdrs requestHeaders, got int) int64 {
+	n := int64(got)
+	if h.GetSize() > n {
+		n = h.GetSize()
+	}
+	if hdrs.contentLength != "" {
+		if cl, err := strconv.ParseInt(strings.TrimSpace(hdrs.contentLength), 10, 64); err == nil && cl > n {
+			n = cl
+		}
+	}
+	return n
+}
+
+// socketAddress returns the address and port of an Envoy address ("", 0 when absent).
+func socketAddress(a *corev3.Address) (string, int) {
+	sa := a.GetSocketAddress()
+	if sa == nil {
+		return "", 0
+	}
+	return sa.GetAddress(), int(sa.GetPortValue())
+}
+
+// serverName strips the port from a Host value.
+func serverName(host string) string {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		return h
+	}
+	return host
+}
+
+// transactionID is Envoy's request id, or a process-unique counter.
+func transactionID(h *authv3.AttributeContext_HttpRequest) string {
+	if id := h.GetId(); id != "" {
+		return id
+	}
+	if id := h.GetHeaders()["x-request-id"]; id != "" {
+		return id
+	}
+	return "waf-" + strconv.FormatUint(txCounter.Add(1), 36)
+}
