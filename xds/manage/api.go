@@ -123,11 +123,22 @@ func (a *API) SetReady(name string, fn func() error) {
 	a.ready[name] = fn
 }
 
+// mountedDocs describes the endpoints components mount, for the OpenAPI document.
+var mountedDocs = map[string][2]string{
+	"GET " + Prefix + "/xds/nodes":        {"xds", "Connected Envoy and gRPC nodes: node group, last ACKed version per type, last NACK"},
+	"GET " + Prefix + "/analytics/usage":  {"analytics", "Usage from Envoy's access logs (?start, end, group_by=day|hour, route, api_key, user, tenant)"},
+	"GET " + Prefix + "/analytics/errors": {"analytics", "Errors by route and status (?timeframe=24h)"},
+}
+
 // Mount adds an authenticated endpoint (Go ServeMux pattern, e.g. "GET /api/v1/management/xds/nodes").
 func (a *API) Mount(pattern string, h http.Handler) {
 	method, path, _ := strings.Cut(pattern, " ")
+	doc, ok := mountedDocs[pattern]
+	if !ok {
+		doc = [2]string{"components", "mounted by a component"}
+	}
 	a.mu.Lock()
-	a.endpoints = append(a.endpoints, endpoint{method: method, path: path, summary: "mounted by a component", tag: "components"})
+	a.endpoints = append(a.endpoints, endpoint{method: method, path: path, summary: doc[1], tag: doc[0], status: 200})
 	a.mu.Unlock()
 	a.mux.Handle(pattern, a.authed(h))
 }
