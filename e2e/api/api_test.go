@@ -212,3 +212,26 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// The binary's OpenAPI document lists every endpoint, including those components mount.
+func TestOpenAPIOfTheBinary(t *testing.T) {
+	g := testutil.StartGateway(t, testutil.GatewayOptions{})
+	var doc struct {
+		Paths map[string]map[string]any `json:"paths"`
+	}
+	if code, body := g.Do("GET", "/api/v1/management/openapi.json", nil, &doc); code != 200 {
+		t.Fatalf("openapi.json: %d %s", code, body)
+	}
+	for _, p := range []string{"/api/v1/management/routes", "/api/v1/management/routes/{id}", "/api/v1/management/api-keys/{id}/rotate",
+		"/api/v1/management/services/{id}/heartbeat", "/api/v1/management/xds/nodes", "/api/v1/management/analytics/usage",
+		"/api/v1/management/analytics/errors", "/health", "/ready", "/docs"} {
+		if _, ok := doc.Paths[p]; !ok {
+			t.Errorf("%s missing from the binary's OpenAPI document", p)
+		}
+	}
+	for _, p := range []string{"/api/v1/management/xds/nodes", "/api/v1/management/analytics/usage"} {
+		if code, body := g.Do("GET", p, nil, nil); code != 200 {
+			t.Errorf("GET %s: %d %s", p, code, body)
+		}
+	}
+}
