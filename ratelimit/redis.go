@@ -26,7 +26,13 @@ type RedisOptions struct {
 	// Zero sends at once: calls that arrive while pipelines are in flight queue up and ride
 	// the next one together, which batches under load without adding latency.
 	Window time.Duration
-	// Timeout bounds one pipeline round trip (default 500ms).
+	// Timeout caps how long one pipeline may wait for Redis (default 2s). Within it, a
+	// pipeline waits as long as the most patient caller in its batch (the latest context
+	// deadline; a caller without one counts as Timeout): a slow but healthy Redis is
+	// waited for while someone still wants the answer, and each caller gives up, and
+	// gets its limit's fail mode, at its own deadline, not at a fixed one shared by the
+	// batch. Scripts are never re-sent after a send that may have reached Redis: they
+	// charge counters, and a second run would charge twice.
 	Timeout time.Duration
 }
 
@@ -56,6 +62,7 @@ type RedisStore struct {
 }
 
 type redisOp struct {
+	ctx    context.Context
 	now    int64
 	groups [][]Check
 	res    [][]Result
@@ -76,7 +83,7 @@ func NewRedisStore(client redis.UniversalClient, opts RedisOptions) *RedisStore 
 		opts.MaxBatch = 256
 	}
 	if opts.Timeout <= 0 {
-		opts.Timeout = 500 * time.Millisecond
+		opts.Timeout = 2 * time.Second
 	}
 	var rnd [6]byte
 	_, _ = rand.Read(rnd[:])
@@ -122,7 +129,7 @@ func (s *RedisStore) Close() error {
 // Eval queues the call and, when a pipeline slot is free, sends the queue itself; then
 // waits for its answer.
 func (s *RedisStore) Eval(ctx context.Context, now int64, groups [][]Check) ([][]Result, error) {
-	op := &redisOp{now: now, groups: groups, done: make(chan struct{}, 1)}
+	op := &redisOp{ctx: ctx, now: now, groups: groups, done: make(chan struct{}, 1)}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -270,20 +277,56 @@ func (c *redisCall) add(op *redisOp, gi int) {
 	}
 }
 
-// run sends one pipeline for the batch and hands out the answers.
+// run sends one pipeline for the batch and hands out the answers. Calls whose caller has
+// already given up are answered with its context error and not sent (their counters are
+// not charged for a request whose caller applied the fail mode). The pipeline's deadline
+// is the latest of the callers' (see RedisOptions.Timeout).
 func (s *RedisStore) run(batch []*redisOp) {
-	ctx, cancel := context.WithTimeout(context.Background(), s.opts.Timeout)
+	start := time.Now()
+	limit := start.Add(s.opts.Timeout)
+	var deadline time.Time
+	live := batch[:0] // batch is this pipeline's own slice
+	for _, op := range batch {
+		if err := op.ctx.Err(); err != nil {
+			op.err = err
+			op.done <- struct{}{}
+			continue
+		}
+		d, ok := op.ctx.Deadline()
+		if !ok || d.After(limit) {
+			d = limit
+		}
+		if d.After(deadline) {
+			deadline = d
+		}
+		live = append(live, op)
+	}
+	if len(live) == 0 {
+		return
+	}
+	batch = live
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
 	for _, op := range batch {
 		op.res = make([][]Result, len(op.groups))
 	}
 	calls := s.build(batch)
 	err := s.exec(ctx, calls)
-	if err != nil && isNoScript(calls) {
-		if lerr := s.load(ctx); lerr != nil {
-			err = lerr
-		} else {
-			err = s.exec(ctx, calls)
+	if err != nil {
+		if retry := noScriptCalls(calls); len(retry) > 0 {
+			// NOSCRIPT: those calls did not run (Redis restarted or flushed its scripts).
+			// Load the scripts and send those calls again, and only those: the others ran.
+			if lerr := s.load(ctx); lerr != nil {
+				err = lerr
+			} else {
+				err = s.exec(ctx, retry)
+				for i := range calls {
+					if redis.HasErrorPrefix(calls[i].cmd.Err(), "NOSCRIPT") {
+						calls[i].cmd = retry[0].cmd
+						retry = retry[1:]
+					}
+				}
+			}
 		}
 	}
 	for i := range calls {
@@ -338,13 +381,15 @@ func (s *RedisStore) exec(ctx context.Context, calls []redisCall) error {
 	return err
 }
 
-func isNoScript(calls []redisCall) bool {
+// noScriptCalls returns copies of the calls Redis answered NOSCRIPT (in order).
+func noScriptCalls(calls []redisCall) []redisCall {
+	var out []redisCall
 	for i := range calls {
 		if err := calls[i].cmd.Err(); err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
-			return true
+			out = append(out, calls[i])
 		}
 	}
-	return false
+	return out
 }
 
 // load loads the scripts (on every master of a cluster).

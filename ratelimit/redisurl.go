@@ -11,9 +11,17 @@ import (
 
 // NewRedisClient builds a go-redis UniversalClient from REDIS_URL, parsed by the one parser
 // every component shares (store.ParseRedisURL: redis://, rediss://, host:port, Sentinel and
-// Cluster forms). Unless the URL sets them, timeouts are 500ms with one retry, so an
-// unreachable Redis fails fast (and the limits fall back to their fail mode) instead of
-// stalling requests, and the protocol is RESP2 (the scripts need nothing from RESP3).
+// Cluster forms). Unless the URL sets them: dialing gives up after 500ms (one dial retry),
+// so an unreachable Redis fails fast and the limits fall back to their fail mode; reads and
+// writes are bounded by the caller's deadline (RedisStore passes its callers' deadlines
+// down), with 10s only as a backstop, so a slow but healthy Redis is waited for rather than
+// turned into fail-mode answers; the protocol is RESP2 (the scripts need nothing from RESP3).
+//
+// Commands are never retried, whatever the URL says: a retry after a timeout or a dropped
+// connection may run a script a second time, and the scripts charge counters (INCRBY,
+// ZADD, bucket updates), so a retry would charge a request twice. Dial retries stay (a
+// connection that was never made carried nothing), and go-redis drops pooled connections
+// that Redis closed before it writes to them, so a restart costs no failed calls.
 func NewRedisClient(redisURL string) (redis.UniversalClient, error) {
 	o, err := store.ParseRedisURL(redisURL)
 	if err != nil {
@@ -24,14 +32,12 @@ func NewRedisClient(redisURL string) (redis.UniversalClient, error) {
 		o.DialTimeout = 500 * time.Millisecond
 	}
 	if !has("read_timeout") {
-		o.ReadTimeout = 500 * time.Millisecond
+		o.ReadTimeout = 10 * time.Second
 	}
 	if !has("write_timeout") {
-		o.WriteTimeout = 500 * time.Millisecond
+		o.WriteTimeout = 10 * time.Second
 	}
-	if !has("max_retries") {
-		o.MaxRetries = 1
-	}
+	o.MaxRetries = -1 // no command retries (see above); -1 because 0 means go-redis's default, 3
 	if !has("dialer_retries") {
 		o.DialerRetries = 1
 	}

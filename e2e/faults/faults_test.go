@@ -13,6 +13,7 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -143,4 +144,21 @@ func waitTCPClosed(addr string, limit time.Duration) error {
 		time.Sleep(20 * time.Millisecond)
 	}
 	return fmt.Errorf("%s still accepts connections", addr)
+}
+
+// logComponent logs the gateway's warnings and errors from one component (at most 20
+// lines), to show why a check failed.
+func logComponent(t *testing.T, g *testutil.Gateway, component string) {
+	t.Helper()
+	n := 0
+	for _, line := range strings.Split(g.Logs(), "\n") {
+		if !strings.Contains(line, `"component":"`+component+`"`) ||
+			!(strings.Contains(line, `"level":"WARN"`) || strings.Contains(line, `"level":"ERROR"`)) {
+			continue
+		}
+		if n++; n > 20 {
+			break
+		}
+		t.Log(line)
+	}
 }
