@@ -105,7 +105,11 @@ func buildKey(k *model.APIKey, locs map[string]*time.Location) *keyEntry {
 			tw.start, err1 = model.ParseClock(w.Start)
 			tw.end, err2 = model.ParseClock(w.End)
 			if err1 != nil || err2 != nil {
-				tw.days = 0x80 // never matches
+				// Never matches: bit 7 is no weekday, and no day bit may be added to it
+				// (start=end=0 would otherwise read as "all day" on the listed days).
+				tw.start, tw.end, tw.days = 0, 0, 0x80
+				e.windows = append(e.windows, tw)
+				continue
 			}
 			for _, d := range w.Days {
 				if wd, ok := model.Weekday(d); ok {
@@ -122,15 +126,29 @@ func buildKey(k *model.APIKey, locs map[string]*time.Location) *keyEntry {
 // secret take the same time and get the same answer.
 var dummyHash = sha256.Sum256([]byte("agw-unknown-key"))
 
-// apiKeyCredential extracts the key from x-api-key or "Authorization: ApiKey ...".
+// conflictingKeys is what apiKeyCredential returns for two different keys: it is never a
+// valid key (it has no "agw_" shape), so the request is a 401 invalid_api_key.
+const conflictingKeys = "\x00conflicting-api-keys"
+
+// apiKeyCredential extracts the key from x-api-key or "Authorization: ApiKey ...". A
+// request carrying two different keys is ambiguous (which one did the caller mean, which
+// one will the upstream read?) and gets a credential that never verifies.
 func apiKeyCredential(h map[string]string) string {
-	if k := h["x-api-key"]; k != "" {
-		return strings.TrimSpace(k)
-	}
+	hk, hasHeader := h["x-api-key"]
+	hk = strings.TrimSpace(hk)
+	ak := ""
 	if a := h["authorization"]; len(a) > 7 && strings.EqualFold(a[:7], "apikey ") {
-		return strings.TrimSpace(a[7:])
+		ak = strings.TrimSpace(a[7:])
 	}
-	return ""
+	switch {
+	case hasHeader && hk == "" && ak == "" && h["x-api-key"] != "":
+		return conflictingKeys // whitespace only: a key was sent, and it is not valid
+	case hk != "" && ak != "" && hk != ak:
+		return conflictingKeys
+	case hk != "":
+		return hk
+	}
+	return ak
 }
 
 // verifyKey finds and verifies the key. Every failure before the secret is proven correct

@@ -29,8 +29,13 @@ func (e *Engine) Check(ctx context.Context, r *Request) *Decision {
 		if !d.Allowed && d.Outcome == "" && rp.dryRun {
 			d.Outcome, d.Allowed = DecisionDryRun, true
 		}
-		if d.Allowed {
-			e.identityHeaders(t, rp, d)
+		if d.Allowed && !e.identityHeaders(t, rp, d) {
+			// A claim (or key field) that would be forwarded carries bytes no header value
+			// may hold (CR, LF, NUL, ...): forwarding it would let the token's contents
+			// inject headers upstream, and dropping it would forward a partial identity.
+			d.SetHeaders, d.RemoveHeaders = nil, nil
+			d.deny(CheckerAuth, 401, ReasonInvalidIdentity, "the credentials carry values that cannot be forwarded")
+			d.Challenge = challenge(CheckerAuth, ReasonInvalidIdentity)
 		}
 		if d.Allowed && d.Outcome == "" && d.memo != nil {
 			d.memoRoute = rp
@@ -94,12 +99,11 @@ func (e *Engine) decide(ctx context.Context, t *tables, rp *routePolicy, r *Requ
 			return
 		}
 	}
-	// 4. Tenant isolation.
-	if !anonymous {
-		if status, reason, msg := e.checkTenant(t, rp, r, &d.Identity); status != 0 {
-			d.deny(CheckerTenant, status, reason, msg)
-			return
-		}
+	// 4. Tenant isolation. A fail-open request has no identity, but the route's own tenant
+	// rules (disabled tenant, required tenant header) still apply to it.
+	if status, reason, msg := e.checkTenant(t, rp, r, &d.Identity); status != 0 {
+		d.deny(CheckerTenant, status, reason, msg)
+		return
 	}
 	// 5. Security policies.
 	if len(rp.policies) > 0 {
@@ -239,11 +243,12 @@ func (e *Engine) authenticate(ctx context.Context, t *tables, rp *routePolicy, r
 			return nil, checker, &authFailure{status: 401, reason: ReasonInvalidAudience, msg: "the bearer token is not for this audience"}
 		}
 		if key != nil {
-			if tid.Tenant != "" && id.Tenant != "" && tid.Tenant != id.Tenant {
+			// Both credentials make one identity (their scopes are pooled), so they must
+			// belong to the same tenant: a tenant-less key must not lend its scopes to a
+			// token of a tenant (or a tenant-less token borrow the key's tenant), which
+			// neither credential could do on its own.
+			if tid.Tenant != id.Tenant {
 				return nil, checker, &authFailure{status: 403, reason: ReasonCredentialsMismatch, msg: "the API key and the token belong to different tenants"}
-			}
-			if tid.Tenant == "" {
-				tid.Tenant = id.Tenant
 			}
 			if tid.UserID == "" {
 				tid.UserID = id.UserID
@@ -319,17 +324,23 @@ func (e *Engine) countQuota(ctx context.Context, k *keyEntry, now time.Time) (bo
 }
 
 // identityHeaders fills the upstream header changes of an allowed request. Identity headers
-// are always either set or removed, so a client can never smuggle its own x-user-id.
-func (e *Engine) identityHeaders(t *tables, rp *routePolicy, d *Decision) {
+// are always either set or removed, so a client can never smuggle its own x-user-id. It
+// reports false when a value to forward is not a valid header value.
+func (e *Engine) identityHeaders(t *tables, rp *routePolicy, d *Decision) bool {
 	id := &d.Identity
 	d.SetHeaders = make([]Header, 0, 4+len(rp.claims))
 	d.RemoveHeaders = make([]string, 0, 6+len(rp.claims))
+	valid := true
 	set := func(name, v string) {
 		if name == "" {
 			return
 		}
 		if v == "" {
 			d.RemoveHeaders = append(d.RemoveHeaders, name)
+			return
+		}
+		if !validHeaderValue(v) {
+			valid = false
 			return
 		}
 		d.SetHeaders = append(d.SetHeaders, Header{Name: name, Value: v})
@@ -348,6 +359,18 @@ func (e *Engine) identityHeaders(t *tables, rp *routePolicy, d *Decision) {
 	if !t.keepCreds && id.Method != MethodNone && id.Method != "" {
 		d.RemoveHeaders = append(d.RemoveHeaders, "authorization", "x-api-key")
 	}
+	return valid
+}
+
+// validHeaderValue reports whether v may be sent as an HTTP header value: no control
+// characters but horizontal tab (RFC 9110 field-value), so no CR/LF/NUL injection.
+func validHeaderValue(v string) bool {
+	for i := 0; i < len(v); i++ {
+		if c := v[i]; (c < 0x20 && c != '\t') || c == 0x7f {
+			return false
+		}
+	}
+	return true
 }
 
 func challenge(checker, reason string) string {

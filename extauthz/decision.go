@@ -99,6 +99,7 @@ const (
 	ReasonWAFBlocked          = "waf_blocked"
 	ReasonAuthUnavailable     = "auth_unavailable"
 	ReasonCredentialsMismatch = "credentials_mismatch"
+	ReasonInvalidIdentity     = "invalid_identity_value"
 )
 
 // Decision values of the decisions metric.

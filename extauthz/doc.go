@@ -22,13 +22,14 @@
 //     WAF settings (geoblocking_enabled + blocked_countries), against GEOIP_DB (read with
 //     maxminddb-golang, the reader under geoip2-golang, decoding only country.iso_code once
 //     per database record). An unknown country fails allow lists and passes deny lists.
-//  3. credentials: x-api-key (or "Authorization: ApiKey ...") and/or "Authorization: Bearer"
-//     (a JWT when it has three parts and issuers are configured, else RFC 7662
-//     introspection). When both a key and a token are sent both must verify. Then the
-//     route's methods, issuers, audiences, scopes (all) and roles (any).
+//  3. credentials: x-api-key (or "Authorization: ApiKey ..."; two different keys in one
+//     request are refused) and/or "Authorization: Bearer" (a JWT when it has three parts
+//     and issuers are configured, else RFC 7662 introspection). When both a key and a token
+//     are sent both must verify and belong to the same tenant (their scopes are pooled).
+//     Then the route's methods, issuers, audiences, scopes (all) and roles (any).
 //  4. tenant: the credential's tenant must equal the route's (route.tenant, else
 //     context_extensions["tenant"]) and the route's tenant_header; disabled tenants are
-//     denied.
+//     denied. The route's own tenant rules apply to fail-open requests too.
 //  5. policy: CEL rules (see policy.go); the first true rule decides.
 //  6. waf: the route's (or global) Coraza WAF, last.
 //  7. quota: API key per-day/per-month usage, counted only for requests that passed
@@ -39,7 +40,9 @@
 // Allow: identity headers (x-user-id, x-tenant-id, x-api-key-id, x-auth-scopes; renamed or
 // disabled by settings.auth.identity_headers) are always set or removed, so a client cannot
 // smuggle them; route.auth.claims_to_headers likewise; authorization and x-api-key are
-// removed unless keep_credentials. Dynamic metadata (namespace envoy.filters.http.ext_authz):
+// removed unless keep_credentials. A value to forward that holds control characters (CR,
+// LF, NUL: header injection) denies the request (401 invalid_identity_value). IP entries
+// are compared unmapped and without IPv6 zone. Dynamic metadata (namespace envoy.filters.http.ext_authz):
 // user_id, api_key_id, tenant_id, auth_method (jwt|api_key|introspection|none), scopes.
 //
 // Deny: 401 + WWW-Authenticate for missing or bad credentials, 403 for forbidden, 429 for
@@ -70,9 +73,10 @@
 // stale (Cache-Control max-age, capped by refresh_interval, default 5m), and are refetched at
 // most once per refresh interval (default 30s) when a token names an unknown kid. Accepted
 // algorithms: RS/PS/ES 256/384/512 and EdDSA; "none" and HMAC never (a key verifies only
-// the algorithms of its own type and curve, and the JWK's own alg when it has one). Verified
-// tokens are cached by token until exp (+ leeway), bounded (65,536 entries), and re-verified
-// when the issuer's key set changes.
+// the algorithms of its own type and curve, and the JWK's own alg when it has one); tokens
+// with a "crit" header are refused. Verified tokens are cached by token until exp (+
+// leeway), bounded (65,536 entries), and re-verified when the issuer's key set or settings
+// change.
 //
 // Every decision is logged (debug for allow, info for deny) with request_id, route_id,
 // identity, checker and reason, and counted in

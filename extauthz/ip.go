@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"strings"
 	"time"
@@ -36,9 +37,20 @@ func (s *ipSet) add(entry string, exp time.Time) error {
 	if strings.Contains(entry, "/") {
 		p, err := netip.ParsePrefix(entry)
 		if err != nil {
-			return err
+			// The model validates with net.ParseCIDR, which accepts what netip does not
+			// ("10.0.0.0/08"): read such entries the same way rather than lose them.
+			_, n, err2 := net.ParseCIDR(entry)
+			if err2 != nil {
+				return err
+			}
+			a, ok := netip.AddrFromSlice(n.IP)
+			ones, _ := n.Mask.Size()
+			if !ok {
+				return err
+			}
+			p = netip.PrefixFrom(a, ones)
 		}
-		p = p.Masked()
+		p = normPrefix(p)
 		if p.IsSingleIP() {
 			s.addAddr(p.Addr(), exp)
 			return nil
@@ -50,8 +62,26 @@ func (s *ipSet) add(entry string, exp time.Time) error {
 	if err != nil {
 		return err
 	}
-	s.addAddr(a.Unmap(), exp)
+	s.addAddr(normAddr(a), exp)
 	return nil
+}
+
+// normAddr is the one form an address is compared in: IPv4-mapped IPv6 addresses as IPv4,
+// without an IPv6 zone (netip.Prefix.Contains is false for any zoned address, and a zone
+// would also make a map lookup miss, so a zone must never slip an address past a deny).
+func normAddr(a netip.Addr) netip.Addr { return a.Unmap().WithZone("") }
+
+// normPrefix masks p and turns an IPv4-mapped prefix (::ffff:a.b.c.d/96..128) into the
+// IPv4 prefix it denotes: client addresses are compared unmapped, so ::ffff:10.0.0.0/104
+// must match 10.1.2.3.
+func normPrefix(p netip.Prefix) netip.Prefix {
+	p = p.Masked()
+	if a := p.Addr(); a.Is4In6() && p.Bits() >= 96 {
+		if q, err := a.Unmap().Prefix(p.Bits() - 96); err == nil {
+			return q
+		}
+	}
+	return p
 }
 
 func (s *ipSet) addAddr(a netip.Addr, exp time.Time) {
@@ -69,6 +99,7 @@ func (s *ipSet) contains(a netip.Addr, now time.Time) bool {
 	if s == nil || !a.IsValid() {
 		return false
 	}
+	a = normAddr(a)
 	if exp, ok := s.addrs[a]; ok && (exp.IsZero() || now.Before(exp)) {
 		return true
 	}
@@ -105,7 +136,9 @@ func (p *ipPolicy) check(a netip.Addr, now time.Time) (reason string, ok bool) {
 	return ReasonIPNotAllowed, false
 }
 
-// ruleSet converts one ip-rule into a set; expired rules give nil.
+// ruleSet converts one ip-rule into a set; expired rules give nil. An entry that does not
+// parse is reported and left out, but the rule stays with its other entries: dropping the
+// whole rule would drop a deny, or turn an allow list into "everyone" (fail open).
 func ruleSet(r *model.IPRule, now time.Time) (*ipSet, error) {
 	var exp time.Time
 	if r.ExpiresAt != nil {
@@ -115,12 +148,13 @@ func ruleSet(r *model.IPRule, now time.Time) (*ipSet, error) {
 		}
 	}
 	s := &ipSet{}
+	var errs []error
 	for _, c := range r.CIDRs {
 		if err := s.add(c, exp); err != nil {
-			return nil, fmt.Errorf("ip-rules/%s: %q: %w", r.ID, c, err)
+			errs = append(errs, fmt.Errorf("ip-rules/%s: %q: %w", r.ID, c, err))
 		}
 	}
-	return s, nil
+	return s, errors.Join(errs...)
 }
 
 // clientAddr is the client address: Envoy's source address, or with trusted proxy hops the
@@ -139,7 +173,7 @@ func clientAddr(src netip.Addr, xff string, hops int) netip.Addr {
 			if err != nil {
 				return src
 			}
-			return a.Unmap()
+			return normAddr(a)
 		}
 		if i < 0 {
 			return src

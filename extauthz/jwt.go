@@ -21,6 +21,7 @@ import (
 // issuer is one trusted JWT issuer, compiled per snapshot; its key source outlives snapshots.
 type issuer struct {
 	iss       string
+	fp        string // the issuer's settings: a cached verification is valid only under the same
 	src       *keySource
 	algs      map[string]bool
 	parser    *jwt.Parser
@@ -34,7 +35,8 @@ type issuer struct {
 const defaultClockSkew = 30 * time.Second
 
 func newIssuer(c model.JWTIssuer, src *keySource, now func() time.Time) *issuer {
-	is := &issuer{iss: c.Issuer, src: src, algs: map[string]bool{}, leeway: defaultClockSkew,
+	fp, _ := json.Marshal(c)
+	is := &issuer{iss: c.Issuer, fp: string(fp), src: src, algs: map[string]bool{}, leeway: defaultClockSkew,
 		userClaim: "sub", roles: "roles", scopes: []string{"scope", "scp"}, tenant: []string{"tenant_id", "tenant"}}
 	algs := c.Algorithms
 	if len(algs) == 0 {
@@ -104,6 +106,7 @@ type tokenInfo struct {
 	audiences   []string
 	exp         time.Time
 	src         *keySource
+	issuerFP    string // issuer.fp at verification: settings changes invalidate the entry
 	keysVersion uint64
 	memo        respMemo
 }
@@ -125,7 +128,7 @@ var unverifiedParser = jwt.NewParser()
 func (e *Engine) verifyJWT(ctx context.Context, t *tables, raw string, now time.Time) (*tokenInfo, *authFailure) {
 	if ti := e.tokens.get(raw); ti != nil {
 		if cur := ti.src.current(); cur != nil && cur.version == ti.keysVersion && now.Before(ti.exp) {
-			if is := t.issuers[ti.identity.Issuer]; is != nil && is.src == ti.src {
+			if is := t.issuers[ti.identity.Issuer]; is != nil && is.src == ti.src && is.fp == ti.issuerFP {
 				return ti, nil
 			}
 		}
@@ -135,6 +138,11 @@ func (e *Engine) verifyJWT(ctx context.Context, t *tables, raw string, now time.
 	tok, _, err := unverifiedParser.ParseUnverified(raw, claims)
 	if err != nil {
 		return nil, &authFailure{status: 401, reason: ReasonInvalidToken, msg: "the bearer token is malformed"}
+	}
+	if _, ok := tok.Header["crit"]; ok {
+		// RFC 7515 4.1.11: extensions the verifier does not understand must be rejected
+		// (e.g. "b64": false changes what the signature covers). None is understood here.
+		return nil, &authFailure{status: 401, reason: ReasonInvalidToken, msg: "the bearer token is invalid"}
 	}
 	iss, _ := claims["iss"].(string)
 	is := t.issuers[iss]
@@ -162,7 +170,7 @@ func (e *Engine) verifyJWT(ctx context.Context, t *tables, raw string, now time.
 	if err != nil {
 		return nil, jwtFailure(err)
 	}
-	ti := &tokenInfo{src: is.src, keysVersion: ks.version}
+	ti := &tokenInfo{src: is.src, issuerFP: is.fp, keysVersion: ks.version}
 	ti.identity = is.identity(vclaims)
 	if aud, err := vclaims.GetAudience(); err == nil {
 		ti.audiences = aud

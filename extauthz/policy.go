@@ -6,6 +6,7 @@ import (
 	"sync"
 
 	"github.com/google/cel-go/cel"
+	"github.com/google/cel-go/checker"
 	"github.com/google/cel-go/ext"
 	"github.com/google/cel-go/interpreter"
 
@@ -43,10 +44,30 @@ func policyEnv() (*cel.Env, error) {
 	return celEnv, celEnvErr
 }
 
-// Rules are written by administrators, not callers, and their inputs are bounded (Envoy caps
-// header count and size), so no runtime cost tracking is paid per request (it costs ~15
-// allocations per evaluation); maxExpressionLen bounds what may be stored.
-const maxExpressionLen = 4096
+// Rules are written by administrators, but their inputs (headers, query, claims) come from
+// callers, so a rule like nested comprehensions over request.headers can cost millions of
+// steps per request. A rule whose worst case (every input at maxInputSize) stays within
+// maxRuleCost runs as is; any other rule runs with a runtime cost limit of maxRuleCost (a
+// rule that exceeds it fails, and a failed deny rule denies). maxExpressionLen bounds what
+// may be stored.
+const (
+	maxExpressionLen = 4096
+	maxRuleCost      = 100_000
+	// maxInputSize bounds any list, map or string a rule reads: they come from request
+	// headers (Envoy caps them at 60 KiB by default) or from trusted token claims.
+	maxInputSize = 64 << 10
+)
+
+// inputSizes is the static cost estimator's view of the variables.
+type inputSizes struct{}
+
+func (inputSizes) EstimateSize(checker.AstNode) *checker.SizeEstimate {
+	return &checker.SizeEstimate{Min: 0, Max: maxInputSize}
+}
+
+func (inputSizes) EstimateCallCost(string, string, *checker.AstNode, []checker.AstNode) *checker.CallEstimate {
+	return nil
+}
 
 type compiledRule struct {
 	name    string
@@ -77,24 +98,31 @@ func compileRule(expr string) (cel.Program, error) {
 	if ast.OutputType() != cel.BoolType && ast.OutputType() != cel.DynType {
 		return nil, fmt.Errorf("must evaluate to a bool, not %s", ast.OutputType())
 	}
-	return env.Program(ast, cel.EvalOptions(cel.OptOptimize))
+	if est, err := env.EstimateCost(ast, inputSizes{}); err == nil && est.Max <= maxRuleCost {
+		return env.Program(ast, cel.EvalOptions(cel.OptOptimize)) // bounded: no tracking needed
+	}
+	return env.Program(ast, cel.EvalOptions(cel.OptOptimize), cel.CostLimit(maxRuleCost))
 }
 
 func compilePolicy(p *model.Policy) (*compiledPolicy, model.FieldErrors) {
 	cp := &compiledPolicy{id: p.ID}
 	var errs model.FieldErrors
 	for i, r := range p.Rules {
+		name := r.Name
+		if name == "" {
+			name = fmt.Sprintf("rules[%d]", i)
+		}
 		prg, err := compileRule(r.Expression)
 		if err != nil {
 			errs.Add(fmt.Sprintf("rules[%d].expression", i), "%v", err)
+			// Fail closed, in place: a rule that does not compile denies (500) where it
+			// stands, so an allow rule after it cannot let a request past it.
+			cp.rules = append(cp.rules, compiledRule{name: name, deny: true, status: 500, message: "security policy is invalid"})
 			continue
 		}
-		cr := compiledRule{name: r.Name, prg: prg, deny: r.Action != "allow", status: r.Status, message: r.Message}
+		cr := compiledRule{name: name, prg: prg, deny: r.Action != "allow", status: r.Status, message: r.Message}
 		if cr.status == 0 {
 			cr.status = 403
-		}
-		if cr.name == "" {
-			cr.name = fmt.Sprintf("rules[%d]", i)
 		}
 		cp.rules = append(cp.rules, cr)
 	}
@@ -164,7 +192,15 @@ func evalPolicies(pols []*compiledPolicy, act *celActivation) (rule *compiledRul
 				}
 				continue
 			}
-			if b, ok := out.Value().(bool); ok && b {
+			b, ok := out.Value().(bool)
+			if !ok {
+				// A dyn-typed rule that yields a non-bool is an error: it denies like one.
+				if r.deny {
+					return r, p.id, fmt.Errorf("policy %s %s: result is %s, not a bool", p.id, r.name, out.Type().TypeName())
+				}
+				continue
+			}
+			if b {
 				return r, p.id, nil
 			}
 		}

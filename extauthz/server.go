@@ -95,7 +95,7 @@ func FromCheckRequest(req *authv3.CheckRequest) *Request {
 	}
 	if sa := a.GetSource().GetAddress().GetSocketAddress(); sa != nil {
 		if ip, err := netip.ParseAddr(sa.GetAddress()); err == nil {
-			r.Source = ip.Unmap()
+			r.Source = normAddr(ip)
 		}
 	}
 	return r

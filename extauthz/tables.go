@@ -145,10 +145,10 @@ func (e *Engine) build(snap *model.Snapshot) (*buildResult, error) {
 	for _, r := range snap.IPRules {
 		s, err := ruleSet(r, now)
 		if err != nil {
-			e.log.Warn("ip rule left out", "ip_rule", r.ID, "error", err.Error())
-			continue
+			// The entries that parse still apply; an allow rule left with none allows no one.
+			e.log.Warn("ip rule entries left out", "ip_rule", r.ID, "error", err.Error())
 		}
-		if s == nil || s.empty() {
+		if s == nil {
 			continue // expired
 		}
 		byID[r.ID], sets[r.ID] = r, s
@@ -176,11 +176,9 @@ func (e *Engine) build(snap *model.Snapshot) (*buildResult, error) {
 		}
 		cp, errs := compilePolicy(p)
 		if len(errs) > 0 {
-			// Fail closed: a rule that does not compile denies (500) on the routes it covers.
+			// Fail closed: a rule that does not compile denies (500) on the routes it covers
+			// (compilePolicy keeps it in its place as a denying rule).
 			e.log.Error("policy has rules that do not compile; they deny until fixed", "policy", p.ID, "error", errs.Error())
-			for _, fe := range errs {
-				cp.rules = append(cp.rules, compiledRule{name: fe.Field, deny: true, status: 500, message: "security policy is invalid"})
-			}
 		}
 		compiled[p.ID] = cp
 		if len(p.Rules) == 0 {

@@ -195,6 +195,37 @@ func TestAuthzThroughTheBinary(t *testing.T) {
 	if r := e.check("orders", src, map[string]string{"authorization": "Bearer " + tok}); status(r) != 200 {
 		t.Fatalf("jwt: %d %s", status(r), r.GetDeniedResponse().GetBody())
 	}
+	// A claim carrying CR/LF (header injection into the upstream request) is refused.
+	evil, err := e.oidc.Keypair.SignJWT(jwt.MapClaims{"iss": e.oidc.Issuer(), "aud": e.oidc.ClientID,
+		"sub": "oidc-user\r\nx-user-id: root", "tenant_id": "acme", "scope": "orders:read", "exp": time.Now().Add(time.Hour).Unix()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := e.check("orders", src, map[string]string{"authorization": "Bearer " + evil}); status(r) != 401 ||
+		!strings.Contains(r.GetDeniedResponse().GetBody(), "invalid_identity_value") {
+		t.Fatalf("CRLF in sub: %d %s", status(r), r.GetDeniedResponse().GetBody())
+	}
+	// ip-rules the API accepts deny what they denote: an IPv4-mapped prefix denies the IPv4
+	// client, and an allow list written with a leading-zero mask still restricts the route.
+	key := map[string]string{"x-api-key": created.Key}
+	if st := e.api("POST", "/ip-rules", map[string]any{"id": "mapped", "action": "deny", "cidrs": []string{"::ffff:81.2.69.0/120"}}, nil); st != 201 {
+		t.Fatalf("create mapped ip rule: %d", st)
+	}
+	if st := status(e.check("orders", src, key)); st != 403 {
+		t.Fatalf("IPv4 client under an IPv4-mapped deny: %d", st)
+	}
+	e.api("DELETE", "/ip-rules/mapped", nil, nil)
+	if st := e.api("POST", "/ip-rules", map[string]any{"id": "office", "action": "allow", "cidrs": []string{"10.0.0.0/08"},
+		"routes": []string{"orders"}}, nil); st != 201 {
+		t.Fatalf("create allow rule: %d", st)
+	}
+	if st := status(e.check("orders", src, key)); st != 403 {
+		t.Fatalf("outside an allow list with a leading-zero mask: %d", st)
+	}
+	if st := status(e.check("orders", "10.1.2.3", key)); st != 200 {
+		t.Fatalf("inside the allow list: %d", st)
+	}
+	e.api("DELETE", "/ip-rules/office", nil, nil)
 	// Revoked through the API: fails on the next Check.
 	if st := e.api("POST", "/api-keys/"+created.ID+"/revoke", nil, nil); st != 200 {
 		t.Fatalf("revoke: %d", st)
