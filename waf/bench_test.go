@@ -240,3 +240,46 @@ func BenchmarkInspectVsMiddleware(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkParanoiaPruning compares the paranoia level 1 ruleset with and without the
+// rules of higher paranoia levels (paranoia.go), alternating in one loop, and reports
+// p50/p99 of each and the p50 ratio (full / pruned).
+func BenchmarkParanoiaPruning(b *testing.B) {
+	cfg := ConfigFromSettings(&model.WAFSettings{})
+	logger := slog.New(slog.DiscardHandler)
+	pruned, err := Compile(cfg, logger)
+	if err != nil {
+		b.Fatal(err)
+	}
+	full, err := compile(cfg, maxParanoiaLevel, logger)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, br := range benchRequests() {
+		req := checkRequest(br.raw(), "bench")
+		b.Run(br.name, func(b *testing.B) {
+			var p, f latencies
+			for b.Loop() {
+				t0 := time.Now()
+				vp := pruned.Inspect(context.Background(), req)
+				p = append(p, time.Since(t0))
+				t0 = time.Now()
+				vf := full.Inspect(context.Background(), req)
+				f = append(f, time.Since(t0))
+				if !vp.Allowed || !vf.Allowed {
+					b.Fatalf("benign request blocked: pruned %+v, full %+v", vp, vf)
+				}
+			}
+			slices.Sort(p)
+			slices.Sort(f)
+			q := func(l latencies, x float64) float64 {
+				return float64(l[int(x*float64(len(l)-1))].Microseconds()) / 1000
+			}
+			b.ReportMetric(q(p, 0.5), "pruned-p50-ms")
+			b.ReportMetric(q(p, 0.99), "pruned-p99-ms")
+			b.ReportMetric(q(f, 0.5), "full-p50-ms")
+			b.ReportMetric(q(f, 0.99), "full-p99-ms")
+			b.ReportMetric(q(f, 0.5)/q(p, 0.5), "speedup-p50")
+		})
+	}
+}

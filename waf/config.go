@@ -127,7 +127,11 @@ func (c Config) sections() []section {
 	if c.CustomRules != "" {
 		out = append(out, section{name: sectionCustom, directives: c.CustomRules})
 	}
-	out = append(out, section{name: sectionCRS, directives: crsMarker, crs: true})
+	crs := crsMarker
+	if pl := c.prunableLevel(); pl < maxParanoiaLevel {
+		crs += fmt.Sprintf(", without the rules of paranoia level > %d", pl)
+	}
+	out = append(out, section{name: sectionCRS, directives: crs, crs: true})
 	if c.CustomRulesAfter != "" {
 		out = append(out, section{name: sectionCustomAfter, directives: c.CustomRulesAfter})
 	}

@@ -15,48 +15,74 @@ import (
 // crsDir is the CRS rules folder of the embedded coreruleset FS.
 const crsDir = "@owasp_crs"
 
-var (
-	crsOnce  sync.Once
-	crsText  string
-	crsFiles []string
-	crsErr   error
-)
+// crsRuleSet is the CRS request rules pruned to one paranoia level.
+type crsRuleSet struct {
+	once   sync.Once
+	text   string
+	pruned []prunedRule
+	err    error
+}
+
+// crsByLevel holds the rule sets by paranoia level (index 1..maxParanoiaLevel; level 4
+// is the whole CRS).
+var crsByLevel [maxParanoiaLevel + 1]crsRuleSet
 
 // crsRequestRules returns the CRS request rule files (REQUEST-*.conf, in load order) as
-// one block of directives, with @rx rewritten to the gateway's prefiltered @rx.
-func crsRequestRules() (string, error) {
-	crsOnce.Do(func() {
-		entries, err := fs.ReadDir(coreruleset.FS, crsDir)
+// one block of directives, with @rx rewritten to the gateway's prefiltered @rx, and
+// without the rules a detection paranoia level of pl never evaluates (paranoia.go).
+func crsRequestRules(pl int) (string, error) {
+	rs := crsRules(pl)
+	return rs.text, rs.err
+}
+
+func crsRules(pl int) *crsRuleSet {
+	pl = min(max(pl, 1), maxParanoiaLevel)
+	rs := &crsByLevel[pl]
+	rs.once.Do(func() { rs.text, rs.pruned, rs.err = loadCRS(pl) })
+	return rs
+}
+
+func loadCRS(pl int) (string, []prunedRule, error) {
+	entries, err := fs.ReadDir(coreruleset.FS, crsDir)
+	if err != nil {
+		return "", nil, fmt.Errorf("waf: reading embedded CRS: %w", err)
+	}
+	var files []string
+	for _, e := range entries {
+		name := e.Name()
+		if strings.HasPrefix(name, "REQUEST-") && strings.HasSuffix(name, ".conf") {
+			files = append(files, name)
+		}
+	}
+	if len(files) == 0 {
+		return "", nil, errors.New("waf: no CRS request rules in the embedded coreruleset")
+	}
+	sort.Strings(files)
+	texts := make([]string, len(files))
+	var pruned []prunedRule
+	for i, name := range files {
+		data, err := fs.ReadFile(coreruleset.FS, path.Join(crsDir, name))
 		if err != nil {
-			crsErr = fmt.Errorf("waf: reading embedded CRS: %w", err)
-			return
+			return "", nil, fmt.Errorf("waf: reading %s: %w", name, err)
 		}
-		var b strings.Builder
-		for _, e := range entries {
-			name := e.Name()
-			if !strings.HasPrefix(name, "REQUEST-") || !strings.HasSuffix(name, ".conf") {
-				continue
-			}
-			crsFiles = append(crsFiles, name)
+		text, p, err := pruneParanoia(string(data), pl)
+		if err != nil {
+			return "", nil, fmt.Errorf("waf: pruning %s to paranoia level %d: %w", name, pl, err)
 		}
-		sort.Strings(crsFiles)
-		for _, name := range crsFiles {
-			data, err := fs.ReadFile(coreruleset.FS, path.Join(crsDir, name))
-			if err != nil {
-				crsErr = fmt.Errorf("waf: reading %s: %w", name, err)
-				return
-			}
-			fmt.Fprintf(&b, "# --- %s\n", name)
-			b.WriteString(rewriteRx(string(data)))
-			b.WriteString("\n")
+		texts[i] = text
+		pruned = append(pruned, p...)
+	}
+	var b strings.Builder
+	for i, name := range files {
+		text, err := dropUpdatesOfPruned(texts[i], pruned)
+		if err != nil {
+			return "", nil, fmt.Errorf("waf: pruning %s to paranoia level %d: %w", name, pl, err)
 		}
-		if len(crsFiles) == 0 {
-			crsErr = errors.New("waf: no CRS request rules in the embedded coreruleset")
-			return
-		}
-		crsText = b.String()
-	})
-	return crsText, crsErr
+		fmt.Fprintf(&b, "# --- %s\n", name)
+		b.WriteString(rewriteRx(text))
+		b.WriteString("\n")
+	}
+	return b.String(), pruned, nil
 }
 
 // rewriteRx replaces the @rx operator of every rule by the gateway's @rx, except for

@@ -295,11 +295,11 @@ func runCRSCase(w *WAF, c crsCase, i int) crsResult {
 }
 
 // crsTestWAF compiles the WAF the regression suite runs against: the production ruleset
-// (paranoia 1 base, CRS request rules) with the regression suite's test settings as
-// custom rules.
+// at paranoia level 4 (every CRS request rule) with the regression suite's test settings
+// as custom rules.
 func crsTestWAF(t testing.TB) *WAF {
 	t.Helper()
-	cfg := ConfigFromSettings(&model.WAFSettings{CustomRules: crsTestSettings})
+	cfg := ConfigFromSettings(&model.WAFSettings{ParanoiaLevel: 4, CustomRules: crsTestSettings})
 	w, err := Compile(cfg, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)

@@ -58,7 +58,7 @@ func TestRxFilterCases(t *testing.T) {
 // payloads of the CRS regression tests (raw and URL-decoded): whenever the
 // expression matches, the filter must let it through.
 func TestRxFilterSoundOnCRSPayloads(t *testing.T) {
-	rules, err := crsRequestRules()
+	rules, err := crsRequestRules(maxParanoiaLevel)
 	if err != nil {
 		t.Fatal(err)
 	}

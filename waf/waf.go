@@ -63,18 +63,24 @@ func (w *WAF) Close() error {
 // Compile builds the WAF for cfg. A directive that does not compile is reported with its
 // section and line (see DirectiveError).
 func Compile(cfg Config, logger *slog.Logger) (*WAF, error) {
+	return compile(cfg, cfg.prunableLevel(), logger)
+}
+
+// compile is Compile with the CRS rules pruned to paranoia level pl (maxParanoiaLevel:
+// not pruned).
+func compile(cfg Config, pl int, logger *slog.Logger) (*WAF, error) {
 	if logger == nil {
 		logger = slog.Default()
 	}
 	secs := cfg.sections()
 	categories := map[int]string{}
-	engine, err := compileSections(secs, func(r types.RuleMetadata) {
+	engine, err := compileSections(secs, pl, func(r types.RuleMetadata) {
 		if c := RuleCategory(r); c != "" {
 			categories[r.ID()] = c
 		}
 	})
 	if err != nil {
-		return nil, locateError(secs, err)
+		return nil, locateError(secs, pl, err)
 	}
 	w := &WAF{key: cfg.Key(), cfg: cfg, engine: engine, logger: logger, categories: categories}
 	if rc, ok := engine.(experimental.WAFWithRules); ok {
@@ -83,12 +89,12 @@ func Compile(cfg Config, logger *slog.Logger) (*WAF, error) {
 	return w, nil
 }
 
-func compileSections(secs []section, observer func(types.RuleMetadata)) (coraza.WAF, error) {
+func compileSections(secs []section, pl int, observer func(types.RuleMetadata)) (coraza.WAF, error) {
 	registerOperators()
 	conf := coraza.NewWAFConfig().WithRootFS(rootFS{})
 	for _, s := range secs {
 		if s.crs {
-			rules, err := crsRequestRules()
+			rules, err := crsRequestRules(pl)
 			if err != nil {
 				return nil, err
 			}
@@ -131,7 +137,7 @@ func (e *DirectiveError) Unwrap() error { return e.Err }
 
 // locateError finds the first directive whose addition makes the ruleset fail to compile,
 // by bisecting over the directives in load order (each probe is a compile of a prefix).
-func locateError(secs []section, cause error) error {
+func locateError(secs []section, pl int, cause error) error {
 	type dir struct {
 		sec  int
 		line int
@@ -169,7 +175,7 @@ func locateError(secs []section, cause error) error {
 	lo, hi := 0, len(all)
 	for hi-lo > 1 {
 		mid := (lo + hi) / 2
-		if e, err := compileSections(build(mid), nil); err != nil {
+		if e, err := compileSections(build(mid), pl, nil); err != nil {
 			hi = mid
 			cause = err
 		} else {
@@ -181,7 +187,7 @@ func locateError(secs []section, cause error) error {
 		return &DirectiveError{Section: "ruleset", Err: cause}
 	}
 	d := all[hi-1]
-	if e, err := compileSections(build(hi), nil); err != nil {
+	if e, err := compileSections(build(hi), pl, nil); err != nil {
 		cause = err
 	} else {
 		closeEngine(e)
