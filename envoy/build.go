@@ -47,6 +47,11 @@ type Options struct {
 	Flavor Flavor
 	// StatPrefix of the HTTP connection manager (default "ingress_http").
 	StatPrefix string
+	// Memo, when set, carries built resources from one Build to the next (see Memo).
+	Memo *Memo
+	// Shared, when set, holds the resources this Build shares with builds of other flavors
+	// (see SharedMemo); the caller begins and ends its generations.
+	Shared *SharedMemo
 }
 
 // Resources are the built xDS resources, each list sorted by name.
@@ -57,6 +62,9 @@ type Resources struct {
 	Endpoints []*endpointv3.ClusterLoadAssignment
 	// RouteErrors: routes dropped because a resource of theirs failed validation.
 	RouteErrors map[string]string
+	// Content hashes of every resource by name (equal hash, equal resource), the per-resource
+	// versions: computed from the IR, not by marshalling the resources.
+	ListenerHashes, RouteHashes, ClusterHashes, EndpointHashes map[string]uint64
 }
 
 // builder accumulates the first error of the resource being built.
@@ -64,6 +72,7 @@ type builder struct {
 	o   Options
 	cfg *ir.Config
 	err error
+	h   *ir.Hasher // for the route configuration hashes
 }
 
 func (b *builder) fail(err error) {
@@ -116,15 +125,27 @@ func envoyGRPC(cluster string, timeout time.Duration) *corev3.GrpcService {
 	}
 }
 
-// Build turns the IR into resources for one flavor.
+// builtRoute is a built route and its content hash.
+type builtRoute struct {
+	r    *routev3.Route
+	hash uint64
+}
+
+// Build turns the IR into resources for one flavor. Every route and cluster is built and
+// validated once (with o.Memo: once for as long as its IR does not change).
 func Build(cfg *ir.Config, o Options) (*Resources, error) {
 	if o.StatPrefix == "" {
 		o.StatPrefix = "ingress_http"
 	}
-	out := &Resources{RouteErrors: map[string]string{}}
+	memo := o.Memo
+	memo.begin()
+	defer memo.end()
+	h := ir.NewHasher()
+	out := &Resources{RouteErrors: map[string]string{}, ListenerHashes: map[string]uint64{}, RouteHashes: map[string]uint64{},
+		ClusterHashes: make(map[string]uint64, len(cfg.Clusters)+2), EndpointHashes: make(map[string]uint64, len(cfg.Clusters))}
 	bad := map[string]bool{}
 	// Clusters first: a route whose cluster is invalid is dropped as a whole.
-	referenced := map[string]bool{}
+	referenced := make(map[string]bool, len(cfg.Clusters))
 	for _, vh := range cfg.VirtualHosts {
 		for _, r := range vh.Routes {
 			for _, be := range r.Backends {
@@ -138,63 +159,96 @@ func Build(cfg *ir.Config, o Options) (*Resources, error) {
 		}
 	}
 	type built struct {
-		c   *clusterv3.Cluster
-		cla *endpointv3.ClusterLoadAssignment
+		c   *memoEntry
+		cla *memoEntry
 		src *ir.Cluster
 	}
-	var clusters []built
-	for _, c := range cfg.Clusters {
+	clusters := make([]built, 0, len(cfg.Clusters))
+	var hardErr error
+	var hardName string
+	errCluster := map[string]string{}
+	for i := range cfg.Clusters {
+		// With a shared memo, the gRPC flavor walks the clusters from the end: two builds
+		// running in parallel then build the shared clusters half each instead of racing
+		// for the same ones. The output is sorted either way.
+		c := cfg.Clusters[i]
+		if o.Shared != nil && o.Flavor == FlavorGRPC {
+			c = cfg.Clusters[len(cfg.Clusters)-1-i]
+		}
 		if !referenced[c.Name] {
 			continue
 		}
-		b := &builder{o: o, cfg: cfg}
-		pc, cla := b.cluster(c)
-		if b.err == nil {
-			b.fail(Validate(pc))
+		ce, cla := clusterEntry(h, cfg, o, c)
+		err := ce.err
+		if err == nil && cla != nil {
+			err = cla.err
 		}
-		if b.err == nil && cla != nil {
-			b.fail(Validate(cla))
-		}
-		if b.err != nil {
+		if err != nil {
+			// Whatever the walking order: the error of the first service cluster by name,
+			// and for a route the message of its last cluster by name.
 			if c.RouteID == "" {
-				return nil, fmt.Errorf("cluster %s: %w", c.Name, b.err)
+				if hardErr == nil || c.Name < hardName {
+					hardErr, hardName = fmt.Errorf("cluster %s: %w", c.Name, err), c.Name
+				}
+				continue
 			}
 			bad[c.RouteID] = true
-			out.RouteErrors[c.RouteID] = fmt.Sprintf("cluster %s: %v", c.Name, b.err)
+			if c.Name > errCluster[c.RouteID] {
+				errCluster[c.RouteID] = c.Name
+				out.RouteErrors[c.RouteID] = fmt.Sprintf("cluster %s: %v", c.Name, err)
+			}
 			continue
 		}
-		clusters = append(clusters, built{pc, cla, c})
+		clusters = append(clusters, built{ce, cla, c})
+	}
+	if hardErr != nil {
+		return nil, hardErr
 	}
 	// Routes: each IR route is built and validated once (a route may serve several hosts).
-	envoyRoutes := map[*ir.Route]*routev3.Route{}
+	envoyRoutes := map[*ir.Route]builtRoute{}
 	for _, vh := range cfg.VirtualHosts {
 		for _, r := range vh.Routes {
-			if bad[r.RouteID] || envoyRoutes[r] != nil {
+			if bad[r.RouteID] {
 				continue
 			}
-			b := &builder{o: o, cfg: cfg}
-			er := b.route(r)
-			if b.err == nil {
-				b.fail(Validate(er))
+			if _, done := envoyRoutes[r]; done {
+				continue
 			}
-			if b.err != nil {
+			key := keyOf(h, kindRoute, o.Flavor)
+			key.Route(r)
+			k := key.Sum64()
+			e := memo.get(k, r.Name)
+			if e == nil {
+				b := &builder{o: o, cfg: cfg}
+				er := b.route(r)
+				if b.err == nil {
+					b.fail(Validate(er))
+				}
+				e = &memoEntry{name: r.Name, route: er, hash: k, err: b.err}
+				memo.put(k, e)
+			}
+			if e.err != nil {
 				bad[r.RouteID] = true
-				out.RouteErrors[r.RouteID] = fmt.Sprintf("route %s: %v", r.Name, b.err)
+				out.RouteErrors[r.RouteID] = fmt.Sprintf("route %s: %v", r.Name, e.err)
 				continue
 			}
-			envoyRoutes[r] = er
+			envoyRoutes[r] = builtRoute{e.route, e.hash}
 		}
 	}
+	out.Clusters = make([]*clusterv3.Cluster, 0, len(clusters)+2)
+	out.Endpoints = make([]*endpointv3.ClusterLoadAssignment, 0, len(clusters))
 	for _, c := range clusters {
 		if c.src.RouteID != "" && bad[c.src.RouteID] {
 			continue
 		}
-		out.Clusters = append(out.Clusters, c.c)
+		out.Clusters = append(out.Clusters, c.c.cluster)
+		out.ClusterHashes[c.src.Name] = c.c.hash
 		if c.cla != nil {
-			out.Endpoints = append(out.Endpoints, c.cla)
+			out.Endpoints = append(out.Endpoints, c.cla.cla)
+			out.EndpointHashes[c.src.Name] = c.cla.hash
 		}
 	}
-	b := &builder{o: o, cfg: cfg}
+	b := &builder{o: o, cfg: cfg, h: h}
 	var err error
 	switch o.Flavor {
 	case FlavorEnvoy:
@@ -214,9 +268,65 @@ func Build(cfg *ir.Config, o Options) (*Resources, error) {
 	return out, nil
 }
 
+// clusterEntry builds (or recalls) a validated cluster and, for EDS, its load assignment.
+// The cluster's key leaves out the endpoints of an EDS cluster, so an instance going up or
+// down rebuilds only the load assignment and leaves the cluster's version alone.
+func clusterEntry(h *ir.Hasher, cfg *ir.Config, o Options, c *ir.Cluster) (ce, cla *memoEntry) {
+	eds := c.Discovery == ir.DiscoveryEDS || o.Flavor == FlavorGRPC
+	// What the gRPC flavor changes (EDS always, no TLS, no health checks, no RANDOM) does
+	// not apply: every flavor builds the same cluster, built once for all.
+	anyFlavor := c.Discovery == ir.DiscoveryEDS && !c.TLS && c.HealthCheck == nil && c.LB != ir.LBRandom
+	kf := o.Flavor
+	if anyFlavor {
+		kf = flavorAny
+	}
+	key := keyOf(h, kindCluster, kf)
+	key.Cluster(c, !eds)
+	k := key.Sum64()
+	var claKey uint64
+	if eds {
+		// The same for every flavor: groups share endpoint assignments by name.
+		key = keyOf(h, kindCLA, flavorAny)
+		key.Str(c.Name)
+		key.Endpoints(c.Endpoints)
+		claKey = key.Sum64()
+		if cla = o.Memo.get(claKey, c.Name); cla == nil {
+			if cla = o.Shared.get(claKey, c.Name); cla != nil {
+				o.Memo.put(claKey, cla)
+			}
+		}
+	}
+	if ce = o.Memo.get(k, c.Name); ce == nil && anyFlavor {
+		if ce = o.Shared.get(k, c.Name); ce != nil {
+			o.Memo.put(k, ce)
+		}
+	}
+	if ce != nil && (!eds || cla != nil) {
+		return ce, cla
+	}
+	b := &builder{o: o, cfg: cfg}
+	pc, builtCLA := b.cluster(c)
+	if ce == nil {
+		if b.err == nil {
+			b.fail(Validate(pc))
+		}
+		ce = &memoEntry{name: c.Name, cluster: pc, hash: k, err: b.err}
+		o.Memo.put(k, ce)
+		if anyFlavor {
+			o.Shared.put(k, ce)
+		}
+	}
+	if eds && cla == nil {
+		cla = &memoEntry{name: c.Name, cla: builtCLA, hash: claKey, err: Validate(builtCLA)}
+		o.Memo.put(claKey, cla)
+		o.Shared.put(claKey, cla)
+	}
+	return ce, cla
+}
+
 // envoyTop adds the HTTP listener, its route configuration and the control-plane clusters.
-func (b *builder) envoyTop(out *Resources, routes map[*ir.Route]*routev3.Route, bad map[string]bool) error {
-	rc := b.routeConfig(EnvoyRouteConfigName, routes, bad, false)
+func (b *builder) envoyTop(out *Resources, routes map[*ir.Route]builtRoute, bad map[string]bool) error {
+	rc, vhHash := b.routeConfig(EnvoyRouteConfigName, routes, bad, false)
 	l := b.httpListener(hasSticky(b.cfg, bad))
 	cp := b.staticCluster(ir.ControlPlaneCluster, b.cfg.ControlPlane)
 	var otel *clusterv3.Cluster
@@ -233,46 +343,92 @@ func (b *builder) envoyTop(out *Resources, routes map[*ir.Route]*routev3.Route, 
 	}
 	if otel != nil {
 		errs = append(errs, Validate(otel))
-		out.Clusters = append(out.Clusters, otel)
 	}
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}
+	// The listener and the control-plane clusters are few and small: hashed by their bytes.
+	for _, m := range []interface {
+		proto.Message
+		GetName() string
+	}{l, cp, otel} {
+		if m == (*clusterv3.Cluster)(nil) {
+			continue
+		}
+		v, err := HashMessage(m)
+		if err != nil {
+			return err
+		}
+		if _, isL := m.(*listenerv3.Listener); isL {
+			out.ListenerHashes[m.GetName()] = v
+		} else {
+			out.ClusterHashes[m.GetName()] = v
+		}
+	}
+	if otel != nil {
+		out.Clusters = append(out.Clusters, otel)
+	}
 	out.Routes = append(out.Routes, rc)
+	out.RouteHashes[rc.Name] = b.routeConfigHash(rc, vhHash)
 	out.Listeners = append(out.Listeners, l)
 	out.Clusters = append(out.Clusters, cp)
 	return nil
 }
 
+// routeConfigHash is a route configuration's content hash from its virtual hosts' hashes.
+func (b *builder) routeConfigHash(rc *routev3.RouteConfiguration, vhHash map[*routev3.VirtualHost]uint64) uint64 {
+	h := keyOf(b.h, kindRouteConfig, b.o.Flavor)
+	h.Str(rc.Name)
+	h.U64(uint64(len(rc.VirtualHosts)))
+	for _, vh := range rc.VirtualHosts {
+		h.U64(vhHash[vh])
+	}
+	return h.Sum64()
+}
+
 // grpcTop adds one API listener per dialable host, each with its own route configuration
 // holding that host's virtual host (a named host always has one: from its routes, or the
 // registered service of that name), so a client gets only what it can use.
-func (b *builder) grpcTop(out *Resources, routes map[*ir.Route]*routev3.Route, bad map[string]bool) error {
-	rc := b.routeConfig("", routes, bad, true)
+func (b *builder) grpcTop(out *Resources, routes map[*ir.Route]builtRoute, bad map[string]bool) error {
+	rc, vhHash := b.routeConfig("", routes, bad, true)
 	vhosts := make(map[string]*routev3.VirtualHost, len(rc.VirtualHosts))
 	for _, vh := range rc.VirtualHosts {
 		for _, d := range vh.Domains {
 			vhosts[d] = vh
 		}
 	}
-	for _, h := range APIListenerHosts(b.cfg) {
+	hosts := APIListenerHosts(b.cfg)
+	out.Listeners = make([]*listenerv3.Listener, 0, len(hosts))
+	out.Routes = make([]*routev3.RouteConfiguration, 0, len(hosts))
+	for _, h := range hosts {
 		vh := vhosts[h]
 		if vh == nil {
 			continue
 		}
-		l := b.apiListener(h)
-		if b.err != nil {
-			return b.err
+		k := keyOf(b.h, kindAPIListener, b.o.Flavor)
+		k.Str(h)
+		key := k.Sum64()
+		e := b.o.Memo.get(key, h)
+		if e == nil {
+			lb := &builder{o: b.o, cfg: b.cfg}
+			l := lb.apiListener(h)
+			if lb.err == nil {
+				lb.fail(Validate(l))
+			}
+			e = &memoEntry{name: h, listener: l, hash: key, err: lb.err}
+			b.o.Memo.put(key, e)
 		}
-		if err := Validate(l); err != nil {
-			return fmt.Errorf("api listener %s: %w", h, err)
+		if e.err != nil {
+			return fmt.Errorf("api listener %s: %w", h, e.err)
 		}
 		r := &routev3.RouteConfiguration{Name: GRPCRouteConfigPrefix + h, VirtualHosts: []*routev3.VirtualHost{vh}}
 		if err := validateRouteConfigShell(r); err != nil {
 			return fmt.Errorf("api listener %s: %w", h, err)
 		}
-		out.Listeners = append(out.Listeners, l)
+		out.Listeners = append(out.Listeners, e.listener)
+		out.ListenerHashes[h] = e.hash
 		out.Routes = append(out.Routes, r)
+		out.RouteHashes[r.Name] = b.routeConfigHash(r, vhHash)
 	}
 	return b.err
 }

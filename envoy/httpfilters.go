@@ -1,6 +1,7 @@
 package envoy
 
 import (
+	"sync"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -85,11 +86,22 @@ func (b *builder) rateLimitConfig() proto.Message {
 	}
 }
 
+// authzDisabled is the ext_authz per-route config turning the filter off.
+var authzDisabled = sync.OnceValues(func() (*anypb.Any, error) {
+	b := &builder{}
+	a := b.pack(&extauthzv3.ExtAuthzPerRoute{Override: &extauthzv3.ExtAuthzPerRoute_Disabled{Disabled: true}})
+	return a, b.err
+})
+
 // perFilterConfig is the route's typed_per_filter_config (Envoy flavor only).
 func (b *builder) perFilterConfig(r *ir.Route) map[string]*anypb.Any {
 	out := map[string]*anypb.Any{}
 	if !r.Authz.Enabled {
-		out[ExtAuthzFilter] = b.pack(&extauthzv3.ExtAuthzPerRoute{Override: &extauthzv3.ExtAuthzPerRoute_Disabled{Disabled: true}})
+		// The same for every such route: packed and validated once, shared (resources are
+		// never mutated after they are built).
+		a, err := authzDisabled()
+		b.fail(err)
+		out[ExtAuthzFilter] = a
 	} else {
 		cs := &extauthzv3.CheckSettings{ContextExtensions: r.Authz.ContextExtensions}
 		if r.Authz.WithBody {

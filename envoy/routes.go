@@ -16,17 +16,25 @@ import (
 // proxyless equivalent of hashing the source IP).
 const grpcChannelIDKey = "io.grpc.channel_id"
 
-// routeConfig assembles the virtual hosts from the built routes, skipping dropped ones.
-func (b *builder) routeConfig(name string, routes map[*ir.Route]*routev3.Route, bad map[string]bool, grpc bool) *routev3.RouteConfiguration {
-	rc := &routev3.RouteConfiguration{Name: name}
+// routeConfig assembles the virtual hosts from the built routes, skipping dropped ones, and
+// returns each virtual host's content hash (from its routes' hashes).
+func (b *builder) routeConfig(name string, routes map[*ir.Route]builtRoute, bad map[string]bool, grpc bool) (*routev3.RouteConfiguration, map[*routev3.VirtualHost]uint64) {
+	rc := &routev3.RouteConfiguration{Name: name, VirtualHosts: make([]*routev3.VirtualHost, 0, len(b.cfg.VirtualHosts))}
+	hashes := make(map[*routev3.VirtualHost]uint64, len(b.cfg.VirtualHosts))
 	domains := map[string]bool{}
 	for _, vh := range b.cfg.VirtualHosts {
-		v := &routev3.VirtualHost{Name: vh.Name, Domains: vh.Domains}
+		v := &routev3.VirtualHost{Name: vh.Name, Domains: vh.Domains, Routes: make([]*routev3.Route, 0, len(vh.Routes))}
+		h := keyOf(b.h, kindVirtualHost, b.o.Flavor)
+		h.Str(vh.Name)
+		h.Strs(vh.Domains)
+		h.Bool(false) // routes follow
 		for _, r := range vh.Routes {
-			if er := routes[r]; er != nil && !bad[r.RouteID] {
-				v.Routes = append(v.Routes, er)
+			if er, ok := routes[r]; ok && !bad[r.RouteID] {
+				v.Routes = append(v.Routes, er.r)
+				h.U64(er.hash)
 			}
 		}
+		hashes[v] = h.Sum64()
 		for _, d := range vh.Domains {
 			domains[d] = true
 		}
@@ -48,11 +56,17 @@ func (b *builder) routeConfig(name string, routes map[*ir.Route]*routev3.Route, 
 			if !strings.Contains(s.Name, ":") {
 				v.Domains = append(v.Domains, s.Name+":*")
 			}
+			h := keyOf(b.h, kindVirtualHost, b.o.Flavor)
+			h.Str(v.Name)
+			h.Strs(v.Domains)
+			h.Bool(true) // a service's catch-all route
+			h.Str(s.Cluster)
+			hashes[v] = h.Sum64()
 			rc.VirtualHosts = append(rc.VirtualHosts, v)
 		}
 		sort.Slice(rc.VirtualHosts, func(i, j int) bool { return rc.VirtualHosts[i].Name < rc.VirtualHosts[j].Name })
 	}
-	return rc
+	return rc, hashes
 }
 
 // route builds one Envoy route.

@@ -66,6 +66,22 @@ func TestPropagation100Clients(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("%d clients connected and served in %v", clients, time.Since(t0))
+	memLine := func() string {
+		_, raw := getMetrics(t, g)
+		v := func(name string) float64 {
+			for _, line := range strings.Split(raw, "\n") {
+				if strings.HasPrefix(line, name+" ") {
+					f, _ := strconv.ParseFloat(strings.TrimSpace(strings.TrimPrefix(line, name)), 64)
+					return f
+				}
+			}
+			return 0
+		}
+		return fmt.Sprintf("RSS %.1f MiB, Go heap in use %.1f MiB, heap idle %.1f MiB (released %.1f), stacks %.1f MiB, Go sys %.1f MiB, %v goroutines",
+			v("process_resident_memory_bytes")/(1<<20), v("go_memstats_heap_inuse_bytes")/(1<<20), v("go_memstats_heap_idle_bytes")/(1<<20),
+			v("go_memstats_heap_released_bytes")/(1<<20), v("go_memstats_stack_inuse_bytes")/(1<<20), v("go_memstats_sys_bytes")/(1<<20), v("go_goroutines"))
+	}
+	t.Logf("memory with 100 clients connected: %s", memLine())
 
 	type nodesDoc struct {
 		Versions map[string]map[string]string `json:"versions"`
@@ -107,6 +123,7 @@ func TestPropagation100Clients(t *testing.T) {
 	heap := metricValue(t, g, "go_memstats_heap_inuse_bytes")
 	t.Logf("write → ACK over %d samples (100 clients, 1,001 routes): p50 %v, p99 %v, max %v; control-plane RSS %.1f MiB (Go heap in use %.1f MiB; every component, WAF included)",
 		len(samples), p(0.50), p(0.99), samples[len(samples)-1], rss/(1<<20), heap/(1<<20))
+	t.Logf("memory after the writes: %s", memLine())
 	if p(0.99) > time.Second {
 		t.Fatalf("p99 write → ACK %v exceeds 1s", p(0.99))
 	}

@@ -7,11 +7,11 @@ package server
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
 	"sort"
-	"strconv"
 	"sync"
 	"time"
 
@@ -28,7 +28,6 @@ import (
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/api-gateway/api-gateway/envoy"
 	"github.com/api-gateway/api-gateway/proto/model"
@@ -62,6 +61,13 @@ type Server struct {
 
 	conflictMu  sync.Mutex
 	conflictIdx *conflictIndex
+
+	// buildMu serializes builds: the memos serve one build at a time.
+	buildMu sync.Mutex
+	// memos carry built resources from one revision to the next, one per flavor (the two
+	// flavors build in parallel), and shared what both flavors build identically.
+	memos  map[envoy.Flavor]*envoy.Memo
+	shared *envoy.SharedMemo
 }
 
 // state is one published configuration.
@@ -89,7 +95,9 @@ func New(o Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{opts: o, log: o.Logger, m: m}
+	s := &Server{opts: o, log: o.Logger, m: m,
+		memos:  map[envoy.Flavor]*envoy.Memo{envoy.FlavorEnvoy: envoy.NewMemo(), envoy.FlavorGRPC: envoy.NewMemo()},
+		shared: envoy.NewSharedMemo()}
 	s.tracker = newTracker(o.Logger, m, o.Now)
 	// Envoy subscribes to every listener and cluster: an ADS cache orders its responses
 	// (CDS/EDS before LDS/RDS). Proxyless gRPC clients subscribe to single resources, which
@@ -177,9 +185,18 @@ func (s *Server) Prepare(_ context.Context, snap *model.Snapshot) (func(), error
 	return func() { s.publish(p) }, nil
 }
 
-// Build translates and builds one model snapshot without publishing it (benchmarks, dry runs).
+// build translates and builds one model snapshot without publishing it (benchmarks, dry runs).
+// Routes and clusters whose IR did not change since the previous build are taken from the
+// memos: not rebuilt, not validated, not hashed again.
 func (s *Server) build(snap *model.Snapshot) (*prepared, error) {
-	cfg, err := translate.Translate(snap, s.opts.Translate)
+	s.buildMu.Lock()
+	defer s.buildMu.Unlock()
+	return buildSnapshot(snap, s.opts.Translate, s.memos, s.shared)
+}
+
+// buildSnapshot is build with explicit memos (nil memos: everything is built afresh).
+func buildSnapshot(snap *model.Snapshot, to translate.Options, memos map[envoy.Flavor]*envoy.Memo, shared *envoy.SharedMemo) (*prepared, error) {
+	cfg, err := translate.Translate(snap, to)
 	if err != nil {
 		return nil, err
 	}
@@ -212,12 +229,19 @@ func (s *Server) build(snap *model.Snapshot) (*prepared, error) {
 	}
 	var outs [2][]*groupOut
 	var errs [2]error
+	if shared != nil {
+		shared.Begin()
+		defer shared.End()
+	}
 	var wg sync.WaitGroup
 	for i, gs := range [][]Group{envoyGroups, grpcGroups} {
+		if len(gs) == 0 {
+			continue
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			outs[i], errs[i] = buildGroups(cfg, gs)
+			outs[i], errs[i] = buildGroups(cfg, gs, memos[gs[0].Flavor], shared)
 		}()
 	}
 	wg.Wait()
@@ -225,8 +249,7 @@ func (s *Server) build(snap *model.Snapshot) (*prepared, error) {
 		return nil, err
 	}
 	// Endpoint assignments of the same cluster are identical in every group (built from the
-	// same IR endpoints): each is hashed once.
-	h := newHasher()
+	// same IR endpoints): the first one is kept.
 	for _, o := range append(outs[1], outs[0]...) {
 		for id, e := range o.res.RouteErrors {
 			p.st.routeErrors[id] = e
@@ -237,11 +260,7 @@ func (s *Server) build(snap *model.Snapshot) (*prepared, error) {
 			if _, ok := p.eds[name]; ok {
 				continue
 			}
-			v, err := h.hashResources([]types.Resource{e})
-			if err != nil {
-				return nil, err
-			}
-			p.eds[name], p.st.edsHash[name] = e, v
+			p.eds[name], p.st.edsHash[name] = e, envoy.Version(o.res.EndpointHashes[name])
 		}
 	}
 	return p, nil
@@ -254,15 +273,17 @@ type groupOut struct {
 	versions map[string]string
 	snap     *cachev3.Snapshot
 	eds      map[string]types.Resource
+	// vmap is the per-resource version map of each type (delta xDS).
+	vmap map[string]map[string]string
 }
 
 // buildGroups builds groups of one flavor; groups after the first share its routes,
-// clusters and endpoints and get their own listener.
-func buildGroups(cfg *ir.Config, gs []Group) ([]*groupOut, error) {
-	h := newHasher()
+// clusters and endpoints (the same protos, versions and version maps) and get their own
+// listener.
+func buildGroups(cfg *ir.Config, gs []Group, memo *envoy.Memo, shared *envoy.SharedMemo) ([]*groupOut, error) {
 	var out []*groupOut
 	for _, g := range gs {
-		o := &groupOut{group: g, versions: map[string]string{}}
+		o := &groupOut{group: g, versions: map[string]string{}, vmap: map[string]map[string]string{}}
 		var first *groupOut
 		if len(out) > 0 {
 			first = out[0]
@@ -272,37 +293,56 @@ func buildGroups(cfg *ir.Config, gs []Group) ([]*groupOut, error) {
 			if err != nil {
 				return nil, fmt.Errorf("group %s: %w", g.Name, err)
 			}
+			lh, err := envoy.HashMessage(l)
+			if err != nil {
+				return nil, fmt.Errorf("group %s: %w", g.Name, err)
+			}
 			c := *first.res
 			c.Listeners = append(append(c.Listeners[:0:0], l), first.res.Listeners[1:]...)
+			c.ListenerHashes = map[string]uint64{}
+			for k, v := range first.res.ListenerHashes {
+				c.ListenerHashes[k] = v
+			}
+			c.ListenerHashes[l.Name] = lh
 			o.res = &c
 		} else {
-			res, err := envoy.Build(cfg, envoy.Options{Flavor: g.Flavor, StatPrefix: g.StatPrefix})
+			res, err := envoy.Build(cfg, envoy.Options{Flavor: g.Flavor, StatPrefix: g.StatPrefix, Memo: memo, Shared: shared})
 			if err != nil {
 				return nil, fmt.Errorf("group %s: %w", g.Name, err)
 			}
 			o.res = res
 		}
 		lists := [][]types.Resource{toResources(o.res.Listeners), toResources(o.res.Routes), toResources(o.res.Clusters)}
+		hashes := []map[string]uint64{o.res.ListenerHashes, o.res.RouteHashes, o.res.ClusterHashes}
 		eps := toResources(o.res.Endpoints)
-		full := map[resourcev3.Type][]types.Resource{resourcev3.EndpointType: eps}
 		for i, t := range snapTypes {
-			full[t.url] = lists[i]
 			if first != nil && t.url != resourcev3.ListenerType {
-				o.versions[t.url] = first.versions[t.url]
+				o.versions[t.url], o.vmap[t.url] = first.versions[t.url], first.vmap[t.url]
 				continue
 			}
-			v, err := h.hashResources(lists[i])
+			v, vm, err := versionsOf(lists[i], hashes[i])
 			if err != nil {
-				return nil, err
+				return nil, fmt.Errorf("group %s: %w", g.Name, err)
 			}
-			o.versions[t.url] = v
+			o.versions[t.url], o.vmap[t.url] = v, vm
 		}
-		if err := consistent(g, full, o.res); err != nil {
-			return nil, fmt.Errorf("group %s: snapshot is not consistent: %w", g.Name, err)
+		if first == nil || !sameRouteNames(first.res.Listeners[0], o.res.Listeners[0]) {
+			full := map[resourcev3.Type][]types.Resource{resourcev3.EndpointType: eps}
+			for i, t := range snapTypes {
+				full[t.url] = lists[i]
+			}
+			if err := consistent(g, full, o.res); err != nil {
+				return nil, fmt.Errorf("group %s: snapshot is not consistent: %w", g.Name, err)
+			}
 		}
-		o.snap = &cachev3.Snapshot{}
+		o.snap = &cachev3.Snapshot{VersionMap: map[string]map[string]string{}}
 		for i, t := range snapTypes {
-			o.snap.Resources[t.rt] = cachev3.NewResources(o.versions[t.url], lists[i])
+			if first != nil && t.url != resourcev3.ListenerType {
+				o.snap.Resources[t.rt] = first.snap.Resources[t.rt] // the same index, not rebuilt
+			} else {
+				o.snap.Resources[t.rt] = cachev3.NewResources(o.versions[t.url], lists[i])
+			}
+			o.snap.VersionMap[t.url] = o.vmap[t.url]
 		}
 		o.eds = make(map[string]types.Resource, len(eps))
 		for _, e := range eps {
@@ -313,6 +353,31 @@ func buildGroups(cfg *ir.Config, gs []Group) ([]*groupOut, error) {
 	return out, nil
 }
 
+// sameRouteNames reports whether two Envoy listeners reference the same route configurations
+// (a group sharing the first group's other resources is then consistent when the first is).
+func sameRouteNames(a, b types.Resource) bool {
+	ra, rb := cachev3.GetResourceReferences(map[string]types.ResourceWithTTL{"a": {Resource: a}}), cachev3.GetResourceReferences(map[string]types.ResourceWithTTL{"b": {Resource: b}})
+	return equalRefs(ra, rb)
+}
+
+func equalRefs(a, b map[resourcev3.Type]map[string]bool) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for t, na := range a {
+		nb := b[t]
+		if len(na) != len(nb) {
+			return false
+		}
+		for n := range na {
+			if !nb[n] {
+				return false
+			}
+		}
+	}
+	return true
+}
+
 func toResources[T types.Resource](list []T) []types.Resource {
 	out := make([]types.Resource, len(list))
 	for i, r := range list {
@@ -321,29 +386,26 @@ func toResources[T types.Resource](list []T) []types.Resource {
 	return out
 }
 
-// hasher computes content hashes of resources, reusing its buffer.
-type hasher struct {
-	h   *xxhash.Digest
-	buf []byte
-}
-
-func newHasher() *hasher { return &hasher{h: xxhash.New()} }
-
-// hashResources is the content hash of a list of resources (deterministic encoding): the
-// version clients see, so identical content never pushes.
-func (x *hasher) hashResources(list []types.Resource) (string, error) {
-	x.h.Reset()
-	opts := proto.MarshalOptions{Deterministic: true}
+// versionsOf is the version of a sorted resource list (a hash of each resource's name and
+// content hash: identical content never pushes) and its per-resource version map.
+func versionsOf(list []types.Resource, hashes map[string]uint64) (string, map[string]string, error) {
+	h := xxhash.New()
+	var n [8]byte
+	vm := make(map[string]string, len(list))
 	for _, r := range list {
-		var err error
-		x.buf, err = opts.MarshalAppend(x.buf[:0], r)
-		if err != nil {
-			return "", err
+		name := cachev3.GetResourceName(r)
+		v, ok := hashes[name]
+		if !ok {
+			return "", nil, fmt.Errorf("resource %s has no content hash", name)
 		}
-		_, _ = x.h.Write(x.buf)
-		_, _ = x.h.Write([]byte{0})
+		binary.LittleEndian.PutUint64(n[:], uint64(len(name)))
+		_, _ = h.Write(n[:])
+		_, _ = h.WriteString(name)
+		binary.LittleEndian.PutUint64(n[:], v)
+		_, _ = h.Write(n[:])
+		vm[name] = envoy.Version(v)
 	}
-	return strconv.FormatUint(x.h.Sum64(), 16), nil
+	return envoy.Version(h.Sum64()), vm, nil
 }
 
 // publish swaps the prepared configuration in: new endpoints first, then each group's

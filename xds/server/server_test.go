@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/api-gateway/api-gateway/proto/model"
 	"github.com/api-gateway/api-gateway/xds/server/xdstest"
@@ -172,7 +173,8 @@ func TestNACKIsRecordedAndNotResent(t *testing.T) {
 	res := p.snaps["grpc"].Resources[types.Cluster]
 	var items []types.Resource
 	for _, it := range res.Items {
-		c := it.Resource.(*clusterv3.Cluster)
+		// Built resources are shared with the memo (and the next revisions): never mutated.
+		c := proto.Clone(it.Resource).(*clusterv3.Cluster)
 		if c.GetName() == "r1/0" {
 			c.LbPolicy = clusterv3.Cluster_RANDOM
 		}

@@ -1,0 +1,167 @@
+package envoy
+
+import (
+	"strconv"
+	"sync"
+
+	"github.com/cespare/xxhash/v2"
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/api-gateway/api-gateway/xds/ir"
+)
+
+// Memo remembers the routes, clusters, endpoint assignments and API listeners built (and
+// validated) by the previous Build, keyed by the content hash of the IR they were built from
+// (builders are pure functions of their IR value and the flavor). A Build with a Memo builds,
+// validates and hashes only what changed since the previous one, so a one-route change costs
+// O(changed) there; unchanged resources keep their proto pointers. Entries the latest Build
+// did not use are dropped. A Memo serves one Build at a time.
+type Memo struct {
+	prev, cur map[uint64]*memoEntry
+}
+
+// NewMemo returns an empty memo.
+func NewMemo() *Memo { return &Memo{cur: map[uint64]*memoEntry{}} }
+
+// SharedMemo holds what builds of different flavors produce identically (endpoint
+// assignments; EDS clusters without TLS, health checks or the random policy), so builds
+// running in parallel for two flavors build and validate each such resource once. Its
+// generations are the caller's: Begin before the builds of a revision, End after them.
+type SharedMemo struct {
+	mu sync.Mutex
+	m  Memo
+}
+
+// NewSharedMemo returns an empty shared memo.
+func NewSharedMemo() *SharedMemo { return &SharedMemo{m: Memo{cur: map[uint64]*memoEntry{}}} }
+
+// Begin starts a revision's builds: entries they do not use are dropped at End.
+func (s *SharedMemo) Begin() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.m.begin()
+}
+
+// End ends a revision's builds.
+func (s *SharedMemo) End() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.m.end()
+}
+
+// Len is the number of remembered resources.
+func (s *SharedMemo) Len() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.m.Len()
+}
+
+func (s *SharedMemo) get(key uint64, name string) *memoEntry {
+	if s == nil {
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.m.get(key, name)
+}
+
+func (s *SharedMemo) put(key uint64, e *memoEntry) {
+	if s == nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.m.put(key, e)
+}
+
+// memoEntry is one built resource (or the error that dropped it).
+type memoEntry struct {
+	name     string // guards against a (64-bit) hash collision
+	route    *routev3.Route
+	cluster  *clusterv3.Cluster
+	cla      *endpointv3.ClusterLoadAssignment
+	listener *listenerv3.Listener
+	// hash is the resource's version (the key, or a narrower hash for clusters).
+	hash uint64
+	err  error
+}
+
+// Kinds of memoized resources, part of every key.
+const (
+	kindRoute uint64 = iota + 1
+	kindCluster
+	kindCLA
+	kindAPIListener
+	kindRouteConfig
+	kindVirtualHost
+)
+
+// flavorAny keys a resource every flavor builds identically.
+const flavorAny Flavor = -1
+
+func (m *Memo) begin() {
+	if m == nil {
+		return
+	}
+	m.prev, m.cur = m.cur, make(map[uint64]*memoEntry, len(m.cur))
+}
+
+func (m *Memo) end() {
+	if m != nil {
+		m.prev = nil
+	}
+}
+
+// get returns the entry of key, carrying it into the current generation.
+func (m *Memo) get(key uint64, name string) *memoEntry {
+	if m == nil {
+		return nil
+	}
+	if e := m.cur[key]; e != nil && e.name == name {
+		return e
+	}
+	if e := m.prev[key]; e != nil && e.name == name {
+		m.cur[key] = e
+		return e
+	}
+	return nil
+}
+
+func (m *Memo) put(key uint64, e *memoEntry) {
+	if m != nil {
+		m.cur[key] = e
+	}
+}
+
+// Len is the number of remembered resources.
+func (m *Memo) Len() int {
+	if m == nil {
+		return 0
+	}
+	return len(m.cur)
+}
+
+// HashMessage is the content hash of a resource's deterministic encoding (for resources not
+// built from one IR value: listeners, control-plane clusters).
+func HashMessage(m proto.Message) (uint64, error) {
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(m)
+	if err != nil {
+		return 0, err
+	}
+	return xxhash.Sum64(b), nil
+}
+
+// Version formats a resource hash as an xDS version string.
+func Version(h uint64) string { return strconv.FormatUint(h, 16) }
+
+// keyOf starts a key: kind and flavor.
+func keyOf(h *ir.Hasher, kind uint64, f Flavor) *ir.Hasher {
+	h.Reset()
+	h.U64(kind)
+	h.U64(uint64(f))
+	return h
+}
