@@ -70,6 +70,9 @@ func (b *builder) extAuthzConfig() proto.Message {
 		TransportApiVersion: corev3.ApiVersion_V3,
 		FailureModeAllow:    false,
 		StatusOnError:       &typev3.HttpStatus{Code: typev3.StatusCode_ServiceUnavailable},
+		// Reject header mutations with invalid names or values (a second line of defence
+		// behind the Check service's own checks).
+		ValidateMutations: true,
 	}
 }
 

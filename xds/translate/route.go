@@ -38,6 +38,11 @@ func translateRoute(r *model.Route, snap *model.Snapshot, idx *index) ([]*ir.Rou
 		tmpl.HostRewrite = rw.Host
 	}
 	tmpl.RequestHeaders = headerOps(r.RequestHeaders)
+	if !tmpl.Authz.Enabled {
+		// Without ext_authz nothing overwrites the identity headers upstreams trust: a client
+		// must not be able to send its own x-user-id.
+		tmpl.RequestHeaders.Remove = mergeSorted(tmpl.RequestHeaders.Remove, IdentityHeaders(r, snap))
+	}
 	tmpl.ResponseHeaders = headerOps(r.ResponseHeaders)
 	if s := r.StickySession; s != nil {
 		tmpl.Sticky = &ir.Sticky{Cookie: s.Cookie, TTL: s.TTL.D(), Path: s.Path}
@@ -247,12 +252,15 @@ func EffectiveWAF(r *model.Route, snap *model.Snapshot) *model.WAFSettings {
 }
 
 // NeedsAuthz reports whether ext_authz must see the route's requests: a credential is
-// required, or a WAF, an IP rule or a policy applies to it.
+// required, or a WAF, geoblocking, an IP rule, a policy or a tenant rule applies to it.
 func NeedsAuthz(r *model.Route, snap *model.Snapshot) bool {
-	if r.AuthRequired() || EffectiveWAF(r, snap).IsEnabled() {
+	if r.AuthRequired() || r.Tenant != "" {
 		return true
 	}
-	if a := r.Auth; a != nil && (len(a.IPRules) > 0 || len(a.Policies) > 0) {
+	if w := EffectiveWAF(r, snap); w.IsEnabled() || (w != nil && w.GeoblockingEnabled) {
+		return true
+	}
+	if a := r.Auth; a != nil && (len(a.IPRules) > 0 || len(a.Policies) > 0 || a.TenantHeader != "") {
 		return true
 	}
 	for _, ip := range snap.IPRules {
@@ -293,4 +301,47 @@ func containsStr(list []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// defaultIdentityHeaders are the headers ext_authz sets on allowed requests (renamed by
+// settings.auth.identity_headers).
+var defaultIdentityHeaders = map[string]string{"user_id": "x-user-id", "tenant_id": "x-tenant-id", "api_key_id": "x-api-key-id", "scopes": "x-auth-scopes"}
+
+// IdentityHeaders lists, sorted and lowercase, the headers that carry a verified identity to
+// upstreams on this route: the identity headers and the targets of claims_to_headers.
+func IdentityHeaders(r *model.Route, snap *model.Snapshot) []string {
+	var names []string
+	var custom map[string]string
+	if snap.Settings != nil && snap.Settings.Auth != nil {
+		custom = snap.Settings.Auth.IdentityHeaders
+	}
+	for k, def := range defaultIdentityHeaders {
+		name := def
+		if v, ok := custom[k]; ok && v != "" {
+			name = v
+		}
+		if name != "-" {
+			names = append(names, strings.ToLower(name))
+		}
+	}
+	if r.Auth != nil {
+		for _, h := range r.Auth.ClaimsToHeaders {
+			names = append(names, strings.ToLower(h))
+		}
+	}
+	return mergeSorted(nil, names)
+}
+
+// mergeSorted returns the sorted union of a and b without duplicates.
+func mergeSorted(a, b []string) []string {
+	set := make(map[string]struct{}, len(a)+len(b))
+	for _, s := range append(append([]string(nil), a...), b...) {
+		set[s] = struct{}{}
+	}
+	out := make([]string, 0, len(set))
+	for s := range set {
+		out = append(out, s)
+	}
+	sort.Strings(out)
+	return out
 }

@@ -2,6 +2,7 @@ package translate
 
 import (
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -123,5 +124,41 @@ func TestHostsMergeAndBadWildcards(t *testing.T) {
 	}
 	if cfg.RouteErrors["c"] == "" || len(cfg.RouteErrors) != 1 {
 		t.Fatalf("route errors %v", cfg.RouteErrors)
+	}
+}
+
+// Public routes skip ext_authz only when nothing in ext_authz would decide about them, and
+// then strip the identity headers a client could forge.
+func TestPublicRoutesAuthzAndIdentityHeaders(t *testing.T) {
+	no := false
+	base := func() *model.Route {
+		return &model.Route{ID: "pub", RequireAuth: &no, Conditions: []model.Condition{{PathPattern: "/p/*"}},
+			Targets: []model.Target{{Host: "10.0.0.1", Port: 80}}}
+	}
+	snap := &model.Snapshot{Settings: &model.Settings{ID: model.SettingsID}}
+	if NeedsAuthz(base(), snap) {
+		t.Fatal("a plain public route needs no ext_authz")
+	}
+	for name, mut := range map[string]func(r *model.Route){
+		"tenant":        func(r *model.Route) { r.Tenant = "acme" },
+		"tenant header": func(r *model.Route) { r.Auth = &model.RouteAuth{TenantHeader: "x-tenant"} },
+		"geoblocking": func(r *model.Route) {
+			r.WAF = &model.WAFSettings{GeoblockingEnabled: true, BlockedCountries: []string{"GB"}}
+		},
+		"policy ref": func(r *model.Route) { r.Auth = &model.RouteAuth{Policies: []string{"p"}} },
+	} {
+		r := base()
+		mut(r)
+		if !NeedsAuthz(r, snap) {
+			t.Errorf("%s: ext_authz must run", name)
+		}
+	}
+	r := base()
+	r.Auth = &model.RouteAuth{ClaimsToHeaders: map[string]string{"email": "X-Email"}}
+	snap.Settings.Auth = &model.AuthSettings{IdentityHeaders: map[string]string{"user_id": "X-Principal", "scopes": "-"}}
+	got := IdentityHeaders(r, snap)
+	want := []string{"x-api-key-id", "x-email", "x-principal", "x-tenant-id"}
+	if strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Fatalf("identity headers %v, want %v", got, want)
 	}
 }
