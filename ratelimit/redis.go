@@ -7,6 +7,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"math/bits"
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -17,14 +19,17 @@ import (
 
 // RedisOptions tune the Redis store. Zero values take the defaults.
 type RedisOptions struct {
-	// Workers is the number of pipelines in flight at once (default 2: on small machines
-	// fewer, larger batches beat more round trips in flight; see BenchmarkRedisStoreModes).
+	// Workers is the number of pipelines in flight at once (default 2; 1 and 2 measure
+	// alike over gRPC on 2 cores, see e2e/ratelimitref BenchmarkRatios and
+	// BenchmarkRedisStoreModes).
 	Workers int
 	// MaxBatch caps the calls sent in one pipeline (default 256).
 	MaxBatch int
 	// Window, when positive, waits that long for more calls before sending a pipeline.
-	// Zero sends at once: calls that arrive while pipelines are in flight queue up and ride
-	// the next one together, which batches under load without adding latency.
+	// Zero (the default) gathers adaptively: a caller about to send, when other calls are
+	// in flight, first yields its processor once so goroutines ready to call Eval (gRPC
+	// handlers) queue and ride the same pipeline; a lone caller sends at once. Negative
+	// sends at once, always (calls still queue while pipelines are in flight).
 	Window time.Duration
 	// Timeout caps how long one pipeline may wait for Redis (default 2s). Within it, a
 	// pipeline waits as long as the most patient caller in its batch (the latest context
@@ -54,6 +59,10 @@ type RedisStore struct {
 	seq     atomic.Uint64
 	loadMu  sync.Mutex
 
+	// active counts calls inside Eval; batches counts pipelines by size (see BatchSizes).
+	active  atomic.Int64
+	batches [batchBuckets]atomic.Uint64
+
 	mu      sync.Mutex
 	queue   []*redisOp
 	running int // pipelines being sent
@@ -71,6 +80,28 @@ type redisOp struct {
 }
 
 var errStoreClosed = errors.New("ratelimit: store closed")
+
+// batchBuckets: pipelines of 1, 2, 3–4, 5–8, …, 129–256 calls.
+const batchBuckets = 9
+
+// BatchSizes returns how many pipelines this store has sent by number of calls carried:
+// element i counts pipelines of 1 call (i = 0) or of 2^(i-1)+1 … 2^i calls (the last
+// element also counts larger ones, when MaxBatch is above 256).
+func (s *RedisStore) BatchSizes() []uint64 {
+	out := make([]uint64, batchBuckets)
+	for i := range out {
+		out[i] = s.batches[i].Load()
+	}
+	return out
+}
+
+func (s *RedisStore) countBatch(n int) {
+	i := 0
+	if n > 1 {
+		i = min(bits.Len(uint(n-1)), batchBuckets-1)
+	}
+	s.batches[i].Add(1)
+}
 
 // NewRedisStore returns a store over client. It does not contact Redis: a store created
 // while Redis is down answers with errors (fail open or closed per limit) until Redis is
@@ -130,6 +161,8 @@ func (s *RedisStore) Close() error {
 // waits for its answer.
 func (s *RedisStore) Eval(ctx context.Context, now int64, groups [][]Check) ([][]Result, error) {
 	op := &redisOp{ctx: ctx, now: now, groups: groups, done: make(chan struct{}, 1)}
+	s.active.Add(1)
+	defer s.active.Add(-1)
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -159,6 +192,11 @@ func (s *RedisStore) send(caller bool) {
 	for {
 		if s.opts.Window > 0 {
 			time.Sleep(s.opts.Window)
+		} else if s.opts.Window == 0 && s.active.Load() > 1 {
+			// Other calls are in flight: let the goroutines that are ready to run (gRPC
+			// handlers about to call Eval) queue first, so they ride this pipeline rather
+			// than each paying a round trip. A lone caller never waits.
+			runtime.Gosched()
 		}
 		s.mu.Lock()
 		if len(s.queue) == 0 {
@@ -173,6 +211,7 @@ func (s *RedisStore) send(caller bool) {
 		clear(s.queue[rest:])
 		s.queue = s.queue[:rest]
 		s.mu.Unlock()
+		s.countBatch(n)
 		s.run(batch)
 		s.mu.Lock()
 		if len(s.queue) == 0 {

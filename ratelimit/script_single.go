@@ -6,23 +6,35 @@ package ratelimit
 // limit, period, burst, window_end, cost, token. Each returns allowed, remaining, reset,
 // retry_after.
 var singleScripts = map[Algorithm]string{
+	// With a positive cost it charges first (one call when it admits) and takes the charge
+	// back, or deletes the key it created, when that went over the limit.
 	AlgFixedWindow: `
 local now, limit, wend, cost = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[5]), tonumber(ARGV[6])
-local c = tonumber(redis.call('GET', KEYS[1]) or '0')
 local reset = wend - now
-if c + cost > limit then
-  local rem = 0
-  if c < limit then rem = limit - c end
-  return {0, rem, reset, reset}
-end
+local c
 if cost > 0 then
+  local v = redis.call('INCRBY', KEYS[1], cost)
+  c = v - cost
+  if v <= limit then
+    if c == 0 then
+      redis.call('PEXPIRE', KEYS[1], math.max(math.ceil(reset / 1000), 0) + 60000)
+    end
+    return {1, limit - v, reset, 0}
+  end
   if c == 0 then
-    redis.call('SET', KEYS[1], cost, 'PX', math.max(math.ceil(reset / 1000), 0) + 60000)
+    redis.call('DEL', KEYS[1])
   else
-    redis.call('INCRBY', KEYS[1], cost)
+    redis.call('DECRBY', KEYS[1], cost)
+  end
+else
+  c = tonumber(redis.call('GET', KEYS[1]) or '0')
+  if c <= limit then
+    return {1, limit - c, reset, 0}
   end
 end
-return {1, limit - c - cost, reset, 0}
+local rem = 0
+if c < limit then rem = limit - c end
+return {0, rem, reset, reset}
 `,
 	AlgSlidingWindow: `
 local now, limit, p, cost = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[6])

@@ -61,12 +61,15 @@ func BenchmarkRedisStoreModes(b *testing.B) {
 		name     string
 		perGroup bool
 		workers  int
+		window   time.Duration
 	}
-	modes := []mode{{"packed-w1", false, 1}, {"packed-w2", false, 2}, {"packed-w4", false, 4}, {"per-group-w1", true, 1}, {"per-group-w2", true, 2}}
+	modes := []mode{{"packed-w1", false, 1, 0}, {"packed-w2", false, 2, 0}, {"packed-w4", false, 4, 0},
+		{"packed-w1-nogather", false, 1, -1}, {"packed-w2-nogather", false, 2, -1},
+		{"per-group-w1", true, 1, 0}, {"per-group-w2", true, 2, 0}}
 	stores := make([]*RedisStore, len(modes))
 	for i, m := range modes {
 		c, _ := NewRedisClient(r.Addr)
-		stores[i] = NewRedisStore(c, RedisOptions{Workers: m.workers})
+		stores[i] = NewRedisStore(c, RedisOptions{Workers: m.workers, Window: m.window})
 		stores[i].cluster = m.perGroup
 		b.Cleanup(func() { stores[i].Close() })
 	}

@@ -128,7 +128,7 @@ func benchServers() []benchServer {
 	for _, v := range []struct {
 		name string
 		o    ratelimit.RedisOptions
-	}{{"workers1", ratelimit.RedisOptions{Workers: 1}}, {"workers1-window200us", ratelimit.RedisOptions{Workers: 1, Window: 200 * time.Microsecond}}} {
+	}{{"nogather", ratelimit.RedisOptions{Window: -1}}, {"workers1", ratelimit.RedisOptions{Workers: 1}}, {"workers1-window200us", ratelimit.RedisOptions{Workers: 1, Window: 200 * time.Microsecond}}} {
 		out = append(out, benchServer{"ours/redis/fixed_window/" + v.name, func(b *testing.B, addr string) rlsv3.RateLimitServiceServer {
 			c, err := ratelimit.NewRedisClient(addr)
 			if err != nil {

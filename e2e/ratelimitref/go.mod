@@ -7,7 +7,7 @@ require (
 	github.com/envoyproxy/go-control-plane/envoy v1.40.0
 	github.com/envoyproxy/ratelimit v1.4.1-0.20260122083618-3fb702589d36
 	github.com/lyft/gostats v0.4.14
-	github.com/redis/go-redis/v9 v9.23.0-beta.1
+	github.com/redis/go-redis/v9 v9.23.0
 	github.com/sirupsen/logrus v1.10.1
 	google.golang.org/grpc v1.85.0
 	sigs.k8s.io/yaml v1.6.0

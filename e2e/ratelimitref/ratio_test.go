@@ -15,6 +15,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/api-gateway/api-gateway/internal/testutil"
+	"github.com/api-gateway/api-gateway/ratelimit"
 )
 
 // cpuSeconds returns this process's user+system CPU time.
@@ -39,6 +40,18 @@ func redisCPU(c *redis.Client) float64 {
 		}
 	}
 	return total
+}
+
+// meanBatch returns calls per pipeline.
+func meanBatch(calls float64, hist []uint64) float64 {
+	var n uint64
+	for _, v := range hist {
+		n += v
+	}
+	if n == 0 {
+		return 0
+	}
+	return calls / float64(n)
 }
 
 // throughput runs 32 closed-loop callers against c for d and returns calls per second.
@@ -81,8 +94,10 @@ func BenchmarkRatios(b *testing.B) {
 	r := testutil.StartRedis(b)
 	servers := benchServers()
 	clients := make([]rlsv3.RateLimitServiceClient, len(servers))
-	for i, s := range servers {
-		clients[i] = serveRLS(b, s.make(b, r.Addr))
+	srvs := make([]rlsv3.RateLimitServiceServer, len(servers))
+	for i := range servers {
+		srvs[i] = servers[i].make(b, r.Addr)
+		clients[i] = serveRLS(b, srvs[i])
 		if _, err := throughput(clients[i], 100*time.Millisecond); err != nil { // warm up
 			b.Fatal(err)
 		}
@@ -93,12 +108,21 @@ func BenchmarkRatios(b *testing.B) {
 	goCPU := make([]float64, len(servers))
 	redCPU := make([]float64, len(servers))
 	calls := make([]float64, len(servers))
+	batches := make([][]uint64, len(servers))
+	batchSizes := func(i int) []uint64 {
+		if svc, ok := srvs[i].(*ratelimit.Service); ok {
+			if rs, ok := svc.Store().(*ratelimit.RedisStore); ok {
+				return rs.BatchSizes()
+			}
+		}
+		return nil
+	}
 	const rounds = 5
 	const d = 300 * time.Millisecond
 	b.ResetTimer()
 	for round := 0; round < rounds; round++ {
 		for i := range servers {
-			g0, r0 := cpuSeconds(), redisCPU(rc)
+			g0, r0, b0 := cpuSeconds(), redisCPU(rc), batchSizes(i)
 			qps, err := throughput(clients[i], d)
 			if err != nil {
 				b.Fatalf("%s: %v", servers[i].name, err)
@@ -106,6 +130,14 @@ func BenchmarkRatios(b *testing.B) {
 			goCPU[i] += cpuSeconds() - g0
 			redCPU[i] += redisCPU(rc) - r0
 			calls[i] += qps * d.Seconds()
+			if b1 := batchSizes(i); b1 != nil {
+				if batches[i] == nil {
+					batches[i] = make([]uint64, len(b1))
+				}
+				for j := range b1 {
+					batches[i][j] += b1[j] - b0[j]
+				}
+			}
 			sum[i] += qps
 		}
 	}
@@ -125,6 +157,9 @@ func BenchmarkRatios(b *testing.B) {
 		qps := sum[i] / rounds
 		fmt.Printf("ratio: %-28s %7.0f calls/s %5.2fx reference %6.1f%% of floor | CPU/call: process %5.1fµs redis %4.1fµs\n",
 			s.name, qps, qps/refQPS, 100*qps/floorQPS, 1e6*goCPU[i]/calls[i], 1e6*redCPU[i]/calls[i])
+		if batches[i] != nil {
+			fmt.Printf("       %-28s pipelines by calls carried (1,2,3-4,5-8,..,129-256): %v, mean %.1f\n", "", batches[i], meanBatch(calls[i], batches[i]))
+		}
 	}
 	b.ReportMetric(floorQPS, "floor-calls/s")
 	b.ReportMetric(refQPS, "reference-calls/s")

@@ -1,0 +1,63 @@
+package ratelimit
+
+import (
+	"context"
+	"testing"
+	"time"
+)
+
+// TestFixedWindowKeys checks what the one-call fixed-window path leaves in Redis: a charged
+// key carries an expiry, a request denied on a fresh key (cost above the limit) leaves no
+// key behind, and a denied request takes its charge back. Both scripts: the group script
+// (single node, Sentinel) and the single-check one (Redis Cluster, one call per group).
+func TestFixedWindowKeys(t *testing.T) {
+	packed := newTestStore(t, "redis").(*RedisStore)
+	perGroup := NewRedisStore(packed.Client(), RedisOptions{Timeout: 5 * time.Second})
+	perGroup.cluster = true
+	t.Run("group-script", func(t *testing.T) { testFixedWindowKeys(t, packed) })
+	t.Run("single-script", func(t *testing.T) { testFixedWindowKeys(t, perGroup) })
+}
+
+func testFixedWindowKeys(t *testing.T, s *RedisStore) {
+	ctx := context.Background()
+	if err := s.Client().Del(ctx, "fk:{a}").Err(); err != nil {
+		t.Fatal(err)
+	}
+	now := int64(1_700_000_000_000_000)
+	check := func(key string, limit, cost uint64) Check {
+		return Check{Key: key, Alg: AlgFixedWindow, Limit: limit, Period: 1_000_000, WindowEnd: now + 1_000_000, Cost: cost}
+	}
+	eval := func(c Check) Result {
+		t.Helper()
+		res, err := s.Eval(ctx, now, [][]Check{{c}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res[0][0]
+	}
+	if r := eval(check("fk:{a}", 2, 3)); r.Allowed || r.Remaining != 2 {
+		t.Fatalf("cost above limit on a fresh key: %+v", r)
+	}
+	if n, _ := s.Client().Exists(ctx, "fk:{a}").Result(); n != 0 {
+		t.Fatal("a denied request on a fresh key left the key behind")
+	}
+	if r := eval(check("fk:{a}", 2, 1)); !r.Allowed || r.Remaining != 1 {
+		t.Fatalf("first admit: %+v", r)
+	}
+	ttl, _ := s.Client().PTTL(ctx, "fk:{a}").Result()
+	if ttl <= 60*time.Second || ttl > 61*time.Second {
+		t.Fatalf("ttl %v, want window end + 60s", ttl)
+	}
+	if r := eval(check("fk:{a}", 2, 2)); r.Allowed || r.Remaining != 1 || r.RetryAfter != 1_000_000 {
+		t.Fatalf("over limit: %+v", r)
+	}
+	if v, _ := s.Client().Get(ctx, "fk:{a}").Int(); v != 1 {
+		t.Fatalf("count after a denied request %d, want 1 (charge taken back)", v)
+	}
+	if r := eval(check("fk:{a}", 2, 1)); !r.Allowed || r.Remaining != 0 {
+		t.Fatalf("last admit: %+v", r)
+	}
+	if ttl2, _ := s.Client().PTTL(ctx, "fk:{a}").Result(); ttl2 > ttl || ttl2 <= 60*time.Second {
+		t.Fatalf("ttl %v after charging, was %v: expiry must not move", ttl2, ttl)
+	}
+}
