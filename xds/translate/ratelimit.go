@@ -50,40 +50,6 @@ func RouteRateLimits(route *model.Route, snap *model.Snapshot) []ir.RateLimit {
 			out = append(out, ir.RateLimit{Entries: append(entries, rlByEntries(pol.p)...)})
 		}
 	}
-	if rlAnyKeyQuota(snap) {
-		// API-key quotas (api-keys objects' quota field) count every route; requests without
-		// an API key produce no descriptor (Envoy skips an action whose metadata is missing).
-		out = append(out, ir.RateLimit{Entries: []ir.RateLimitEntry{
-			{Kind: ir.RateLimitMetadata, DescriptorKey: RateLimitKeyAPIKeyQuota, MetadataKey: "api_key_id"}}})
-	}
-	return out
-}
-
-// RateLimitKeyAPIKeyQuota is the descriptor key of API-key quotas: ("api_key_quota", <key id>).
-const RateLimitKeyAPIKeyQuota = "api_key_quota"
-
-func rlAnyKeyQuota(snap *model.Snapshot) bool {
-	for _, k := range snap.APIKeys {
-		if k.Quota != nil && (k.Quota.PerDay > 0 || k.Quota.PerMonth > 0) {
-			return true
-		}
-	}
-	return false
-}
-
-// rlKeyQuotaNodes returns one node per API key with a quota: api_key_quota=<id> with its
-// daily and monthly calendar quotas.
-func rlKeyQuotaNodes(snap *model.Snapshot) []ir.RateLimitDescriptor {
-	g := rlGlobal(snap)
-	var out []ir.RateLimitDescriptor
-	for _, k := range snap.APIKeys {
-		if k.Quota == nil || (k.Quota.PerDay == 0 && k.Quota.PerMonth == 0) {
-			continue
-		}
-		q := &model.RateLimit{Quota: &model.RateLimitQuota{PerDay: uint64(max(k.Quota.PerDay, 0)), PerMonth: uint64(max(k.Quota.PerMonth, 0))}}
-		out = append(out, ir.RateLimitDescriptor{Key: RateLimitKeyAPIKeyQuota, Value: k.ID, Limits: PolicyRules(q),
-			Name: "api-key-quota", FailMode: rlFailMode(g.FailMode), Headers: rlHeaders(nil, g.Headers), Source: "api-keys/" + k.ID})
-	}
 	return out
 }
 
@@ -288,9 +254,9 @@ func rlPolicyNode(pol rlPolicy, source string, headers *model.RateLimitHeaders) 
 	return node
 }
 
-// GeneratedDomain returns the rules of domain "api-gateway" for every route's policies, the
-// global policies and API-key quotas: route_id=<id> → policy=<pid> → [by key],
-// policy=<pid> → [by key] and api_key_quota=<key id>.
+// GeneratedDomain returns the rules of domain "api-gateway" for every route's policies and the
+// global policies: route_id=<id> → policy=<pid> → [by key],
+// policy=<pid> → [by key].
 // Problems (unknown policy ids, invalid inline limits) are reported per route and the rest
 // is kept.
 func GeneratedDomain(snap *model.Snapshot) (ir.RateLimitDomain, []error) {
@@ -317,7 +283,6 @@ func GeneratedDomain(snap *model.Snapshot) (ir.RateLimitDomain, []error) {
 	for _, pol := range gpols {
 		d.Descriptors = append(d.Descriptors, rlPolicyNode(pol, "settings rate-limits/"+pol.id, defHeaders))
 	}
-	d.Descriptors = append(d.Descriptors, rlKeyQuotaNodes(snap)...)
 	return d, errs
 }
 
