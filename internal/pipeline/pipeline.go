@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -55,6 +56,8 @@ type Pipeline struct {
 	last    *model.Snapshot
 	lastErr error
 	waiters []chan struct{}
+
+	scavengePending bool
 }
 
 // New returns a pipeline over the store; add consumers before Run.
@@ -108,7 +111,28 @@ func (p *Pipeline) apply(ctx context.Context, snap *model.Snapshot) error {
 	}
 	p.waiters = nil
 	p.log.Debug("revision applied", "revision", snap.Revision, "took", time.Since(start).String())
+	p.scheduleScavenge()
 	return nil
+}
+
+// scavengeEvery bounds how often the heap left over from building a revision is returned to
+// the OS. Every consumer rebuilds its tables per revision, so the heap briefly doubles; without
+// this the runtime keeps that memory (RSS) long after the old tables are garbage.
+const scavengeEvery = 2 * time.Second
+
+// scheduleScavenge returns idle heap to the OS once the writes settle: at most one forced
+// GC + scavenge per scavengeEvery, off the request and apply paths. Called with p.mu held.
+func (p *Pipeline) scheduleScavenge() {
+	if p.scavengePending {
+		return
+	}
+	p.scavengePending = true
+	time.AfterFunc(scavengeEvery, func() {
+		p.mu.Lock()
+		p.scavengePending = false
+		p.mu.Unlock()
+		debug.FreeOSMemory()
+	})
 }
 
 // Run follows the store until ctx ends.
