@@ -67,6 +67,25 @@ type Resources struct {
 	ListenerHashes, RouteHashes, ClusterHashes, EndpointHashes map[string]uint64
 }
 
+// ByKind returns the resources as messages, per kind in xDS order (listeners, routes,
+// clusters, endpoints).
+func (r *Resources) ByKind() [4][]proto.Message {
+	var out [4][]proto.Message
+	for _, m := range r.Listeners {
+		out[0] = append(out[0], m)
+	}
+	for _, m := range r.Routes {
+		out[1] = append(out[1], m)
+	}
+	for _, m := range r.Clusters {
+		out[2] = append(out[2], m)
+	}
+	for _, m := range r.Endpoints {
+		out[3] = append(out[3], m)
+	}
+	return out
+}
+
 // builder accumulates the first error of the resource being built.
 type builder struct {
 	o   Options

@@ -120,17 +120,8 @@ func TestGolden(t *testing.T) {
 
 func allResources(r *envoy.Resources) []proto.Message {
 	var out []proto.Message
-	for _, m := range r.Listeners {
-		out = append(out, m)
-	}
-	for _, m := range r.Routes {
-		out = append(out, m)
-	}
-	for _, m := range r.Clusters {
-		out = append(out, m)
-	}
-	for _, m := range r.Endpoints {
-		out = append(out, m)
+	for _, ms := range r.ByKind() {
+		out = append(out, ms...)
 	}
 	return out
 }

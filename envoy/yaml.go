@@ -55,19 +55,8 @@ func ResourcesValue(r *Resources) (map[string]any, error) {
 		out[key] = list
 		return nil
 	}
-	var ls, rs, cs, es []proto.Message
-	for _, m := range r.Listeners {
-		ls = append(ls, m)
-	}
-	for _, m := range r.Routes {
-		rs = append(rs, m)
-	}
-	for _, m := range r.Clusters {
-		cs = append(cs, m)
-	}
-	for _, m := range r.Endpoints {
-		es = append(es, m)
-	}
+	kinds := r.ByKind()
+	ls, rs, cs, es := kinds[0], kinds[1], kinds[2], kinds[3]
 	for _, kv := range []struct {
 		k  string
 		ms []proto.Message
