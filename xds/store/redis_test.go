@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -120,51 +119,7 @@ func TestRedisConcurrentWritersOnTwoReplicas(t *testing.T) {
 	rs := testutil.StartRedis(t)
 	url := "redis://" + rs.Addr + "?prefix=" + uniquePrefix()
 	replicas := []*store.Redis{openRedis(t, url), openRedis(t, url)}
-	ctx := t.Context()
-	if _, err := store.Create(ctx, replicas[0], model.KindSettings, "counter", []byte(`0`)); err != nil {
-		t.Fatal(err)
-	}
-	const writers, each = 16, 10
-	var acked, conflicts atomic.Int64
-	var wg sync.WaitGroup
-	for w := 0; w < writers; w++ {
-		s := replicas[w%2]
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for done := 0; done < each; {
-				o, err := s.Get(ctx, model.KindSettings, "counter")
-				if err != nil {
-					t.Error(err)
-					return
-				}
-				var n int
-				fmt.Sscan(string(o.Data), &n)
-				_, err = store.Put(ctx, s, model.KindSettings, "counter", []byte(fmt.Sprint(n+1)), o.Revision)
-				if errors.Is(err, store.ErrConflict) {
-					conflicts.Add(1)
-					continue
-				}
-				if err != nil {
-					t.Error(err)
-					return
-				}
-				acked.Add(1)
-				done++
-			}
-		}()
-	}
-	wg.Wait()
-	o, err := replicas[1].Get(ctx, model.KindSettings, "counter")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var n int
-	fmt.Sscan(string(o.Data), &n)
-	if n != writers*each || acked.Load() != writers*each {
-		t.Fatalf("counter %d, acknowledged %d, want %d: an update was lost", n, acked.Load(), writers*each)
-	}
-	t.Logf("%d conflicts resolved by retry", conflicts.Load())
+	storetest.NoLostUpdates(t, 16, 10, replicas[0], replicas[1])
 }
 
 // Ops of one transaction see each other: create then delete of one id, put then a
