@@ -61,3 +61,75 @@ func testFixedWindowKeys(t *testing.T, s *RedisStore) {
 		t.Fatalf("ttl %v after charging, was %v: expiry must not move", ttl2, ttl)
 	}
 }
+
+// TestFixedWindowNative checks the native path of a fixed-window check of cost 1 (SET NX PX
+// and INCRBY, see fixedNative): the same answers as the scripts, the scripts' expiry, and a
+// denied request's unit taken back, so that a later check of cost 0 finds the exact count.
+// Both store modes: packed (single node, Sentinel) and one call per group (Redis Cluster).
+func TestFixedWindowNative(t *testing.T) {
+	packed := newTestStore(t, "redis").(*RedisStore)
+	perGroup := NewRedisStore(packed.Client(), RedisOptions{Timeout: 5 * time.Second})
+	perGroup.cluster = true
+	t.Run("packed", func(t *testing.T) { testFixedWindowNative(t, packed, "fn:{a}") })
+	t.Run("per-group", func(t *testing.T) { testFixedWindowNative(t, perGroup, "fn:{b}") })
+}
+
+func testFixedWindowNative(t *testing.T, s *RedisStore, key string) {
+	ctx := context.Background()
+	zero := key + ":zero"
+	if err := s.Client().Del(ctx, key, zero).Err(); err != nil {
+		t.Fatal(err)
+	}
+	now := int64(1_700_000_000_000_000)
+	check := func(key string, limit, cost uint64) Check {
+		return Check{Key: key, Alg: AlgFixedWindow, Limit: limit, Period: 1_000_000, WindowEnd: now + 1_000_000, Cost: cost}
+	}
+	eval := func(c Check) Result {
+		t.Helper()
+		res, err := s.Eval(ctx, now, [][]Check{{c}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res[0][0]
+	}
+	// waitCount waits for the undo of a denied request (sent asynchronously, with the next
+	// pipeline) to bring the counter to want.
+	waitCount := func(key string, want int) {
+		t.Helper()
+		var v int
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+			if v, _ = s.Client().Get(ctx, key).Int(); v == want {
+				return
+			}
+		}
+		t.Fatalf("%s: count %d, want %d (denied units taken back)", key, v, want)
+	}
+	want := func(got, want Result) {
+		t.Helper()
+		if got != want {
+			t.Fatalf("got %+v, want %+v", got, want)
+		}
+	}
+	want(eval(check(key, 2, 1)), Result{Allowed: true, Remaining: 1, Reset: 1_000_000})
+	ttl, _ := s.Client().PTTL(ctx, key).Result()
+	if ttl <= 60*time.Second || ttl > 61*time.Second {
+		t.Fatalf("ttl %v, want window end + 60s", ttl)
+	}
+	want(eval(check(key, 2, 1)), Result{Allowed: true, Remaining: 0, Reset: 1_000_000})
+	for i := 0; i < 3; i++ {
+		want(eval(check(key, 2, 1)), Result{Remaining: 0, Reset: 1_000_000, RetryAfter: 1_000_000})
+	}
+	waitCount(key, 2)
+	// At the limit, a check of cost 0 admits (it would not over a count left above the limit).
+	want(eval(check(key, 2, 0)), Result{Allowed: true, Remaining: 0, Reset: 1_000_000})
+	if ttl2, _ := s.Client().PTTL(ctx, key).Result(); ttl2 > ttl || ttl2 <= 60*time.Second {
+		t.Fatalf("ttl %v after charging, was %v: expiry must not move", ttl2, ttl)
+	}
+	// Limit 0: denied; the counter created meanwhile carries the expiry (nothing is left
+	// behind forever) and comes back to 0.
+	want(eval(check(zero, 0, 1)), Result{Remaining: 0, Reset: 1_000_000, RetryAfter: 1_000_000})
+	waitCount(zero, 0)
+	if ttl, _ := s.Client().PTTL(ctx, zero).Result(); ttl <= 60*time.Second || ttl > 61*time.Second {
+		t.Fatalf("limit 0: ttl %v, want window end + 60s", ttl)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"math"
 	"math/bits"
 	"runtime"
 	"strconv"
@@ -43,7 +44,8 @@ type RedisOptions struct {
 
 // RedisStore keeps counters in Redis (single node, Sentinel or Cluster through go-redis's
 // UniversalClient). Each group is evaluated by a Lua script (loaded once, reloaded after
-// NOSCRIPT); all calls that arrive together go out in one pipeline.
+// NOSCRIPT), except the most common one, one fixed-window check of cost 1, which is sent as
+// native commands (see fixedNative); all calls that arrive together go out in one pipeline.
 //
 // Batching is flat combining: a caller that finds fewer than Workers pipelines in flight
 // sends the queue itself (its own call included) with no hand-off to another goroutine;
@@ -65,7 +67,8 @@ type RedisStore struct {
 
 	mu      sync.Mutex
 	queue   []*redisOp
-	running int // pipelines being sent
+	undo    []string // keys of denied native fixed-window calls to decrement (see fixedNative)
+	running int      // pipelines being sent
 	closed  bool
 	idle    sync.Cond // signalled when running drops to 0 (Close waits)
 }
@@ -199,7 +202,7 @@ func (s *RedisStore) send(caller bool) {
 			runtime.Gosched()
 		}
 		s.mu.Lock()
-		if len(s.queue) == 0 {
+		if len(s.queue) == 0 && len(s.undo) == 0 {
 			s.release()
 			s.mu.Unlock()
 			return
@@ -210,11 +213,15 @@ func (s *RedisStore) send(caller bool) {
 		rest := copy(s.queue, s.queue[n:])
 		clear(s.queue[rest:])
 		s.queue = s.queue[:rest]
+		undo := s.undo
+		s.undo = nil
 		s.mu.Unlock()
-		s.countBatch(n)
-		s.run(batch)
+		if n > 0 {
+			s.countBatch(n)
+		}
+		s.run(batch, undo)
 		s.mu.Lock()
-		if len(s.queue) == 0 {
+		if len(s.queue) == 0 && len(s.undo) == 0 {
 			s.release()
 			s.mu.Unlock()
 			return
@@ -245,6 +252,28 @@ type redisCall struct {
 	cmd     *redis.Cmd
 }
 
+// nativeCall is a fixedNative group: its SET NX PX and INCRBY.
+type nativeCall struct {
+	callMember
+	set  *redis.BoolCmd
+	incr *redis.IntCmd
+}
+
+// fixedNative reports whether group g goes out as native commands instead of a script: one
+// fixed-window check of cost 1, the most common group. It is sent as SET key 0 NX PX ttl
+// (creates the counter with the expiry the scripts give it and does nothing once it exists;
+// sent first, so a counter never lives without an expiry, even if the connection drops
+// between the two) and INCRBY key 1: Redis runs them several times cheaper than the same
+// work in Lua (redis.call and the script call itself cost more than the commands).
+// Unlike the scripts it charges a request it denies, but with cost 1 it denies only when
+// the counter is already at the limit, so the answer is the one the scripts give (remaining
+// 0, retry at the window end); the extra unit is taken back with a DECRBY sent before the
+// calls of the next pipeline (undo), so the counter is exact again one round trip later.
+// Until then a check of cost 0 on that counter, which admits at the limit, is denied.
+func fixedNative(g []Check) bool {
+	return len(g) == 1 && g[0].Alg == AlgFixedWindow && g[0].Cost == 1
+}
+
 // callMember is one group carried by a call.
 type callMember struct {
 	op *redisOp
@@ -266,14 +295,20 @@ func (s *RedisStore) newToken() string {
 	return s.token + ":" + strconv.FormatUint(s.seq.Add(1), 36)
 }
 
-// build turns the batch into calls. On a Redis Cluster each group is its own call (its keys
-// share one slot, different groups usually do not); elsewhere groups are packed into
-// group-script calls of up to maxGroupsPerCall groups.
-func (s *RedisStore) build(batch []*redisOp) []redisCall {
-	calls := make([]redisCall, 0, len(batch))
+// build turns the batch into calls: fixedNative groups into native calls, the others into
+// script calls. On a Redis Cluster each group is its own call (its keys share one slot,
+// different groups usually do not); elsewhere groups are packed into group-script calls of
+// up to maxGroupsPerCall groups.
+func (s *RedisStore) build(batch []*redisOp) ([]redisCall, []nativeCall) {
+	var calls []redisCall
+	var natives []nativeCall
 	if s.cluster {
 		for _, op := range batch {
 			for gi, g := range op.groups {
+				if fixedNative(g) {
+					natives = append(natives, nativeCall{callMember: callMember{op, gi}})
+					continue
+				}
 				if len(g) == 1 {
 					c := &g[0]
 					token := ""
@@ -289,20 +324,28 @@ func (s *RedisStore) build(batch []*redisOp) []redisCall {
 				calls = append(calls, call)
 			}
 		}
-		return calls
+		return calls, natives
 	}
-	var cur *redisCall
+	cur := -1
 	for _, op := range batch {
-		for gi := range op.groups {
-			if cur == nil || len(cur.members) >= maxGroupsPerCall || len(cur.keys) >= maxKeysPerCall {
-				calls = append(calls, redisCall{sha: s.sha, args: []any{s.newToken(), 0}})
-				cur = &calls[len(calls)-1]
+		for gi, g := range op.groups {
+			if fixedNative(g) {
+				if natives == nil {
+					natives = make([]nativeCall, 0, len(batch))
+				}
+				natives = append(natives, nativeCall{callMember: callMember{op, gi}})
+				continue
 			}
-			cur.add(op, gi)
-			cur.args[1] = len(cur.members)
+			if cur < 0 || len(calls[cur].members) >= maxGroupsPerCall || len(calls[cur].keys) >= maxKeysPerCall {
+				calls = append(calls, redisCall{sha: s.sha, args: []any{s.newToken(), 0}})
+				cur = len(calls) - 1
+			}
+			c := &calls[cur]
+			c.add(op, gi)
+			c.args[1] = len(c.members)
 		}
 	}
-	return calls
+	return calls, natives
 }
 
 func (c *redisCall) add(op *redisOp, gi int) {
@@ -316,11 +359,11 @@ func (c *redisCall) add(op *redisOp, gi int) {
 	}
 }
 
-// run sends one pipeline for the batch and hands out the answers. Calls whose caller has
-// already given up are answered with its context error and not sent (their counters are
-// not charged for a request whose caller applied the fail mode). The pipeline's deadline
-// is the latest of the callers' (see RedisOptions.Timeout).
-func (s *RedisStore) run(batch []*redisOp) {
+// run sends one pipeline for the batch (and the undo decrements, first) and hands out the
+// answers. Calls whose caller has already given up are answered with its context error and
+// not sent (their counters are not charged for a request whose caller applied the fail
+// mode). The pipeline's deadline is the latest of the callers' (see RedisOptions.Timeout).
+func (s *RedisStore) run(batch []*redisOp, undo []string) {
 	start := time.Now()
 	limit := start.Add(s.opts.Timeout)
 	var deadline time.Time
@@ -340,8 +383,11 @@ func (s *RedisStore) run(batch []*redisOp) {
 		}
 		live = append(live, op)
 	}
-	if len(live) == 0 {
+	if len(live) == 0 && len(undo) == 0 {
 		return
+	}
+	if len(live) == 0 {
+		deadline = limit
 	}
 	batch = live
 	ctx, cancel := context.WithDeadline(context.Background(), deadline)
@@ -349,8 +395,8 @@ func (s *RedisStore) run(batch []*redisOp) {
 	for _, op := range batch {
 		op.res = make([][]Result, len(op.groups))
 	}
-	calls := s.build(batch)
-	err := s.exec(ctx, calls)
+	calls, natives := s.build(batch)
+	err := s.exec(ctx, calls, natives, undo)
 	if err != nil {
 		if retry := noScriptCalls(calls); len(retry) > 0 {
 			// NOSCRIPT: those calls did not run (Redis restarted or flushed its scripts).
@@ -358,7 +404,7 @@ func (s *RedisStore) run(batch []*redisOp) {
 			if lerr := s.load(ctx); lerr != nil {
 				err = lerr
 			} else {
-				err = s.exec(ctx, retry)
+				err = s.exec(ctx, retry, nil, nil)
 				for i := range calls {
 					if redis.HasErrorPrefix(calls[i].cmd.Err(), "NOSCRIPT") {
 						calls[i].cmd = retry[0].cmd
@@ -366,6 +412,37 @@ func (s *RedisStore) run(batch []*redisOp) {
 					}
 				}
 			}
+		}
+	}
+	var denied []string
+	if len(natives) > 0 {
+		rs := make([]Result, len(natives)) // one allocation for the batch's answers
+		for i := range natives {
+			n := &natives[i]
+			cerr := n.set.Err()
+			if cerr == nil {
+				cerr = n.incr.Err()
+			}
+			if cerr != nil {
+				n.op.err = cerr
+				continue
+			}
+			// The scripts' fixed-window arithmetic, with cost 1.
+			ch := &n.op.groups[n.gi][0]
+			limit := int64(min(ch.Limit, math.MaxInt64))
+			v := n.incr.Val()
+			r := &rs[i]
+			r.Reset = ch.WindowEnd - n.op.now
+			if v <= limit {
+				r.Allowed, r.Remaining = true, uint64(max(limit-v, 0))
+			} else {
+				if c := v - 1; c < limit {
+					r.Remaining = uint64(limit - c)
+				}
+				r.RetryAfter = r.Reset
+				denied = append(denied, ch.Key)
+			}
+			n.op.res[n.gi] = rs[i : i+1 : i+1]
 		}
 	}
 	for i := range calls {
@@ -398,6 +475,15 @@ func (s *RedisStore) run(batch []*redisOp) {
 			m.op.res[m.gi] = res
 		}
 	}
+	if len(denied) > 0 {
+		// Sent by whoever sends next, before its calls (see fixedNative); dropped, like any
+		// charge, if that pipeline fails.
+		s.mu.Lock()
+		if !s.closed {
+			s.undo = append(s.undo, denied...)
+		}
+		s.mu.Unlock()
+	}
 	for _, op := range batch {
 		if op.err == nil && err != nil {
 			for _, r := range op.res {
@@ -411,8 +497,28 @@ func (s *RedisStore) run(batch []*redisOp) {
 	}
 }
 
-func (s *RedisStore) exec(ctx context.Context, calls []redisCall) error {
+func (s *RedisStore) exec(ctx context.Context, calls []redisCall, natives []nativeCall, undo []string) error {
 	pipe := s.client.Pipeline()
+	for _, key := range undo {
+		pipe.DecrBy(ctx, key, 1)
+	}
+	if len(natives) > 0 {
+		// The commands' arguments share one array (and each key is boxed once).
+		args := make([]any, 0, 9*len(natives))
+		for i := range natives {
+			n := &natives[i]
+			ch := &n.op.groups[n.gi][0]
+			key := any(ch.Key)
+			// The scripts' expiry (ms): until the window ends, rounded up, plus a minute.
+			ttl := max(ceilDiv(ch.WindowEnd-n.op.now, 1000), 0) + 60000
+			b := len(args)
+			args = append(args, "set", key, 0, "px", ttl, "nx", "incrby", key, 1)
+			n.set = redis.NewBoolCmd(ctx, args[b:b+6]...)
+			n.incr = redis.NewIntCmd(ctx, args[b+6:b+9]...)
+			_ = pipe.Process(ctx, n.set)
+			_ = pipe.Process(ctx, n.incr)
+		}
+	}
 	for i := range calls {
 		calls[i].cmd = pipe.EvalSha(ctx, calls[i].sha, calls[i].keys, calls[i].args...)
 	}
