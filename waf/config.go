@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -106,7 +107,23 @@ type section struct {
 	name       string
 	directives string
 	crs        bool // directives is crsMarker: the CRS request rules are loaded here
+	screen     bool // with crs: the request screen runs before the CRS rules (screen.go)
 }
+
+// screenable reports whether the CRS rules can be screened per request: the user's rules
+// do not change CRS rules' targets or actions (SecRuleUpdate*), which the screen reads
+// from the CRS text, and do not skip a number of rules (skip:N counts rules that are not
+// removed, so a skip reaching into the CRS would land elsewhere).
+func (c Config) screenable() bool {
+	for _, s := range []string{c.CustomRules, c.CustomRulesAfter} {
+		if strings.Contains(strings.ToLower(s), "secruleupdate") || customSkipRx.MatchString(s) {
+			return false
+		}
+	}
+	return true
+}
+
+var customSkipRx = regexp.MustCompile(`(?i)(?:^|[",\s])skip:`)
 
 // sections renders the ruleset in load order: engine base config, CRS setup, custom rules,
 // CRS request rules, custom rules after CRS, rule removals.
@@ -131,7 +148,11 @@ func (c Config) sections() []section {
 	if pl := c.prunableLevel(); pl < maxParanoiaLevel {
 		crs += fmt.Sprintf(", without the rules of paranoia level > %d", pl)
 	}
-	out = append(out, section{name: sectionCRS, directives: crs, crs: true})
+	screen := c.screenable()
+	if screen {
+		crs += ", screened per request (screen.go)"
+	}
+	out = append(out, section{name: sectionCRS, directives: crs, crs: true, screen: screen})
 	if c.CustomRulesAfter != "" {
 		out = append(out, section{name: sectionCustomAfter, directives: c.CustomRulesAfter})
 	}

@@ -40,6 +40,9 @@ const maxPrefixes = 64
 type rxFilter struct {
 	cond *litCond
 	fold bool // literals are lowercase; compare against the ASCII-lowercased input
+	// nonASCII: under fold, a character class had non-ASCII members the condition leaves
+	// out, so non-ASCII input must go to the regular expression.
+	nonASCII bool
 }
 
 // newRxFilter analyses pattern (Go syntax, as compiled). It returns nil when the pattern
@@ -56,16 +59,17 @@ func newRxFilter(pattern string) *rxFilter {
 		return nil
 	}
 	finalize(n.cond)
-	return &rxFilter{cond: n.cond, fold: a.fold}
+	return &rxFilter{cond: n.cond, fold: a.fold, nonASCII: a.nonASCII}
 }
 
 // mayMatch reports false only when the input cannot match the pattern.
 func (f *rxFilter) mayMatch(s string) bool {
 	if f.fold {
-		// The filter folds ASCII only; with (?i), non-ASCII input may fold onto ASCII
-		// letters (ſ→s, K→k), so let the regular expression decide.
+		// The filter folds ASCII only. Under (?i) exactly two non-ASCII characters fold
+		// onto ASCII letters (U+017F ſ → s, U+212A K → k): input with one of them, or with
+		// any non-ASCII byte when a class member was left out, goes to the expression.
 		for i := 0; i < len(s); i++ {
-			if s[i] >= utf8.RuneSelf {
+			if s[i] >= utf8.RuneSelf && (f.nonASCII || foldsToASCII(s[i:])) {
 				return true
 			}
 		}
@@ -142,6 +146,14 @@ type nodeInfo struct {
 type analyzer struct {
 	fold bool
 	bad  bool // a literal the filter cannot handle (non-ASCII under fold)
+	// nonASCII: a class under fold had non-ASCII members other than ſ and K.
+	nonASCII bool
+}
+
+// foldsToASCII reports whether s starts with U+017F or U+212A, the only non-ASCII
+// characters whose simple case folding includes an ASCII letter.
+func foldsToASCII(s string) bool {
+	return strings.HasPrefix(s, "\u017f") || strings.HasPrefix(s, "\u212a")
 }
 
 func (a *analyzer) literal(runes []rune) string {
@@ -203,6 +215,12 @@ func (a *analyzer) charClass(ranges []rune) *litCond {
 		if hi >= utf8.RuneSelf {
 			if !a.fold {
 				return nil
+			}
+			for r := max(lo, utf8.RuneSelf); r <= hi; r++ {
+				if r != 0x17f && r != 0x212a {
+					a.nonASCII = true
+					break
+				}
 			}
 			if lo >= utf8.RuneSelf {
 				continue
@@ -439,10 +457,11 @@ func lowerASCII(s string) string {
 type multiLit struct {
 	pairs   [1024]uint64 // bit per first-two-bytes value
 	byStart map[uint16][]string
+	lits    []string
 }
 
 func newMultiLit(lits []string) *multiLit {
-	m := &multiLit{byStart: map[uint16][]string{}}
+	m := &multiLit{byStart: map[uint16][]string{}, lits: lits}
 	for _, l := range lits {
 		k := uint16(l[0])<<8 | uint16(l[1])
 		m.pairs[k>>6] |= 1 << (k & 63)

@@ -22,7 +22,10 @@ const rxOperatorName = "gwrx"
 var registerOnce sync.Once
 
 func registerOperators() {
-	registerOnce.Do(func() { plugins.RegisterOperator(rxOperatorName, newGatewayRx) })
+	registerOnce.Do(func() {
+		plugins.RegisterOperator(rxOperatorName, newGatewayRx)
+		plugins.RegisterOperator(screenOperatorName, newScreenOp)
+	})
 }
 
 // compiledRx is shared by every rule (in every WAF) with the same pattern.

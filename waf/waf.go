@@ -69,10 +69,14 @@ func Compile(cfg Config, logger *slog.Logger) (*WAF, error) {
 // compile is Compile with the CRS rules pruned to paranoia level pl (maxParanoiaLevel:
 // not pruned).
 func compile(cfg Config, pl int, logger *slog.Logger) (*WAF, error) {
+	return compileSecs(cfg, cfg.sections(), pl, logger)
+}
+
+// compileSecs is compile with the sections given (tests turn the screen off in them).
+func compileSecs(cfg Config, secs []section, pl int, logger *slog.Logger) (*WAF, error) {
 	if logger == nil {
 		logger = slog.Default()
 	}
-	secs := cfg.sections()
 	categories := map[int]string{}
 	engine, err := compileSections(secs, pl, func(r types.RuleMetadata) {
 		if c := RuleCategory(r); c != "" {
@@ -97,6 +101,9 @@ func compileSections(secs []section, pl int, observer func(types.RuleMetadata)) 
 			rules, err := crsRequestRules(pl)
 			if err != nil {
 				return nil, err
+			}
+			if s.screen {
+				conf = conf.WithDirectives(screenRules(min(max(pl, 1), maxParanoiaLevel)))
 			}
 			conf = conf.WithDirectives(rules)
 			continue
