@@ -25,6 +25,7 @@ func registerOperators() {
 	registerOnce.Do(func() {
 		plugins.RegisterOperator(rxOperatorName, newGatewayRx)
 		plugins.RegisterOperator(screenOperatorName, newScreenOp)
+		plugins.RegisterOperator(captureOperatorName, newCaptureOp)
 	})
 }
 

@@ -563,9 +563,8 @@ func (r *screenedRule) valueMayMatch(v string) bool {
 		return true
 	}
 	for _, st := range r.steps {
-		if st.apply != nil {
-			v = st.apply(v)
-		} else if st.changes(v) {
+		var ok bool
+		if v, ok = st(v); !ok {
 			return true // a step we do not compute could change v
 		}
 		if r.multi && r.rc.eval(v) {

@@ -1,8 +1,10 @@
 package waf
 
 import (
+	"hash/maphash"
 	"slices"
 	"strings"
+	"sync"
 	"unicode/utf8"
 
 	"github.com/corazawaf/coraza/v3/experimental/plugins/plugintypes"
@@ -235,13 +237,14 @@ func (n *hnode) eval(hits []uint64, b *[4]uint64) bool {
 
 // phasePlan is the screen of one phase.
 type phasePlan struct {
-	rules   []*screenedRule // every screened rule of the phase (index = screenedRule.idx)
-	multi   []*screenedRule // multiMatch rules, evaluated value by value (ruleCond.eval)
-	targets []screenTarget  // distinct targets of the other rules
-	uses    [][]targetUse   // by target: the rules reading it, grouped by chain
-	chains  [][]screenStep
-	exact   *litIndex // literals of unfolded conditions
-	folded  *litIndex // literals of folded conditions (lowercase)
+	rules    []*screenedRule // every screened rule of the phase (index = screenedRule.idx)
+	multi    []*screenedRule // multiMatch rules, evaluated value by value (ruleCond.eval)
+	targets  []screenTarget  // distinct targets of the other rules
+	uses     [][]targetUse   // by target: the rules reading it, grouped by chain
+	useCount []int           // by target: the rules in uses
+	chains   [][]screenStep
+	exact    *litIndex // literals of unfolded conditions
+	folded   *litIndex // literals of folded conditions (lowercase)
 }
 
 type targetUse struct {
@@ -285,6 +288,7 @@ func (pp *phasePlan) index() {
 				targetIDs[t] = ti
 				pp.targets = append(pp.targets, t)
 				pp.uses = append(pp.uses, nil)
+				pp.useCount = append(pp.useCount, 0)
 			}
 			j := slices.IndexFunc(pp.uses[ti], func(u targetUse) bool { return u.chain == ci })
 			if j < 0 {
@@ -292,6 +296,7 @@ func (pp *phasePlan) index() {
 				j = len(pp.uses[ti]) - 1
 			}
 			pp.uses[ti][j].rules = append(pp.uses[ti][j].rules, ruleUse{r, r.varBit[k]})
+			pp.useCount[ti]++
 		}
 	}
 	pp.exact.build()
@@ -347,9 +352,8 @@ func (r *screenedRule) matches(sc *valueScan) bool {
 // change v.
 func applyChain(steps []screenStep, v string) (string, bool) {
 	for _, st := range steps {
-		if st.apply != nil {
-			v = st.apply(v)
-		} else if st.changes(v) {
+		var ok bool
+		if v, ok = st(v); !ok {
 			return "", false
 		}
 	}
@@ -382,6 +386,116 @@ func (s *screenRun) scan(tv string) *valueScan {
 	return sc
 }
 
+// value screens v, a value of target ti, for the rules still without a possible match.
+func (s *screenRun) value(ti int, v string) {
+	pp := s.pp
+	for _, u := range pp.uses[ti] {
+		pending := false
+		for _, ru := range u.rules {
+			if s.maybe[ru.r.idx]&ru.bit == 0 {
+				pending = true
+				break
+			}
+		}
+		if !pending {
+			continue
+		}
+		tv, ok := applyChain(pp.chains[u.chain], v)
+		var sc *valueScan
+		if ok {
+			sc = s.scan(tv)
+		}
+		for _, ru := range u.rules {
+			if s.maybe[ru.r.idx]&ru.bit == 0 && (!ok || ru.r.matches(sc)) {
+				s.maybe[ru.r.idx] |= ru.bit
+			}
+		}
+	}
+}
+
+// valueCached is value for a short value: what every rule reading target ti makes of v is
+// computed once and kept (header values, argument names and common values repeat from
+// request to request); the answer is a pure function of (plan, target, value).
+func (s *screenRun) valueCached(ti int, v string) {
+	pp := s.pp
+	key := screenKey{pp: pp, target: ti, value: v}
+	bits, ok := screenCache.get(key)
+	if !ok {
+		bits = make([]uint64, (pp.useCount[ti]+63)/64)
+		j := 0
+		for _, u := range pp.uses[ti] {
+			tv, known := applyChain(pp.chains[u.chain], v)
+			var sc *valueScan
+			if known {
+				sc = s.scan(tv)
+			}
+			for _, ru := range u.rules {
+				if !known || ru.r.matches(sc) {
+					bits[j>>6] |= 1 << (j & 63)
+				}
+				j++
+			}
+		}
+		key.value = strings.Clone(v)
+		screenCache.add(key, bits)
+	}
+	j := 0
+	for _, u := range pp.uses[ti] {
+		for _, ru := range u.rules {
+			if bits[j>>6]&(1<<(j&63)) != 0 {
+				s.maybe[ru.r.idx] |= ru.bit
+			}
+			j++
+		}
+	}
+}
+
+// screenKey identifies a cached screen of one value.
+type screenKey struct {
+	pp     *phasePlan
+	target int
+	value  string
+}
+
+// screenResults is a bounded cache of screened values: sharded, a full shard is emptied
+// (at most screenShards*screenShardSize entries).
+type screenResults struct {
+	seed   maphash.Seed
+	shards [screenShards]struct {
+		mu sync.Mutex
+		m  map[screenKey][]uint64
+	}
+}
+
+const (
+	screenShards    = 32
+	screenShardSize = 4096
+)
+
+var screenCache = &screenResults{seed: maphash.MakeSeed()}
+
+func (c *screenResults) shard(k screenKey) int {
+	return int(maphash.String(c.seed, k.value) % screenShards)
+}
+
+func (c *screenResults) get(k screenKey) ([]uint64, bool) {
+	sh := &c.shards[c.shard(k)]
+	sh.mu.Lock()
+	b, ok := sh.m[k]
+	sh.mu.Unlock()
+	return b, ok
+}
+
+func (c *screenResults) add(k screenKey, b []uint64) {
+	sh := &c.shards[c.shard(k)]
+	sh.mu.Lock()
+	if sh.m == nil || len(sh.m) >= screenShardSize {
+		sh.m = make(map[screenKey][]uint64, screenShardSize/4)
+	}
+	sh.m[k] = b
+	sh.mu.Unlock()
+}
+
 // run screens the phase's rules for tx. A rule no value can match is removed from the
 // transaction; a rule that stays loses the target variables none of whose values can
 // match (not for chain heads: Coraza applies a head's target exclusions to its chain).
@@ -392,31 +506,13 @@ func (pp *phasePlan) run(tx plugintypes.TransactionState, rm ruleRemover) {
 	var vals screenValues
 	s := &screenRun{pp: pp, maybe: make([]uint16, len(pp.rules))}
 	for ti, t := range pp.targets {
-		uses := pp.uses[ti]
 		for _, md := range vals.get(tx, t) {
 			v := md.Value()
 			s.n = 0
-			for _, u := range uses {
-				pending := false
-				for _, ru := range u.rules {
-					if s.maybe[ru.r.idx]&ru.bit == 0 {
-						pending = true
-						break
-					}
-				}
-				if !pending {
-					continue
-				}
-				tv, ok := applyChain(pp.chains[u.chain], v)
-				var sc *valueScan
-				if ok {
-					sc = s.scan(tv)
-				}
-				for _, ru := range u.rules {
-					if s.maybe[ru.r.idx]&ru.bit == 0 && (!ok || ru.r.matches(sc)) {
-						s.maybe[ru.r.idx] |= ru.bit
-					}
-				}
+			if len(v) <= maxCachedValue {
+				s.valueCached(ti, v)
+			} else {
+				s.value(ti, v)
 			}
 		}
 	}
