@@ -24,17 +24,7 @@ func testFixedWindowKeys(t *testing.T, s *RedisStore) {
 		t.Fatal(err)
 	}
 	now := int64(1_700_000_000_000_000)
-	check := func(key string, limit, cost uint64) Check {
-		return Check{Key: key, Alg: AlgFixedWindow, Limit: limit, Period: 1_000_000, WindowEnd: now + 1_000_000, Cost: cost}
-	}
-	eval := func(c Check) Result {
-		t.Helper()
-		res, err := s.Eval(ctx, now, [][]Check{{c}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return res[0][0]
-	}
+	check, eval := fixedWindowHelpers(t, s, now)
 	if r := eval(check("fk:{a}", 2, 3)); r.Allowed || r.Remaining != 2 {
 		t.Fatalf("cost above limit on a fresh key: %+v", r)
 	}
@@ -81,17 +71,7 @@ func testFixedWindowNative(t *testing.T, s *RedisStore, key string) {
 		t.Fatal(err)
 	}
 	now := int64(1_700_000_000_000_000)
-	check := func(key string, limit, cost uint64) Check {
-		return Check{Key: key, Alg: AlgFixedWindow, Limit: limit, Period: 1_000_000, WindowEnd: now + 1_000_000, Cost: cost}
-	}
-	eval := func(c Check) Result {
-		t.Helper()
-		res, err := s.Eval(ctx, now, [][]Check{{c}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return res[0][0]
-	}
+	check, eval := fixedWindowHelpers(t, s, now)
 	// waitCount waits for the undo of a denied request (sent asynchronously, with the next
 	// pipeline) to bring the counter to want.
 	waitCount := func(key string, want int) {
@@ -132,4 +112,21 @@ func testFixedWindowNative(t *testing.T, s *RedisStore, key string) {
 	if ttl, _ := s.Client().PTTL(ctx, zero).Result(); ttl <= 60*time.Second || ttl > 61*time.Second {
 		t.Fatalf("limit 0: ttl %v, want window end + 60s", ttl)
 	}
+}
+
+// fixedWindowHelpers returns a builder of one-second fixed-window checks at now and a
+// function that evaluates one check alone on s.
+func fixedWindowHelpers(t *testing.T, s *RedisStore, now int64) (func(key string, limit, cost uint64) Check, func(Check) Result) {
+	check := func(key string, limit, cost uint64) Check {
+		return Check{Key: key, Alg: AlgFixedWindow, Limit: limit, Period: 1_000_000, WindowEnd: now + 1_000_000, Cost: cost}
+	}
+	eval := func(c Check) Result {
+		t.Helper()
+		res, err := s.Eval(context.Background(), now, [][]Check{{c}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res[0][0]
+	}
+	return check, eval
 }

@@ -325,22 +325,7 @@ func TestCRSRegression(t *testing.T) {
 	compiled := time.Now()
 
 	results := make([]crsResult, len(cases))
-	var wg sync.WaitGroup
-	next := make(chan int)
-	for range runtime.GOMAXPROCS(0) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range next {
-				results[i] = runCRSCase(w, cases[i], i)
-			}
-		}()
-	}
-	for i := range cases {
-		next <- i
-	}
-	close(next)
-	wg.Wait()
+	parallelEach(len(cases), func(i int) { results[i] = runCRSCase(w, cases[i], i) })
 
 	type tally struct{ pass, total int }
 	perFile := map[string]*tally{}
@@ -382,5 +367,37 @@ func TestCRSRegression(t *testing.T) {
 	}
 	if rate < 99 {
 		t.Errorf("pass rate %.2f%% is under 99%%", rate)
+	}
+}
+
+// parallelEach calls fn(0) … fn(n-1) on GOMAXPROCS goroutines and returns when all are done.
+func parallelEach(n int, fn func(i int)) {
+	var wg sync.WaitGroup
+	next := make(chan int)
+	for range runtime.GOMAXPROCS(0) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				fn(i)
+			}
+		}()
+	}
+	for i := range n {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+}
+
+// reportDiffs fails t with the first 20 differences.
+func reportDiffs(t *testing.T, diffs []string) {
+	t.Helper()
+	for i, d := range diffs {
+		if i == 20 {
+			t.Errorf("... %d more", len(diffs)-20)
+			return
+		}
+		t.Error(d)
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"reflect"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -170,45 +169,26 @@ func TestParanoiaPruningSameVerdicts(t *testing.T) {
 		mu       sync.Mutex
 		diffs    []string
 		detected int
-		wg       sync.WaitGroup
 	)
-	next := make(chan int)
-	for range runtime.GOMAXPROCS(0) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range next {
-				r, err := buildRaw(cases[i].input)
-				if err != nil {
-					continue
-				}
-				id := fmt.Sprintf("pl-%d", i)
-				a := pruned.Inspect(context.Background(), checkRequest(r, id))
-				b := full.Inspect(context.Background(), checkRequest(r, id))
-				a.Err, b.Err = nil, nil
-				mu.Lock()
-				if !reflect.DeepEqual(a, b) {
-					diffs = append(diffs, fmt.Sprintf("%s: pruned %+v, full %+v", cases[i].name, a, b))
-				}
-				if a.Detected {
-					detected++
-				}
-				mu.Unlock()
-			}
-		}()
-	}
-	for i := range cases {
-		next <- i
-	}
-	close(next)
-	wg.Wait()
-	for i, d := range diffs {
-		if i == 20 {
-			t.Errorf("... %d more", len(diffs)-20)
-			break
+	parallelEach(len(cases), func(i int) {
+		r, err := buildRaw(cases[i].input)
+		if err != nil {
+			return
 		}
-		t.Error(d)
-	}
+		id := fmt.Sprintf("pl-%d", i)
+		a := pruned.Inspect(context.Background(), checkRequest(r, id))
+		b := full.Inspect(context.Background(), checkRequest(r, id))
+		a.Err, b.Err = nil, nil
+		mu.Lock()
+		defer mu.Unlock()
+		if !reflect.DeepEqual(a, b) {
+			diffs = append(diffs, fmt.Sprintf("%s: pruned %+v, full %+v", cases[i].name, a, b))
+		}
+		if a.Detected {
+			detected++
+		}
+	})
+	reportDiffs(t, diffs)
 	t.Logf("%d payloads, %d detected at paranoia level 1, %d different verdicts; rules %d pruned vs %d full",
 		len(cases), detected, len(diffs), pruned.RulesCount(), full.RulesCount())
 	if detected < len(cases)/3 {

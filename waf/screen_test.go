@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/url"
 	"reflect"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -107,40 +106,21 @@ func TestScreenSameMatches(t *testing.T) {
 				mu       sync.Mutex
 				diffs    []string
 				detected int
-				wg       sync.WaitGroup
 			)
-			next := make(chan int)
-			for range runtime.GOMAXPROCS(0) {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					for i := range next {
-						id := fmt.Sprintf("screen-%d", i)
-						a, va := matchedIDs(screened, raws[i], id)
-						b, vb := matchedIDs(plain, raws[i], id)
-						mu.Lock()
-						if !slices.Equal(a, b) || !reflect.DeepEqual(va, vb) {
-							diffs = append(diffs, fmt.Sprintf("%s: screened %v %+v, plain %v %+v", names[i], a, va, b, vb))
-						}
-						if slices.ContainsFunc(b, func(id int) bool { return id >= 911000 && id < 949000 }) {
-							detected++ // a CRS detection rule matched
-						}
-						mu.Unlock()
-					}
-				}()
-			}
-			for i := range raws {
-				next <- i
-			}
-			close(next)
-			wg.Wait()
-			for i, d := range diffs {
-				if i == 20 {
-					t.Errorf("... %d more", len(diffs)-20)
-					break
+			parallelEach(len(raws), func(i int) {
+				id := fmt.Sprintf("screen-%d", i)
+				a, va := matchedIDs(screened, raws[i], id)
+				b, vb := matchedIDs(plain, raws[i], id)
+				mu.Lock()
+				defer mu.Unlock()
+				if !slices.Equal(a, b) || !reflect.DeepEqual(va, vb) {
+					diffs = append(diffs, fmt.Sprintf("%s: screened %v %+v, plain %v %+v", names[i], a, va, b, vb))
 				}
-				t.Error(d)
-			}
+				if slices.ContainsFunc(b, func(id int) bool { return id >= 911000 && id < 949000 }) {
+					detected++ // a CRS detection rule matched
+				}
+			})
+			reportDiffs(t, diffs)
 			t.Logf("%d requests, %d detected, %d with different matches", len(raws), detected, len(diffs))
 			if detected < len(raws)/3 {
 				t.Errorf("only %d of %d requests detected: the comparison is too weak", detected, len(raws))
