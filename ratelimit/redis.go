@@ -67,8 +67,7 @@ type RedisStore struct {
 
 	mu      sync.Mutex
 	queue   []*redisOp
-	undo    []string // keys of denied native fixed-window calls to decrement (see fixedNative)
-	running int      // pipelines being sent
+	running int // pipelines being sent
 	closed  bool
 	idle    sync.Cond // signalled when running drops to 0 (Close waits)
 }
@@ -202,7 +201,7 @@ func (s *RedisStore) send(caller bool) {
 			runtime.Gosched()
 		}
 		s.mu.Lock()
-		if len(s.queue) == 0 && len(s.undo) == 0 {
+		if len(s.queue) == 0 {
 			s.release()
 			s.mu.Unlock()
 			return
@@ -213,15 +212,11 @@ func (s *RedisStore) send(caller bool) {
 		rest := copy(s.queue, s.queue[n:])
 		clear(s.queue[rest:])
 		s.queue = s.queue[:rest]
-		undo := s.undo
-		s.undo = nil
 		s.mu.Unlock()
-		if n > 0 {
-			s.countBatch(n)
-		}
-		s.run(batch, undo)
+		s.countBatch(n)
+		s.run(batch)
 		s.mu.Lock()
-		if len(s.queue) == 0 && len(s.undo) == 0 {
+		if len(s.queue) == 0 {
 			s.release()
 			s.mu.Unlock()
 			return
@@ -267,9 +262,11 @@ type nativeCall struct {
 // work in Lua (redis.call and the script call itself cost more than the commands).
 // Unlike the scripts it charges a request it denies, but with cost 1 it denies only when
 // the counter is already at the limit, so the answer is the one the scripts give (remaining
-// 0, retry at the window end); the extra unit is taken back with a DECRBY sent before the
-// calls of the next pipeline (undo), so the counter is exact again one round trip later.
-// Until then a check of cost 0 on that counter, which admits at the limit, is denied.
+// 0, retry at the window end); the extra unit is taken back with a DECRBY before the batch
+// is answered, so a caller that follows a denial sees the exact count. A check of cost 0 on
+// that counter (it admits at the limit) that runs concurrently with the denial, between the
+// INCRBY and the DECRBY, is denied. Denials are rare on the hot path: an over-limit answer is
+// cached locally until its reset.
 func fixedNative(g []Check) bool {
 	return len(g) == 1 && g[0].Alg == AlgFixedWindow && g[0].Cost == 1
 }
@@ -359,11 +356,10 @@ func (c *redisCall) add(op *redisOp, gi int) {
 	}
 }
 
-// run sends one pipeline for the batch (and the undo decrements, first) and hands out the
-// answers. Calls whose caller has already given up are answered with its context error and
+// run sends one pipeline for the batch and hands out the answers. Calls whose caller has already given up are answered with its context error and
 // not sent (their counters are not charged for a request whose caller applied the fail
 // mode). The pipeline's deadline is the latest of the callers' (see RedisOptions.Timeout).
-func (s *RedisStore) run(batch []*redisOp, undo []string) {
+func (s *RedisStore) run(batch []*redisOp) {
 	start := time.Now()
 	limit := start.Add(s.opts.Timeout)
 	var deadline time.Time
@@ -383,11 +379,8 @@ func (s *RedisStore) run(batch []*redisOp, undo []string) {
 		}
 		live = append(live, op)
 	}
-	if len(live) == 0 && len(undo) == 0 {
-		return
-	}
 	if len(live) == 0 {
-		deadline = limit
+		return
 	}
 	batch = live
 	ctx, cancel := context.WithDeadline(context.Background(), deadline)
@@ -396,7 +389,7 @@ func (s *RedisStore) run(batch []*redisOp, undo []string) {
 		op.res = make([][]Result, len(op.groups))
 	}
 	calls, natives := s.build(batch)
-	err := s.exec(ctx, calls, natives, undo)
+	err := s.exec(ctx, calls, natives)
 	if err != nil {
 		if retry := noScriptCalls(calls); len(retry) > 0 {
 			// NOSCRIPT: those calls did not run (Redis restarted or flushed its scripts).
@@ -404,7 +397,7 @@ func (s *RedisStore) run(batch []*redisOp, undo []string) {
 			if lerr := s.load(ctx); lerr != nil {
 				err = lerr
 			} else {
-				err = s.exec(ctx, retry, nil, nil)
+				err = s.exec(ctx, retry, nil)
 				for i := range calls {
 					if redis.HasErrorPrefix(calls[i].cmd.Err(), "NOSCRIPT") {
 						calls[i].cmd = retry[0].cmd
@@ -476,13 +469,14 @@ func (s *RedisStore) run(batch []*redisOp, undo []string) {
 		}
 	}
 	if len(denied) > 0 {
-		// Sent by whoever sends next, before its calls (see fixedNative); dropped, like any
-		// charge, if that pipeline fails.
-		s.mu.Lock()
-		if !s.closed {
-			s.undo = append(s.undo, denied...)
+		// Give the denied units back before anyone in the batch gets an answer, so whoever
+		// calls after a denial sees the exact count (see fixedNative). Not re-sent if it
+		// fails, like any write.
+		pipe := s.client.Pipeline()
+		for _, key := range denied {
+			pipe.DecrBy(ctx, key, 1)
 		}
-		s.mu.Unlock()
+		_, _ = pipe.Exec(ctx)
 	}
 	for _, op := range batch {
 		if op.err == nil && err != nil {
@@ -497,11 +491,8 @@ func (s *RedisStore) run(batch []*redisOp, undo []string) {
 	}
 }
 
-func (s *RedisStore) exec(ctx context.Context, calls []redisCall, natives []nativeCall, undo []string) error {
+func (s *RedisStore) exec(ctx context.Context, calls []redisCall, natives []nativeCall) error {
 	pipe := s.client.Pipeline()
-	for _, key := range undo {
-		pipe.DecrBy(ctx, key, 1)
-	}
 	if len(natives) > 0 {
 		// The commands' arguments share one array (and each key is boxed once).
 		args := make([]any, 0, 9*len(natives))
