@@ -469,7 +469,7 @@ type screenResults struct {
 
 const (
 	screenShards    = 32
-	screenShardSize = 4096
+	screenShardSize = 1024
 )
 
 var screenCache = &screenResults{seed: maphash.MakeSeed()}
