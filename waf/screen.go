@@ -27,30 +27,37 @@ import (
 // pattern rules removed: ~1 ms).
 //
 // Most of those pairs cannot match, and that can be proven far more cheaply than Coraza
-// finds it out. At the start of each request phase, one rule of ours (screenRule) runs
+// finds it out. At the start of each request phase, one rule of ours (screenRules) runs
 // the screen: for every CRS rule of that phase whose operator has a literal necessary
 // condition (@rx through rxfilter.go, @pm, @pmFromFile), it reads the values the rule
 // would read from the transaction, applies the rule's transformation chain where it can
-// do so exactly, and checks the condition. A rule for which no value can satisfy it is
-// removed from this transaction (Coraza's own per-transaction rule removal, the one
-// ctl:ruleRemoveById uses); every other rule runs as before. Removing a rule that cannot
-// match changes nothing: rule actions only run on a match.
+// do so exactly, and checks the condition (screen_index.go: one scan of each distinct
+// transformed value finds every rule's literals at once; per-value results are cached
+// across requests). A rule for which no value can satisfy it is removed from this
+// transaction (Coraza's own per-transaction rule removal, the one ctl:ruleRemoveById
+// uses); a rule that stays loses the target variables none of whose values can (the one
+// ctl:ruleRemoveTargetById uses). Removing a rule or a variable that cannot match changes
+// nothing: rule actions only run on a match.
 //
-// Soundness rests on three things, each conservative where it is not exact:
+// Soundness rests on these, each conservative where it is not exact:
 //   - values: a rule's positive targets are read whole (key exclusions are ignored, so the
 //     screen sees a superset); a rule with a count target (&ARGS), a collection outside
 //     the request data (TX, MATCHED_VARS, ...), a negated operator, or targets changed by
 //     SecRuleUpdate* directives is never removed;
 //   - transformations: each step is either computed exactly (the same function Coraza
 //     applies, see screenSteps) or known to leave values without its trigger bytes
-//     unchanged (urlDecodeUni leaves a value without '%' and '+' as it is); a value that
-//     has a trigger byte for such a step keeps the rule; a chain with any other step keeps
-//     the rule;
+//     unchanged (jsDecode leaves a value without '\' as it is); a value that has a trigger
+//     byte for such a step keeps the rule; a chain with any other step keeps the rule;
 //   - conditions: the same sound literal conditions the @rx prefilter uses, and the
-//     phrase lists of @pm and @pmFromFile.
+//     phrase lists of @pm and @pmFromFile;
+//   - Coraza's rule loop: skip:N counts the rules that are not removed, so the N rules after
+//     a skip are never removed; a chain head keeps its variables (Coraza applies a head's
+//     target exclusions to its chain); a variable with two or more exclusions is never
+//     removed (Coraza appends a transaction's exclusions to a copy of the rule's slice,
+//     which shares the rule's spare capacity from three elements on).
 // TestScreenSameMatches replays every CRS test payload through the WAF with and without
 // the screen and requires the same matched rules; TestScreenTransformations checks each
-// exact step against Coraza's own transformation.
+// step against Coraza's own transformation.
 
 // skipRx finds a skip:N action.
 var skipRx = regexp.MustCompile(`(?:^|,)\s*skip:\s*'?(\d+)`)
