@@ -228,6 +228,14 @@ func buildScreenPlan(text string) *screenPlan {
 		ph := "2"
 		if m := phaseRx.FindStringSubmatch(actions); m != nil {
 			ph = m[1]
+			switch ph { // Coraza's phase names
+			case "request":
+				ph = "2"
+			case "response":
+				ph = "4"
+			case "logging":
+				ph = "5"
+			}
 		}
 		if skipping[ph] > 0 {
 			skipping[ph]--
