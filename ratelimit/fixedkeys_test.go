@@ -8,14 +8,14 @@ import (
 
 // TestFixedWindowKeys checks what the one-call fixed-window path leaves in Redis: a charged
 // key carries an expiry, a request denied on a fresh key (cost above the limit) leaves no
-// key behind, and a denied request takes its charge back. Both scripts: the group script
-// (single node, Sentinel) and the single-check one (Redis Cluster, one call per group).
+// key behind, and a denied request takes its charge back. Both ways calls are sent: packed
+// into one group-script call (single node, Sentinel) and one call per group (Redis Cluster).
 func TestFixedWindowKeys(t *testing.T) {
 	packed := newTestStore(t, "redis").(*RedisStore)
 	perGroup := NewRedisStore(packed.Client(), RedisOptions{Timeout: 5 * time.Second})
 	perGroup.cluster = true
-	t.Run("group-script", func(t *testing.T) { testFixedWindowKeys(t, packed) })
-	t.Run("single-script", func(t *testing.T) { testFixedWindowKeys(t, perGroup) })
+	t.Run("packed", func(t *testing.T) { testFixedWindowKeys(t, packed) })
+	t.Run("per-group", func(t *testing.T) { testFixedWindowKeys(t, perGroup) })
 }
 
 func testFixedWindowKeys(t *testing.T, s *RedisStore) {

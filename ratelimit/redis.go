@@ -306,7 +306,7 @@ func (s *RedisStore) build(batch []*redisOp) ([]redisCall, []nativeCall) {
 					natives = append(natives, nativeCall{callMember: callMember{op, gi}})
 					continue
 				}
-				if len(g) == 1 {
+				if len(g) == 1 && g[0].Alg != AlgFixedWindow {
 					c := &g[0]
 					token := ""
 					if c.Alg == AlgSlidingWindow {

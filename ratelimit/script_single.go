@@ -1,41 +1,13 @@
 package ratelimit
 
-// One lean script per algorithm for the common case, a group of one check (a descriptor
-// with one limit). They are the single-check paths of groupScript, without its tables, so
-// Redis spends the least time per request. KEYS[1] is the counter; ARGV[1] = now (µs), then
+// One lean script per algorithm for the common case on a Redis Cluster, a group of one
+// check (a descriptor with one limit). They are the single-check paths of groupScript,
+// without its tables, so Redis spends the least time per request. A single fixed-window
+// check has none: with cost 1 it goes as native commands (fixedNative), otherwise (cost 0,
+// or above 1, both rare) the group script evaluates it. KEYS[1] is the counter; ARGV[1] = now (µs), then
 // limit, period, burst, window_end, cost, token. Each returns allowed, remaining, reset,
 // retry_after.
 var singleScripts = map[Algorithm]string{
-	// With a positive cost it charges first (one call when it admits) and takes the charge
-	// back, or deletes the key it created, when that went over the limit.
-	AlgFixedWindow: `
-local now, limit, wend, cost = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[5]), tonumber(ARGV[6])
-local reset = wend - now
-local c
-if cost > 0 then
-  local v = redis.call('INCRBY', KEYS[1], cost)
-  c = v - cost
-  if v <= limit then
-    if c == 0 then
-      redis.call('PEXPIRE', KEYS[1], math.max(math.ceil(reset / 1000), 0) + 60000)
-    end
-    return {1, limit - v, reset, 0}
-  end
-  if c == 0 then
-    redis.call('DEL', KEYS[1])
-  else
-    redis.call('DECRBY', KEYS[1], cost)
-  end
-else
-  c = tonumber(redis.call('GET', KEYS[1]) or '0')
-  if c <= limit then
-    return {1, limit - c, reset, 0}
-  end
-end
-local rem = 0
-if c < limit then rem = limit - c end
-return {0, rem, reset, reset}
-`,
 	AlgSlidingWindow: `
 local now, limit, p, cost = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[6])
 local k = KEYS[1]
