@@ -77,3 +77,22 @@ func TestStoresAgree(t *testing.T) {
 		}
 	}
 }
+
+// TestSlidingCostOverLimitOnEmptyWindow: a request whose cost alone is over a sliding
+// window's limit, on a counter with nothing in its window, is denied with full capacity left
+// (it used to crash the memory store and fail the Redis scripts).
+func TestSlidingCostOverLimitOnEmptyWindow(t *testing.T) {
+	red := newTestStore(t, "redis").(*RedisStore)
+	perGroup := NewRedisStore(red.Client(), RedisOptions{Timeout: 5 * time.Second})
+	perGroup.cluster = true
+	for name, st := range map[string]Store{"memory": NewMemoryStore(), "redis": red, "redis-per-group": perGroup} {
+		c := Check{Key: "empty:{" + name + "}", Alg: AlgSlidingWindow, Limit: 2, Period: 1_000_000, Cost: 3}
+		rs, err := st.Eval(context.Background(), 1_700_000_000_000_000, [][]Check{{c}})
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if want := (Result{Remaining: 2, RetryAfter: 1_000_000}); rs[0][0] != want {
+			t.Errorf("%s: %+v, want %+v", name, rs[0][0], want)
+		}
+	}
+}

@@ -66,7 +66,9 @@ func decide(st *state, now int64, c *Check) (Result, pending) {
 			if n < c.Limit {
 				r.Remaining = c.Limit - n
 			}
-			r.Reset = log[n-1] + c.Period - now
+			if n > 0 { // empty only when the cost alone is over the limit
+				r.Reset = log[n-1] + c.Period - now
+			}
 			if c.Cost > c.Limit {
 				r.RetryAfter = c.Period
 			} else {

@@ -7,7 +7,9 @@ import (
 
 // overCache remembers counters that denied a request until the earliest time the same
 // request could pass, so repeated calls over the limit are answered without the store.
-// Nothing but time can make such a counter admit earlier, so the answer is exact.
+// Nothing but time can make such a counter admit earlier, so the answer is exact; with
+// reservations (ReservingStore) units given back can, so there a denial is remembered for at
+// most the hold time, and not used while this instance holds units of the counter.
 type overCache struct {
 	seed   maphash.Seed
 	shards [32]overShard

@@ -255,20 +255,46 @@ type nativeCall struct {
 }
 
 // fixedNative reports whether group g goes out as native commands instead of a script: one
-// fixed-window check of cost 1, the most common group. It is sent as SET key 0 NX PX ttl
-// (creates the counter with the expiry the scripts give it and does nothing once it exists;
-// sent first, so a counter never lives without an expiry, even if the connection drops
-// between the two) and INCRBY key 1: Redis runs them several times cheaper than the same
-// work in Lua (redis.call and the script call itself cost more than the commands).
-// Unlike the scripts it charges a request it denies, but with cost 1 it denies only when
-// the counter is already at the limit, so the answer is the one the scripts give (remaining
-// 0, retry at the window end); the extra unit is taken back with a DECRBY before the batch
-// is answered, so a caller that follows a denial sees the exact count. A check of cost 0 on
-// that counter (it admits at the limit) that runs concurrently with the denial, between the
-// INCRBY and the DECRBY, is denied. Denials are rare on the hot path: an over-limit answer is
-// cached locally until its reset.
+// fixed-window check of cost 1 (the most common group), or of any positive cost with units
+// to reserve (see ReservingStore). It is sent as SET key 0 NX PX ttl (creates the counter
+// with the expiry the scripts give it and does nothing once it exists; sent first, so a
+// counter never lives without an expiry, even if the connection drops between the two) and
+// INCRBY key cost+reserve: Redis runs them several times cheaper than the same work in Lua
+// (redis.call and the script call itself cost more than the commands).
+// Unlike the scripts it charges first and decides on the reply: the units over the limit
+// (all of them when the check is denied, the reserve that does not fit when it admits) are
+// taken back with a DECRBY before the batch is answered, so a caller that follows sees the
+// exact count, and the answer is the one the scripts give. A check of cost 0 on that
+// counter that runs concurrently, between the INCRBY and the DECRBY, can be denied. Denials
+// are rare on the hot path: an over-limit answer is cached locally until its reset.
 func fixedNative(g []Check) bool {
-	return len(g) == 1 && g[0].Alg == AlgFixedWindow && g[0].Cost == 1
+	return len(g) == 1 && g[0].Alg == AlgFixedWindow && (g[0].Cost == 1 || (g[0].Cost > 0 && g[0].Reserve > 0))
+}
+
+// nativeAmount is what a fixedNative check charges with its INCRBY.
+func nativeAmount(c *Check) int64 {
+	return int64(min(c.Cost, math.MaxInt32) + min(c.Reserve, math.MaxInt32))
+}
+
+// nativeResult is the answer to a fixedNative check whose INCRBY returned v, and the units
+// to take back.
+func nativeResult(c *Check, now, v int64) (r Result, back int64) {
+	limit := int64(min(c.Limit, math.MaxInt64/2))
+	a := nativeAmount(c)
+	cost := int64(min(c.Cost, math.MaxInt32))
+	prior := v - a
+	r.Reset = c.WindowEnd - now
+	if prior+cost > limit {
+		if prior < limit {
+			r.Remaining = uint64(limit - prior)
+		}
+		r.RetryAfter = r.Reset
+		return r, a
+	}
+	granted := min(a-cost, limit-prior-cost)
+	r.Allowed, r.Reserved = true, uint64(granted)
+	r.Remaining = uint64(limit - prior - cost - granted)
+	return r, a - cost - granted
 }
 
 // callMember is one group carried by a call.
@@ -407,7 +433,7 @@ func (s *RedisStore) run(batch []*redisOp) {
 			}
 		}
 	}
-	var denied []string
+	var back []keyUnits
 	if len(natives) > 0 {
 		rs := make([]Result, len(natives)) // one allocation for the batch's answers
 		for i := range natives {
@@ -420,20 +446,10 @@ func (s *RedisStore) run(batch []*redisOp) {
 				n.op.err = cerr
 				continue
 			}
-			// The scripts' fixed-window arithmetic, with cost 1.
-			ch := &n.op.groups[n.gi][0]
-			limit := int64(min(ch.Limit, math.MaxInt64))
-			v := n.incr.Val()
-			r := &rs[i]
-			r.Reset = ch.WindowEnd - n.op.now
-			if v <= limit {
-				r.Allowed, r.Remaining = true, uint64(max(limit-v, 0))
-			} else {
-				if c := v - 1; c < limit {
-					r.Remaining = uint64(limit - c)
-				}
-				r.RetryAfter = r.Reset
-				denied = append(denied, ch.Key)
+			var b int64
+			rs[i], b = nativeResult(&n.op.groups[n.gi][0], n.op.now, n.incr.Val())
+			if b > 0 {
+				back = append(back, keyUnits{n.op.groups[n.gi][0].Key, b})
 			}
 			n.op.res[n.gi] = rs[i : i+1 : i+1]
 		}
@@ -468,15 +484,11 @@ func (s *RedisStore) run(batch []*redisOp) {
 			m.op.res[m.gi] = res
 		}
 	}
-	if len(denied) > 0 {
-		// Give the denied units back before anyone in the batch gets an answer, so whoever
-		// calls after a denial sees the exact count (see fixedNative). Not re-sent if it
-		// fails, like any write.
-		pipe := s.client.Pipeline()
-		for _, key := range denied {
-			pipe.DecrBy(ctx, key, 1)
-		}
-		_, _ = pipe.Exec(ctx)
+	if len(back) > 0 {
+		// Take the units over the limit back before anyone in the batch gets an answer, so
+		// whoever calls after a denial sees the exact count (see fixedNative). Not re-sent if
+		// it fails, like any write.
+		s.giveBack(ctx, back)
 	}
 	for _, op := range batch {
 		if op.err == nil && err != nil {
@@ -503,7 +515,7 @@ func (s *RedisStore) exec(ctx context.Context, calls []redisCall, natives []nati
 			// The scripts' expiry (ms): until the window ends, rounded up, plus a minute.
 			ttl := max(ceilDiv(ch.WindowEnd-n.op.now, 1000), 0) + 60000
 			b := len(args)
-			args = append(args, "set", key, 0, "px", ttl, "nx", "incrby", key, 1)
+			args = append(args, "set", key, 0, "px", ttl, "nx", "incrby", key, nativeAmount(ch))
 			n.set = redis.NewBoolCmd(ctx, args[b:b+6]...)
 			n.incr = redis.NewIntCmd(ctx, args[b+6:b+9]...)
 			_ = pipe.Process(ctx, n.set)
@@ -515,6 +527,45 @@ func (s *RedisStore) exec(ctx context.Context, calls []redisCall, natives []nati
 	}
 	_, err := pipe.Exec(ctx)
 	return err
+}
+
+// keyUnits is a number of units to take back from a fixed-window counter.
+type keyUnits struct {
+	key string
+	n   int64
+}
+
+// giveBack takes units charged over the limit back from fixed-window counters, in one
+// pipeline (see fixedNative: the counters were charged in the same batch).
+func (s *RedisStore) giveBack(ctx context.Context, units []keyUnits) {
+	pipe := s.client.Pipeline()
+	for _, u := range units {
+		pipe.DecrBy(ctx, u.key, u.n)
+	}
+	_, _ = pipe.Exec(ctx)
+}
+
+// returnScript gives units back to a counter that still exists: one that expired, or was
+// lost with a Redis restart, is not recreated without an expiry.
+const returnScript = `if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('DECRBY', KEYS[1], ARGV[1]) end
+return 0`
+
+// returnUnits gives reserved and unused units back (ReservingStore), one script call per
+// counter in one pipeline, and returns those that could not be given back.
+func (s *RedisStore) returnUnits(ctx context.Context, units []keyUnits) []keyUnits {
+	pipe := s.client.Pipeline()
+	cmds := make([]*redis.Cmd, len(units))
+	for i, u := range units {
+		cmds[i] = pipe.Eval(ctx, returnScript, []string{u.key}, u.n)
+	}
+	_, _ = pipe.Exec(ctx)
+	var failed []keyUnits
+	for i, c := range cmds {
+		if c.Err() != nil {
+			failed = append(failed, units[i])
+		}
+	}
+	return failed
 }
 
 // noScriptCalls returns copies of the calls Redis answered NOSCRIPT (in order).

@@ -48,8 +48,10 @@ func NewRedisClient(redisURL string) (redis.UniversalClient, error) {
 	return redis.NewUniversalClient(o), nil
 }
 
-// NewStore returns the store REDIS_URL selects: memory when empty, Redis otherwise.
-func NewStore(redisURL string, opts RedisOptions) (Store, error) {
+// NewStore returns the store REDIS_URL selects: memory when empty, Redis otherwise, with
+// fixed-window reservations when reserve is positive (RATE_LIMIT_RESERVE, see
+// ReservingStore; not used with the memory store, which needs no round trip).
+func NewStore(redisURL string, opts RedisOptions, reserve time.Duration) (Store, error) {
 	if strings.TrimSpace(redisURL) == "" {
 		return NewMemoryStore(), nil
 	}
@@ -57,5 +59,9 @@ func NewStore(redisURL string, opts RedisOptions) (Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	return NewRedisStore(c, opts), nil
+	rs := NewRedisStore(c, opts)
+	if reserve > 0 {
+		return NewReservingStore(rs, ReserveOptions{Hold: reserve}), nil
+	}
+	return rs, nil
 }

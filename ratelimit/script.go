@@ -57,7 +57,9 @@ local function group(now, ki, ai, n, o, gtoken)
         end
       else
         if c < limit then rem = limit - c end
-        reset = tonumber(redis.call('ZRANGE', k, -1, -1, 'WITHSCORES')[2]) + p - now
+        if c > 0 then
+          reset = tonumber(redis.call('ZRANGE', k, -1, -1, 'WITHSCORES')[2]) + p - now
+        end
         if cost > limit then
           retry = p
         else

@@ -30,7 +30,10 @@ if c + cost <= limit then
 end
 local rem = 0
 if c < limit then rem = limit - c end
-local reset = tonumber(redis.call('ZRANGE', k, -1, -1, 'WITHSCORES')[2]) + p - now
+local reset = 0
+if c > 0 then
+  reset = tonumber(redis.call('ZRANGE', k, -1, -1, 'WITHSCORES')[2]) + p - now
+end
 local retry = p
 if cost <= limit then
   local kth = c + cost - limit

@@ -7,6 +7,7 @@ package ratelimit
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"math"
 	"strconv"
@@ -46,6 +47,11 @@ type Service struct {
 	rules   atomic.Pointer[Rules]
 	metrics *metrics
 	cache   *overCache
+	// holder: the store holds reserved units of some counters (ReservingStore): a cached
+	// denial is not used for them, and lasts at most holdCap (units held elsewhere come back
+	// within it).
+	holder  unitHolder
+	holdCap int64
 	obsOK   prometheus.Observer
 	obsErr  prometheus.Observer
 	// timed: observe store latency (the memory store answers in nanoseconds; it is not timed).
@@ -72,12 +78,22 @@ func New(opts Options) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
+	if sc, ok := opts.Store.(interface{ Collectors() []prometheus.Collector }); ok && opts.Registerer != nil {
+		for _, c := range sc.Collectors() {
+			if err := opts.Registerer.Register(c); err != nil && !errors.As(err, new(prometheus.AlreadyRegisteredError)) {
+				return nil, err
+			}
+		}
+	}
 	s := &Service{log: opts.Logger, store: opts.Store, clock: opts.Clock, prefix: opts.KeyPrefix, metrics: m,
 		obsOK: m.storeDur.WithLabelValues(opts.Store.Name(), "ok"), obsErr: m.storeDur.WithLabelValues(opts.Store.Name(), "error")}
 	_, isMemory := opts.Store.(*MemoryStore)
 	s.timed = !isMemory
 	if !opts.DisableLocalCache {
 		s.cache = newOverCache()
+	}
+	if h, ok := opts.Store.(unitHolder); ok {
+		s.holder, s.holdCap = h, h.holdTime()
 	}
 	s.rules.Store(&Rules{domains: map[string]*rnode{}})
 	return s, nil
@@ -175,7 +191,7 @@ func (s *Service) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitReque
 		st.checks = s.buildChecks(req.Domain, req.Descriptors[i].GetEntries(), st, nowT, now)
 		if s.cache != nil {
 			for ci := range st.checks {
-				if until, ok := s.cache.denied(st.checks[ci].Key, st.cost, now); ok {
+				if until, ok := s.cache.denied(st.checks[ci].Key, st.cost, now); ok && (s.holder == nil || !s.holder.holds(st.checks[ci].Key)) {
 					st.cached, st.cachedAt = until, ci
 					break
 				}
@@ -324,7 +340,11 @@ func (s *Service) respond(req *rlsv3.RateLimitRequest, states []descState, resul
 			if !hi.denied {
 				hi.remaining = res[pick].Remaining
 			} else if s.cache != nil && st.cost > 0 && hi.retryAfter > 0 {
-				s.cache.put(st.checks[pick].Key, st.cost, now+hi.retryAfter, now)
+				until := now + hi.retryAfter
+				if s.holdCap > 0 {
+					until = min(until, now+s.holdCap)
+				}
+				s.cache.put(st.checks[pick].Key, st.cost, until, now)
 			}
 		}
 		ds.CurrentLimit = hi.rule.current

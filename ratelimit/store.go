@@ -31,6 +31,10 @@ type Check struct {
 	// WindowEnd: fixed windows only, when the window (and its count) ends.
 	WindowEnd int64
 	Cost      uint64
+	// Reserve: fixed windows only, extra units to charge with Cost when they fit under the
+	// limit, for the caller to admit later requests without a round trip (see
+	// ReservingStore). A store that does not reserve ignores it and grants none.
+	Reserve uint64
 }
 
 // Result is a check's outcome.
@@ -42,6 +46,9 @@ type Result struct {
 	Reset int64
 	// RetryAfter: when denied, time until the same request could be admitted.
 	RetryAfter int64
+	// Reserved: units charged beyond Cost for the caller (at most Check.Reserve; only when
+	// Allowed). Remaining already counts them as used.
+	Reserved uint64
 }
 
 // Store evaluates groups of checks. A group is atomic: it is charged only when every check

@@ -6,6 +6,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // config is everything the binary reads from the environment (and serve's flags).
@@ -46,6 +47,10 @@ type config struct {
 
 	OTLPEndpoint string
 	ServiceName  string
+
+	// RateLimitReserve: how long one instance may hold fixed-window units reserved from
+	// Redis (RATE_LIMIT_RESERVE; 0, the default, charges Redis on every request).
+	RateLimitReserve time.Duration
 }
 
 func envStr(name, def string) string {
@@ -117,6 +122,14 @@ func loadConfig() (config, error) {
 			if s = strings.TrimSpace(s); s != "" {
 				c.CORSOrigins = append(c.CORSOrigins, s)
 			}
+		}
+	}
+	if v := strings.TrimSpace(os.Getenv("RATE_LIMIT_RESERVE")); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 || d > time.Minute {
+			errs = append(errs, fmt.Sprintf("RATE_LIMIT_RESERVE=%q must be a duration from 0 to 1m (e.g. 250ms)", v))
+		} else {
+			c.RateLimitReserve = d
 		}
 	}
 	c.XDSAdvertiseAddr = envStr("XDS_ADVERTISE_ADDRESS", net.JoinHostPort("127.0.0.1", strconv.Itoa(c.GRPCPort)))

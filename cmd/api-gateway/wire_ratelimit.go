@@ -14,9 +14,16 @@ func init() { register("ratelimit", 30, (*app).wireRateLimit) }
 // REDIS_URL is set; rules rebuilt from each model revision (the same translation that emits
 // the routes' rate-limit actions) and swapped in atomically.
 func (a *app) wireRateLimit() error {
-	st, err := ratelimit.NewStore(a.cfg.RedisURL, ratelimit.RedisOptions{})
+	st, err := ratelimit.NewStore(a.cfg.RedisURL, ratelimit.RedisOptions{}, a.cfg.RateLimitReserve)
 	if err != nil {
 		return err
+	}
+	switch {
+	case a.cfg.RateLimitReserve > 0 && a.cfg.RedisURL != "":
+		a.log.Info("fixed-window reservations on: busy counters are admitted from units reserved in Redis",
+			"component", "ratelimit", "hold", a.cfg.RateLimitReserve.String())
+	case a.cfg.RateLimitReserve > 0:
+		a.log.Warn("RATE_LIMIT_RESERVE has no effect without REDIS_URL (the memory store needs no round trip)", "component", "ratelimit")
 	}
 	svc, err := ratelimit.New(ratelimit.Options{Logger: a.log.With("component", "ratelimit"), Registerer: a.reg, Store: st})
 	if err != nil {

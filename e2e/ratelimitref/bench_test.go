@@ -48,7 +48,7 @@ descriptors:
       requests_per_unit: 4000000000` + extra + "\n"
 }
 
-func serveRLS(b *testing.B, srv rlsv3.RateLimitServiceServer) rlsv3.RateLimitServiceClient {
+func serveRLS(b testing.TB, srv rlsv3.RateLimitServiceServer) rlsv3.RateLimitServiceClient {
 	b.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -135,6 +135,18 @@ func benchServers() []benchServer {
 				b.Fatal(err)
 			}
 			s := newOurs(b, benchConfig("fixed_window"), ratelimit.NewRedisStore(c, v.o), ratelimit.SystemClock())
+			b.Cleanup(func() { s.Close() })
+			return s
+		}})
+	}
+	// Fixed-window reservations (RATE_LIMIT_RESERVE): most calls admitted without Redis.
+	for _, hold := range []time.Duration{100 * time.Millisecond, time.Second} {
+		out = append(out, benchServer{fmt.Sprintf("ours/redis/fixed_window/reserve=%v", hold), func(b *testing.B, addr string) rlsv3.RateLimitServiceServer {
+			st, err := ratelimit.NewStore(addr, ratelimit.RedisOptions{}, hold)
+			if err != nil {
+				b.Fatal(err)
+			}
+			s := newOurs(b, benchConfig("fixed_window"), st, ratelimit.SystemClock())
 			b.Cleanup(func() { s.Close() })
 			return s
 		}})

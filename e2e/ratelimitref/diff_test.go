@@ -9,6 +9,8 @@ import (
 
 	rlcommon "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/api-gateway/api-gateway/internal/testutil"
 	"github.com/api-gateway/api-gateway/ratelimit"
@@ -19,6 +21,10 @@ import (
 const diffConfig = `
 domain: diff
 descriptors:
+  - key: bulk
+    rate_limit:
+      unit: minute
+      requests_per_unit: 90
   - key: api
     rate_limit:
       unit: minute
@@ -99,16 +105,40 @@ var requestTemplates = [][]*rlcommon.RateLimitDescriptor{
 	{d("unknown", "z")},
 }
 
+// TestSameDecisionsAsReference replays one request sequence through envoyproxy/ratelimit and
+// ours on the same config and Redis: ours with the Redis store, and with fixed-window
+// reservations (RATE_LIMIT_RESERVE; one instance answers as without them).
 func TestSameDecisionsAsReference(t *testing.T) {
 	r := testutil.StartRedis(t)
-	clock := &fakeClock{t: time.Unix(1_700_000_000, 0)}
-	ref := newReference(t, diffConfig, r.Addr, clock, 0)
-	c, err := ratelimit.NewRedisClient(r.Addr + "?read_timeout=5s&write_timeout=5s")
-	if err != nil {
-		t.Fatal(err)
+	for _, hold := range []time.Duration{0, time.Second} {
+		t.Run(fmt.Sprintf("reserve=%v", hold), func(t *testing.T) {
+			c, err := ratelimit.NewRedisClient(r.Addr + "?read_timeout=5s&write_timeout=5s")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := c.FlushAll(context.Background()).Err(); err != nil {
+				t.Fatal(err)
+			}
+			clock := &fakeClock{t: time.Unix(1_700_000_000, 0)}
+			var st ratelimit.Store = ratelimit.NewRedisStore(c, ratelimit.RedisOptions{Timeout: 5 * time.Second})
+			if hold > 0 {
+				st = ratelimit.NewReservingStore(st.(*ratelimit.RedisStore), ratelimit.ReserveOptions{Hold: hold, Clock: clock})
+			}
+			ours := newOurs(t, diffConfig, st, clock)
+			t.Cleanup(func() { ours.Close() })
+			sameDecisions(t, newReference(t, diffConfig, r.Addr, clock, 0), ours, clock)
+			if rs, ok := st.(*ratelimit.ReservingStore); ok {
+				used := promtest.ToFloat64(rs.Collectors()[0].(*prometheus.CounterVec).WithLabelValues("used"))
+				t.Logf("%v requests admitted from reservations", used)
+				if used < 20 {
+					t.Errorf("only %v requests admitted from reservations", used)
+				}
+			}
+		})
 	}
-	ours := newOurs(t, diffConfig, ratelimit.NewRedisStore(c, ratelimit.RedisOptions{Timeout: 5 * time.Second}), clock)
-	t.Cleanup(func() { ours.Close() })
+}
+
+func sameDecisions(t *testing.T, ref, ours rlsv3.RateLimitServiceServer, clock *fakeClock) {
 
 	rng := rand.New(rand.NewSource(42))
 	start := clock.Now()
@@ -118,6 +148,11 @@ func TestSameDecisionsAsReference(t *testing.T) {
 		at += time.Duration(rng.Intn(400)) * time.Millisecond
 		clock.Set(start.Add(at))
 		tmpl := requestTemplates[rng.Intn(len(requestTemplates))]
+		if rng.Intn(2) == 0 {
+			// Half the requests on one busy counter (limit 90 a minute): window edges, and
+			// reservations on the way up to the limit.
+			tmpl = []*rlcommon.RateLimitDescriptor{d("bulk", "b")}
+		}
 		req := &rlsv3.RateLimitRequest{Domain: "diff", Descriptors: tmpl}
 		want, err := ref.ShouldRateLimit(context.Background(), req)
 		if err != nil {

@@ -91,8 +91,28 @@ func throughput(c rlsv3.RateLimitServiceClient, d time.Duration) (float64, error
 // of them alike) and reports each one's throughput as a ratio: ours over the reference's
 // best setting, and over the floor server.
 func BenchmarkRatios(b *testing.B) {
+	ratios(b, benchServers(), 5, 300*time.Millisecond, 0)
+}
+
+// BenchmarkRatiosSteady compares the floor, the reference, and ours in memory, in Redis and
+// in Redis with fixed-window reservations under continuous load: each round of a server
+// follows 1.5 s of the same load, not counted, so what is measured is its steady state
+// (reservations follow each counter's rate, which takes a moment to learn).
+func BenchmarkRatiosSteady(b *testing.B) {
+	var servers []benchServer
+	for _, s := range benchServers() {
+		switch s.name {
+		case "floor", "reference/window=150µs", "ours/memory/fixed_window", "ours/redis/fixed_window", "ours/redis/fixed_window/reserve=1s":
+			servers = append(servers, s)
+		}
+	}
+	ratios(b, servers, 3, 1500*time.Millisecond, 1500*time.Millisecond)
+}
+
+// ratios measures servers in rounds of d each (after warm of unmeasured load) and prints
+// their throughputs as ratios.
+func ratios(b *testing.B, servers []benchServer, rounds int, d, warm time.Duration) {
 	r := testutil.StartRedis(b)
-	servers := benchServers()
 	clients := make([]rlsv3.RateLimitServiceClient, len(servers))
 	srvs := make([]rlsv3.RateLimitServiceServer, len(servers))
 	for i := range servers {
@@ -111,17 +131,23 @@ func BenchmarkRatios(b *testing.B) {
 	batches := make([][]uint64, len(servers))
 	batchSizes := func(i int) []uint64 {
 		if svc, ok := srvs[i].(*ratelimit.Service); ok {
-			if rs, ok := svc.Store().(*ratelimit.RedisStore); ok {
+			switch rs := svc.Store().(type) {
+			case *ratelimit.RedisStore:
 				return rs.BatchSizes()
+			case *ratelimit.ReservingStore:
+				return rs.Inner().BatchSizes()
 			}
 		}
 		return nil
 	}
-	const rounds = 5
-	const d = 300 * time.Millisecond
 	b.ResetTimer()
 	for round := 0; round < rounds; round++ {
 		for i := range servers {
+			if warm > 0 {
+				if _, err := throughput(clients[i], warm); err != nil {
+					b.Fatalf("%s: %v", servers[i].name, err)
+				}
+			}
 			g0, r0, b0 := cpuSeconds(), redisCPU(rc), batchSizes(i)
 			qps, err := throughput(clients[i], d)
 			if err != nil {
@@ -146,15 +172,15 @@ func BenchmarkRatios(b *testing.B) {
 	for i, s := range servers {
 		switch {
 		case s.name == "floor":
-			floorQPS = sum[i] / rounds
+			floorQPS = sum[i] / float64(rounds)
 		case len(s.name) > 9 && s.name[:9] == "reference":
-			refQPS = max(refQPS, sum[i]/rounds)
+			refQPS = max(refQPS, sum[i]/float64(rounds))
 		}
 	}
 	// CPU per call (this process: callers + server; plus redis-server) does not depend on
 	// how busy the machine is, so it is the steadier comparison on a shared machine.
 	for i, s := range servers {
-		qps := sum[i] / rounds
+		qps := sum[i] / float64(rounds)
 		fmt.Printf("ratio: %-28s %7.0f calls/s %5.2fx reference %6.1f%% of floor | CPU/call: process %5.1fµs redis %4.1fµs\n",
 			s.name, qps, qps/refQPS, 100*qps/floorQPS, 1e6*goCPU[i]/calls[i], 1e6*redCPU[i]/calls[i])
 		if batches[i] != nil {
