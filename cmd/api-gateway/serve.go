@@ -105,6 +105,11 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 	a.health = health.NewServer()
 	a.api = manage.New(manage.Options{Store: st, Model: a.pipe, Logger: log, AdminTokenHash: tokenHash, CORSOrigins: cfg.CORSOrigins})
 	a.grpcOpt = append(a.grpcOpt, grpc.MaxConcurrentStreams(1<<20))
+	recoverOpts, err := telemetry.GRPCRecovery(log, a.reg)
+	if err != nil {
+		return err
+	}
+	a.grpcOpt = append(a.grpcOpt, recoverOpts...)
 	a.grpcOpt = append(a.grpcOpt, telemetry.GRPCServerOptions()...)
 	// The access-log stream is decoded by a faster codec; every other message passes through
 	// to the standard protobuf codec unchanged.

@@ -16,17 +16,21 @@ import (
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
 	collectortrace "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/stats"
+	"google.golang.org/grpc/status"
 
 	"github.com/api-gateway/api-gateway/internal/testutil"
 )
@@ -286,5 +290,50 @@ func TestTracedMethods(t *testing.T) {
 		if got := traced(&stats.RPCTagInfo{FullMethodName: m}); got != want {
 			t.Errorf("traced(%s) = %v, want %v", m, got, want)
 		}
+	}
+}
+
+// panicker's Check panics on a request without attributes.
+type panicker struct {
+	authv3.UnimplementedAuthorizationServer
+}
+
+func (panicker) Check(_ context.Context, r *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+	if r.GetAttributes() == nil {
+		var m map[string]int
+		m["boom"]++ // a nil map write
+	}
+	return &authv3.CheckResponse{}, nil
+}
+
+// TestGRPCRecovery: a handler that panics answers that call Internal, is logged and counted,
+// and the server goes on serving.
+func TestGRPCRecovery(t *testing.T) {
+	var buf bytes.Buffer
+	log := slog.New(slog.NewJSONHandler(&buf, nil))
+	reg := prometheus.NewRegistry()
+	opts, err := GRPCRecovery(log, reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := serve(t, func(s *grpc.Server) { authv3.RegisterAuthorizationServer(s, panicker{}) }, opts...)
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	c := authv3.NewAuthorizationClient(cc)
+	if _, err := c.Check(context.Background(), &authv3.CheckRequest{}); status.Code(err) != codes.Internal {
+		t.Fatalf("panicking call: %v, want Internal", err)
+	}
+	if _, err := c.Check(context.Background(), &authv3.CheckRequest{Attributes: &authv3.AttributeContext{}}); err != nil {
+		t.Fatalf("the next call: %v", err)
+	}
+	n, err := promtest.GatherAndCount(reg, "api_gateway_grpc_panics_total")
+	if err != nil || n != 1 {
+		t.Fatalf("panics series %d %v", n, err)
+	}
+	if !strings.Contains(buf.String(), `"method":"/envoy.service.auth.v3.Authorization/Check"`) || !strings.Contains(buf.String(), "assignment to entry in nil map") {
+		t.Errorf("log: %s", buf.String())
 	}
 }
