@@ -8,13 +8,14 @@ import (
 	"time"
 )
 
-// TestStoresAgree drives the memory store and the Redis scripts (single-check and group)
+// TestStoresAgree drives the memory store and the Redis script (its single-check paths and
+// group())
 // with the same random checks (costs 0-3, random times, several keys) and requires identical
 // results, field by field.
 func TestStoresAgree(t *testing.T) {
 	mem := NewMemoryStore()
 	red := newTestStore(t, "redis")
-	// The same Redis, one call per group: the per-algorithm scripts Redis Cluster uses.
+	// The same Redis, one call per group, as on a Redis Cluster.
 	perGroup := NewRedisStore(red.(*RedisStore).Client(), RedisOptions{Timeout: 5 * time.Second})
 	perGroup.cluster = true
 	rng := rand.New(rand.NewSource(11))

@@ -53,7 +53,6 @@ type RedisOptions struct {
 type RedisStore struct {
 	client redis.UniversalClient
 	sha    string
-	single map[Algorithm]string // sha of each single-check script
 	// cluster: calls carry one group each (slots); otherwise a call carries many groups.
 	cluster bool
 	opts    RedisOptions
@@ -120,12 +119,8 @@ func NewRedisStore(client redis.UniversalClient, opts RedisOptions) *RedisStore 
 	}
 	var rnd [6]byte
 	_, _ = rand.Read(rnd[:])
-	single := map[Algorithm]string{}
-	for alg, src := range singleScripts {
-		single[alg] = scriptSHA(src)
-	}
 	s := &RedisStore{
-		client: client, sha: scriptSHA(groupScript), single: single, opts: opts,
+		client: client, sha: scriptSHA(groupScript), opts: opts,
 		token: hex.EncodeToString(rnd[:]),
 	}
 	s.idle.L = &s.mu
@@ -237,8 +232,8 @@ func (s *RedisStore) release() {
 	}
 }
 
-// redisCall is one EVALSHA: one group (single-check script or group script), or on a
-// non-cluster Redis many groups of the batch in one group-script call.
+// redisCall is one EVALSHA of the group script: one group (Redis Cluster), or on a
+// non-cluster Redis many groups of the batch.
 type redisCall struct {
 	members []callMember
 	sha     string
@@ -330,16 +325,6 @@ func (s *RedisStore) build(batch []*redisOp) ([]redisCall, []nativeCall) {
 			for gi, g := range op.groups {
 				if fixedNative(g) {
 					natives = append(natives, nativeCall{callMember: callMember{op, gi}})
-					continue
-				}
-				if len(g) == 1 && g[0].Alg != AlgFixedWindow {
-					c := &g[0]
-					token := ""
-					if c.Alg == AlgSlidingWindow {
-						token = s.newToken()
-					}
-					calls = append(calls, redisCall{members: []callMember{{op, gi}}, sha: s.single[c.Alg], keys: []string{c.Key},
-						args: []any{op.now, c.Limit, c.Period, c.Burst, c.WindowEnd, c.Cost, token}})
 					continue
 				}
 				call := redisCall{sha: s.sha, args: []any{s.newToken(), 1}}
@@ -583,18 +568,12 @@ func noScriptCalls(calls []redisCall) []redisCall {
 func (s *RedisStore) load(ctx context.Context) error {
 	s.loadMu.Lock()
 	defer s.loadMu.Unlock()
-	srcs := []string{groupScript}
-	for _, src := range singleScripts {
-		srcs = append(srcs, src)
+	sha, err := s.client.ScriptLoad(ctx, groupScript).Result()
+	if err != nil {
+		return err
 	}
-	for _, src := range srcs {
-		sha, err := s.client.ScriptLoad(ctx, src).Result()
-		if err != nil {
-			return err
-		}
-		if sha != scriptSHA(src) {
-			return fmt.Errorf("ratelimit: script sha %s, expected %s", sha, scriptSHA(src))
-		}
+	if sha != s.sha {
+		return fmt.Errorf("ratelimit: script sha %s, expected %s", sha, s.sha)
 	}
 	return nil
 }

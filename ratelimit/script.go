@@ -12,6 +12,10 @@ package ratelimit
 // checks n, and per check: alg, limit, period, burst, window_end, cost.
 // Returns per check, in order: allowed (0/1), remaining, reset, retry_after.
 //
+// A group of one check (a descriptor with one limit, the common case) takes a path of its
+// algorithm that decides and charges at once, without group()'s tables (one script for every
+// shape: on a Cluster too, where each call is one group).
+//
 // Numbers stay below 2^53, so Lua's doubles are exact; idiv divides without rounding.
 const groupScript = `
 local token = ARGV[1]
@@ -161,11 +165,17 @@ local function group(now, ki, ai, n, o, gtoken)
     end
   end
 end
--- fixed1 is group() for the most common group, one fixed-window check with a positive
--- cost, in one redis.call when it admits: charge first, and take the charge back (or
--- delete the key it created) when that went over the limit. Same answers as group().
-local function fixed1(now, k, b, o)
-  local limit, wend, cost = tonumber(ARGV[b + 2]), tonumber(ARGV[b + 5]), tonumber(ARGV[b + 6])
+-- The single-check paths: a group of one check (a descriptor with one limit, the common
+-- case) is decided and charged at once, without group()'s tables. Same answers as group().
+local n = 0 -- results written so far
+local function put(ok, rem, reset, retry)
+  out[n + 1], out[n + 2], out[n + 3], out[n + 4] = ok, rem, reset, retry
+  n = n + 4
+end
+-- fixed1: a fixed-window check with a positive cost, in one redis.call when it admits:
+-- charge first, and take the charge back (or delete the key it created) when that went over
+-- the limit.
+local function fixed1(now, k, limit, wend, cost)
   local v = redis.call('INCRBY', k, cost)
   local c = v - cost
   local reset = wend - now
@@ -173,8 +183,7 @@ local function fixed1(now, k, b, o)
     if c == 0 then
       redis.call('PEXPIRE', k, math.max(math.ceil(reset / 1000), 0) + 60000)
     end
-    out[o + 1], out[o + 2], out[o + 3], out[o + 4] = 1, limit - v, reset, 0
-    return
+    return put(1, limit - v, reset, 0)
   end
   if c == 0 then
     redis.call('DEL', k)
@@ -183,19 +192,98 @@ local function fixed1(now, k, b, o)
   end
   local rem = 0
   if c < limit then rem = limit - c end
-  out[o + 1], out[o + 2], out[o + 3], out[o + 4] = 0, rem, reset, reset
+  put(0, rem, reset, reset)
+end
+local function sliding1(now, k, limit, p, cost, gtoken)
+  redis.call('ZREMRANGEBYSCORE', k, '-inf', now - p)
+  local c = redis.call('ZCARD', k)
+  if c + cost <= limit then
+    local reset = 0
+    if cost > 0 then
+      reset = p
+      for j = 1, cost do
+        redis.call('ZADD', k, now, gtoken .. ':' .. j)
+      end
+      redis.call('PEXPIRE', k, math.max(math.ceil(p / 1000), 0) + 60000)
+    elseif c > 0 then
+      reset = tonumber(redis.call('ZRANGE', k, -1, -1, 'WITHSCORES')[2]) + p - now
+    end
+    return put(1, limit - c - cost, reset, 0)
+  end
+  local rem, reset, retry = 0, 0, p
+  if c < limit then rem = limit - c end
+  if c > 0 then
+    reset = tonumber(redis.call('ZRANGE', k, -1, -1, 'WITHSCORES')[2]) + p - now
+  end
+  if cost <= limit then
+    local kth = c + cost - limit
+    retry = tonumber(redis.call('ZRANGE', k, kth - 1, kth - 1, 'WITHSCORES')[2]) + p - now
+  end
+  put(0, rem, reset, retry)
+end
+local function token1(now, k, p, burst, cost)
+  local capacity = burst * p
+  local bal, last = capacity, now
+  local v = redis.call('GET', k)
+  if v then
+    local sp = string.find(v, ' ', 1, true)
+    bal, last = tonumber(string.sub(v, 1, sp - 1)), tonumber(string.sub(v, sp + 1))
+    if now > last then
+      bal = bal + (now - last)
+      last = now
+    end
+    if bal > capacity then bal = capacity end
+  end
+  local need = cost * p
+  if bal < need then
+    return put(0, idiv(bal, p), capacity - bal, need - bal)
+  end
+  bal = bal - need
+  if cost > 0 then
+    redis.call('SET', k, string.format('%d %d', bal, last), 'PX', math.max(math.ceil((capacity - bal) / 1000), 0) + 60000)
+  end
+  put(1, idiv(bal, p), capacity - bal, 0)
+end
+local function leaky1(now, k, p, burst, cost)
+  local tau = burst * p
+  local tat = now
+  local v = tonumber(redis.call('GET', k))
+  if v and v > now then tat = v end
+  local ntat = tat + cost * p
+  if ntat - now > tau then
+    return put(0, idiv(tau - (tat - now), p), tat - now, ntat - tau - now)
+  end
+  if cost > 0 then
+    redis.call('SET', k, ntat, 'PX', math.max(math.ceil((ntat - now) / 1000), 0) + 60000)
+  end
+  put(1, idiv(tau - (ntat - now), p), ntat - now, 0)
 end
 local ngroups = tonumber(ARGV[2])
 local ki, ai = 0, 3
 for g = 1, ngroups do
-  local n = tonumber(ARGV[ai + 1])
-  if n == 1 and ARGV[ai + 2] == 'f' and tonumber(ARGV[ai + 7]) > 0 then
-    fixed1(tonumber(ARGV[ai]), KEYS[ki + 1], ai + 1, #out)
+  local now = tonumber(ARGV[ai])
+  local nc = tonumber(ARGV[ai + 1])
+  if nc == 1 then
+    local b = ai + 1
+    local alg, k, cost = ARGV[b + 1], KEYS[ki + 1], tonumber(ARGV[b + 6])
+    if alg == 'f' and cost > 0 then
+      fixed1(now, k, tonumber(ARGV[b + 2]), tonumber(ARGV[b + 5]), cost)
+    elseif alg == 's' then
+      sliding1(now, k, tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3]), cost, token .. ':' .. g)
+    elseif alg == 't' then
+      token1(now, k, tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4]), cost)
+    elseif alg == 'l' then
+      leaky1(now, k, tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4]), cost)
+    else
+      group(now, ki, ai + 1, 1, n, token .. ':' .. g)
+      n = n + 4
+    end
   else
-    group(tonumber(ARGV[ai]), ki, ai + 1, n, #out, token .. ':' .. g)
+    group(now, ki, ai + 1, nc, n, token .. ':' .. g)
+    n = n + 4 * nc
   end
-  ki = ki + n
-  ai = ai + 2 + 6 * n
+  ki = ki + nc
+  ai = ai + 2 + 6 * nc
 end
 return out
 `
