@@ -43,7 +43,7 @@ type ReservingStore struct {
 	opts  ReserveOptions
 	hold  int64 // µs
 
-	mu     sync.Mutex
+	mu     sync.RWMutex
 	leases map[string]*lease
 	closed bool
 
@@ -119,8 +119,8 @@ type unitHolder interface {
 }
 
 func (s *ReservingStore) holds(key string) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.mu.RLock()
+	defer s.mu.RUnlock()
 	l := s.leases[key]
 	return l != nil && l.avail > 0
 }
