@@ -195,6 +195,13 @@ func dashboards() []dashboard {
 						t(`sum(rate(envoy_cluster_ratelimit_over_limit`+rate+`))`, "over limit"),
 						t(`sum(rate(envoy_cluster_ratelimit_error`+rate+`))`, "error")),
 				},
+				{
+					ts("Counter store latency", "s",
+						t(`histogram_quantile(0.99, sum by (le, store) (rate(api_gateway_rate_limit_store_duration_seconds_bucket{result="ok"}`+rate+`)))`, "p99 {{store}}"),
+						t(`histogram_quantile(0.5, sum by (le, store) (rate(api_gateway_rate_limit_store_duration_seconds_bucket{result="ok"}`+rate+`)))`, "p50 {{store}}")),
+					ts("Reserved fixed-window units (RATE_LIMIT_RESERVE)", "short",
+						t(`sum by (event) (rate(api_gateway_rate_limit_reserved_units_total`+rate+`))`, "{{event}}")),
+				},
 			},
 		},
 		{

@@ -24,14 +24,18 @@ import (
 // otherOwners lists the api_gateway_* metrics defined by other components (and their type),
 // which the rules and dashboards may use.
 var otherOwners = map[string]struct{ owner, typ string }{
-	"api_gateway_rate_limit_hits_total":        {"ratelimit", "counter"},
-	"api_gateway_security_threats_total":       {"waf", "counter"},
-	"api_gateway_xds_pushes_total":             {"xds/server", "counter"},
-	"api_gateway_xds_nacks_total":              {"xds/server", "counter"},
-	"api_gateway_xds_connected_nodes":          {"xds/server", "gauge"},
-	"api_gateway_xds_snapshot_build_seconds":   {"xds/server", "histogram"},
-	"api_gateway_authz_decisions_total":        {"extauthz", "counter"},
-	"api_gateway_authz_check_duration_seconds": {"extauthz", "histogram"},
+	"api_gateway_rate_limit_hits_total":             {"ratelimit", "counter"},
+	"api_gateway_rate_limit_store_duration_seconds": {"ratelimit", "histogram"},
+	"api_gateway_rate_limit_fail_open_total":        {"ratelimit", "counter"},
+	"api_gateway_rate_limit_reserved_units_total":   {"ratelimit", "counter"},
+	"api_gateway_security_threats_total":            {"waf", "counter"},
+	"api_gateway_xds_pushes_total":                  {"xds/server", "counter"},
+	"api_gateway_xds_nacks_total":                   {"xds/server", "counter"},
+	"api_gateway_xds_connected_nodes":               {"xds/server", "gauge"},
+	"api_gateway_xds_snapshot_build_seconds":        {"xds/server", "histogram"},
+	"api_gateway_authz_decisions_total":             {"extauthz", "counter"},
+	"api_gateway_authz_check_duration_seconds":      {"extauthz", "histogram"},
+	"api_gateway_grpc_panics_total":                 {"internal/telemetry", "counter"},
 }
 
 // envoyStats are the Envoy stats (as /stats/prometheus names them) the rules and dashboards
