@@ -21,6 +21,20 @@ const groupScript = `
 local token = ARGV[1]
 local function idiv(a, b) return (a - math.fmod(a, b)) / b end
 local out = {}
+-- token_state returns a token bucket's balance (µs of capacity) and last refill time at now:
+-- full when the key is absent, refilled since its last update, at most capacity.
+local function token_state(k, now, capacity)
+  local v = redis.call('GET', k)
+  if not v then return capacity, now end
+  local sp = string.find(v, ' ', 1, true)
+  local bal, last = tonumber(string.sub(v, 1, sp - 1)), tonumber(string.sub(v, sp + 1))
+  if now > last then
+    bal = bal + (now - last)
+    last = now
+  end
+  if bal > capacity then bal = capacity end
+  return bal, last
+end
 -- group evaluates, at time now, the n checks whose keys follow KEYS[ki] and whose
 -- arguments start at ARGV[ai + 1]; its results go to out after index o.
 local function group(now, ki, ai, n, o, gtoken)
@@ -74,17 +88,7 @@ local function group(now, ki, ai, n, o, gtoken)
       end
     elseif alg == 't' then
       local capacity = burst * p
-      local bal, last = capacity, now
-      local v = redis.call('GET', k)
-      if v then
-        local sp = string.find(v, ' ', 1, true)
-        bal, last = tonumber(string.sub(v, 1, sp - 1)), tonumber(string.sub(v, sp + 1))
-        if now > last then
-          bal = bal + (now - last)
-          last = now
-        end
-        if bal > capacity then bal = capacity end
-      end
+      local bal, last = token_state(k, now, capacity)
       local need = cost * p
       if bal >= need then
         bal = bal - need
@@ -223,17 +227,7 @@ local function sliding1(now, k, limit, p, cost, gtoken)
 end
 local function token1(now, k, p, burst, cost)
   local capacity = burst * p
-  local bal, last = capacity, now
-  local v = redis.call('GET', k)
-  if v then
-    local sp = string.find(v, ' ', 1, true)
-    bal, last = tonumber(string.sub(v, 1, sp - 1)), tonumber(string.sub(v, sp + 1))
-    if now > last then
-      bal = bal + (now - last)
-      last = now
-    end
-    if bal > capacity then bal = capacity end
-  end
+  local bal, last = token_state(k, now, capacity)
   local need = cost * p
   if bal < need then
     return put(0, idiv(bal, p), capacity - bal, need - bal)
