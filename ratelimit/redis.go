@@ -78,7 +78,17 @@ type redisOp struct {
 	res    [][]Result
 	err    error
 	done   chan struct{}
+	// state: opPending until the pipeline claims the answer for the caller (opAnswered) or
+	// the caller gives up first (opAbandoned): units reserved for an abandoned call are
+	// given back (nobody holds them).
+	state atomic.Int32
 }
+
+const (
+	opPending int32 = iota
+	opAnswered
+	opAbandoned
+)
 
 var errStoreClosed = errors.New("ratelimit: store closed")
 
@@ -172,13 +182,23 @@ func (s *RedisStore) Eval(ctx context.Context, now int64, groups [][]Check) ([][
 	}
 	s.mu.Unlock()
 	if lead {
-		s.send(true)
+		if reserves(op) {
+			// A call that reserves units is sent by another goroutine: its pipeline may
+			// outlive this caller's deadline (see run), the caller must not.
+			go s.send(false)
+		} else {
+			s.send(true)
+		}
 	}
 	select {
 	case <-op.done:
 		return op.res, op.err
 	case <-ctx.Done():
-		return nil, ctx.Err()
+		if op.state.CompareAndSwap(opPending, opAbandoned) {
+			return nil, ctx.Err()
+		}
+		<-op.done // answered meanwhile: take the answer (it may hold reserved units)
+		return op.res, op.err
 	}
 }
 
@@ -209,7 +229,7 @@ func (s *RedisStore) send(caller bool) {
 		s.queue = s.queue[:rest]
 		s.mu.Unlock()
 		s.countBatch(n)
-		s.run(batch)
+		s.run(batch, caller)
 		s.mu.Lock()
 		if len(s.queue) == 0 {
 			s.release()
@@ -232,6 +252,16 @@ func (s *RedisStore) release() {
 	}
 }
 
+// reserves reports whether op asks Redis for units (Check.Reserve).
+func reserves(op *redisOp) bool {
+	for _, g := range op.groups {
+		if len(g) == 1 && g[0].Reserve > 0 {
+			return true
+		}
+	}
+	return false
+}
+
 // redisCall is one EVALSHA of the group script: one group (Redis Cluster), or on a
 // non-cluster Redis many groups of the batch.
 type redisCall struct {
@@ -250,25 +280,28 @@ type nativeCall struct {
 }
 
 // fixedNative reports whether group g goes out as native commands instead of a script: one
-// fixed-window check of cost 1 (the most common group), or of any positive cost with units
-// to reserve (see ReservingStore). It is sent as SET key 0 NX PX ttl (creates the counter
-// with the expiry the scripts give it and does nothing once it exists; sent first, so a
-// counter never lives without an expiry, even if the connection drops between the two) and
-// INCRBY key cost+reserve: Redis runs them several times cheaper than the same work in Lua
-// (redis.call and the script call itself cost more than the commands).
+// fixed-window check of cost 1, the most common group, possibly with units to reserve (see
+// ReservingStore). It is sent as SET key 0 NX PX ttl (creates the counter with the expiry the
+// scripts give it and does nothing once it exists; sent first, so a counter never lives
+// without an expiry, even if the connection drops between the two) and INCRBY key
+// 1+reserve: Redis runs them several times cheaper than the same work in Lua (redis.call and
+// the script call itself cost more than the commands).
 // Unlike the scripts it charges first and decides on the reply: the units over the limit
 // (all of them when the check is denied, the reserve that does not fit when it admits) are
-// taken back with a DECRBY before the batch is answered, so a caller that follows sees the
-// exact count, and the answer is the one the scripts give. A check of cost 0 on that
-// counter that runs concurrently, between the INCRBY and the DECRBY, can be denied. Denials
-// are rare on the hot path: an over-limit answer is cached locally until its reset.
+// taken back before the batch is answered, so a caller that follows sees the exact count,
+// and the answer is the one the scripts give. With cost 1 the counter only goes past the
+// limit meanwhile when it has reached it (denied) or when this check takes the last units
+// (admitted): a check that runs in between would be denied after the give-back as well.
+// Only a check of cost 0 (it admits at the limit) that runs in between is denied wrongly;
+// denials are rare on the hot path: an over-limit answer is cached locally until its reset.
 func fixedNative(g []Check) bool {
-	return len(g) == 1 && g[0].Alg == AlgFixedWindow && (g[0].Cost == 1 || (g[0].Cost > 0 && g[0].Reserve > 0))
+	return len(g) == 1 && g[0].Alg == AlgFixedWindow && g[0].Cost == 1
 }
 
-// nativeAmount is what a fixedNative check charges with its INCRBY.
+// nativeAmount is what a fixedNative check charges with its INCRBY: its cost, 1, and the
+// units it reserves.
 func nativeAmount(c *Check) int64 {
-	return int64(min(c.Cost, math.MaxInt32) + min(c.Reserve, math.MaxInt32))
+	return 1 + int64(min(c.Reserve, math.MaxInt32))
 }
 
 // nativeResult is the answer to a fixedNative check whose INCRBY returned v, and the units
@@ -276,7 +309,7 @@ func nativeAmount(c *Check) int64 {
 func nativeResult(c *Check, now, v int64) (r Result, back int64) {
 	limit := int64(min(c.Limit, math.MaxInt64/2))
 	a := nativeAmount(c)
-	cost := int64(min(c.Cost, math.MaxInt32))
+	const cost = 1
 	prior := v - a
 	r.Reset = c.WindowEnd - now
 	if prior+cost > limit {
@@ -370,7 +403,7 @@ func (c *redisCall) add(op *redisOp, gi int) {
 // run sends one pipeline for the batch and hands out the answers. Calls whose caller has already given up are answered with its context error and
 // not sent (their counters are not charged for a request whose caller applied the fail
 // mode). The pipeline's deadline is the latest of the callers' (see RedisOptions.Timeout).
-func (s *RedisStore) run(batch []*redisOp) {
+func (s *RedisStore) run(batch []*redisOp, caller bool) {
 	start := time.Now()
 	limit := start.Add(s.opts.Timeout)
 	var deadline time.Time
@@ -382,7 +415,10 @@ func (s *RedisStore) run(batch []*redisOp) {
 			continue
 		}
 		d, ok := op.ctx.Deadline()
-		if !ok || d.After(limit) {
+		if !ok || d.After(limit) || (!caller && reserves(op)) {
+			// A call that reserves units waits for its answer whether its caller does or not
+			// (unless a caller sends this pipeline itself): the units are given back when
+			// nobody takes them, which needs the reply.
 			d = limit
 		}
 		if d.After(deadline) {
@@ -434,7 +470,7 @@ func (s *RedisStore) run(batch []*redisOp) {
 			var b int64
 			rs[i], b = nativeResult(&n.op.groups[n.gi][0], n.op.now, n.incr.Val())
 			if b > 0 {
-				back = append(back, keyUnits{n.op.groups[n.gi][0].Key, b})
+				back = append(back, keyUnits{key: n.op.groups[n.gi][0].Key, n: b})
 			}
 			n.op.res[n.gi] = rs[i : i+1 : i+1]
 		}
@@ -469,12 +505,6 @@ func (s *RedisStore) run(batch []*redisOp) {
 			m.op.res[m.gi] = res
 		}
 	}
-	if len(back) > 0 {
-		// Take the units over the limit back before anyone in the batch gets an answer, so
-		// whoever calls after a denial sees the exact count (see fixedNative). Not re-sent if
-		// it fails, like any write.
-		s.giveBack(ctx, back)
-	}
 	for _, op := range batch {
 		if op.err == nil && err != nil {
 			for _, r := range op.res {
@@ -484,6 +514,23 @@ func (s *RedisStore) run(batch []*redisOp) {
 				}
 			}
 		}
+		op.state.CompareAndSwap(opPending, opAnswered)
+	}
+	// Units reserved for a call that fails as a whole (another of its groups failed) or whose
+	// caller has given up go back: nobody will hold them.
+	for i := range natives {
+		n := &natives[i]
+		if r := n.op.res[n.gi]; r != nil && r[0].Reserved > 0 && (n.op.err != nil || n.op.state.Load() == opAbandoned) {
+			back = append(back, keyUnits{key: n.op.groups[n.gi][0].Key, n: int64(r[0].Reserved)})
+		}
+	}
+	if len(back) > 0 {
+		// Take the units over the limit back before anyone in the batch gets an answer, so
+		// whoever calls after a denial sees the exact count (see fixedNative). Not re-sent if
+		// it fails, like any write.
+		s.returnUnits(ctx, back)
+	}
+	for _, op := range batch {
 		op.done <- struct{}{}
 	}
 }
@@ -514,20 +561,14 @@ func (s *RedisStore) exec(ctx context.Context, calls []redisCall, natives []nati
 	return err
 }
 
-// keyUnits is a number of units to take back from a fixed-window counter.
+// keyUnits is a number of units to give back to a fixed-window counter: charged over its
+// limit, or reserved and not used (l: the ReservingStore lease that held them; err: why
+// giving them back failed).
 type keyUnits struct {
 	key string
 	n   int64
-}
-
-// giveBack takes units charged over the limit back from fixed-window counters, in one
-// pipeline (see fixedNative: the counters were charged in the same batch).
-func (s *RedisStore) giveBack(ctx context.Context, units []keyUnits) {
-	pipe := s.client.Pipeline()
-	for _, u := range units {
-		pipe.DecrBy(ctx, u.key, u.n)
-	}
-	_, _ = pipe.Exec(ctx)
+	l   *lease
+	err error
 }
 
 // returnScript gives units back to a counter that still exists: one that expired, or was
@@ -535,8 +576,8 @@ func (s *RedisStore) giveBack(ctx context.Context, units []keyUnits) {
 const returnScript = `if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('DECRBY', KEYS[1], ARGV[1]) end
 return 0`
 
-// returnUnits gives reserved and unused units back (ReservingStore), one script call per
-// counter in one pipeline, and returns those that could not be given back.
+// returnUnits gives units back, one script call per counter in one pipeline, and returns
+// those that could not be given back, with the error.
 func (s *RedisStore) returnUnits(ctx context.Context, units []keyUnits) []keyUnits {
 	pipe := s.client.Pipeline()
 	cmds := make([]*redis.Cmd, len(units))
@@ -546,8 +587,10 @@ func (s *RedisStore) returnUnits(ctx context.Context, units []keyUnits) []keyUni
 	_, _ = pipe.Exec(ctx)
 	var failed []keyUnits
 	for i, c := range cmds {
-		if c.Err() != nil {
-			failed = append(failed, units[i])
+		if err := c.Err(); err != nil {
+			u := units[i]
+			u.err = err
+			failed = append(failed, u)
 		}
 	}
 	return failed

@@ -2,17 +2,21 @@ package ratelimit
 
 import (
 	"context"
+	"errors"
+	"net"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
 )
 
 // ReserveOptions tune a ReservingStore.
 type ReserveOptions struct {
 	// Hold is how long units reserved and not yet used stay with this instance before they go
-	// back to Redis (RATE_LIMIT_RESERVE). It bounds how long another instance can be denied
-	// while this one holds units of the same counter.
+	// back to Redis (RATE_LIMIT_RESERVE). With the sweep every quarter hold, it bounds how
+	// long (1.25 × Hold) another instance can be denied while this one holds units of the
+	// same counter.
 	Hold time.Duration
 	// Max caps the units one reservation takes (default 256).
 	Max uint64
@@ -24,20 +28,22 @@ type ReserveOptions struct {
 // ReservingStore lets one instance admit most requests of a busy fixed-window counter
 // without a round trip to Redis, and never more than the limit across instances.
 //
-// When a single-check fixed-window group goes to Redis, it asks for extra units with it
-// (Check.Reserve); Redis charges them to the counter only when they fit under the limit
-// (see fixedNative), so the units held by all instances plus those admitted never exceed the
-// limit. Later requests for that counter are admitted from the units held, locally, until
-// they run out; then the next visit reserves again. The size of a reservation follows the
-// counter's rate here (see size), and is at most a sixteenth of what the counter has left,
-// so a counter near its limit is charged one request at a time, as without reservation.
-// Units not used within Hold, or when the store closes, are given back to the counter.
+// When a single-check fixed-window group of cost 1 goes to Redis, it asks for extra units
+// with it (Check.Reserve); Redis charges them to the counter only when they fit under the
+// limit (see fixedNative), so the units held by all instances plus those admitted never
+// exceed the limit. Later requests for that counter are admitted from the units held,
+// locally, until they run out; then the next visit reserves again. The size of a reservation
+// follows the counter's rate here (see size), and is at most a sixteenth of what the counter
+// has left, so a counter near its limit is charged one request at a time, as without
+// reservation. Units not used within Hold, or when the store closes, are given back to the
+// counter.
 //
 // The trade: a request that finds no units here while another instance holds some can be
-// denied although the limit is not reached, for at most Hold. Answers on one instance are
-// the ones the Redis store gives (same admissions, same remaining counts), and the counter
-// in Redis never lets the instances together admit more than the limit. Other algorithms,
-// groups of several checks and checks of cost 0 go to the store as they are.
+// denied although the limit is not reached, for at most 1.25 × Hold. Requests on one
+// instance, one at a time, get the answers the Redis store gives (same admissions, same
+// remaining counts), and the counter in Redis never lets the instances together admit more
+// than the limit. Other algorithms and checks of cost 0 go to the store as they are; a
+// request that names one counter twice first gives its units back and goes as it is.
 type ReservingStore struct {
 	inner *RedisStore
 	opts  ReserveOptions
@@ -46,6 +52,7 @@ type ReservingStore struct {
 	mu     sync.RWMutex
 	leases map[string]*lease
 	closed bool
+	evals  sync.WaitGroup // Evals in flight (Close waits for them)
 
 	stop chan struct{}
 	done chan struct{}
@@ -70,8 +77,10 @@ type lease struct {
 	used      uint64 // units admitted since then (the visit's own request included)
 	expires   int64  // µs: after it, avail goes back
 	touched   int64  // µs: last request (a lease idle for two holds is forgotten)
-	pending   bool   // a visit asking for extra units is in flight
 	inflight  int    // visits in flight (the lease is kept while any is)
+	// asking is closed when the visit in flight that asks for units is answered (nil when
+	// none is): one visit at a time asks.
+	asking chan struct{}
 }
 
 // NewReservingStore wraps a Redis store. Hold must be positive.
@@ -125,7 +134,7 @@ func (s *ReservingStore) holds(key string) bool {
 	return l != nil && l.avail > 0
 }
 
-func (s *ReservingStore) holdTime() int64 { return s.hold }
+func (s *ReservingStore) holdTime() int64 { return s.hold + s.hold/4 }
 
 // Collectors returns the store's metrics (the service registers them).
 func (s *ReservingStore) Collectors() []prometheus.Collector { return []prometheus.Collector{s.units} }
@@ -133,7 +142,8 @@ func (s *ReservingStore) Collectors() []prometheus.Collector { return []promethe
 // Inner returns the Redis store.
 func (s *ReservingStore) Inner() *RedisStore { return s.inner }
 
-// Close gives every unused unit back and closes the Redis store.
+// Close waits for the requests in flight, gives every unit held back and closes the Redis
+// store. Later requests get an error.
 func (s *ReservingStore) Close() error {
 	s.mu.Lock()
 	if s.closed {
@@ -142,6 +152,7 @@ func (s *ReservingStore) Close() error {
 	}
 	s.closed = true
 	s.mu.Unlock()
+	s.evals.Wait()
 	close(s.stop)
 	<-s.done
 	s.sweep(s.opts.Clock.Now().UnixMicro(), true)
@@ -150,7 +161,7 @@ func (s *ReservingStore) Close() error {
 
 func (s *ReservingStore) sweeper() {
 	defer close(s.done)
-	t := time.NewTicker(max(s.opts.Hold/2, 10*time.Millisecond))
+	t := time.NewTicker(max(s.opts.Hold/4, 10*time.Millisecond))
 	defer t.Stop()
 	for {
 		select {
@@ -176,9 +187,7 @@ func (s *ReservingStore) sweep(now int64, all bool) {
 			delete(s.leases, key) // the counter is gone with its window
 		case l.inflight > 0:
 		case all || (now >= l.expires && l.avail > 0):
-			back = append(back, keyUnits{key, int64(l.avail)})
-			l.count -= min(l.avail, l.count)
-			l.avail = 0
+			back = s.release(back, key, l)
 			if all {
 				delete(s.leases, key)
 			}
@@ -190,8 +199,21 @@ func (s *ReservingStore) sweep(now int64, all bool) {
 	s.giveBack(back)
 }
 
-// giveBack returns unused units to their counters. Units that could not be given back
-// (Redis unreachable) stay held by their lease, when it is still there, for the next sweep.
+// release takes the units l holds out of it, to be given back (mu held).
+func (s *ReservingStore) release(back []keyUnits, key string, l *lease) []keyUnits {
+	if l.avail == 0 {
+		return back
+	}
+	back = append(back, keyUnits{key: key, n: int64(l.avail), l: l})
+	l.count -= min(l.avail, l.count)
+	l.avail = 0
+	return back
+}
+
+// giveBack returns unused units to their counters. Units whose give-back surely did not
+// reach Redis (no connection) go back to their lease, if it is still the counter's, for a
+// later sweep; after any other failure (a timeout: it may have run) they are dropped: the
+// counter may keep them until its window ends, which can only deny, never over-admit.
 func (s *ReservingStore) giveBack(back []keyUnits) {
 	if len(back) == 0 {
 		return
@@ -212,20 +234,28 @@ func (s *ReservingStore) giveBack(back []keyUnits) {
 	}
 	s.mu.Lock()
 	for _, u := range failed {
-		if l := s.leases[u.key]; l != nil {
-			l.avail += uint64(u.n)
-			l.count += uint64(u.n)
+		if u.err != nil && notSent(u.err) && u.l != nil && s.leases[u.key] == u.l {
+			u.l.avail += uint64(u.n)
+			u.l.count += uint64(u.n)
 		}
 	}
 	s.mu.Unlock()
+}
+
+// notSent reports whether err means the command never reached Redis: no connection could be
+// made, or the client is closed.
+func notSent(err error) bool {
+	var op *net.OpError
+	return (errors.As(err, &op) && op.Op == "dial") || errors.Is(err, redis.ErrPoolTimeout) || errors.Is(err, redis.ErrClosed)
 }
 
 // taking is a fixed-window check of a group sent to Redis with units held here.
 type taking struct {
 	fi, ci int    // forwarded group and check
 	l      *lease //
-	taken  uint64 // units of the check's cost taken from l.avail (Redis is asked for the rest)
-	asked  bool   // this visit asks for extra units (l.pending)
+	cost   uint64 // the check's cost
+	taken  uint64 // units of it taken from l.avail (Redis is asked for the rest)
+	asked  bool   // this visit asks for extra units (l.asking)
 	single bool   // the group is this one check
 }
 
@@ -238,8 +268,8 @@ func (s *ReservingStore) leaseFor(c *Check, create bool, back *[]keyUnits) *leas
 		if l.inflight > 0 {
 			return nil
 		}
-		if l.windowEnd == c.WindowEnd && l.avail > 0 {
-			*back = append(*back, keyUnits{c.Key, int64(l.avail)})
+		if l.windowEnd == c.WindowEnd {
+			*back = s.release(*back, c.Key, l)
 		}
 		delete(s.leases, c.Key)
 		l = nil
@@ -251,10 +281,46 @@ func (s *ReservingStore) leaseFor(c *Check, create bool, back *[]keyUnits) *leas
 	return l
 }
 
+// repeated returns the fixed-window keys a request names more than once (nil for none).
+func repeated(groups [][]Check) map[string]bool {
+	n := 0
+	for _, g := range groups {
+		n += len(g)
+	}
+	if n < 2 {
+		return nil
+	}
+	var dup map[string]bool
+	for gi, g := range groups {
+		for ci := range g {
+			c := &g[ci]
+			if c.Alg != AlgFixedWindow || dup[c.Key] {
+				continue
+			}
+			for gj := gi; gj < len(groups); gj++ {
+				cj := 0
+				if gj == gi {
+					cj = ci + 1
+				}
+				for ; cj < len(groups[gj]); cj++ {
+					if groups[gj][cj].Key == c.Key {
+						if dup == nil {
+							dup = map[string]bool{}
+						}
+						dup[c.Key] = true
+					}
+				}
+			}
+		}
+	}
+	return dup
+}
+
 // Eval admits what the units held cover and sends the rest to Redis, asking for units where
 // a counter is busy. A check sent to Redis uses the units held first and charges only the
 // rest, so one instance's answers are those of the Redis store.
 func (s *ReservingStore) Eval(ctx context.Context, now int64, groups [][]Check) ([][]Result, error) {
+	dup := repeated(groups)
 	out := make([][]Result, len(groups))
 	var fwd [][]Check
 	var fwdIdx []int // groups index of each forwarded group
@@ -262,8 +328,21 @@ func (s *ReservingStore) Eval(ctx context.Context, now int64, groups [][]Check) 
 	var local []taking // admitted here (fi = groups index); given back if the store fails
 	var back []keyUnits
 	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil, errStoreClosed
+	}
+	s.evals.Add(1)
+	defer s.evals.Done()
+	// A counter named twice: its units go back first, and its checks go as they are (the
+	// order Redis runs them in decides their answers, as without reservation).
+	for key := range dup {
+		if l := s.leases[key]; l != nil {
+			back = s.release(back, key, l)
+		}
+	}
 	for gi, g := range groups {
-		single := len(g) == 1 && g[0].Alg == AlgFixedWindow && g[0].Cost > 0 && now < g[0].WindowEnd
+		single := len(g) == 1 && g[0].Alg == AlgFixedWindow && g[0].Cost > 0 && now < g[0].WindowEnd && !dup[g[0].Key]
 		if single {
 			c := &g[0]
 			if l := s.leaseFor(c, true, &back); l != nil && l.avail >= c.Cost {
@@ -271,7 +350,7 @@ func (s *ReservingStore) Eval(ctx context.Context, now int64, groups [][]Check) 
 				l.used += c.Cost
 				l.touched = now
 				out[gi] = []Result{{Allowed: true, Remaining: c.Limit - min(l.count-l.avail, c.Limit), Reset: c.WindowEnd - now}}
-				local = append(local, taking{fi: gi, l: l, taken: c.Cost})
+				local = append(local, taking{fi: gi, l: l, cost: c.Cost, taken: c.Cost})
 				continue
 			}
 		}
@@ -279,16 +358,16 @@ func (s *ReservingStore) Eval(ctx context.Context, now int64, groups [][]Check) 
 		fg, copied := g, false
 		for ci := range g {
 			c := &g[ci]
-			if c.Alg != AlgFixedWindow || now >= c.WindowEnd {
+			if c.Alg != AlgFixedWindow || now >= c.WindowEnd || dup[c.Key] {
 				continue
 			}
 			l := s.leaseFor(c, false, &back)
 			if l == nil {
 				continue
 			}
-			t := taking{fi: fi, ci: ci, l: l, taken: min(l.avail, c.Cost), single: single}
+			t := taking{fi: fi, ci: ci, l: l, cost: c.Cost, taken: min(l.avail, c.Cost), single: single}
 			var reserve uint64
-			if single && !l.pending {
+			if single && l.asking == nil && c.Cost-t.taken == 1 {
 				reserve = min(s.size(l, now), (c.Limit-min(l.count, c.Limit))/16)
 				t.asked = reserve > 0
 			}
@@ -301,14 +380,16 @@ func (s *ReservingStore) Eval(ctx context.Context, now int64, groups [][]Check) 
 			}
 			l.avail -= t.taken
 			l.inflight++
-			l.pending = l.pending || t.asked
+			if t.asked {
+				l.asking = make(chan struct{})
+			}
 			takings = append(takings, t)
 		}
 		fwd = append(fwd, fg)
 		fwdIdx = append(fwdIdx, gi)
 	}
 	s.mu.Unlock()
-	s.giveBack(back)
+	s.giveBack(back) // before anything is sent: a repeated counter's units must be back first
 	nlocal := uint64(0)
 	for _, t := range local {
 		nlocal += t.taken
@@ -319,36 +400,29 @@ func (s *ReservingStore) Eval(ctx context.Context, now int64, groups [][]Check) 
 	}
 	res, err := s.inner.Eval(ctx, now, fwd)
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if err != nil {
-		// The fail mode applies to the whole request: the units taken here stay unused.
+		// The fail mode applies to the whole request: the units taken here stay unused (the
+		// Redis store gives back what it reserved for a call that failed).
 		for _, t := range local {
 			t.l.avail += t.taken
 		}
 		for _, t := range takings {
 			t.l.avail += t.taken
-			t.l.inflight--
-			if t.asked {
-				t.l.pending = false
-			}
+			s.visited(t)
 		}
+		s.mu.Unlock()
 		return nil, err
 	}
 	for fi, gi := range fwdIdx {
 		out[gi] = res[fi]
 	}
-	s.used.Add(float64(nlocal))
+	// First every lease takes what this request reserved and used, then the answers are
+	// adjusted: a check's remaining count is Redis's plus the units held here.
 	for _, t := range takings {
 		rs := res[t.fi]
-		admitted := true
-		for i := range rs {
-			admitted = admitted && rs[i].Allowed
-		}
+		admitted := allAllowed(rs)
 		l, r, limit := t.l, &rs[t.ci], fwd[t.fi][t.ci].Limit
-		l.inflight--
-		if t.asked {
-			l.pending = false
-		}
+		s.visited(t)
 		if !admitted {
 			l.avail += t.taken // not used: still held
 		}
@@ -369,17 +443,68 @@ func (s *ReservingStore) Eval(ctx context.Context, now int64, groups [][]Check) 
 			l.expires = now + s.hold
 			r.Reserved = 0
 		}
-		r.Remaining = min(r.Remaining+l.avail, limit)
-		if t.single && !admitted {
-			// Denied by the counter while units reserved by another request of this instance
-			// came in: use them (a denial here means no unit is held).
-			if c := &groups[fwdIdx[t.fi]][0]; l.avail >= c.Cost {
-				l.avail -= c.Cost
-				l.used += c.Cost
-				s.used.Add(float64(c.Cost))
-				*r = Result{Allowed: true, Remaining: limit - min(l.count-l.avail, limit), Reset: c.WindowEnd - now}
+	}
+	var waits []taking
+	for _, t := range takings {
+		r := &res[t.fi][t.ci]
+		r.Remaining = min(r.Remaining+t.l.avail, t.l.limit)
+		if t.single && !r.Allowed {
+			if !s.useHeld(t, r, now, &nlocal) && t.l.asking != nil {
+				waits = append(waits, t)
 			}
 		}
 	}
+	s.mu.Unlock()
+	// Denied while another request of this instance is reserving units of the counter (it
+	// may have taken the last ones): wait for it, and use its units.
+	for _, t := range waits {
+		s.mu.RLock()
+		ch := t.l.asking
+		s.mu.RUnlock()
+		if ch != nil {
+			select {
+			case <-ch:
+			case <-ctx.Done():
+				continue
+			}
+		}
+		s.mu.Lock()
+		s.useHeld(t, &res[t.fi][t.ci], now, &nlocal)
+		s.mu.Unlock()
+	}
+	s.used.Add(float64(nlocal))
 	return out, nil
+}
+
+// visited ends t's visit on its lease (mu held).
+func (s *ReservingStore) visited(t taking) {
+	t.l.inflight--
+	if t.asked {
+		close(t.l.asking)
+		t.l.asking = nil
+	}
+}
+
+// useHeld admits a single check that Redis denied from units held here, when there are
+// enough (units another request of this instance reserved meanwhile), and reports whether
+// the check is admitted (mu held).
+func (s *ReservingStore) useHeld(t taking, r *Result, now int64, n *uint64) bool {
+	l := t.l
+	if r.Allowed || l.avail < t.cost {
+		return r.Allowed
+	}
+	l.avail -= t.cost
+	l.used += t.cost
+	*n += t.cost
+	*r = Result{Allowed: true, Remaining: l.limit - min(l.count-l.avail, l.limit), Reset: l.windowEnd - now}
+	return true
+}
+
+func allAllowed(rs []Result) bool {
+	for i := range rs {
+		if !rs[i].Allowed {
+			return false
+		}
+	}
+	return true
 }

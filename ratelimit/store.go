@@ -31,9 +31,10 @@ type Check struct {
 	// WindowEnd: fixed windows only, when the window (and its count) ends.
 	WindowEnd int64
 	Cost      uint64
-	// Reserve: fixed windows only, extra units to charge with Cost when they fit under the
-	// limit, for the caller to admit later requests without a round trip (see
-	// ReservingStore). A store that does not reserve ignores it and grants none.
+	// Reserve: a fixed-window check of Cost 1 alone in its group may ask for extra units,
+	// charged with it as far as they fit under the limit, for the caller to admit later
+	// requests without a round trip (see ReservingStore). Otherwise, and in a store that does
+	// not reserve, it is ignored and none are granted.
 	Reserve uint64
 }
 
