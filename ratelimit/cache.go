@@ -8,8 +8,9 @@ import (
 // overCache remembers counters that denied a request until the earliest time the same
 // request could pass, so repeated calls over the limit are answered without the store.
 // Nothing but time can make such a counter admit earlier, so the answer is exact; with
-// reservations (ReservingStore) units given back can, so there a denial is remembered for at
-// most the hold time, and not used while this instance holds units of the counter.
+// reservations (ReservingStore) units given back can, so there a denial is used for a quarter
+// hold at most (it still reports the true time to wait), and not while this instance holds
+// units of the counter.
 type overCache struct {
 	seed   maphash.Seed
 	shards [32]overShard
@@ -22,7 +23,8 @@ type overShard struct {
 }
 
 type overEntry struct {
-	until int64 // µs
+	until int64 // µs: when the same request could pass (what a cached denial reports)
+	valid int64 // µs: until when the entry is used (until, or earlier)
 	cost  uint64
 }
 
@@ -40,21 +42,23 @@ func (c *overCache) denied(key string, cost uint64, now int64) (int64, bool) {
 	sh.mu.RLock()
 	e, ok := sh.m[key]
 	sh.mu.RUnlock()
-	if !ok || e.until <= now || cost < e.cost {
+	if !ok || e.valid <= now || cost < e.cost {
 		return 0, false
 	}
 	return e.until, true
 }
 
-func (c *overCache) put(key string, cost uint64, until, now int64) {
+// put remembers that key denies a request of cost until until; the entry is used until
+// valid (at most until).
+func (c *overCache) put(key string, cost uint64, until, valid, now int64) {
 	sh := &c.shards[maphash.String(c.seed, key)%32]
 	sh.mu.Lock()
-	sh.m[key] = overEntry{until: until, cost: cost}
+	sh.m[key] = overEntry{until: until, valid: min(valid, until), cost: cost}
 	sh.puts++
 	if sh.puts >= 1024 {
 		sh.puts = 0
 		for k, e := range sh.m {
-			if e.until <= now {
+			if e.valid <= now {
 				delete(sh.m, k)
 			}
 		}

@@ -28,8 +28,13 @@ func testFixedWindowKeys(t *testing.T, s *RedisStore) {
 	if r := eval(check("fk:{a}", 2, 3)); r.Allowed || r.Remaining != 2 {
 		t.Fatalf("cost above limit on a fresh key: %+v", r)
 	}
-	if n, _ := s.Client().Exists(ctx, "fk:{a}").Result(); n != 0 {
-		t.Fatal("a denied request on a fresh key left the key behind")
+	// The key stays at 0 with the window's expiry (never deleted: a native INCRBY that follows
+	// another client's SET NX would recreate it without one).
+	if v, _ := s.Client().Get(ctx, "fk:{a}").Int(); v != 0 {
+		t.Fatalf("a denied request on a fresh key left %d", v)
+	}
+	if ttl, _ := s.Client().PTTL(ctx, "fk:{a}").Result(); ttl <= 60*time.Second || ttl > 61*time.Second {
+		t.Fatalf("a denied request on a fresh key: ttl %v, want window end + 60s", ttl)
 	}
 	if r := eval(check("fk:{a}", 2, 1)); !r.Allowed || r.Remaining != 1 {
 		t.Fatalf("first admit: %+v", r)

@@ -514,25 +514,47 @@ func (s *RedisStore) run(batch []*redisOp, caller bool) {
 				}
 			}
 		}
-		op.state.CompareAndSwap(opPending, opAnswered)
 	}
-	// Units reserved for a call that fails as a whole (another of its groups failed) or whose
-	// caller has given up go back: nobody will hold them.
-	for i := range natives {
-		n := &natives[i]
-		if r := n.op.res[n.gi]; r != nil && r[0].Reserved > 0 && (n.op.err != nil || n.op.state.Load() == opAbandoned) {
-			back = append(back, keyUnits{key: n.op.groups[n.gi][0].Key, n: int64(r[0].Reserved)})
-		}
-	}
+	// Units reserved for a call that fails as a whole (another of its groups failed) go back:
+	// nobody will hold them.
+	back = reservedBack(back, natives, func(op *redisOp) bool { return op.err != nil })
 	if len(back) > 0 {
 		// Take the units over the limit back before anyone in the batch gets an answer, so
 		// whoever calls after a denial sees the exact count (see fixedNative). Not re-sent if
 		// it fails, like any write.
 		s.returnUnits(ctx, back)
 	}
+	// Then each answer goes to its caller, unless the caller has given up: the units reserved
+	// for it go back too, after the others are answered.
+	abandoned := false
 	for _, op := range batch {
+		if !op.state.CompareAndSwap(opPending, opAnswered) {
+			abandoned = true
+		}
 		op.done <- struct{}{}
 	}
+	if abandoned {
+		if late := reservedBack(nil, natives, func(op *redisOp) bool {
+			return op.err == nil && op.state.Load() == opAbandoned
+		}); len(late) > 0 {
+			s.returnUnits(ctx, late)
+		}
+	}
+}
+
+// reservedBack appends the units reserved by the natives of the calls that match.
+func reservedBack(back []keyUnits, natives []nativeCall, match func(*redisOp) bool) []keyUnits {
+	for i := range natives {
+		n := &natives[i]
+		// match first: an answered call's results belong to its caller from then on.
+		if !match(n.op) {
+			continue
+		}
+		if r := n.op.res[n.gi]; r != nil && r[0].Reserved > 0 {
+			back = append(back, keyUnits{key: n.op.groups[n.gi][0].Key, n: int64(r[0].Reserved)})
+		}
+	}
+	return back
 }
 
 func (s *RedisStore) exec(ctx context.Context, calls []redisCall, natives []nativeCall) error {
@@ -550,15 +572,39 @@ func (s *RedisStore) exec(ctx context.Context, calls []redisCall, natives []nati
 			args = append(args, "set", key, 0, "px", ttl, "nx", "incrby", key, nativeAmount(ch))
 			n.set = redis.NewBoolCmd(ctx, args[b:b+6]...)
 			n.incr = redis.NewIntCmd(ctx, args[b+6:b+9]...)
-			_ = pipe.Process(ctx, n.set)
-			_ = pipe.Process(ctx, n.incr)
+			_ = pipe.Process(ctx, noRetry{n.set})
+			_ = pipe.Process(ctx, noRetry{n.incr})
 		}
 	}
 	for i := range calls {
-		calls[i].cmd = pipe.EvalSha(ctx, calls[i].sha, calls[i].keys, calls[i].args...)
+		calls[i].cmd = evalCmd(ctx, "evalsha", calls[i].sha, calls[i].keys, calls[i].args)
+		_ = pipe.Process(ctx, noRetry{calls[i].cmd})
 	}
 	_, err := pipe.Exec(ctx)
 	return err
+}
+
+// noRetry marks a command that must not be sent again once it may have reached Redis: every
+// command of this store charges or gives back units, and a second run would count twice.
+// go-redis's Cluster client re-sends a pipeline after a broken connection (whatever
+// MaxRetries says) unless one of its commands says NoRetry; it still follows MOVED and ASK.
+type noRetry struct{ redis.Cmder }
+
+func (noRetry) NoRetry() bool { return true }
+
+// evalCmd is the EVAL or EVALSHA command of a script (what go-redis's Eval builds).
+func evalCmd(ctx context.Context, name, script string, keys []string, args []any) *redis.Cmd {
+	a := make([]any, 0, 3+len(keys)+len(args))
+	a = append(a, name, script, len(keys))
+	for _, k := range keys {
+		a = append(a, k)
+	}
+	a = append(a, args...)
+	cmd := redis.NewCmd(ctx, a...)
+	if len(keys) > 0 {
+		cmd.SetFirstKeyPos(3)
+	}
+	return cmd
 }
 
 // keyUnits is a number of units to give back to a fixed-window counter: charged over its
@@ -582,7 +628,8 @@ func (s *RedisStore) returnUnits(ctx context.Context, units []keyUnits) []keyUni
 	pipe := s.client.Pipeline()
 	cmds := make([]*redis.Cmd, len(units))
 	for i, u := range units {
-		cmds[i] = pipe.Eval(ctx, returnScript, []string{u.key}, u.n)
+		cmds[i] = evalCmd(ctx, "eval", returnScript, []string{u.key}, []any{u.n})
+		_ = pipe.Process(ctx, noRetry{cmds[i]})
 	}
 	_, _ = pipe.Exec(ctx)
 	var failed []keyUnits

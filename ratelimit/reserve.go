@@ -16,7 +16,8 @@ type ReserveOptions struct {
 	// Hold is how long units reserved and not yet used stay with this instance before they go
 	// back to Redis (RATE_LIMIT_RESERVE). With the sweep every quarter hold, it bounds how
 	// long (1.25 × Hold) another instance can be denied while this one holds units of the
-	// same counter.
+	// same counter (plus a quarter hold for which that instance's over-limit cache may use
+	// such a denial).
 	Hold time.Duration
 	// Max caps the units one reservation takes (default 256).
 	Max uint64
@@ -39,7 +40,7 @@ type ReserveOptions struct {
 // counter.
 //
 // The trade: a request that finds no units here while another instance holds some can be
-// denied although the limit is not reached, for at most 1.25 × Hold. Requests on one
+// denied although the limit is not reached, for at most 1.5 × Hold after they were reserved. Requests on one
 // instance, one at a time, get the answers the Redis store gives (same admissions, same
 // remaining counts), and the counter in Redis never lets the instances together admit more
 // than the limit. Other algorithms and checks of cost 0 go to the store as they are; a
@@ -124,7 +125,7 @@ func (s *ReservingStore) size(l *lease, now int64) uint64 {
 // unitHolder is a store that holds reserved units (the service's over-limit cache asks it).
 type unitHolder interface {
 	holds(key string) bool // units of key's counter are held here
-	holdTime() int64       // µs: units held elsewhere come back within it
+	holdTime() int64       // µs: how long a cached denial may be used (a quarter hold)
 }
 
 func (s *ReservingStore) holds(key string) bool {
@@ -134,7 +135,7 @@ func (s *ReservingStore) holds(key string) bool {
 	return l != nil && l.avail > 0
 }
 
-func (s *ReservingStore) holdTime() int64 { return s.hold + s.hold/4 }
+func (s *ReservingStore) holdTime() int64 { return max(s.hold/4, 1) }
 
 // Collectors returns the store's metrics (the service registers them).
 func (s *ReservingStore) Collectors() []prometheus.Collector { return []prometheus.Collector{s.units} }

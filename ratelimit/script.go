@@ -177,23 +177,20 @@ local function put(ok, rem, reset, retry)
   n = n + 4
 end
 -- fixed1: a fixed-window check with a positive cost, in one redis.call when it admits:
--- charge first, and take the charge back (or delete the key it created) when that went over
--- the limit.
+-- charge first, and take the charge back when that went over the limit. A counter it finds
+-- at 0 gets its expiry (it may have just created it); it is never deleted (a native
+-- INCRBY sent by another client after its SET NX would recreate it without one).
 local function fixed1(now, k, limit, wend, cost)
   local v = redis.call('INCRBY', k, cost)
   local c = v - cost
   local reset = wend - now
+  if c == 0 then
+    redis.call('PEXPIRE', k, math.max(math.ceil(reset / 1000), 0) + 60000)
+  end
   if v <= limit then
-    if c == 0 then
-      redis.call('PEXPIRE', k, math.max(math.ceil(reset / 1000), 0) + 60000)
-    end
     return put(1, limit - v, reset, 0)
   end
-  if c == 0 then
-    redis.call('DEL', k)
-  else
-    redis.call('DECRBY', k, cost)
-  end
+  redis.call('DECRBY', k, cost)
   local rem = 0
   if c < limit then rem = limit - c end
   put(0, rem, reset, reset)

@@ -48,8 +48,8 @@ type Service struct {
 	metrics *metrics
 	cache   *overCache
 	// holder: the store holds reserved units of some counters (ReservingStore): a cached
-	// denial is not used for them, and lasts at most holdCap (units held elsewhere come back
-	// within it).
+	// denial is not used for them, and is used for at most holdCap (units held elsewhere come
+	// back soon).
 	holder  unitHolder
 	holdCap int64
 	obsOK   prometheus.Observer
@@ -341,10 +341,11 @@ func (s *Service) respond(req *rlsv3.RateLimitRequest, states []descState, resul
 				hi.remaining = res[pick].Remaining
 			} else if s.cache != nil && st.cost > 0 && hi.retryAfter > 0 {
 				until := now + hi.retryAfter
+				valid := until
 				if s.holdCap > 0 {
-					until = min(until, now+s.holdCap)
+					valid = min(until, now+s.holdCap)
 				}
-				s.cache.put(st.checks[pick].Key, st.cost, until, now)
+				s.cache.put(st.checks[pick].Key, st.cost, until, valid, now)
 			}
 		}
 		ds.CurrentLimit = hi.rule.current
