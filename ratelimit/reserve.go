@@ -197,7 +197,7 @@ func (s *ReservingStore) sweep(now int64, all bool) {
 		}
 	}
 	s.mu.Unlock()
-	s.giveBack(back)
+	s.giveBack(context.Background(), back)
 }
 
 // release takes the units l holds out of it, to be given back (mu held).
@@ -211,15 +211,16 @@ func (s *ReservingStore) release(back []keyUnits, key string, l *lease) []keyUni
 	return back
 }
 
-// giveBack returns unused units to their counters. Units whose give-back surely did not
+// giveBack returns unused units to their counters, within ctx (a request's, when it gives
+// back before it is sent) and the store's timeout. Units whose give-back surely did not
 // reach Redis (no connection) go back to their lease, if it is still the counter's, for a
 // later sweep; after any other failure (a timeout: it may have run) they are dropped: the
 // counter may keep them until its window ends, which can only deny, never over-admit.
-func (s *ReservingStore) giveBack(back []keyUnits) {
+func (s *ReservingStore) giveBack(ctx context.Context, back []keyUnits) {
 	if len(back) == 0 {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), s.inner.opts.Timeout)
+	ctx, cancel := context.WithTimeout(ctx, s.inner.opts.Timeout)
 	defer cancel()
 	failed := s.inner.returnUnits(ctx, back)
 	n := int64(0)
@@ -390,7 +391,7 @@ func (s *ReservingStore) Eval(ctx context.Context, now int64, groups [][]Check) 
 		fwdIdx = append(fwdIdx, gi)
 	}
 	s.mu.Unlock()
-	s.giveBack(back) // before anything is sent: a repeated counter's units must be back first
+	s.giveBack(ctx, back) // before anything is sent: a repeated counter's units must be back first
 	nlocal := uint64(0)
 	for _, t := range local {
 		nlocal += t.taken
