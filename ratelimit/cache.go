@@ -23,7 +23,8 @@ type overShard struct {
 }
 
 type overEntry struct {
-	until int64 // µs: when the same request could pass (what a cached denial reports)
+	until int64 // µs: when the same request could pass (a cached denial's retry-after)
+	reset int64 // µs: when the counter is back to full capacity (its reset)
 	valid int64 // µs: until when the entry is used (until, or earlier)
 	cost  uint64
 }
@@ -36,24 +37,25 @@ func newOverCache() *overCache {
 	return c
 }
 
-// denied reports whether key denies a request of cost at now, and until when.
-func (c *overCache) denied(key string, cost uint64, now int64) (int64, bool) {
+// denied reports whether key denies a request of cost at now: the entry (until: when it
+// could pass; reset: when the counter is full again).
+func (c *overCache) denied(key string, cost uint64, now int64) (overEntry, bool) {
 	sh := &c.shards[maphash.String(c.seed, key)%32]
 	sh.mu.RLock()
 	e, ok := sh.m[key]
 	sh.mu.RUnlock()
 	if !ok || e.valid <= now || cost < e.cost {
-		return 0, false
+		return overEntry{}, false
 	}
-	return e.until, true
+	return e, true
 }
 
-// put remembers that key denies a request of cost until until; the entry is used until
-// valid (at most until).
-func (c *overCache) put(key string, cost uint64, until, valid, now int64) {
+// put remembers that key denies a request of cost until until (and is full again at
+// reset); the entry is used until valid (at most until).
+func (c *overCache) put(key string, cost uint64, until, reset, valid, now int64) {
 	sh := &c.shards[maphash.String(c.seed, key)%32]
 	sh.mu.Lock()
-	sh.m[key] = overEntry{until: until, valid: min(valid, until), cost: cost}
+	sh.m[key] = overEntry{until: until, reset: reset, valid: min(valid, until), cost: cost}
 	sh.puts++
 	if sh.puts >= 1024 {
 		sh.puts = 0

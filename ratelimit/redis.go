@@ -185,9 +185,9 @@ func (s *RedisStore) Eval(ctx context.Context, now int64, groups [][]Check) ([][
 		if reserves(op) {
 			// A call that reserves units is sent by another goroutine: its pipeline may
 			// outlive this caller's deadline (see run), the caller must not.
-			go s.send(false)
+			go s.send(nil)
 		} else {
-			s.send(true)
+			s.send(op)
 		}
 	}
 	select {
@@ -204,8 +204,10 @@ func (s *RedisStore) Eval(ctx context.Context, now int64, groups [][]Check) ([][
 
 // send holds a pipeline slot: it sends one batch from the queue, then, while more calls
 // are queued, hands the slot to a goroutine that keeps sending (so the caller that led
-// the batch gets its answer without waiting for later ones).
-func (s *RedisStore) send(caller bool) {
+// the batch gets its answer without waiting for later ones). lead is that caller (nil on
+// a goroutine of its own): when a batch-mate waits longer than it (see outlives), the batch
+// goes to a goroutine of its own too, and the caller waits for its answer or its deadline.
+func (s *RedisStore) send(lead *redisOp) {
 	for {
 		if s.opts.Window > 0 {
 			time.Sleep(s.opts.Window)
@@ -229,7 +231,14 @@ func (s *RedisStore) send(caller bool) {
 		s.queue = s.queue[:rest]
 		s.mu.Unlock()
 		s.countBatch(n)
-		s.run(batch, caller)
+		if lead != nil && outlives(batch, lead) {
+			go func() {
+				s.run(batch, false)
+				s.send(nil)
+			}()
+			return
+		}
+		s.run(batch, lead != nil)
 		s.mu.Lock()
 		if len(s.queue) == 0 {
 			s.release()
@@ -237,11 +246,37 @@ func (s *RedisStore) send(caller bool) {
 			return
 		}
 		s.mu.Unlock()
-		if caller {
-			go s.send(false)
+		if lead != nil {
+			go s.send(nil)
 			return
 		}
 	}
+}
+
+// leadSlack is how much later than the caller that sends a batch itself the batch may end:
+// batch-mates that arrive together have deadlines microseconds apart.
+const leadSlack = time.Millisecond
+
+// outlives reports whether a call of batch would keep its pipeline waiting past lead's
+// deadline (plus leadSlack): a later deadline, none (the store's timeout), or units to
+// reserve (their pipeline waits for the reply, see run).
+func outlives(batch []*redisOp, lead *redisOp) bool {
+	ld, ok := lead.ctx.Deadline()
+	if !ok {
+		return false // the caller itself waits up to the store's timeout
+	}
+	for _, op := range batch {
+		if op == lead {
+			continue
+		}
+		if reserves(op) {
+			return true
+		}
+		if d, ok := op.ctx.Deadline(); !ok || d.After(ld.Add(leadSlack)) {
+			return true
+		}
+	}
+	return false
 }
 
 // release gives a pipeline slot back (mu held).
@@ -537,7 +572,12 @@ func (s *RedisStore) run(batch []*redisOp, caller bool) {
 		if late := reservedBack(nil, natives, func(op *redisOp) bool {
 			return op.err == nil && op.state.Load() == opAbandoned
 		}); len(late) > 0 {
-			s.returnUnits(ctx, late)
+			// On a goroutine of its own: the caller that sent this batch has its answer.
+			go func() {
+				ctx, cancel := context.WithTimeout(context.Background(), s.opts.Timeout)
+				defer cancel()
+				s.returnUnits(ctx, late)
+			}()
 		}
 	}
 }

@@ -211,11 +211,11 @@ func (s *ReservingStore) release(back []keyUnits, key string, l *lease) []keyUni
 	return back
 }
 
-// giveBack returns unused units to their counters, within ctx (a request's, when it gives
-// back before it is sent) and the store's timeout. Units whose give-back surely did not
-// reach Redis (no connection) go back to their lease, if it is still the counter's, for a
-// later sweep; after any other failure (a timeout: it may have run) they are dropped: the
-// counter may keep them until its window ends, which can only deny, never over-admit.
+// giveBack returns unused units to their counters, within the store's timeout. Units whose
+// give-back surely did not reach Redis (no connection) go back to their lease, if it is
+// still the counter's, for a later sweep; after any other failure (a timeout: it may have
+// run) they are dropped: the counter may keep them until its window ends, which can only
+// deny, never over-admit.
 func (s *ReservingStore) giveBack(ctx context.Context, back []keyUnits) {
 	if len(back) == 0 {
 		return
@@ -391,7 +391,9 @@ func (s *ReservingStore) Eval(ctx context.Context, now int64, groups [][]Check) 
 		fwdIdx = append(fwdIdx, gi)
 	}
 	s.mu.Unlock()
-	s.giveBack(ctx, back) // before anything is sent: a repeated counter's units must be back first
+	// Before anything is sent: a repeated counter's units must be back first. Not bound to
+	// the request's context: units released here and not given back would be lost.
+	s.giveBack(context.WithoutCancel(ctx), back)
 	nlocal := uint64(0)
 	for _, t := range local {
 		nlocal += t.taken

@@ -126,6 +126,7 @@ type descState struct {
 	group    int // index into groups, -1 when not sent to the store
 	checks   []Check
 	cached   int64 // local cache: denied until (µs), 0 = not cached
+	cachedRs int64 // and the counter's reset then (µs)
 	cachedAt int   // the rule that is cached
 }
 
@@ -191,8 +192,8 @@ func (s *Service) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitReque
 		st.checks = s.buildChecks(req.Domain, req.Descriptors[i].GetEntries(), st, nowT, now)
 		if s.cache != nil {
 			for ci := range st.checks {
-				if until, ok := s.cache.denied(st.checks[ci].Key, st.cost, now); ok && (s.holder == nil || !s.holder.holds(st.checks[ci].Key)) {
-					st.cached, st.cachedAt = until, ci
+				if e, ok := s.cache.denied(st.checks[ci].Key, st.cost, now); ok && (s.holder == nil || !s.holder.holds(st.checks[ci].Key)) {
+					st.cached, st.cachedRs, st.cachedAt = e.until, e.reset, ci
 					break
 				}
 			}
@@ -308,7 +309,7 @@ func (s *Service) respond(req *rlsv3.RateLimitRequest, states []descState, resul
 		switch {
 		case st.cached != 0:
 			hi.rule = &st.lim.rules[st.cachedAt]
-			hi.denied, hi.reset, hi.retryAfter = true, st.cached-now, st.cached-now
+			hi.denied, hi.reset, hi.retryAfter = true, max(st.cachedRs, st.cached)-now, st.cached-now
 		case storeErr != nil || results[st.group] == nil:
 			hi.rule = &st.lim.rules[0]
 			ds.CurrentLimit = hi.rule.current
@@ -342,10 +343,10 @@ func (s *Service) respond(req *rlsv3.RateLimitRequest, states []descState, resul
 			} else if s.cache != nil && st.cost > 0 && hi.retryAfter > 0 {
 				until := now + hi.retryAfter
 				valid := until
-				if s.holdCap > 0 {
-					valid = min(until, now+s.holdCap)
+				if s.holdCap > 0 && st.checks[pick].Alg == AlgFixedWindow {
+					valid = min(until, now+s.holdCap) // units held elsewhere come back
 				}
-				s.cache.put(st.checks[pick].Key, st.cost, until, valid, now)
+				s.cache.put(st.checks[pick].Key, st.cost, until, now+hi.reset, valid, now)
 			}
 		}
 		ds.CurrentLimit = hi.rule.current
