@@ -87,7 +87,7 @@ func TestDistributedExactRedisCluster(t *testing.T) {
 	cl := itest.StartRedisCluster(t)
 	addrs := cl.Addrs()
 	exactlyN(t, func() redis.UniversalClient {
-		c, err := NewRedisClient("redis+cluster://" + addrs[0] + slowOK + "&addr=" + addrs[1] + "&addr=" + addrs[2])
+		c, err := NewRedisClient(clusterURL(addrs))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -121,3 +121,8 @@ func redisStoreFor(t testing.TB, c redis.UniversalClient) *RedisStore {
 	t.Cleanup(func() { s.Close() })
 	return s
 }
+
+// clusterURL is the REDIS_URL of a test Redis Cluster (3 nodes), with the slow-OK timeouts.
+func clusterURL(addrs []string) string {
+	return "redis+cluster://" + addrs[0] + slowOK + "&addr=" + addrs[1] + "&addr=" + addrs[2]
+}

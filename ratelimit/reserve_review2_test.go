@@ -118,7 +118,7 @@ func (c *dropConn) Read(b []byte) (int, error) {
 func TestReservingClusterGiveBackRunsOnce(t *testing.T) {
 	cl := itest.StartRedisCluster(t)
 	addrs := cl.Addrs()
-	url := "redis+cluster://" + addrs[0] + slowOK + "&addr=" + addrs[1] + "&addr=" + addrs[2]
+	url := clusterURL(addrs)
 	clock := newFakeClock(base)
 	now := base.UnixMicro()
 	newStore := func(d *replyDropper) *ReservingStore {
@@ -302,7 +302,7 @@ func TestRedisCallerLeavesAtDeadline(t *testing.T) {
 func TestRedisClusterDenialGiveBackRunsOnce(t *testing.T) {
 	cl := itest.StartRedisCluster(t)
 	addrs := cl.Addrs()
-	c0, err := NewRedisClient("redis+cluster://" + addrs[0] + slowOK + "&addr=" + addrs[1] + "&addr=" + addrs[2])
+	c0, err := NewRedisClient(clusterURL(addrs))
 	if err != nil {
 		t.Fatal(err)
 	}

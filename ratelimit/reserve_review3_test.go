@@ -177,7 +177,7 @@ func r3Owner(t testing.TB, nodes []*r3Node, key string) (src *r3Node, slot int64
 func TestRedisClusterMovedAndAsk(t *testing.T) {
 	cl := itest.StartRedisCluster(t)
 	addrs := cl.Addrs()
-	url := "redis+cluster://" + addrs[0] + slowOK + "&addr=" + addrs[1] + "&addr=" + addrs[2]
+	url := clusterURL(addrs)
 	clock := newFakeClock(base)
 	now := base.UnixMicro()
 	c0, err := NewRedisClient(url)

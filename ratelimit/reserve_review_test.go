@@ -622,7 +622,7 @@ func TestReservingStressRolloverAndLimitChanges(t *testing.T) {
 func TestReservingStressCluster(t *testing.T) {
 	cl := itest.StartRedisCluster(t)
 	addrs := cl.Addrs()
-	url := "redis+cluster://" + addrs[0] + slowOK + "&addr=" + addrs[1] + "&addr=" + addrs[2]
+	url := clusterURL(addrs)
 	clock := newFakeClock(base)
 	now := base.UnixMicro()
 	var reserving []*ReservingStore

@@ -148,7 +148,7 @@ func TestReservingDistributedCluster(t *testing.T) {
 	cl := itest.StartRedisCluster(t)
 	addrs := cl.Addrs()
 	reservingDistributed(t, func(clock Clock) *ReservingStore {
-		c, err := NewRedisClient("redis+cluster://" + addrs[0] + slowOK + "&addr=" + addrs[1] + "&addr=" + addrs[2])
+		c, err := NewRedisClient(clusterURL(addrs))
 		if err != nil {
 			t.Fatal(err)
 		}
