@@ -6,7 +6,10 @@ import (
 )
 
 // overCache remembers counters that denied a request until the earliest time the same
-// request could pass, so repeated calls over the limit are answered without the store.
+// request could pass, so repeated calls over the limit are answered without the store: the
+// same cost (a fixed window: any cost at least as large, its denials last to the window end);
+// a request of another cost on a counter whose answer depends on it goes to the store, and
+// the entry is dropped. A cost above the limit is not cached (it never passes).
 // Nothing but time can make such a counter admit earlier, so the answer is exact; with
 // reservations (ReservingStore) units given back can, so there a denial is used for a quarter
 // hold at most (it still reports the true time to wait), and not while this instance holds
@@ -27,6 +30,7 @@ type overEntry struct {
 	reset int64 // µs: when the counter is back to full capacity (its reset)
 	valid int64 // µs: until when the entry is used (until, or earlier)
 	cost  uint64
+	fixed bool // a fixed window: the denial holds for any cost ≥ cost until the window ends
 }
 
 func newOverCache() *overCache {
@@ -44,18 +48,33 @@ func (c *overCache) denied(key string, cost uint64, now int64) (overEntry, bool)
 	sh.mu.RLock()
 	e, ok := sh.m[key]
 	sh.mu.RUnlock()
-	if !ok || e.valid <= now || cost < e.cost {
+	if !ok || e.valid <= now {
 		return overEntry{}, false
 	}
-	return e, true
+	if e.fixed && cost >= e.cost {
+		return e, true
+	}
+	if !e.fixed && cost == e.cost {
+		return e, true
+	}
+	if !e.fixed {
+		// Another cost on a counter whose answer depends on it (retry-after, reset): the
+		// store decides, and the entry goes (a smaller cost may be admitted and move both).
+		sh.mu.Lock()
+		if cur, ok := sh.m[key]; ok && cur == e {
+			delete(sh.m, key)
+		}
+		sh.mu.Unlock()
+	}
+	return overEntry{}, false
 }
 
 // put remembers that key denies a request of cost until until (and is full again at
 // reset); the entry is used until valid (at most until).
-func (c *overCache) put(key string, cost uint64, until, reset, valid, now int64) {
+func (c *overCache) put(key string, fixed bool, cost uint64, until, reset, valid, now int64) {
 	sh := &c.shards[maphash.String(c.seed, key)%32]
 	sh.mu.Lock()
-	sh.m[key] = overEntry{until: until, reset: reset, valid: min(valid, until), cost: cost}
+	sh.m[key] = overEntry{until: until, reset: reset, valid: min(valid, until), cost: cost, fixed: fixed}
 	sh.puts++
 	if sh.puts >= 1024 {
 		sh.puts = 0

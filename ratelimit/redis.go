@@ -64,6 +64,8 @@ type RedisStore struct {
 	active  atomic.Int64
 	batches [batchBuckets]atomic.Uint64
 
+	late sync.WaitGroup // give-backs of abandoned calls' units (Close waits for them)
+
 	mu      sync.Mutex
 	queue   []*redisOp
 	running int // pipelines being sent
@@ -161,6 +163,7 @@ func (s *RedisStore) Close() error {
 		s.idle.Wait()
 	}
 	s.mu.Unlock()
+	s.late.Wait()
 	return s.client.Close()
 }
 
@@ -208,6 +211,10 @@ func (s *RedisStore) Eval(ctx context.Context, now int64, groups [][]Check) ([][
 // a goroutine of its own): when a batch-mate waits longer than it (see outlives), the batch
 // goes to a goroutine of its own too, and the caller waits for its answer or its deadline.
 func (s *RedisStore) send(lead *redisOp) {
+	if lead != nil && s.opts.Window > 0 {
+		go s.send(nil) // the wait for more calls is not the caller's to sit through
+		return
+	}
 	for {
 		if s.opts.Window > 0 {
 			time.Sleep(s.opts.Window)
@@ -233,12 +240,12 @@ func (s *RedisStore) send(lead *redisOp) {
 		s.countBatch(n)
 		if lead != nil && outlives(batch, lead) {
 			go func() {
-				s.run(batch, false)
+				s.run(batch)
 				s.send(nil)
 			}()
 			return
 		}
-		s.run(batch, lead != nil)
+		s.run(batch)
 		s.mu.Lock()
 		if len(s.queue) == 0 {
 			s.release()
@@ -438,7 +445,7 @@ func (c *redisCall) add(op *redisOp, gi int) {
 // run sends one pipeline for the batch and hands out the answers. Calls whose caller has already given up are answered with its context error and
 // not sent (their counters are not charged for a request whose caller applied the fail
 // mode). The pipeline's deadline is the latest of the callers' (see RedisOptions.Timeout).
-func (s *RedisStore) run(batch []*redisOp, caller bool) {
+func (s *RedisStore) run(batch []*redisOp) {
 	start := time.Now()
 	limit := start.Add(s.opts.Timeout)
 	var deadline time.Time
@@ -450,10 +457,11 @@ func (s *RedisStore) run(batch []*redisOp, caller bool) {
 			continue
 		}
 		d, ok := op.ctx.Deadline()
-		if !ok || d.After(limit) || (!caller && reserves(op)) {
-			// A call that reserves units waits for its answer whether its caller does or not
-			// (unless a caller sends this pipeline itself): the units are given back when
-			// nobody takes them, which needs the reply.
+		if !ok || d.After(limit) || reserves(op) {
+			// A call that reserves units waits for its answer whether its caller does or not:
+			// the units are given back when nobody takes them, which needs the reply. (A
+			// caller that sends a batch itself hands it to a goroutine when it holds such a
+			// call, see outlives.)
 			d = limit
 		}
 		if d.After(deadline) {
@@ -573,7 +581,9 @@ func (s *RedisStore) run(batch []*redisOp, caller bool) {
 			return op.err == nil && op.state.Load() == opAbandoned
 		}); len(late) > 0 {
 			// On a goroutine of its own: the caller that sent this batch has its answer.
+			s.late.Add(1)
 			go func() {
+				defer s.late.Done()
 				ctx, cancel := context.WithTimeout(context.Background(), s.opts.Timeout)
 				defer cancel()
 				s.returnUnits(ctx, late)

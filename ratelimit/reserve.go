@@ -54,6 +54,7 @@ type ReservingStore struct {
 	leases map[string]*lease
 	closed bool
 	evals  sync.WaitGroup // Evals in flight (Close waits for them)
+	bg     sync.WaitGroup // give-backs a request started (Close waits for them)
 
 	stop chan struct{}
 	done chan struct{}
@@ -154,6 +155,7 @@ func (s *ReservingStore) Close() error {
 	s.closed = true
 	s.mu.Unlock()
 	s.evals.Wait()
+	s.bg.Wait()
 	close(s.stop)
 	<-s.done
 	s.sweep(s.opts.Clock.Now().UnixMicro(), true)
@@ -391,9 +393,32 @@ func (s *ReservingStore) Eval(ctx context.Context, now int64, groups [][]Check) 
 		fwdIdx = append(fwdIdx, gi)
 	}
 	s.mu.Unlock()
-	// Before anything is sent: a repeated counter's units must be back first. Not bound to
-	// the request's context: units released here and not given back would be lost.
-	s.giveBack(context.WithoutCancel(ctx), back)
+	if len(back) > 0 {
+		// Before anything is sent: a repeated counter's units must be back first. On a
+		// goroutine of its own, not bound to the request: units released here and not given
+		// back would be lost; the request waits for it, or leaves at its deadline.
+		done := make(chan struct{})
+		s.bg.Add(1)
+		go func() {
+			defer s.bg.Done()
+			defer close(done)
+			s.giveBack(context.Background(), back)
+		}()
+		select {
+		case <-done:
+		case <-ctx.Done():
+			s.mu.Lock()
+			for _, t := range local {
+				t.l.avail += t.taken
+			}
+			for _, t := range takings {
+				t.l.avail += t.taken
+				s.visited(t)
+			}
+			s.mu.Unlock()
+			return nil, ctx.Err()
+		}
+	}
 	nlocal := uint64(0)
 	for _, t := range local {
 		nlocal += t.taken

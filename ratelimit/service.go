@@ -309,7 +309,7 @@ func (s *Service) respond(req *rlsv3.RateLimitRequest, states []descState, resul
 		switch {
 		case st.cached != 0:
 			hi.rule = &st.lim.rules[st.cachedAt]
-			hi.denied, hi.reset, hi.retryAfter = true, max(st.cachedRs, st.cached)-now, st.cached-now
+			hi.denied, hi.reset, hi.retryAfter = true, max(st.cachedRs-now, 0), st.cached-now
 		case storeErr != nil || results[st.group] == nil:
 			hi.rule = &st.lim.rules[0]
 			ds.CurrentLimit = hi.rule.current
@@ -340,13 +340,15 @@ func (s *Service) respond(req *rlsv3.RateLimitRequest, states []descState, resul
 			hi.reset, hi.retryAfter = res[pick].Reset, res[pick].RetryAfter
 			if !hi.denied {
 				hi.remaining = res[pick].Remaining
-			} else if s.cache != nil && st.cost > 0 && hi.retryAfter > 0 {
+			} else if s.cache != nil && st.cost > 0 && hi.retryAfter > 0 && st.cost <= st.checks[pick].Limit {
+				// (A cost above the limit never passes: its answer is the store's every time.)
 				until := now + hi.retryAfter
 				valid := until
-				if s.holdCap > 0 && st.checks[pick].Alg == AlgFixedWindow {
+				fixed := st.checks[pick].Alg == AlgFixedWindow
+				if s.holdCap > 0 && fixed {
 					valid = min(until, now+s.holdCap) // units held elsewhere come back
 				}
-				s.cache.put(st.checks[pick].Key, st.cost, until, now+hi.reset, valid, now)
+				s.cache.put(st.checks[pick].Key, fixed, st.cost, until, now+hi.reset, valid, now)
 			}
 		}
 		ds.CurrentLimit = hi.rule.current
