@@ -9,7 +9,8 @@ import (
 // request could pass, so repeated calls over the limit are answered without the store: the
 // same cost (a fixed window: any cost at least as large, its denials last to the window end);
 // a request of another cost on a counter whose answer depends on it goes to the store, and
-// the entry is dropped. A cost above the limit is not cached (it never passes).
+// the entry is dropped, as is one of another limit or burst (a configuration change). A cost
+// above what a sliding window or bucket can ever hold is not cached (it never passes).
 // Nothing but time can make such a counter admit earlier, so the answer is exact; with
 // reservations (ReservingStore) units given back can, so there a denial is used for a quarter
 // hold at most (it still reports the true time to wait), and not while this instance holds
@@ -31,6 +32,9 @@ type overEntry struct {
 	valid int64 // µs: until when the entry is used (until, or earlier)
 	cost  uint64
 	fixed bool // a fixed window: the denial holds for any cost ≥ cost until the window ends
+	// The check's limit and burst when it denied: another limit (a configuration change on
+	// the same counter) is the store's to decide.
+	limit, burst uint64
 }
 
 func newOverCache() *overCache {
@@ -43,7 +47,8 @@ func newOverCache() *overCache {
 
 // denied reports whether key denies a request of cost at now: the entry (until: when it
 // could pass; reset: when the counter is full again).
-func (c *overCache) denied(key string, cost uint64, now int64) (overEntry, bool) {
+func (c *overCache) denied(ch *Check, cost uint64, now int64) (overEntry, bool) {
+	key := ch.Key
 	sh := &c.shards[maphash.String(c.seed, key)%32]
 	sh.mu.RLock()
 	e, ok := sh.m[key]
@@ -51,13 +56,14 @@ func (c *overCache) denied(key string, cost uint64, now int64) (overEntry, bool)
 	if !ok || e.valid <= now {
 		return overEntry{}, false
 	}
-	if e.fixed && cost >= e.cost {
+	same := e.limit == ch.Limit && e.burst == ch.Burst
+	if same && e.fixed && cost >= e.cost {
 		return e, true
 	}
-	if !e.fixed && cost == e.cost {
+	if same && !e.fixed && cost == e.cost {
 		return e, true
 	}
-	if !e.fixed {
+	if !e.fixed || !same {
 		// Another cost on a counter whose answer depends on it (retry-after, reset): the
 		// store decides, and the entry goes (a smaller cost may be admitted and move both).
 		sh.mu.Lock()
@@ -71,10 +77,12 @@ func (c *overCache) denied(key string, cost uint64, now int64) (overEntry, bool)
 
 // put remembers that key denies a request of cost until until (and is full again at
 // reset); the entry is used until valid (at most until).
-func (c *overCache) put(key string, fixed bool, cost uint64, until, reset, valid, now int64) {
+func (c *overCache) put(ch *Check, cost uint64, until, reset, valid, now int64) {
+	key := ch.Key
 	sh := &c.shards[maphash.String(c.seed, key)%32]
 	sh.mu.Lock()
-	sh.m[key] = overEntry{until: until, reset: reset, valid: min(valid, until), cost: cost, fixed: fixed}
+	sh.m[key] = overEntry{until: until, reset: reset, valid: min(valid, until), cost: cost,
+		fixed: ch.Alg == AlgFixedWindow, limit: ch.Limit, burst: ch.Burst}
 	sh.puts++
 	if sh.puts >= 1024 {
 		sh.puts = 0

@@ -192,7 +192,7 @@ func (s *Service) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitReque
 		st.checks = s.buildChecks(req.Domain, req.Descriptors[i].GetEntries(), st, nowT, now)
 		if s.cache != nil {
 			for ci := range st.checks {
-				if e, ok := s.cache.denied(st.checks[ci].Key, st.cost, now); ok && (s.holder == nil || !s.holder.holds(st.checks[ci].Key)) {
+				if e, ok := s.cache.denied(&st.checks[ci], st.cost, now); ok && (s.holder == nil || !s.holder.holds(st.checks[ci].Key)) {
 					st.cached, st.cachedRs, st.cachedAt = e.until, e.reset, ci
 					break
 				}
@@ -221,6 +221,21 @@ func (s *Service) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitReque
 		results, storeErr = s.store.Eval(ctx, now, groups)
 	}
 	return s.respond(req, states, results, storeErr, now), nil
+}
+
+// cacheable reports whether a denial of cost by ch can be answered from the over-limit
+// cache: always for a fixed window (denied until the window ends, whatever the cost); for
+// the others only a cost they can ever hold (above it, the store's retry-after stops
+// shrinking once the counter is full, and a cached one would count down).
+func cacheable(ch *Check, cost uint64) bool {
+	switch ch.Alg {
+	case AlgFixedWindow:
+		return true
+	case AlgTokenBucket, AlgLeakyBucket:
+		return cost <= ch.Burst
+	default:
+		return cost <= ch.Limit
+	}
 }
 
 // buildChecks returns the store checks of a descriptor: one per rule of its limit.
@@ -340,15 +355,13 @@ func (s *Service) respond(req *rlsv3.RateLimitRequest, states []descState, resul
 			hi.reset, hi.retryAfter = res[pick].Reset, res[pick].RetryAfter
 			if !hi.denied {
 				hi.remaining = res[pick].Remaining
-			} else if s.cache != nil && st.cost > 0 && hi.retryAfter > 0 && st.cost <= st.checks[pick].Limit {
-				// (A cost above the limit never passes: its answer is the store's every time.)
+			} else if ch := &st.checks[pick]; s.cache != nil && st.cost > 0 && hi.retryAfter > 0 && cacheable(ch, st.cost) {
 				until := now + hi.retryAfter
 				valid := until
-				fixed := st.checks[pick].Alg == AlgFixedWindow
-				if s.holdCap > 0 && fixed {
+				if s.holdCap > 0 && ch.Alg == AlgFixedWindow {
 					valid = min(until, now+s.holdCap) // units held elsewhere come back
 				}
-				s.cache.put(st.checks[pick].Key, fixed, st.cost, until, now+hi.reset, valid, now)
+				s.cache.put(ch, st.cost, until, now+hi.reset, valid, now)
 			}
 		}
 		ds.CurrentLimit = hi.rule.current
