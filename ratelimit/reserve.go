@@ -392,6 +392,13 @@ func (s *ReservingStore) Eval(ctx context.Context, now int64, groups [][]Check) 
 		fwd = append(fwd, fg)
 		fwdIdx = append(fwdIdx, gi)
 	}
+	if len(fwd) > 0 {
+		// The request goes on: its local admissions keep their leases until it ends (they may
+		// be undone).
+		for _, t := range local {
+			t.l.inflight++
+		}
+	}
 	s.mu.Unlock()
 	if len(back) > 0 {
 		// Before anything is sent: a repeated counter's units must be back first. On a
@@ -408,9 +415,7 @@ func (s *ReservingStore) Eval(ctx context.Context, now int64, groups [][]Check) 
 		case <-done:
 		case <-ctx.Done():
 			s.mu.Lock()
-			for _, t := range local {
-				t.l.avail += t.taken
-			}
+			endLocal(local, true)
 			for _, t := range takings {
 				t.l.avail += t.taken
 				s.visited(t)
@@ -432,9 +437,7 @@ func (s *ReservingStore) Eval(ctx context.Context, now int64, groups [][]Check) 
 	if err != nil {
 		// The fail mode applies to the whole request: the units taken here stay unused (the
 		// Redis store gives back what it reserved for a call that failed).
-		for _, t := range local {
-			t.l.avail += t.taken
-		}
+		endLocal(local, true)
 		for _, t := range takings {
 			t.l.avail += t.taken
 			s.visited(t)
@@ -445,6 +448,7 @@ func (s *ReservingStore) Eval(ctx context.Context, now int64, groups [][]Check) 
 	for fi, gi := range fwdIdx {
 		out[gi] = res[fi]
 	}
+	endLocal(local, false)
 	// First every lease takes what this request reserved and used, then the answers are
 	// adjusted: a check's remaining count is Redis's plus the units held here.
 	for _, t := range takings {
@@ -503,6 +507,18 @@ func (s *ReservingStore) Eval(ctx context.Context, now int64, groups [][]Check) 
 	}
 	s.used.Add(float64(nlocal))
 	return out, nil
+}
+
+// endLocal ends the local admissions of a request that also went to Redis (mu held); undo
+// puts their units back in their leases (the request failed).
+func endLocal(local []taking, undo bool) {
+	for _, t := range local {
+		if undo {
+			t.l.avail += t.taken
+			t.l.used -= min(t.taken, t.l.used)
+		}
+		t.l.inflight--
+	}
 }
 
 // visited ends t's visit on its lease (mu held).
