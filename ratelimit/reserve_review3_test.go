@@ -316,17 +316,31 @@ func TestRedisLeaderLeavesAtDeadline(t *testing.T) {
 	defer func() { <-done }()
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
-	type answer struct {
-		err  error
-		took time.Duration
+	lc, yDone := leaderAndMate(s, ctx, now, "r3lead")
+	a := <-lc
+	<-yDone
+	t.Logf("L: %v after %v", a.err, a.took)
+	if a.took > 400*time.Millisecond {
+		t.Errorf("a caller with a 200ms deadline that led its batch got its answer after %v (a batch-mate without deadline kept the pipeline waiting)", a.took)
 	}
-	lc := make(chan answer, 1)
+}
+
+// leaderAnswer is what a caller got and when.
+type leaderAnswer struct {
+	err  error
+	took time.Duration
+}
+
+// leaderAndMate starts a call L with ctx, which leads its batch (s's Window makes its send
+// wait), then, once L is in, a call Y without deadline that joins L's batch. It returns L's
+// answer and when Y is done.
+func leaderAndMate(s *RedisStore, ctx context.Context, now int64, prefix string) (<-chan leaderAnswer, <-chan struct{}) {
+	lc := make(chan leaderAnswer, 1)
 	start := time.Now()
 	go func() {
-		_, err := s.Eval(ctx, now, [][]Check{{fixedCheck("r3lead:l:{k}", 100, now)}})
-		lc <- answer{err, time.Since(start)}
+		_, err := s.Eval(ctx, now, [][]Check{{fixedCheck(prefix+":l:{k}", 100, now)}})
+		lc <- leaderAnswer{err, time.Since(start)}
 	}()
-	// Y queues while L's send waits its Window.
 	for s.active.Load() == 0 {
 		time.Sleep(100 * time.Microsecond)
 	}
@@ -334,14 +348,9 @@ func TestRedisLeaderLeavesAtDeadline(t *testing.T) {
 	yDone := make(chan struct{})
 	go func() {
 		defer close(yDone)
-		s.Eval(context.Background(), now, [][]Check{{fixedCheck("r3lead:y:{k}", 100, now)}})
+		s.Eval(context.Background(), now, [][]Check{{fixedCheck(prefix+":y:{k}", 100, now)}})
 	}()
-	a := <-lc
-	<-yDone
-	t.Logf("L: %v after %v", a.err, a.took)
-	if a.took > 400*time.Millisecond {
-		t.Errorf("a caller with a 200ms deadline that led its batch got its answer after %v (a batch-mate without deadline kept the pipeline waiting)", a.took)
-	}
+	return lc, yDone
 }
 
 // r3Hold calls s with c until s holds at least n units of c's counter; it returns the units

@@ -330,25 +330,7 @@ func TestRedisCanceledLeaderWithWindow(t *testing.T) {
 	defer func() { <-done }()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	type answer struct {
-		err  error
-		took time.Duration
-	}
-	lc := make(chan answer, 1)
-	start := time.Now()
-	go func() {
-		_, err := s.Eval(ctx, now, [][]Check{{fixedCheck("r4cancel:l:{k}", 100, now)}})
-		lc <- answer{err, time.Since(start)}
-	}()
-	for s.active.Load() == 0 {
-		time.Sleep(100 * time.Microsecond)
-	}
-	time.Sleep(10 * time.Millisecond)
-	yDone := make(chan struct{})
-	go func() {
-		defer close(yDone)
-		s.Eval(context.Background(), now, [][]Check{{fixedCheck("r4cancel:y:{k}", 100, now)}})
-	}()
+	lc, yDone := leaderAndMate(s, ctx, now, "r4cancel")
 	time.Sleep(90 * time.Millisecond)
 	cancel()
 	a := <-lc
