@@ -126,7 +126,7 @@ func (s *ReservingStore) size(l *lease, now int64) uint64 {
 // unitHolder is a store that holds reserved units (the service's over-limit cache asks it).
 type unitHolder interface {
 	holds(key string) bool // units of key's counter are held here
-	holdTime() int64       // µs: how long a cached denial may be used (a quarter hold)
+	denialTTL() int64      // µs: how long a cached denial may be used (a quarter hold)
 }
 
 func (s *ReservingStore) holds(key string) bool {
@@ -136,7 +136,7 @@ func (s *ReservingStore) holds(key string) bool {
 	return l != nil && l.avail > 0
 }
 
-func (s *ReservingStore) holdTime() int64 { return max(s.hold/4, 1) }
+func (s *ReservingStore) denialTTL() int64 { return max(s.hold/4, 1) }
 
 // Collectors returns the store's metrics (the service registers them).
 func (s *ReservingStore) Collectors() []prometheus.Collector { return []prometheus.Collector{s.units} }
@@ -350,10 +350,7 @@ func (s *ReservingStore) Eval(ctx context.Context, now int64, groups [][]Check) 
 		if single {
 			c := &g[0]
 			if l := s.leaseFor(c, true, &back); l != nil && l.avail >= c.Cost {
-				l.avail -= c.Cost
-				l.used += c.Cost
-				l.touched = now
-				out[gi] = []Result{{Allowed: true, Remaining: c.Limit - min(l.count-l.avail, c.Limit), Reset: c.WindowEnd - now}}
+				out[gi] = []Result{l.admit(c.Cost, now)}
 				local = append(local, taking{fi: gi, l: l, cost: c.Cost, taken: c.Cost})
 				continue
 			}
@@ -534,15 +531,20 @@ func (s *ReservingStore) visited(t taking) {
 // enough (units another request of this instance reserved meanwhile), and reports whether
 // the check is admitted (mu held).
 func (s *ReservingStore) useHeld(t taking, r *Result, now int64, n *uint64) bool {
-	l := t.l
-	if r.Allowed || l.avail < t.cost {
+	if r.Allowed || t.l.avail < t.cost {
 		return r.Allowed
 	}
-	l.avail -= t.cost
-	l.used += t.cost
+	*r = t.l.admit(t.cost, now)
 	*n += t.cost
-	*r = Result{Allowed: true, Remaining: l.limit - min(l.count-l.avail, l.limit), Reset: l.windowEnd - now}
 	return true
+}
+
+// admit admits a request of cost from the units held (mu held; l.avail >= cost).
+func (l *lease) admit(cost uint64, now int64) Result {
+	l.avail -= cost
+	l.used += cost
+	l.touched = now
+	return Result{Allowed: true, Remaining: l.limit - min(l.count-l.avail, l.limit), Reset: l.windowEnd - now}
 }
 
 func allAllowed(rs []Result) bool {

@@ -48,10 +48,10 @@ type Service struct {
 	metrics *metrics
 	cache   *overCache
 	// holder: the store holds reserved units of some counters (ReservingStore): a cached
-	// denial is not used for them, and is used for at most holdCap (units held elsewhere come
+	// denial is not used for them, and is used for at most denyTTL (units held elsewhere come
 	// back soon).
 	holder  unitHolder
-	holdCap int64
+	denyTTL int64
 	obsOK   prometheus.Observer
 	obsErr  prometheus.Observer
 	// timed: observe store latency (the memory store answers in nanoseconds; it is not timed).
@@ -93,7 +93,7 @@ func New(opts Options) (*Service, error) {
 		s.cache = newOverCache()
 	}
 	if h, ok := opts.Store.(unitHolder); ok {
-		s.holder, s.holdCap = h, h.holdTime()
+		s.holder, s.denyTTL = h, h.denialTTL()
 	}
 	s.rules.Store(&Rules{domains: map[string]*rnode{}})
 	return s, nil
@@ -358,8 +358,8 @@ func (s *Service) respond(req *rlsv3.RateLimitRequest, states []descState, resul
 			} else if ch := &st.checks[pick]; s.cache != nil && st.cost > 0 && hi.retryAfter > 0 && cacheable(ch, st.cost) {
 				until := now + hi.retryAfter
 				valid := until
-				if s.holdCap > 0 && ch.Alg == AlgFixedWindow {
-					valid = min(until, now+s.holdCap) // units held elsewhere come back
+				if s.denyTTL > 0 && ch.Alg == AlgFixedWindow {
+					valid = min(until, now+s.denyTTL) // units held elsewhere come back
 				}
 				s.cache.put(ch, st.cost, until, now+hi.reset, valid, now)
 			}
