@@ -350,10 +350,10 @@ func (s *jwksServer) fetches() int {
 	return s.hits
 }
 
-// geoDir finds MaxMind's test databases beside the repository; missing is a failure.
+// geoDir finds MaxMind's test databases in the repository; missing is a failure.
 func geoDir(t testing.TB) string {
 	t.Helper()
-	dir := filepath.Join(testutil.SharedDir(), "testdata", "geoip")
+	dir := testutil.GeoIPDir()
 	if _, err := os.Stat(filepath.Join(dir, "GeoIP2-Country-Test.mmdb")); err != nil {
 		t.Fatalf("MaxMind test databases missing (expected in %s): %v", dir, err)
 	}

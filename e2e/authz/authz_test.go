@@ -33,7 +33,7 @@ type env struct {
 }
 
 func start(t *testing.T) *env {
-	geo := filepath.Join(testutil.SharedDir(), "testdata", "geoip", "GeoIP2-Country-Test.mmdb")
+	geo := filepath.Join(testutil.GeoIPDir(), "GeoIP2-Country-Test.mmdb")
 	if _, err := os.Stat(geo); err != nil {
 		t.Fatalf("MaxMind test database missing: %v", err)
 	}

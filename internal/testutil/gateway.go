@@ -29,8 +29,9 @@ func RepoRoot() string {
 	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
 }
 
-// SharedDir returns ../shared beside the repository (test data such as GeoIP databases).
-func SharedDir() string { return filepath.Join(RepoRoot(), "..", "shared") }
+// GeoIPDir holds MaxMind's published test databases, kept in the repository (testdata/geoip,
+// with their licences) so that a clean clone runs its tests without anything beside it.
+func GeoIPDir() string { return filepath.Join(RepoRoot(), "testdata", "geoip") }
 
 // BuildGateway builds ./cmd/api-gateway once per test process and returns the binary path.
 func BuildGateway(t testing.TB) string {
