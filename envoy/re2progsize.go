@@ -911,16 +911,16 @@ const re2ProgramSizeLimit = 100
 
 // checkRE2 refuses a regex Envoy would refuse: one RE2 cannot parse, or whose program size
 // is above the error level.
-func checkRE2(what, pattern string) error {
+func checkRE2(pattern string) error {
 	n, err := RE2ProgramSize(pattern)
 	if errors.Is(err, errRE2TooLarge) {
-		return fmt.Errorf("%s: regex %q compiles to more than %d RE2 instructions; Envoy refuses programs above %d (re2.max_program_size.error_level)", what, pattern, re2MaxCompile, re2ProgramSizeLimit)
+		return fmt.Errorf("regex %q compiles to more than %d RE2 instructions; Envoy refuses programs above %d (re2.max_program_size.error_level)", pattern, re2MaxCompile, re2ProgramSizeLimit)
 	}
 	if err != nil {
-		return fmt.Errorf("%s: regex %q: %v", what, pattern, err)
+		return fmt.Errorf("regex %q: %v", pattern, err)
 	}
 	if n > re2ProgramSizeLimit {
-		return fmt.Errorf("%s: regex %q has RE2 program size %d; Envoy refuses programs above %d (re2.max_program_size.error_level): use fewer or simpler parts", what, pattern, n, re2ProgramSizeLimit)
+		return fmt.Errorf("regex %q has RE2 program size %d; Envoy refuses programs above %d (re2.max_program_size.error_level): shorten it, or use fewer variables and character classes", pattern, n, re2ProgramSizeLimit)
 	}
 	return nil
 }

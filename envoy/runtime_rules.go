@@ -248,7 +248,7 @@ func walkRuntime(m protoreflect.Message, depth int) error {
 		// source/common/common/regex.cc, CompiledGoogleReMatcher::CompiledGoogleReMatcher:
 		// the regex must compile with RE2, and its ProgramSize() must not exceed the runtime
 		// value re2.max_program_size.error_level (100 by default; we never change it).
-		return checkRE2("regex", v.GetRegex())
+		return checkRE2(v.GetRegex())
 	case *durationpb.Duration:
 		if v.GetSeconds() < 0 || v.GetNanos() < 0 || v.GetSeconds() > envoyMaxDurationSeconds {
 			return fmt.Errorf("duration %v is outside Envoy's range (0 to %d s)", time.Duration(v.GetSeconds())*time.Second, envoyMaxDurationSeconds)
