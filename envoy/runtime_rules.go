@@ -42,7 +42,33 @@ func checkRouteRuntime(r *routev3.Route) error {
 
 // checkClusterRuntime applies Envoy's run-time rules to one built cluster.
 func checkClusterRuntime(c *clusterv3.Cluster) error {
-	return walkRuntime(c.ProtoReflect(), 0)
+	return errors.Join(checkOutlierEjection(c.GetOutlierDetection()), walkRuntime(c.ProtoReflect(), 0))
+}
+
+// envoyDefaultMaxEjection is DEFAULT_MAX_EJECTION_TIME_MS (10 x the 30 s default base) of
+// source/common/upstream/outlier_detection_impl.h.
+const envoyDefaultMaxEjection = 300 * time.Second
+
+// Outlier detection.
+//
+// source/common/upstream/outlier_detection_impl.cc, DetectorImpl::create: a cluster whose
+// max_ejection_time (300 s when unset, DetectorConfig) is below its base_ejection_time is
+// refused ("outlier detector's max_ejection_time cannot be smaller than base_ejection_time").
+// Newer Envoy documents the unset max as the larger of 300 s and the base; we keep the
+// older, stricter reading, since either Envoy may be on the other end.
+func checkOutlierEjection(od *clusterv3.OutlierDetection) error {
+	if od == nil || od.GetBaseEjectionTime() == nil {
+		return nil
+	}
+	base := od.GetBaseEjectionTime().AsDuration().Truncate(time.Millisecond)
+	mx := envoyDefaultMaxEjection
+	if od.GetMaxEjectionTime() != nil {
+		mx = od.GetMaxEjectionTime().AsDuration().Truncate(time.Millisecond)
+	}
+	if mx < base {
+		return fmt.Errorf("outlier detection base ejection time %v is above the max ejection time %v", base, mx)
+	}
+	return nil
 }
 
 // Header mutations.

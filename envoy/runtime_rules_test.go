@@ -275,6 +275,25 @@ func TestRuntimeRulesDurationRange(t *testing.T) {
 	expectServed(t, cfg, "long")
 }
 
+// Envoy refuses a cluster whose base ejection time is above its max ejection time, 300 s when
+// unset (outlier_detection_impl.cc DetectorImpl::create); the route of the cluster is left out.
+func TestRuntimeRulesOutlierEjectionTime(t *testing.T) {
+	cfg := translateYAML(t, `
+  - id: eject-long
+    require_auth: false
+    conditions: [{path_pattern: "/eject-long"}]
+    outlier_detection: {consecutive_5xx: 5, interval: 10s, base_ejection_time: 10m}
+    targets: [{host: 10.0.20.16, port: 8080}]
+  - id: eject-max
+    require_auth: false
+    conditions: [{path_pattern: "/eject-max"}]
+    outlier_detection: {consecutive_5xx: 5, interval: 10s, base_ejection_time: 5m}
+    targets: [{host: 10.0.20.17, port: 8080}]
+`)
+	expectDropped(t, cfg, "eject-long", "base ejection time 10m0s is above the max ejection time 5m0s")
+	expectServed(t, cfg, "eject-max")
+}
+
 // Envoy reads the retry back-off in whole milliseconds and refuses a max below the base
 // (config_impl.cc RetryPolicyImpl). The API refuses base > max itself; the rule holds for the
 // IR, and sub-millisecond differences that Envoy rounds away are accepted.
