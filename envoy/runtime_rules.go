@@ -23,6 +23,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -42,7 +43,25 @@ func checkRouteRuntime(r *routev3.Route) error {
 
 // checkClusterRuntime applies Envoy's run-time rules to one built cluster.
 func checkClusterRuntime(c *clusterv3.Cluster) error {
-	return errors.Join(checkOutlierEjection(c.GetOutlierDetection()), walkRuntime(c.ProtoReflect(), 0))
+	errs := []error{checkOutlierEjection(c.GetOutlierDetection()), walkRuntime(c.ProtoReflect(), 0)}
+	for _, hc := range c.GetHealthChecks() {
+		errs = append(errs, checkExpectedStatuses(hc.GetHttpHealthCheck().GetExpectedStatuses()))
+	}
+	return errors.Join(errs...)
+}
+
+// Health check statuses.
+//
+// source/extensions/health_checkers/http/health_checker_impl.cc,
+// HttpHealthCheckerImpl::HttpStatusChecker::HttpStatusChecker (validateRange): each expected
+// status range [start, end) needs start < end, start >= 100 and end <= 600.
+func checkExpectedStatuses(ranges []*typev3.Int64Range) error {
+	for _, r := range ranges {
+		if r.GetStart() >= r.GetEnd() || r.GetStart() < 100 || r.GetEnd() > 600 {
+			return fmt.Errorf("health check expected status range [%d, %d) is not within [100, 600)", r.GetStart(), r.GetEnd())
+		}
+	}
+	return nil
 }
 
 // envoyDefaultMaxEjection is DEFAULT_MAX_EJECTION_TIME_MS (10 x the 30 s default base) of

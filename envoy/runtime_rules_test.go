@@ -294,6 +294,31 @@ func TestRuntimeRulesOutlierEjectionTime(t *testing.T) {
 	expectServed(t, cfg, "eject-max")
 }
 
+// Envoy refuses a health check expecting a status outside [100, 600) (health_checker_impl.cc
+// HttpStatusChecker). The API refuses such statuses itself; the rule holds for the IR.
+func TestRuntimeRulesHealthCheckStatuses(t *testing.T) {
+	cfg := translateYAML(t, `
+  - id: checked
+    require_auth: false
+    conditions: [{path_pattern: "/checked"}]
+    health_check: {path: /healthz, interval: 5s, timeout: 1s, expected_statuses: [200, 599]}
+    targets: [{host: 10.0.20.18, port: 8080}]
+`)
+	res, err := envoy.Build(cfg, envoy.Options{Flavor: envoy.FlavorEnvoy})
+	if err != nil || res.RouteErrors["checked"] != "" {
+		t.Fatalf("%v %v", err, res.RouteErrors)
+	}
+	for _, c := range cfg.Clusters {
+		if c.RouteID == "checked" {
+			c.HealthCheck.ExpectedStatuses = []uint32{200, 600}
+		}
+	}
+	res, err = envoy.Build(cfg, envoy.Options{Flavor: envoy.FlavorEnvoy})
+	if err != nil || !strings.Contains(res.RouteErrors["checked"], "[600, 601) is not within [100, 600)") {
+		t.Fatalf("%v %v", err, res.RouteErrors)
+	}
+}
+
 // Envoy reads the retry back-off in whole milliseconds and refuses a max below the base
 // (config_impl.cc RetryPolicyImpl). The API refuses base > max itself; the rule holds for the
 // IR, and sub-millisecond differences that Envoy rounds away are accepted.
