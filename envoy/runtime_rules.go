@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"math"
 	"strings"
+	"sync"
 	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
@@ -308,6 +309,9 @@ func walkRuntime(m protoreflect.Message, depth int) error {
 	}
 	var err error
 	m.Range(func(fd protoreflect.FieldDescriptor, val protoreflect.Value) bool {
+		if fd.Message() == nil || !mayHoldChecked(fd.Message()) {
+			return true
+		}
 		switch {
 		case fd.IsMap():
 			if fd.MapValue().Kind() == protoreflect.MessageKind {
@@ -330,6 +334,46 @@ func walkRuntime(m protoreflect.Message, depth int) error {
 	})
 	return err
 }
+
+// checkedTypes caches mayHoldChecked per message type.
+var checkedTypes sync.Map // protoreflect.FullName → bool
+
+// mayHoldChecked reports whether a message of type md can hold, at any depth, a message that
+// walkRuntime checks (a RegexMatcher, a Duration, or an Any that could hold either): the walk
+// skips the rest (endpoints, addresses, metadata), which keeps it cheap.
+func mayHoldChecked(md protoreflect.MessageDescriptor) bool {
+	if v, ok := checkedTypes.Load(md.FullName()); ok {
+		return v.(bool)
+	}
+	seen := map[protoreflect.FullName]bool{}
+	var visit func(md protoreflect.MessageDescriptor) bool
+	visit = func(md protoreflect.MessageDescriptor) bool {
+		if seen[md.FullName()] {
+			return false
+		}
+		seen[md.FullName()] = true
+		switch md.FullName() {
+		case regexMatcherName, durationName, anyName:
+			return true
+		}
+		fields := md.Fields()
+		for i := 0; i < fields.Len(); i++ {
+			if sub := fields.Get(i).Message(); sub != nil && visit(sub) {
+				return true
+			}
+		}
+		return false
+	}
+	v := visit(md)
+	checkedTypes.Store(md.FullName(), v)
+	return v
+}
+
+var (
+	regexMatcherName = (&matcherv3.RegexMatcher{}).ProtoReflect().Descriptor().FullName()
+	durationName     = (&durationpb.Duration{}).ProtoReflect().Descriptor().FullName()
+	anyName          = (&anypb.Any{}).ProtoReflect().Descriptor().FullName()
+)
 
 // checkVirtualHostDomains applies the rules Envoy checks across the virtual hosts of one
 // route configuration: source/common/router/config_impl.cc, RouteMatcher::RouteMatcher:
