@@ -23,8 +23,9 @@ package envoy
 // an alternation of empty matches that Go's parser collapses, so RE2 needs a few more
 // instructions than computed here. Route patterns we generate never have such branches; on
 // 1,000 random patterns built to hit every construct, 38 hit this or a like difference (36
-// undercounted by up to 23 instructions, 22%; 2 overcounted) and every other size was exact (testdata/re2_program_sizes.tsv, sizes from
-// RE2 itself, libre2 2022-06-01; TestRE2ProgramSizeMatchesRE2).
+// undercounted by up to 23 instructions, 22%; 2 overcounted) and every other size was exact
+// (testdata/re2_program_sizes.tsv, sizes from RE2 itself, libre2 2022-06-01;
+// TestRE2ProgramSizeMatchesRE2).
 
 import (
 	"errors"
