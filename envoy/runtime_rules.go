@@ -200,7 +200,8 @@ func formatToken(s string) (int, error) {
 		if strings.ContainsAny(s[i:i+end], "\n\r\x00") {
 			return 0, fmt.Errorf("%%%s: argument contains a newline", name)
 		}
-		hasParam = true
+		// Envoy's CommandSyntaxChecker sees "()" as no argument.
+		hasParam = end > 1
 		i += end + 1
 	}
 	if i < len(s) && s[i] == ':' {

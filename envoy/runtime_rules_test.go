@@ -119,6 +119,7 @@ func TestRuntimeRulesHeaderFormatString(t *testing.T) {
 		{"%", "starts no command"},
 		{"%FOO%", "not a substitution command"},
 		{"%REQ%", "needs an argument"},
+		{"%REQ()%", "needs an argument"},
 		{"%PROTOCOL(x)%", "takes no argument"},
 		{"%START_TIME:10%", "takes no length"},
 		{"%REQ(x-user", "no closing ')'"},
@@ -134,7 +135,7 @@ func TestRuntimeRulesHeaderFormatString(t *testing.T) {
 		}
 	}
 	for i, v := range []string{"50%%", "%%", "plain", "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%", "%REQ(x-user)%",
-		"%REQ(x-user?x-other):16%", "%START_TIME%", "%START_TIME(%s)%", "a %%REQ(x)%% b", "%PROTOCOL%/%UPSTREAM_HOST%"} {
+		"%REQ(x-user?x-other):16%", "%START_TIME%", "%START_TIME(%s)%", "a %%REQ(x)%% b", "%PROTOCOL%/%UPSTREAM_HOST%", "%PROTOCOL()%"} {
 		id := fmt.Sprintf("accepted-%d", i)
 		expectServed(t, translateYAML(t, headerRoute(id, "request", "add", "X-Value", v)), id)
 	}
