@@ -243,6 +243,10 @@ func Build(cfg *ir.Config, o Options) (*Resources, error) {
 				if b.err == nil {
 					b.fail(Validate(er))
 				}
+				if b.err == nil {
+					// What Envoy refuses at load time although ValidateAll passes.
+					b.fail(checkRouteRuntime(er))
+				}
 				e = &memoEntry{name: r.Name, route: er, hash: k, err: b.err}
 				memo.put(k, e)
 			}
@@ -328,6 +332,9 @@ func clusterEntry(h *ir.Hasher, cfg *ir.Config, o Options, c *ir.Cluster) (ce, c
 	if ce == nil {
 		if b.err == nil {
 			b.fail(Validate(pc))
+		}
+		if b.err == nil {
+			b.fail(checkClusterRuntime(pc))
 		}
 		ce = &memoEntry{name: c.Name, cluster: pc, hash: k, err: b.err}
 		o.Memo.put(k, ce)
@@ -499,6 +506,9 @@ func hasSticky(cfg *ir.Config, bad map[string]bool) bool {
 func validateRouteConfigShell(rc *routev3.RouteConfiguration) error {
 	shell := &routev3.RouteConfiguration{Name: rc.Name}
 	if err := Validate(shell); err != nil {
+		return err
+	}
+	if err := checkVirtualHostDomains(rc); err != nil {
 		return err
 	}
 	for _, vh := range rc.VirtualHosts {

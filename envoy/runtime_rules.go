@@ -1,0 +1,395 @@
+package envoy
+
+// Envoy's run-time rules: what Envoy (or grpc-go) refuses when it loads a resource although
+// the resource passes its proto validation (ValidateAll). All routes share one
+// RouteConfiguration, so one such route would make Envoy NACK every later route change and
+// leave a fresh Envoy with no routes at all. Build runs these checks on every route and
+// cluster it emits, right after ValidateAll, and drops an offending route into
+// Resources.RouteErrors with the reason; since Build also runs on every API write
+// (xds/server ValidateRoute), such a route is refused on write and never served.
+//
+// Each rule names the Envoy source file and function it mirrors. The rules are written
+// against the fields our builders emit (routes.go, clusters.go, httpfilters.go,
+// listener.go); a builder that starts emitting a new field should add its rule here.
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"strings"
+	"sync"
+	"time"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
+)
+
+// checkRouteRuntime applies Envoy's run-time rules to one built route.
+func checkRouteRuntime(r *routev3.Route) error {
+	var errs []error
+	errs = append(errs, checkHeaderMutations("request", r.GetRequestHeadersToAdd(), r.GetRequestHeadersToRemove()))
+	errs = append(errs, checkHeaderMutations("response", r.GetResponseHeadersToAdd(), r.GetResponseHeadersToRemove()))
+	if ra := r.GetRoute(); ra != nil {
+		errs = append(errs, checkWeightedClusters(ra.GetWeightedClusters()), checkRetryBackOff(ra.GetRetryPolicy()))
+	}
+	errs = append(errs, walkRuntime(r.ProtoReflect(), 0))
+	return errors.Join(errs...)
+}
+
+// checkClusterRuntime applies Envoy's run-time rules to one built cluster.
+func checkClusterRuntime(c *clusterv3.Cluster) error {
+	errs := []error{checkOutlierEjection(c.GetOutlierDetection()), walkRuntime(c.ProtoReflect(), 0)}
+	for _, hc := range c.GetHealthChecks() {
+		errs = append(errs, checkExpectedStatuses(hc.GetHttpHealthCheck().GetExpectedStatuses()))
+	}
+	return errors.Join(errs...)
+}
+
+// Health check statuses.
+//
+// source/extensions/health_checkers/http/health_checker_impl.cc,
+// HttpHealthCheckerImpl::HttpStatusChecker::HttpStatusChecker (validateRange): each expected
+// status range [start, end) needs start < end, start >= 100 and end <= 600.
+func checkExpectedStatuses(ranges []*typev3.Int64Range) error {
+	for _, r := range ranges {
+		if r.GetStart() >= r.GetEnd() || r.GetStart() < 100 || r.GetEnd() > 600 {
+			return fmt.Errorf("health check expected status range [%d, %d) is not within [100, 600)", r.GetStart(), r.GetEnd())
+		}
+	}
+	return nil
+}
+
+// envoyDefaultMaxEjection is DEFAULT_MAX_EJECTION_TIME_MS (10 x the 30 s default base) of
+// source/common/upstream/outlier_detection_impl.h.
+const envoyDefaultMaxEjection = 300 * time.Second
+
+// Outlier detection.
+//
+// source/common/upstream/outlier_detection_impl.cc, DetectorImpl::create: a cluster whose
+// max_ejection_time (300 s when unset, DetectorConfig) is below its base_ejection_time is
+// refused ("outlier detector's max_ejection_time cannot be smaller than base_ejection_time").
+// Newer Envoy documents the unset max as the larger of 300 s and the base; we keep the
+// older, stricter reading, since either Envoy may be on the other end.
+func checkOutlierEjection(od *clusterv3.OutlierDetection) error {
+	if od == nil || od.GetBaseEjectionTime() == nil {
+		return nil
+	}
+	base := od.GetBaseEjectionTime().AsDuration().Truncate(time.Millisecond)
+	mx := envoyDefaultMaxEjection
+	if od.GetMaxEjectionTime() != nil {
+		mx = od.GetMaxEjectionTime().AsDuration().Truncate(time.Millisecond)
+	}
+	if mx < base {
+		return fmt.Errorf("outlier detection base ejection time %v is above the max ejection time %v", base, mx)
+	}
+	return nil
+}
+
+// Header mutations.
+//
+// source/common/router/header_parser.cc, HeaderParser::configure and
+// parseHttpHeaderFormatter: a header to add whose name is not
+// Http::HeaderUtility::isModifiableHeader, or a header to remove that is not
+// isRemovableHeader, is refused (":-prefixed or host headers may not be modified/removed").
+// source/common/http/header_utility.cc defines both the same way: the name must not start
+// with ':' and must not be "host" (any case).
+func checkHeaderMutations(side string, add []*corev3.HeaderValueOption, remove []string) error {
+	for _, h := range add {
+		name := h.GetHeader().GetKey()
+		if !envoyModifiableHeader(name) {
+			return fmt.Errorf("%s header %q cannot be added or set: Envoy refuses to modify pseudo-headers and host (use the route's host rewrite)", side, name)
+		}
+		if err := checkHeaderFormat(h.GetHeader().GetValue()); err != nil {
+			return fmt.Errorf("%s header %q: %w", side, name, err)
+		}
+	}
+	for _, name := range remove {
+		if !envoyModifiableHeader(name) {
+			return fmt.Errorf("%s header %q cannot be removed: Envoy refuses to remove pseudo-headers and host", side, name)
+		}
+	}
+	return nil
+}
+
+// envoyModifiableHeader is HeaderUtility::isModifiableHeader (and isRemovableHeader, which
+// is the same predicate).
+func envoyModifiableHeader(name string) bool {
+	return (name == "" || name[0] != ':') && !strings.EqualFold(name, "host")
+}
+
+// formatCommand says what arguments a substitution command takes.
+type formatCommand struct {
+	param  int8 // 0: none, 1: required, -1: optional
+	length bool // ":N" allowed
+}
+
+// formatCommands are the substitution commands a header value may use: a deliberately short
+// list of Envoy's built-ins (source/common/formatter/stream_info_formatter.cc and
+// http_specific_formatter.cc, each with its CommandSyntaxChecker). Envoy refuses an unknown
+// command ("Not supported field in StreamInfo"); we also refuse the built-ins not listed here
+// rather than guess their argument rules.
+var formatCommands = map[string]formatCommand{
+	"REQ":                                    {1, true},
+	"RESP":                                   {1, true},
+	"DYNAMIC_METADATA":                       {1, true},
+	"FILTER_STATE":                           {1, true},
+	"START_TIME":                             {-1, false},
+	"PROTOCOL":                               {0, false},
+	"HOSTNAME":                               {0, false},
+	"RESPONSE_CODE":                          {0, false},
+	"ROUTE_NAME":                             {0, false},
+	"REQUESTED_SERVER_NAME":                  {0, false},
+	"UPSTREAM_HOST":                          {0, false},
+	"UPSTREAM_CLUSTER":                       {0, false},
+	"UPSTREAM_REMOTE_ADDRESS":                {0, false},
+	"DOWNSTREAM_REMOTE_ADDRESS":              {0, false},
+	"DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT": {0, false},
+	"DOWNSTREAM_DIRECT_REMOTE_ADDRESS":       {0, false},
+	"DOWNSTREAM_DIRECT_REMOTE_ADDRESS_WITHOUT_PORT": {0, false},
+	"DOWNSTREAM_LOCAL_ADDRESS":                      {0, false},
+	"DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT":         {0, false},
+}
+
+// checkHeaderFormat checks a header value as Envoy parses it: a substitution format string
+// (header_parser.cc parseHttpHeaderFormatter → Formatter::FormatterImpl::create →
+// SubstitutionFormatParser::parse in source/common/formatter/substitution_formatter.cc).
+// Text is literal except '%': "%%" is a literal '%', and any other '%' must start a command
+// matching commandWithArgsRegex, %COMMAND%, %COMMAND(arg)% or %COMMAND(arg):N%, with COMMAND
+// in [A-Z0-9_]+ and arg without ')'. Anything else is "Couldn't find valid command".
+func checkHeaderFormat(v string) error {
+	for i := 0; i < len(v); {
+		if v[i] != '%' {
+			i++
+			continue
+		}
+		if i+1 < len(v) && v[i+1] == '%' {
+			i += 2
+			continue
+		}
+		n, err := formatToken(v[i:])
+		if err != nil {
+			return fmt.Errorf("%w (at byte %d; Envoy header values are format strings: write %%%% for a literal %%)", err, i)
+		}
+		i += n
+	}
+	return nil
+}
+
+// formatToken parses one command at the start of s ("%..."), returning its length.
+func formatToken(s string) (int, error) {
+	i := 1
+	for i < len(s) && (s[i] >= 'A' && s[i] <= 'Z' || s[i] >= '0' && s[i] <= '9' || s[i] == '_') {
+		i++
+	}
+	name := s[1:i]
+	if name == "" {
+		return 0, errors.New("'%' starts no command")
+	}
+	hasParam, hasLen := false, false
+	if i < len(s) && s[i] == '(' {
+		end := strings.IndexByte(s[i:], ')')
+		if end < 0 {
+			return 0, fmt.Errorf("%%%s( has no closing ')'", name)
+		}
+		if strings.ContainsAny(s[i:i+end], "\n\r\x00") {
+			return 0, fmt.Errorf("%%%s: argument contains a newline", name)
+		}
+		// Envoy's CommandSyntaxChecker sees "()" as no argument.
+		hasParam = end > 1
+		i += end + 1
+	}
+	if i < len(s) && s[i] == ':' {
+		j := i + 1
+		for j < len(s) && s[j] >= '0' && s[j] <= '9' {
+			j++
+		}
+		if j > i+1 {
+			hasLen = true
+			i = j
+		}
+	}
+	if i >= len(s) || s[i] != '%' {
+		return 0, fmt.Errorf("%%%s is not closed by '%%'", name)
+	}
+	c, ok := formatCommands[name]
+	switch {
+	case !ok:
+		return 0, fmt.Errorf("%%%s%% is not a substitution command the gateway accepts", name)
+	case c.param == 1 && !hasParam:
+		return 0, fmt.Errorf("%%%s%% needs an argument", name)
+	case c.param == 0 && hasParam:
+		return 0, fmt.Errorf("%%%s%% takes no argument", name)
+	case hasLen && !c.length:
+		return 0, fmt.Errorf("%%%s%% takes no length", name)
+	}
+	return i + 1, nil
+}
+
+// Weighted clusters.
+//
+// source/common/router/weighted_cluster_specifier.cc (WeightedClusterSpecifierPlugin, from
+// RouteEntryImplBase in config_impl.cc): the weights are summed in 64 bits and the route is
+// refused when the sum exceeds 2^32-1 ("The sum of weights of all weighted clusters of route
+// ... exceeds") or is 0. grpc-go refuses the same (xds/internal/xdsclient/xdsresource/
+// unmarshal_rds.go, routesProtoToSlice: total weight above math.MaxUint32 or 0).
+func checkWeightedClusters(wc *routev3.WeightedCluster) error {
+	if wc == nil {
+		return nil
+	}
+	var total uint64
+	for _, c := range wc.GetClusters() {
+		total += uint64(c.GetWeight().GetValue())
+	}
+	if total > math.MaxUint32 {
+		return fmt.Errorf("the target weights sum to %d; Envoy and grpc-go refuse a sum above %d", total, uint64(math.MaxUint32))
+	}
+	if total == 0 {
+		return errors.New("the target weights sum to 0")
+	}
+	return nil
+}
+
+// Retry back-off.
+//
+// source/common/router/config_impl.cc, RetryPolicyImpl::RetryPolicyImpl: base_interval and
+// max_interval are read in whole milliseconds (rounded up to 1 ms), and a max_interval below
+// the base_interval is refused ("retry_policy.max_interval must greater than or equal to the
+// base_interval").
+func checkRetryBackOff(rp *routev3.RetryPolicy) error {
+	bo := rp.GetRetryBackOff()
+	if bo == nil || bo.GetMaxInterval() == nil {
+		return nil
+	}
+	ms := func(d *durationpb.Duration) int64 { return max(d.AsDuration().Milliseconds(), 1) }
+	if base, mx := ms(bo.GetBaseInterval()), ms(bo.GetMaxInterval()); mx < base {
+		return fmt.Errorf("retry max interval %dms is below the base interval %dms", mx, base)
+	}
+	return nil
+}
+
+// envoyMaxDurationSeconds is kMaxSecondsValue in source/common/protobuf/utility.cc
+// (validateDurationNoThrow, used by DurationUtil::durationToMilliseconds and so by every
+// PROTOBUF_GET_MS_*): (INT64_MAX - 999999999) / 10^9. A Go time.Duration reaches
+// 9223372036 s, one second more, so the largest Go durations are refused by Envoy.
+const envoyMaxDurationSeconds = (math.MaxInt64 - 999999999) / 1000000000
+
+// walkDepth bounds the walk (our resources nest a few levels; an Any adds one).
+const walkDepth = 32
+
+// walkRuntime visits every field of a resource, Any payloads included (typed_per_filter_config
+// and typed configs are not looked into by ValidateAll either), and checks the messages whose
+// rules do not depend on where they are: every RegexMatcher (RE2 syntax and program size) and
+// every Duration (Envoy's range).
+func walkRuntime(m protoreflect.Message, depth int) error {
+	if depth > walkDepth {
+		return errors.New("resource nests too deep to check")
+	}
+	switch v := m.Interface().(type) {
+	case *matcherv3.RegexMatcher:
+		// source/common/common/regex.cc, CompiledGoogleReMatcher::CompiledGoogleReMatcher:
+		// the regex must compile with RE2, and its ProgramSize() must not exceed the runtime
+		// value re2.max_program_size.error_level (100 by default; we never change it).
+		return checkRE2(v.GetRegex())
+	case *durationpb.Duration:
+		if v.GetSeconds() < 0 || v.GetNanos() < 0 || v.GetSeconds() > envoyMaxDurationSeconds {
+			return fmt.Errorf("duration %v is outside Envoy's range (0 to %d s)", time.Duration(v.GetSeconds())*time.Second, envoyMaxDurationSeconds)
+		}
+		return nil
+	case *anypb.Any:
+		inner, err := v.UnmarshalNew()
+		if err != nil {
+			return fmt.Errorf("%s: %w", v.GetTypeUrl(), err)
+		}
+		return walkRuntime(inner.ProtoReflect(), depth+1)
+	}
+	var err error
+	m.Range(func(fd protoreflect.FieldDescriptor, val protoreflect.Value) bool {
+		if fd.Message() == nil || !mayHoldChecked(fd.Message()) {
+			return true
+		}
+		switch {
+		case fd.IsMap():
+			if fd.MapValue().Kind() == protoreflect.MessageKind {
+				val.Map().Range(func(_ protoreflect.MapKey, mv protoreflect.Value) bool {
+					err = walkRuntime(mv.Message(), depth+1)
+					return err == nil
+				})
+			}
+		case fd.IsList():
+			if fd.Kind() == protoreflect.MessageKind {
+				l := val.List()
+				for i := 0; i < l.Len() && err == nil; i++ {
+					err = walkRuntime(l.Get(i).Message(), depth+1)
+				}
+			}
+		case fd.Kind() == protoreflect.MessageKind:
+			err = walkRuntime(val.Message(), depth+1)
+		}
+		return err == nil
+	})
+	return err
+}
+
+// checkedTypes caches mayHoldChecked per message type.
+var checkedTypes sync.Map // protoreflect.FullName → bool
+
+// mayHoldChecked reports whether a message of type md can hold, at any depth, a message that
+// walkRuntime checks (a RegexMatcher, a Duration, or an Any that could hold either): the walk
+// skips the rest (endpoints, addresses, metadata), which keeps it cheap.
+func mayHoldChecked(md protoreflect.MessageDescriptor) bool {
+	if v, ok := checkedTypes.Load(md.FullName()); ok {
+		return v.(bool)
+	}
+	seen := map[protoreflect.FullName]bool{}
+	var visit func(md protoreflect.MessageDescriptor) bool
+	visit = func(md protoreflect.MessageDescriptor) bool {
+		if seen[md.FullName()] {
+			return false
+		}
+		seen[md.FullName()] = true
+		switch md.FullName() {
+		case regexMatcherName, durationName, anyName:
+			return true
+		}
+		fields := md.Fields()
+		for i := 0; i < fields.Len(); i++ {
+			if sub := fields.Get(i).Message(); sub != nil && visit(sub) {
+				return true
+			}
+		}
+		return false
+	}
+	v := visit(md)
+	checkedTypes.Store(md.FullName(), v)
+	return v
+}
+
+var (
+	regexMatcherName = (&matcherv3.RegexMatcher{}).ProtoReflect().Descriptor().FullName()
+	durationName     = (&durationpb.Duration{}).ProtoReflect().Descriptor().FullName()
+	anyName          = (&anypb.Any{}).ProtoReflect().Descriptor().FullName()
+)
+
+// checkVirtualHostDomains applies the rules Envoy checks across the virtual hosts of one
+// route configuration: source/common/router/config_impl.cc, RouteMatcher::RouteMatcher:
+// a domain (lower-cased) may appear once in the whole configuration ("Only unique values for
+// domains are permitted"; for "*": "Only a single wildcard domain is permitted").
+func checkVirtualHostDomains(rc *routev3.RouteConfiguration) error {
+	seen := map[string]string{}
+	for _, vh := range rc.GetVirtualHosts() {
+		for _, d := range vh.GetDomains() {
+			k := strings.ToLower(d)
+			if other, dup := seen[k]; dup {
+				return fmt.Errorf("domain %q appears twice (virtual hosts %s and %s): Envoy refuses a route configuration with a repeated domain", d, other, vh.GetName())
+			}
+			seen[k] = vh.GetName()
+		}
+	}
+	return nil
+}
