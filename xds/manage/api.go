@@ -71,6 +71,8 @@ type API struct {
 	validators map[model.Kind][]Validator
 	ready      map[string]func() error
 	endpoints  []endpoint
+
+	checks checkQueue
 }
 
 type endpoint struct {

@@ -3,8 +3,10 @@ package manage_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/api-gateway/api-gateway/internal/pipeline"
@@ -84,5 +86,37 @@ func TestWriteRefusedAfterStoringIsUndone(t *testing.T) {
 	}
 	if r := e.do("POST", "/api/v1/management/tenants", `{"id":"acme"}`); r.code != 201 {
 		t.Fatalf("the write after the fix: %d %s", r.code, r.raw)
+	}
+}
+
+// Writes arriving together are checked together; a refused batch is checked write by write,
+// so only the write whose own revision is refused gets 409 and its neighbours are stored.
+func TestConcurrentWritesAreRefusedOnlyForTheirOwnRevision(t *testing.T) {
+	e := newEnvWith(t, strict)
+	ids := []string{"poison"}
+	for i := 0; i < 16; i++ {
+		ids = append(ids, fmt.Sprintf("t%02d", i))
+	}
+	codes := make([]int, len(ids))
+	var wg sync.WaitGroup
+	for i, id := range ids {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			codes[i] = e.do("POST", "/api/v1/management/tenants", fmt.Sprintf(`{"id":%q}`, id)).code
+		}()
+	}
+	wg.Wait()
+	for i, id := range ids {
+		want := http.StatusCreated
+		if id == "poison" {
+			want = http.StatusConflict
+		}
+		if codes[i] != want {
+			t.Errorf("tenant %s: %d, want %d", id, codes[i], want)
+		}
+	}
+	if r := e.do("GET", "/ready", nil); r.code != 200 {
+		t.Fatalf("/ready: %d %s", r.code, r.raw)
 	}
 }
