@@ -6,7 +6,10 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
+	"os/exec"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -214,5 +217,73 @@ func TestRefusedRevisionIsReportedAndWritesAreNotAcknowledged(t *testing.T) {
 	}
 	if st := c.status("open", "10.1.1.1", nil); st != 403 {
 		t.Fatalf("the deny rule must apply: %d", st)
+	}
+}
+
+// A gateway (re)started on a store whose revision the consumers refuse comes up not ready,
+// naming the refusal, instead of exiting: exiting would leave no API to take the object out.
+// Deleting it through the API applies, and the gateway is ready.
+func TestGatewayStartsNotReadyOnARefusedStoredRevision(t *testing.T) {
+	r := testutil.StartRedis(t)
+	url := "redis://" + r.Addr
+	g := testutil.StartGateway(t, testutil.GatewayOptions{Env: []string{"REDIS_URL=" + url}})
+	g.Stop()
+	ctx := context.Background()
+	other, err := store.OpenRedis(ctx, url, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	poison := `{"id": "poison", "conditions": [{"path_prefix": "/poison"}], "targets": [{"host": "127.0.0.1", "port": 9}],
+	  "require_auth": false, "waf": {"custom_rules": "SecRule ARGS \"@nosuchop x\" \"id:9001,deny\""}}`
+	_, err = store.Put(ctx, other, model.KindRoutes, "poison", []byte(poison), 0)
+	other.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// testutil's Start waits for /ready 200, which this gateway must not give: start it here.
+	cmd := exec.Command(g.Bin, g.Args...)
+	cmd.Env = append(os.Environ(), g.Env...)
+	var logs strings.Builder
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(30 * time.Second):
+			_ = cmd.Process.Kill()
+			<-exited
+		}
+	})
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		select {
+		case <-exited:
+			t.Fatalf("the gateway exited on a refused stored revision:\n%s", logs.String())
+		default:
+		}
+		if res, err := http.Get(g.URL("/health")); err == nil {
+			res.Body.Close()
+			if res.StatusCode == 200 {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no /health after 60s")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if code, body := ready(t, g); code != 503 || !strings.Contains(body, "poison") || !strings.Contains(body, "refused") {
+		t.Fatalf("/ready on a refused stored revision: %d %s", code, body)
+	}
+	if code, raw := g.Do("DELETE", "/api/v1/management/routes/poison", nil, nil); code != 204 {
+		t.Fatalf("delete the refused route: %d %s", code, raw)
+	}
+	if code, body := ready(t, g); code != 200 {
+		t.Fatalf("/ready after the fix: %d %s", code, body)
 	}
 }
