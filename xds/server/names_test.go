@@ -15,7 +15,7 @@ import (
 var clashingWords = []string{"service", "route", "grpc", "http", "0", "1", "api_gateway_grpc", "otel_collector", "service.0", "a-0", "_", "."}
 
 // Every name producer of a whole configuration, fed ids chosen to collide under a naive
-// scheme (each word is at once a route id, a route host and a service name), gives every
+// scheme (each word is a route id and a service name, and every other one a route host too), gives every
 // resource a name of its own: clusters and EDS assignments, listeners, route configurations,
 // virtual hosts (per route configuration), routes (per virtual host), for Envoy and gRPC
 // clients, plus the rate-limit descriptors and ext_authz route keys derived from ids. Nothing
@@ -27,6 +27,10 @@ func TestResourceNamesNeverCollide(t *testing.T) {
 			Conditions: []model.Condition{{PathPattern: fmt.Sprintf("/p%d/*", i)}, {PathPattern: fmt.Sprintf("/q%d", i), Method: "POST"}},
 			Targets:    []model.Target{{Host: "10.0.0.1", Port: 8000 + i}, {Service: w}},
 			RateLimit:  &model.RouteRateLimit{Limits: []model.RateLimit{{RequestsPerUnit: 5, TimeUnit: model.Duration(time.Second)}}}}
+		if i%2 == 0 {
+			// A host that is also a service name: one gRPC listener serves both (the route's).
+			r.Hosts = append(r.Hosts, w)
+		}
 		snap.Routes = append(snap.Routes, r)
 		snap.Services = append(snap.Services, &model.Service{ID: "svc-" + fmt.Sprint(i), Name: w, Host: fmt.Sprintf("10.0.1.%d", i+1), Port: 80})
 	}
