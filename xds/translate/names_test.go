@@ -154,3 +154,20 @@ func TestHostWithControlCharacterIsLeftOut(t *testing.T) {
 		t.Fatalf("route errors %v, routes %v", cfg.RouteErrors, cfg.Routes)
 	}
 }
+
+// A service instance stored without a usable address is left out of its service; the
+// service's other instances and the revision still apply.
+func TestServiceInstanceWithoutAddressIsLeftOut(t *testing.T) {
+	snap := &model.Snapshot{Revision: 5, Settings: &model.Settings{ID: model.SettingsID},
+		Services: []*model.Service{{ID: "a", Name: "users", Host: "10.0.0.1", Port: 80}, {ID: "b", Name: "users", Host: "10.0.0.2", Port: 70000}}}
+	cfg, err := Translate(snap, Options{ControlPlane: "127.0.0.1:18000", Now: func() time.Time { return time.Unix(0, 0) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("one bad instance fails the revision: %v", err)
+	}
+	if len(cfg.Clusters) != 1 || len(cfg.Clusters[0].Endpoints) != 1 || cfg.Clusters[0].Endpoints[0].Host != "10.0.0.1" {
+		t.Fatalf("clusters %+v", cfg.Clusters)
+	}
+}

@@ -188,7 +188,10 @@ func newIndex(snap *model.Snapshot, now time.Time) *index {
 			idx.known[s.Name] = true
 			idx.serviceNames = append(idx.serviceNames, s.Name)
 		}
-		if s.Serving(now) {
+		// An instance without a usable address (stored around the API's checks) is no
+		// endpoint: left out, it cannot make its service's cluster, and with it the whole
+		// revision, fail validation.
+		if s.Serving(now) && s.Host != "" && s.Port > 0 && s.Port <= 65535 {
 			idx.instances[s.Name] = append(idx.instances[s.Name], s)
 		}
 	}
