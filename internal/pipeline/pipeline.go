@@ -54,7 +54,11 @@ type RefusedError struct {
 }
 
 func (e *RefusedError) Error() string {
-	return fmt.Sprintf("configuration revision %d was refused, revision %d is still served: %v", e.Revision, e.Serving, e.Err)
+	served := fmt.Sprintf("revision %d is still served", e.Serving)
+	if e.Serving == 0 {
+		served = "no configuration is served yet"
+	}
+	return fmt.Sprintf("configuration revision %d was refused, %s: %v", e.Revision, served, e.Err)
 }
 
 func (e *RefusedError) Unwrap() error { return e.Err }
@@ -265,8 +269,9 @@ func (p *Pipeline) Run(ctx context.Context) {
 		if rev <= p.Applied() {
 			continue
 		}
-		if err := p.Sync(ctx); err != nil && ctx.Err() == nil {
-			p.log.Warn("sync failed", "revision", rev, "error", err.Error())
+		var refused *RefusedError
+		if err := p.Sync(ctx); err != nil && ctx.Err() == nil && !errors.As(err, &refused) {
+			p.log.Warn("sync failed", "revision", rev, "error", err.Error()) // a refusal is logged by apply
 		}
 	}
 }
