@@ -49,7 +49,7 @@ func TestBuildDropsInvalidRouteOnly(t *testing.T) {
 		t.Fatalf("routes %v", names)
 	}
 	for _, c := range res.Clusters {
-		if c.GetName() == "health/0" {
+		if c.GetName() == translate.ClusterName("health", 0) {
 			t.Fatal("the dropped route's cluster must be left out too")
 		}
 	}

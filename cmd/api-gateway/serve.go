@@ -134,7 +134,12 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 		}
 	}
 	if err := a.pipe.Sync(ctx); err != nil {
-		return fmt.Errorf("initial configuration: %w", err)
+		// A stored revision the consumers refuse must not keep the gateway down (a restart
+		// loop leaves no API to fix it with): it starts not ready, /ready naming the refusal.
+		var refused *pipeline.RefusedError
+		if !errors.As(err, &refused) {
+			return fmt.Errorf("initial configuration: %w", err)
+		}
 	}
 
 	grpcL, err := net.Listen("tcp", cfg.addr(cfg.GRPCPort))

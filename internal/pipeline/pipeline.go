@@ -1,7 +1,13 @@
 // Package pipeline carries each new store revision to the consumers: it debounces change
 // notifications, loads and decodes the whole model once, lets every consumer build its new
 // immutable tables from it (provision and validate), and only when all of them succeed swaps
-// them all in (commit). A failure leaves every consumer on the last good revision.
+// them all in (commit). A failure leaves every consumer on the last good revision, and says
+// so: Ready reports the refusal (GET /ready answers 503 with it), the metrics
+// api_gateway_config_revision_rejected and api_gateway_config_revisions_rejected_total count
+// it, an error is logged, and every write waiting for that revision (WaitFor) is told.
+//
+// The API runs Check, the same whole-revision Prepare, on the revision a write would make
+// before storing it, so a revision that cannot apply is refused as a write instead.
 package pipeline
 
 import (
@@ -12,6 +18,8 @@ import (
 	"runtime/debug"
 	"sync"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/api-gateway/api-gateway/proto/model"
 	"github.com/api-gateway/api-gateway/xds/store"
@@ -26,6 +34,34 @@ type Consumer interface {
 	// consumer's to report and skip; an error here rejects the whole revision.
 	Prepare(ctx context.Context, snap *model.Snapshot) (commit func(), err error)
 }
+
+// Checker is a Consumer with a cheaper or side-effect-free way to run Prepare's checks
+// without building what only commit needs. Check must refuse exactly what Prepare refuses.
+// Consumers that are not Checkers are checked by calling Prepare and dropping its commit.
+type Checker interface {
+	Check(ctx context.Context, snap *model.Snapshot) error
+}
+
+// RefusedError says a revision was refused by one or more consumers and which revision is
+// served instead.
+type RefusedError struct {
+	// Revision is the store revision that was refused.
+	Revision uint64
+	// Serving is the revision every consumer still serves (0: none yet).
+	Serving uint64
+	// Err names each consumer's reason ("xds: ...").
+	Err error
+}
+
+func (e *RefusedError) Error() string {
+	served := fmt.Sprintf("revision %d is still served", e.Serving)
+	if e.Serving == 0 {
+		served = "no configuration is served yet"
+	}
+	return fmt.Sprintf("configuration revision %d was refused, %s: %v", e.Revision, served, e.Err)
+}
+
+func (e *RefusedError) Unwrap() error { return e.Err }
 
 // ConsumerFunc adapts a function to Consumer.
 type ConsumerFunc struct {
@@ -51,18 +87,41 @@ type Pipeline struct {
 	Debounce time.Duration
 	MaxDelay time.Duration
 
+	// prepMu serializes Prepare and Check: consumers were written for one Prepare at a time
+	// (the pipeline's), and the API now checks writes from many requests.
+	prepMu sync.Mutex
+
 	mu      sync.Mutex
 	applied uint64
 	last    *model.Snapshot
-	lastErr error
+	// refused is the newest revision's refusal while no later revision has applied.
+	refused *RefusedError
 	waiters []chan struct{}
+
+	rejected      prometheus.Gauge
+	rejectedTotal prometheus.Counter
 
 	scavengePending bool
 }
 
 // New returns a pipeline over the store; add consumers before Run.
 func New(s store.Store, log *slog.Logger, consumers ...Consumer) *Pipeline {
-	return &Pipeline{store: s, log: log, consumers: consumers, Debounce: 10 * time.Millisecond, MaxDelay: 100 * time.Millisecond}
+	return &Pipeline{store: s, log: log, consumers: consumers, Debounce: 10 * time.Millisecond, MaxDelay: 100 * time.Millisecond,
+		rejected: prometheus.NewGauge(prometheus.GaugeOpts{Name: "api_gateway_config_revision_rejected",
+			Help: "1 while the newest configuration revision is refused by a consumer (the previous one is still served), else 0."}),
+		rejectedTotal: prometheus.NewCounter(prometheus.CounterOpts{Name: "api_gateway_config_revisions_rejected_total",
+			Help: "Configuration revisions refused by a consumer (xds, extauthz, ratelimit)."}),
+	}
+}
+
+// Register adds the pipeline's metrics to reg.
+func (p *Pipeline) Register(reg prometheus.Registerer) error {
+	for _, c := range []prometheus.Collector{p.rejected, p.rejectedTotal} {
+		if err := reg.Register(c); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Add appends a consumer; call before Run.
@@ -82,37 +141,76 @@ func (p *Pipeline) Sync(ctx context.Context) error {
 
 func (p *Pipeline) apply(ctx context.Context, snap *model.Snapshot) error {
 	start := time.Now()
-	commits := make([]func(), 0, len(p.consumers))
-	var errs []error
-	for _, c := range p.consumers {
-		commit, err := c.Prepare(ctx, snap)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", c.Name(), err))
-			continue
-		}
-		commits = append(commits, commit)
-	}
+	p.prepMu.Lock()
+	commits, err := p.prepare(ctx, snap, true)
+	p.prepMu.Unlock()
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if len(errs) > 0 {
-		p.lastErr = errors.Join(errs...)
+	if err != nil {
+		if ctx.Err() != nil {
+			return err // shutting down: not a refusal
+		}
+		p.refused = &RefusedError{Revision: snap.Revision, Serving: p.applied, Err: err}
+		p.rejected.Set(1)
+		p.rejectedTotal.Inc()
 		p.log.Error("revision rejected; keeping the last good configuration", "revision", snap.Revision,
-			"kept_revision", p.applied, "error", p.lastErr.Error())
-		return p.lastErr
+			"kept_revision", p.applied, "error", err.Error())
+		p.wake()
+		return p.refused
 	}
 	for _, commit := range commits {
 		if commit != nil {
 			commit()
 		}
 	}
-	p.applied, p.last, p.lastErr = snap.Revision, snap, nil
+	if p.refused != nil {
+		p.log.Info("revision applied after a refused one", "revision", snap.Revision, "refused_revision", p.refused.Revision)
+	}
+	p.applied, p.last, p.refused = snap.Revision, snap, nil
+	p.rejected.Set(0)
+	p.wake()
+	p.log.Debug("revision applied", "revision", snap.Revision, "took", time.Since(start).String())
+	p.scheduleScavenge()
+	return nil
+}
+
+// prepare runs every consumer's Prepare (or, when !commit, its Check) on snap; the error
+// names each consumer that refused. Called with prepMu held.
+func (p *Pipeline) prepare(ctx context.Context, snap *model.Snapshot, commit bool) ([]func(), error) {
+	commits := make([]func(), 0, len(p.consumers))
+	var errs []error
+	for _, c := range p.consumers {
+		var fn func()
+		var err error
+		if ch, ok := c.(Checker); ok && !commit {
+			err = ch.Check(ctx, snap)
+		} else {
+			fn, err = c.Prepare(ctx, snap)
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", c.Name(), err))
+			continue
+		}
+		commits = append(commits, fn)
+	}
+	return commits, errors.Join(errs...)
+}
+
+// Check runs every consumer's whole-revision checks on snap, a revision that is not stored
+// (what a write would make): the error is what apply would refuse it for. Nothing changes.
+func (p *Pipeline) Check(ctx context.Context, snap *model.Snapshot) error {
+	p.prepMu.Lock()
+	defer p.prepMu.Unlock()
+	_, err := p.prepare(ctx, snap, false)
+	return err
+}
+
+// wake tells every WaitFor to look again. Called with p.mu held.
+func (p *Pipeline) wake() {
 	for _, w := range p.waiters {
 		close(w)
 	}
 	p.waiters = nil
-	p.log.Debug("revision applied", "revision", snap.Revision, "took", time.Since(start).String())
-	p.scheduleScavenge()
-	return nil
 }
 
 // scavengeEvery bounds how often the heap left over from building a revision is returned to
@@ -171,8 +269,9 @@ func (p *Pipeline) Run(ctx context.Context) {
 		if rev <= p.Applied() {
 			continue
 		}
-		if err := p.Sync(ctx); err != nil && ctx.Err() == nil {
-			p.log.Warn("sync failed", "revision", rev, "error", err.Error())
+		var refused *RefusedError
+		if err := p.Sync(ctx); err != nil && ctx.Err() == nil && !errors.As(err, &refused) {
+			p.log.Warn("sync failed", "revision", rev, "error", err.Error()) // a refusal is logged by apply
 		}
 	}
 }
@@ -191,20 +290,46 @@ func (p *Pipeline) Current() *model.Snapshot {
 	return p.last
 }
 
-// LastError returns why the newest revision was rejected, or nil.
+// LastError returns why the newest revision was refused (a *RefusedError), or nil once a
+// later revision applies.
 func (p *Pipeline) LastError() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.lastErr
+	if p.refused == nil {
+		return nil
+	}
+	return p.refused
 }
 
-// WaitFor blocks until revision rev (or a later one) is applied, or ctx ends.
+// Ready is the readiness check of the configuration: an error until a first revision applies
+// and while the newest revision is refused (the gateway then serves an older configuration
+// than the store holds: writes since then are not in effect).
+func (p *Pipeline) Ready() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.refused != nil {
+		return p.refused
+	}
+	if p.last == nil {
+		return errors.New("no configuration applied yet")
+	}
+	return nil
+}
+
+// WaitFor blocks until revision rev (or a later one) is applied, or ctx ends. When the
+// pipeline refuses a revision at or after rev before one applies, it returns that
+// *RefusedError: rev is stored but not in effect.
 func (p *Pipeline) WaitFor(ctx context.Context, rev uint64) error {
 	for {
 		p.mu.Lock()
 		if p.applied >= rev {
 			p.mu.Unlock()
 			return nil
+		}
+		if p.refused != nil && p.refused.Revision >= rev {
+			err := p.refused
+			p.mu.Unlock()
+			return err
 		}
 		w := make(chan struct{})
 		p.waiters = append(p.waiters, w)

@@ -9,6 +9,7 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
+	"errors"
 	"log/slog"
 	"net/http"
 	"sort"
@@ -70,6 +71,8 @@ type API struct {
 	validators map[model.Kind][]Validator
 	ready      map[string]func() error
 	endpoints  []endpoint
+
+	checks checkQueue
 }
 
 type endpoint struct {
@@ -268,8 +271,16 @@ func (a *API) readyz(w http.ResponseWriter, r *http.Request) {
 		checks["store"] = "ok"
 	}
 	if a.Model != nil {
-		if a.Model.Current() == nil {
-			checks["config"], ok = "no configuration applied yet", false
+		// A refused newest revision is not ready: the gateway serves an older configuration
+		// than the store holds (a revoked key may still work) until a revision applies.
+		var err error
+		if rr, isRR := a.Model.(ReadyReporter); isRR {
+			err = rr.Ready()
+		} else if a.Model.Current() == nil {
+			err = errors.New("no configuration applied yet")
+		}
+		if err != nil {
+			checks["config"], ok = err.Error(), false
 		} else {
 			checks["config"] = "ok"
 		}

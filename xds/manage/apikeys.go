@@ -80,6 +80,10 @@ func (a *API) writeKey(w http.ResponseWriter, r *http.Request, k *model.APIKey, 
 	}
 	k.UpdatedAt = now
 	k.Revision = 0
+	if err := a.checkRevision(r.Context(), model.KindAPIKeys, k); err != nil {
+		writeRefused(w, r, err, false)
+		return
+	}
 	if dryRun(r) {
 		writeJSON(w, http.StatusOK, map[string]any{"dry_run": true, "valid": true, "object": k.Public()})
 		return
@@ -91,7 +95,13 @@ func (a *API) writeKey(w http.ResponseWriter, r *http.Request, k *model.APIKey, 
 		return
 	}
 	k.Revision = rev
-	a.waitApplied(r.Context(), rev)
+	var before model.Object
+	if prev != nil {
+		before = prev
+	}
+	if !a.settle(w, r, model.KindAPIKeys, k.ID, rev, before) {
+		return
+	}
 	w.Header().Set("ETag", fmt.Sprintf(`"%d"`, rev))
 	w.Header().Set("Cache-Control", "no-store")
 	if secret == "" {
@@ -215,7 +225,9 @@ func (a *API) heartbeat(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		s.Revision = newRev
-		a.waitApplied(r.Context(), newRev)
+		// A heartbeat reports liveness, not a configuration change: a refused revision is
+		// the refused object's to fix (GET /ready names it), not the live instance's.
+		_ = a.waitApplied(r.Context(), newRev)
 		writeJSON(w, http.StatusOK, s)
 		return
 	}

@@ -142,14 +142,23 @@ func (a *API) crossCheck(kind model.Kind, obj model.Object, snap *model.Snapshot
 	return errs
 }
 
-// waitApplied waits until the consumers serve revision rev (bounded by WriteWait).
-func (a *API) waitApplied(ctx context.Context, rev uint64) {
+// waitApplied waits until the consumers serve revision rev (bounded by WriteWait). It
+// returns the refusal when the pipeline refused rev; a wait that runs out is not one (the
+// revision may still apply) and is only logged.
+func (a *API) waitApplied(ctx context.Context, rev uint64) error {
 	if a.Model == nil {
-		return
+		return nil
 	}
-	ctx, cancel := context.WithTimeout(ctx, a.WriteWait)
+	wctx, cancel := context.WithTimeout(ctx, a.WriteWait)
 	defer cancel()
-	_ = a.Model.WaitFor(ctx, rev)
+	err := a.Model.WaitFor(wctx, rev)
+	if isRefusal(err) {
+		return err
+	}
+	if err != nil && ctx.Err() == nil {
+		a.log.WarnContext(ctx, "a write answered before its revision applied", "revision", rev, "waited", a.WriteWait.String())
+	}
+	return nil
 }
 
 func newID() string {
@@ -356,6 +365,10 @@ func (a *API) writeObject(w http.ResponseWriter, r *http.Request, kind model.Kin
 		m.CreatedAt = now
 	}
 	m.Revision = 0
+	if err := a.checkRevision(r.Context(), kind, obj); err != nil {
+		writeRefused(w, r, err, false)
+		return
+	}
 	if dryRun(r) {
 		writeJSON(w, http.StatusOK, map[string]any{"dry_run": true, "valid": true, "object": a.present(obj)})
 		return
@@ -371,7 +384,9 @@ func (a *API) writeObject(w http.ResponseWriter, r *http.Request, kind model.Kin
 		return
 	}
 	m.Revision = rev
-	a.waitApplied(r.Context(), rev)
+	if !a.settle(w, r, kind, obj.GetID(), rev, prev) {
+		return
+	}
 	w.Header().Set("ETag", fmt.Sprintf(`"%d"`, rev))
 	if status == http.StatusCreated {
 		w.Header().Set("Location", Prefix+"/"+string(kind)+"/"+obj.GetID())
@@ -416,7 +431,12 @@ func (a *API) remove(kind model.Kind) http.HandlerFunc {
 			a.writeStoreError(w, r, kind, id, err)
 			return
 		}
-		a.waitApplied(r.Context(), rev)
+		if refusal := a.waitApplied(r.Context(), rev); refusal != nil {
+			// The delete stays: undoing it would bring back an object the client removed,
+			// and deleting is how the object a refusal names is taken out.
+			a.notApplied(w, r, kind, id, refusal, nil)
+			return
+		}
 		w.WriteHeader(http.StatusNoContent)
 	}
 }

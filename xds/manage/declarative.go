@@ -360,6 +360,9 @@ func (a *API) ApplyFile(ctx context.Context, path string) (uint64, error) {
 	if probs := a.CheckFile(path, objs); len(probs) > 0 {
 		return 0, probs
 	}
+	if err := a.checkFileRevision(ctx, mergeSnapshot(a.snapshot(), objs)); err != nil {
+		return 0, FileError{{File: path, Problem: "the configuration revision this file makes is refused, nothing was applied: " + err.Error()}}
+	}
 	now := a.Now().UTC()
 	ops := make([]store.Op, 0, len(objs))
 	for _, fo := range objs {
@@ -395,7 +398,9 @@ func (a *API) ApplyFile(ctx context.Context, path string) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	a.waitApplied(ctx, rev)
+	if err := a.waitApplied(ctx, rev); err != nil {
+		return rev, fmt.Errorf("the file is stored but not in effect: %w", err)
+	}
 	return rev, nil
 }
 

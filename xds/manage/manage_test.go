@@ -43,13 +43,19 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
+	return newEnvWith(t)
+}
+
+// newEnvWith is newEnv with pipeline consumers.
+func newEnvWith(t *testing.T, consumers ...pipeline.Consumer) *env {
+	t.Helper()
 	st, err := store.OpenBolt(filepath.Join(t.TempDir(), "gw.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
 	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
-	pipe := pipeline.New(st, log)
+	pipe := pipeline.New(st, log, consumers...)
 	api := manage.New(manage.Options{Store: st, Model: pipe, Keys: sha256Minter{}, Logger: log, AdminTokenHash: manage.HashToken(token), CORSOrigins: []string{"https://console.example"}})
 	if err := pipe.Sync(context.Background()); err != nil {
 		t.Fatal(err)

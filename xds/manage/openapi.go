@@ -90,8 +90,11 @@ func (a *API) OpenAPI() map[string]any {
 		}
 		if e.request != nil {
 			responses["400"] = errResp("invalid fields; details name each one")
-			responses["409"] = errResp("duplicate id or stale revision")
+			responses["409"] = errResp("duplicate id, stale revision, or revision_refused: the configuration revision the write makes cannot apply (details name each reason); nothing is stored")
 			responses["413"] = errResp("body over 1 MiB")
+		}
+		if e.method != "GET" && !e.public {
+			responses["500"] = errResp("not_applied: the write is stored but its configuration revision was refused; GET /ready names the reason")
 		}
 		if strings.Contains(e.path, "{id}") {
 			responses["404"] = errResp("no such object")

@@ -18,6 +18,7 @@ import (
 
 	"github.com/api-gateway/api-gateway/proto/model"
 	"github.com/api-gateway/api-gateway/xds/server/xdstest"
+	"github.com/api-gateway/api-gateway/xds/translate"
 )
 
 func pushes(h *harness, typ string) float64 {
@@ -103,7 +104,7 @@ func TestDeltaADS(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if !names["r1/0"] || !names["api_gateway_grpc"] {
+	if !names[translate.ClusterName("r1", 0)] || !names["api_gateway_grpc"] {
 		t.Fatalf("delta clusters %v", names)
 	}
 	if err := stream.Send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: resourcev3.ClusterType, ResponseNonce: resp.GetNonce()}); err != nil {

@@ -185,6 +185,14 @@ func (s *Server) Prepare(_ context.Context, snap *model.Snapshot) (func(), error
 	return func() { s.publish(p) }, nil
 }
 
+// Check is Prepare without the publish and the build metric (pipeline.Checker): the API
+// runs it on the revision a write would make, so a write the xDS configuration would refuse
+// is refused before it is stored.
+func (s *Server) Check(_ context.Context, snap *model.Snapshot) error {
+	_, err := s.build(snap)
+	return err
+}
+
 // build translates and builds one model snapshot without publishing it (benchmarks, dry runs).
 // Routes and clusters whose IR did not change since the previous build are taken from the
 // memos: not rebuilt, not validated, not hashed again.

@@ -175,7 +175,7 @@ func TestNACKIsRecordedAndNotResent(t *testing.T) {
 	for _, it := range res.Items {
 		// Built resources are shared with the memo (and the next revisions): never mutated.
 		c := proto.Clone(it.Resource).(*clusterv3.Cluster)
-		if c.GetName() == "r1/0" {
+		if c.GetName() == translate.ClusterName("r1", 0) {
 			c.LbPolicy = clusterv3.Cluster_RANDOM
 		}
 		items = append(items, c)

@@ -19,9 +19,6 @@ const (
 	connectTimeout     = 5 * time.Second
 )
 
-// ClusterName is the cluster of a route's i-th target.
-func ClusterName(routeID string, i int) string { return fmt.Sprintf("%s/%d", routeID, i) }
-
 // routeClusters builds one cluster per target in rotation, so target weights become
 // route-level weighted_clusters (honoured by Envoy and grpc-go alike).
 func routeClusters(r *model.Route, idx *index) ([]*ir.Cluster, []ir.Backend, error) {
@@ -111,7 +108,7 @@ func instanceEndpoints(inst []*model.Service, port int) (ir.Discovery, []ir.Endp
 }
 
 func serviceCluster(name string, inst []*model.Service) *ir.Cluster {
-	c := &ir.Cluster{Name: ServiceClusterPrefix + name, LB: ir.LBRoundRobin, ConnectTimeout: connectTimeout}
+	c := &ir.Cluster{Name: ServiceClusterName(name), LB: ir.LBRoundRobin, ConnectTimeout: connectTimeout}
 	c.Discovery, c.Endpoints = instanceEndpoints(inst, 0)
 	if c.Discovery == ir.DiscoveryDNS && len(c.Endpoints) == 0 {
 		c.Discovery = ir.DiscoveryEDS

@@ -34,9 +34,6 @@ type Options struct {
 // ListenerName is the name of the Envoy HTTP listener.
 const ListenerName = "http"
 
-// ServiceClusterPrefix prefixes the clusters of registered services ("service/<name>").
-const ServiceClusterPrefix = "service/"
-
 // Translate turns the snapshot into the IR. The error is about the options only; route
 // problems are in Config.RouteErrors.
 func Translate(snap *model.Snapshot, o Options) (*ir.Config, error) {
@@ -54,16 +51,37 @@ func Translate(snap *model.Snapshot, o Options) (*ir.Config, error) {
 	}
 	idx := newIndex(snap, t)
 	byHost := map[string][]*ir.Route{}
+	// taken holds every cluster name given out: a name is given once, or the whole revision
+	// would fail validation. The naming (names.go) makes a second claim impossible for ids
+	// the model accepts; an id written around the model's checks loses its route, not the
+	// revision.
+	taken := map[string]string{}
+	for _, name := range idx.serviceNames {
+		taken[ServiceClusterName(name)] = "services/" + name
+	}
 	for _, r := range snap.Routes {
-		routes, clusters, err := translateRoute(r, snap, idx)
+		err := checkNamePart(r.ID)
+		var routes []*ir.Route
+		var clusters []*ir.Cluster
+		if err == nil {
+			routes, clusters, err = translateRoute(r, snap, idx)
+		}
 		for _, h := range routeHosts(r) {
 			if err == nil {
 				err = checkHost(h)
 			}
 		}
+		for _, c := range clusters {
+			if owner, dup := taken[c.Name]; dup && err == nil {
+				err = fmt.Errorf("cluster name %q is already used by %s", c.Name, owner)
+			}
+		}
 		if err != nil {
 			cfg.RouteErrors[r.ID] = err.Error()
 			continue
+		}
+		for _, c := range clusters {
+			taken[c.Name] = "routes/" + r.ID
 		}
 		cfg.Routes = append(cfg.Routes, r.ID)
 		cfg.Clusters = append(cfg.Clusters, clusters...)
@@ -162,11 +180,18 @@ type index struct {
 func newIndex(snap *model.Snapshot, now time.Time) *index {
 	idx := &index{snap: snap, instances: map[string][]*model.Service{}, known: map[string]bool{}}
 	for _, s := range snap.Services {
+		if checkNamePart(s.Name) != nil {
+			// Not a name the API stores: its cluster name could be another's (names.go).
+			continue
+		}
 		if !idx.known[s.Name] {
 			idx.known[s.Name] = true
 			idx.serviceNames = append(idx.serviceNames, s.Name)
 		}
-		if s.Serving(now) {
+		// An instance without a usable address (stored around the API's checks) is no
+		// endpoint: left out, it cannot make its service's cluster, and with it the whole
+		// revision, fail validation.
+		if s.Serving(now) && s.Host != "" && s.Port > 0 && s.Port <= 65535 {
 			idx.instances[s.Name] = append(idx.instances[s.Name], s)
 		}
 	}
@@ -252,6 +277,14 @@ func dedupeRoutes(rs []*ir.Route) []*ir.Route {
 
 // checkHost rejects host names Envoy would refuse as virtual host domains.
 func checkHost(h string) error {
+	for _, c := range h {
+		// Envoy validates domains as header values (VirtualHost.domains: HTTP_HEADER_VALUE)
+		// and a failing virtual host fails the whole route configuration: the route that
+		// names such a host is left out instead.
+		if c < 0x21 || c == 0x7f {
+			return fmt.Errorf("host %q: holds a control character or a space", h)
+		}
+	}
 	if n := strings.Count(h, "*"); n > 1 || (n == 1 && h != "*" && !strings.HasPrefix(h, "*") && !strings.HasSuffix(h, "*")) {
 		return fmt.Errorf("host %q: a wildcard must be the whole host, a leading '*' or a trailing '*'", h)
 	}

@@ -1,0 +1,122 @@
+package manage_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/api-gateway/api-gateway/internal/pipeline"
+	"github.com/api-gateway/api-gateway/proto/model"
+	"github.com/api-gateway/api-gateway/xds/store"
+)
+
+// strict refuses every revision holding a tenant named "poison" (the way a consumer refuses a
+// revision it cannot build) and takes the others.
+var strict = pipeline.ConsumerFunc{N: "strict", F: func(_ context.Context, s *model.Snapshot) (func(), error) {
+	for _, tn := range s.Tenants {
+		if tn.ID == "poison" {
+			return nil, errors.New(`tenant "poison" cannot be built`)
+		}
+	}
+	return func() {}, nil
+}}
+
+func errorOf(r resp) (code, message string) {
+	e, _ := r.body["error"].(map[string]any)
+	code, _ = e["code"].(string)
+	message, _ = e["message"].(string)
+	return code, message
+}
+
+// A write whose revision a consumer would refuse is refused before it is stored: 409
+// revision_refused naming the consumer and its reason; nothing is stored, a dry run says the
+// same, and the gateway stays ready.
+func TestWriteWhoseRevisionIsRefusedIsNotStored(t *testing.T) {
+	e := newEnvWith(t, strict)
+	for _, path := range []string{"/api/v1/management/tenants?dry_run=true", "/api/v1/management/tenants"} {
+		r := e.do("POST", path, `{"id":"poison"}`)
+		code, msg := errorOf(r)
+		if r.code != http.StatusConflict || code != "revision_refused" || !strings.Contains(msg, `strict: tenant "poison" cannot be built`) {
+			t.Fatalf("%s: %d %s", path, r.code, r.raw)
+		}
+	}
+	if r := e.do("GET", "/api/v1/management/tenants/poison", nil); r.code != 404 {
+		t.Fatalf("the refused tenant is stored: %d", r.code)
+	}
+	if r := e.do("GET", "/ready", nil); r.code != 200 {
+		t.Fatalf("/ready: %d %s", r.code, r.raw)
+	}
+	if r := e.do("POST", "/api/v1/management/tenants", `{"id":"fine"}`); r.code != 201 {
+		t.Fatalf("a good write: %d %s", r.code, r.raw)
+	}
+}
+
+// When the store already holds what the consumers refuse (a replica raced this one, or an
+// object was written around the API), the next write's revision is refused after it is
+// stored: the write is undone and answers 409, /ready answers 503 naming the refusal, and
+// deleting the refused object makes the gateway apply and be ready again.
+func TestWriteRefusedAfterStoringIsUndone(t *testing.T) {
+	e := newEnvWith(t, strict)
+	ctx := context.Background()
+	if _, err := store.Put(ctx, e.store, model.KindTenants, "poison", []byte(`{"id":"poison"}`), 0); err != nil {
+		t.Fatal(err)
+	}
+	r := e.do("POST", "/api/v1/management/tenants", `{"id":"acme"}`)
+	code, msg := errorOf(r)
+	if r.code != http.StatusConflict || code != "revision_refused" || !strings.Contains(msg, "undone") || !strings.Contains(msg, "poison") {
+		t.Fatalf("write whose stored revision is refused: %d %s", r.code, r.raw)
+	}
+	if r := e.do("GET", "/api/v1/management/tenants/acme", nil); r.code != 404 {
+		t.Fatalf("the refused write is still stored: %d", r.code)
+	}
+	r = e.do("GET", "/ready", nil)
+	checks, _ := r.body["checks"].(map[string]any)
+	if cfg, _ := checks["config"].(string); r.code != 503 || !strings.Contains(cfg, "refused") || !strings.Contains(cfg, "poison") {
+		t.Fatalf("/ready while refused: %d %s", r.code, r.raw)
+	}
+	if r := e.do("DELETE", "/api/v1/management/tenants/poison", nil); r.code != 204 {
+		t.Fatalf("delete the refused object: %d %s", r.code, r.raw)
+	}
+	if r := e.do("GET", "/ready", nil); r.code != 200 {
+		t.Fatalf("/ready after the fix: %d %s", r.code, r.raw)
+	}
+	if r := e.do("POST", "/api/v1/management/tenants", `{"id":"acme"}`); r.code != 201 {
+		t.Fatalf("the write after the fix: %d %s", r.code, r.raw)
+	}
+}
+
+// Writes arriving together are checked together; a refused batch is checked write by write,
+// so only the write whose own revision is refused gets 409 and its neighbours are stored.
+func TestConcurrentWritesAreRefusedOnlyForTheirOwnRevision(t *testing.T) {
+	e := newEnvWith(t, strict)
+	ids := []string{"poison"}
+	for i := 0; i < 16; i++ {
+		ids = append(ids, fmt.Sprintf("t%02d", i))
+	}
+	codes := make([]int, len(ids))
+	var wg sync.WaitGroup
+	for i, id := range ids {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			codes[i] = e.do("POST", "/api/v1/management/tenants", fmt.Sprintf(`{"id":%q}`, id)).code
+		}()
+	}
+	wg.Wait()
+	for i, id := range ids {
+		want := http.StatusCreated
+		if id == "poison" {
+			want = http.StatusConflict
+		}
+		if codes[i] != want {
+			t.Errorf("tenant %s: %d, want %d", id, codes[i], want)
+		}
+	}
+	if r := e.do("GET", "/ready", nil); r.code != 200 {
+		t.Fatalf("/ready: %d %s", r.code, r.raw)
+	}
+}
