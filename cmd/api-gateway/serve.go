@@ -41,8 +41,11 @@ type app struct {
 	api     *manage.API
 	health  *health.Server
 	closers []func() error
-	runs    []func(ctx context.Context)
-	keys    manage.KeyMinter
+	// drains end long-lived gRPC streams (ADS) at the start of shutdown; see stopGRPC.
+	drains []func()
+	unary  unaryInFlight
+	runs   []func(ctx context.Context)
+	keys   manage.KeyMinter
 }
 
 func runServe(args []string) int {
@@ -104,7 +107,7 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 	a.pipe = pipeline.New(st, log)
 	a.health = health.NewServer()
 	a.api = manage.New(manage.Options{Store: st, Model: a.pipe, Logger: log, AdminTokenHash: tokenHash, CORSOrigins: cfg.CORSOrigins})
-	a.grpcOpt = append(a.grpcOpt, grpc.MaxConcurrentStreams(1<<20))
+	a.grpcOpt = append(a.grpcOpt, grpc.MaxConcurrentStreams(1<<20), grpc.ChainUnaryInterceptor(a.unary.interceptor))
 	recoverOpts, err := telemetry.GRPCRecovery(log, a.reg)
 	if err != nil {
 		return err
@@ -199,13 +202,7 @@ loop:
 	defer cancel()
 	_ = apiSrv.Shutdown(shutCtx)
 	_ = metricsSrv.Shutdown(shutCtx)
-	stopped := make(chan struct{})
-	go func() { a.grpc.GracefulStop(); close(stopped) }()
-	select {
-	case <-stopped:
-	case <-shutCtx.Done():
-		a.grpc.Stop()
-	}
+	stopGRPC(a.grpc, &a.unary, a.drains, defaultGRPCStop)
 	cancelRuns()
 	<-done
 	return runErr

@@ -41,6 +41,9 @@ func (a *app) wireXDS() error {
 	a.api.AddValidator(model.KindRoutes, s.ValidateRoute)
 	a.api.SetReady("xds", s.Ready)
 	a.closers = append(a.closers, s.Close)
+	// Cancelling the xDS server's context at shutdown ends every ADS stream, which
+	// grpc.Server.GracefulStop would otherwise wait for (see stopGRPC).
+	a.drains = append(a.drains, func() { _ = s.Close() })
 	return nil
 }
 
