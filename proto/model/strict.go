@@ -84,6 +84,9 @@ func checkValue(errs *FieldErrors, path string, v any, t reflect.Type) {
 				errs.Add(path, "%v", err)
 			}
 		case json.Number:
+			if _, err := secondsDuration(x.String()); err != nil {
+				errs.Add(path, "%v", err)
+			}
 		default:
 			errs.Add(path, "must be a duration string such as \"30s\"")
 		}
