@@ -2,11 +2,14 @@ package grpcport
 
 import (
 	"context"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -86,5 +89,75 @@ func TestSIGTERMWithADSStreamExitsFast(t *testing.T) {
 		t.Logf("ADS stream ended: %v", err)
 	case <-time.After(5 * time.Second):
 		t.Fatal("the ADS stream did not end with the process")
+	}
+}
+
+// A restart (SIGTERM, then the same binary on the same ports) fails no unary RPC of a client
+// that waits for the server to be ready, while an ADS stream is open: the RPCs in flight at
+// SIGTERM finish (shutdown waits for them, not for the stream), and the ones sent while
+// the process is gone wait and are answered by the new one. 8 callers loop on ext_authz
+// Check the whole time.
+func TestRestartFailsNoUnaryRPC(t *testing.T) {
+	g := testutil.StartGateway(t, testutil.GatewayOptions{Env: []string{"LOG_LEVEL=info"}})
+	cc, err := grpc.NewClient(g.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.WaitForReady(true)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	adsCC, err := grpc.NewClient(g.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer adsCC.Close()
+	openADS(t, ctx, adsCC)
+
+	authz := authv3.NewAuthorizationClient(cc)
+	req := &authv3.CheckRequest{Attributes: &authv3.AttributeContext{Request: &authv3.AttributeContext_Request{
+		Http: &authv3.AttributeContext_HttpRequest{Method: "GET", Path: "/restart", Host: "restart.test", Headers: map[string]string{}},
+	}}}
+	var ok, failed atomic.Int64
+	var firstErr atomic.Value
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := 0; i < 8; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				cctx, ccancel := context.WithTimeout(ctx, 60*time.Second)
+				_, err := authz.Check(cctx, req)
+				ccancel()
+				if err != nil {
+					failed.Add(1)
+					firstErr.CompareAndSwap(nil, err.Error())
+				} else {
+					ok.Add(1)
+				}
+			}
+		}()
+	}
+	time.Sleep(500 * time.Millisecond)
+	before := ok.Load()
+	start := time.Now()
+	g.Stop() // SIGTERM and wait for the exit
+	down := time.Since(start)
+	g.Start()
+	time.Sleep(500 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+	t.Logf("%d Checks answered (%d before SIGTERM), %d failed; exit took %v", ok.Load(), before, failed.Load(), down.Round(time.Millisecond))
+	if failed.Load() != 0 {
+		t.Fatalf("%d unary RPCs failed across the restart; first: %v", failed.Load(), firstErr.Load())
+	}
+	if ok.Load() <= before {
+		t.Fatal("no Check answered after the restart")
 	}
 }
