@@ -78,10 +78,12 @@ func Bootstrap(o BootstrapOptions) (*bootstrapv3.Bootstrap, error) {
 		xds.TransportSocket = ts
 		// ext_authz, rate limit and access logs reach the same gRPC port through the
 		// api_gateway_grpc cluster, which the control plane serves over CDS in plaintext.
-		// Envoy never lets CDS modify or remove a cluster defined in the bootstrap
-		// (docs: config/upstream/cluster_manager/cds "Any clusters that are statically
-		// defined ... cannot be modified or removed via the CDS API"), so this TLS copy is
-		// the one Envoy uses.
+		// Envoy never lets CDS modify or remove a cluster defined in the bootstrap, so this
+		// TLS copy is the one Envoy uses and the served one is skipped, not NACKed
+		// (envoy/upstream/cluster_manager.h addOrUpdateCluster: "Statically defined clusters
+		// ... can not be updated via API", returns false; source/common/upstream/
+		// cds_api_helper.cc counts it as skipped; docs cds.rst "Any clusters that are
+		// statically defined ... cannot be modified or removed via the CDS API").
 		cp := b.staticCluster(ir.ControlPlaneCluster, ir.Address{Host: host, Port: uint32(p)})
 		cp.TransportSocket = ts
 		clusters = append(clusters, cp)
