@@ -86,4 +86,3 @@ func TestProxylessClientOverMutualTLS(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
-
