@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/api-gateway/api-gateway/internal/grpctls"
 )
 
 // config is everything the binary reads from the environment (and serve's flags).
@@ -15,6 +17,13 @@ type config struct {
 	MetricsPort int
 	GRPCPort    int
 	BindAddr    string // address the servers listen on (default all interfaces)
+	// GRPCBindAddr is the address of the gRPC port alone (GRPC_BIND_ADDRESS, default
+	// BindAddr): the port that serves the whole config over xDS can listen on loopback or a
+	// private interface while the REST API listens wider.
+	GRPCBindAddr string
+	// GRPCTLS is TLS (and mutual TLS) on the gRPC port: GRPC_TLS_CERT_FILE,
+	// GRPC_TLS_KEY_FILE, GRPC_TLS_CLIENT_CA_FILE, GRPC_TLS_REQUIRE_CLIENT_CERT.
+	GRPCTLS     grpctls.Options
 	RedisURL    string
 	DataDir     string
 	LogLevel    string
@@ -114,6 +123,18 @@ func loadConfig() (config, error) {
 		ServiceDiscoveryType:        envStr("SERVICE_DISCOVERY_TYPE", "store"),
 		OTLPEndpoint:                os.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT"),
 		ServiceName:                 envStr("OTEL_SERVICE_NAME", "api-gateway"),
+	}
+	c.GRPCBindAddr = envStr("GRPC_BIND_ADDRESS", c.BindAddr)
+	c.GRPCTLS = grpctls.Options{
+		CertFile:     os.Getenv("GRPC_TLS_CERT_FILE"),
+		KeyFile:      os.Getenv("GRPC_TLS_KEY_FILE"),
+		ClientCAFile: os.Getenv("GRPC_TLS_CLIENT_CA_FILE"),
+	}
+	// A client CA means mutual TLS unless GRPC_TLS_REQUIRE_CLIENT_CERT=false says a client
+	// certificate is optional (verified when given).
+	c.GRPCTLS.RequireClientCert = envBool("GRPC_TLS_REQUIRE_CLIENT_CERT", c.GRPCTLS.ClientCAFile != "", &errs)
+	if err := c.GRPCTLS.Check(); err != nil {
+		errs = append(errs, "GRPC_TLS_*: "+strings.ReplaceAll(err.Error(), "\n", "; "))
 	}
 	c.EnableServiceDiscovery = envBool("ENABLE_SERVICE_DISCOVERY", true, &errs)
 	c.HealthProbe = envBool("HEALTH_PROBE", false, &errs)

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -19,10 +20,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/api-gateway/api-gateway/analytics"
+	"github.com/api-gateway/api-gateway/internal/grpctls"
 	"github.com/api-gateway/api-gateway/internal/pipeline"
 	"github.com/api-gateway/api-gateway/internal/telemetry"
 	"github.com/api-gateway/api-gateway/xds/manage"
@@ -41,8 +45,11 @@ type app struct {
 	api     *manage.API
 	health  *health.Server
 	closers []func() error
-	runs    []func(ctx context.Context)
-	keys    manage.KeyMinter
+	// drains end long-lived gRPC streams (ADS) at the start of shutdown; see stopGRPC.
+	drains []func()
+	unary  unaryInFlight
+	runs   []func(ctx context.Context)
+	keys   manage.KeyMinter
 }
 
 func runServe(args []string) int {
@@ -104,7 +111,7 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 	a.pipe = pipeline.New(st, log)
 	a.health = health.NewServer()
 	a.api = manage.New(manage.Options{Store: st, Model: a.pipe, Logger: log, AdminTokenHash: tokenHash, CORSOrigins: cfg.CORSOrigins})
-	a.grpcOpt = append(a.grpcOpt, grpc.MaxConcurrentStreams(1<<20))
+	a.grpcOpt = append(a.grpcOpt, grpc.MaxConcurrentStreams(1<<20), grpc.ChainUnaryInterceptor(a.unary.interceptor))
 	recoverOpts, err := telemetry.GRPCRecovery(log, a.reg)
 	if err != nil {
 		return err
@@ -114,6 +121,11 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 	// The access-log stream is decoded by a faster codec; every other message passes through
 	// to the standard protobuf codec unchanged.
 	a.grpcOpt = append(a.grpcOpt, analytics.ServerOption())
+	creds, err := grpcCredentials(cfg, log)
+	if err != nil {
+		return err
+	}
+	a.grpcOpt = append(a.grpcOpt, creds)
 	a.grpc = grpc.NewServer(a.grpcOpt...)
 	healthpb.RegisterHealthServer(a.grpc, a.health)
 
@@ -142,7 +154,7 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 		}
 	}
 
-	grpcL, err := net.Listen("tcp", cfg.addr(cfg.GRPCPort))
+	grpcL, err := net.Listen("tcp", net.JoinHostPort(cfg.GRPCBindAddr, strconv.Itoa(cfg.GRPCPort)))
 	if err != nil {
 		return fmt.Errorf("grpc listener: %w", err)
 	}
@@ -204,16 +216,32 @@ loop:
 	defer cancel()
 	_ = apiSrv.Shutdown(shutCtx)
 	_ = metricsSrv.Shutdown(shutCtx)
-	stopped := make(chan struct{})
-	go func() { a.grpc.GracefulStop(); close(stopped) }()
-	select {
-	case <-stopped:
-	case <-shutCtx.Done():
-		a.grpc.Stop()
-	}
+	stopGRPC(a.grpc, &a.unary, a.drains, defaultGRPCStop)
 	cancelRuns()
 	<-done
 	return runErr
+}
+
+// grpcCredentials is TLS from files re-read on change when GRPC_TLS_* is set, else
+// plaintext, with a warning when the plaintext port listens beyond loopback: it serves the
+// whole configuration over xDS, and Check, ShouldRateLimit and access logs, to whoever can
+// reach it.
+func grpcCredentials(cfg config, log *slog.Logger) (grpc.ServerOption, error) {
+	if !cfg.GRPCTLS.Enabled() {
+		if ip := net.ParseIP(cfg.GRPCBindAddr); ip == nil || !ip.IsLoopback() {
+			log.Warn("the gRPC port is plaintext and unauthenticated on every interface it listens on; "+
+				"set GRPC_TLS_CERT_FILE/GRPC_TLS_KEY_FILE (and GRPC_TLS_CLIENT_CA_FILE for mutual TLS) "+
+				"or GRPC_BIND_ADDRESS to a private address", "grpc_bind_address", cfg.GRPCBindAddr)
+		}
+		return grpc.Creds(insecure.NewCredentials()), nil
+	}
+	r, err := grpctls.New(cfg.GRPCTLS, log.With("component", "grpc-tls"))
+	if err != nil {
+		return nil, err
+	}
+	log.Info("gRPC port serves TLS", "cert", cfg.GRPCTLS.CertFile, "client_ca", cfg.GRPCTLS.ClientCAFile,
+		"client_cert_required", cfg.GRPCTLS.RequireClientCert)
+	return grpc.Creds(credentials.NewTLS(r.ServerConfig())), nil
 }
 
 func ignoreClosed(err error) error {

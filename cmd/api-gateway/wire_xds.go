@@ -1,12 +1,8 @@
 package main
 
 import (
-	"flag"
-	"fmt"
-	"io"
 	"os"
 
-	"github.com/api-gateway/api-gateway/envoy"
 	"github.com/api-gateway/api-gateway/proto/model"
 	"github.com/api-gateway/api-gateway/xds/server"
 	"github.com/api-gateway/api-gateway/xds/translate"
@@ -41,43 +37,8 @@ func (a *app) wireXDS() error {
 	a.api.AddValidator(model.KindRoutes, s.ValidateRoute)
 	a.api.SetReady("xds", s.Ready)
 	a.closers = append(a.closers, s.Close)
+	// Cancelling the xDS server's context at shutdown ends every ADS stream, which
+	// grpc.Server.GracefulStop would otherwise wait for (see stopGRPC).
+	a.drains = append(a.drains, func() { _ = s.Close() })
 	return nil
-}
-
-// runEnvoyBootstrap prints an Envoy bootstrap for this control plane.
-func runEnvoyBootstrap(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("envoy-bootstrap", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var o envoy.BootstrapOptions
-	var admin uint
-	format := fs.String("format", "yaml", "output format: yaml or json")
-	fs.StringVar(&o.NodeID, "node-id", "envoy-1", "Envoy node id")
-	fs.StringVar(&o.Cluster, "cluster", "edge", "node group: edge or sidecar")
-	fs.StringVar(&o.XDSAddress, "xds-address", "127.0.0.1:18000", "HOST:PORT of the control plane's gRPC port")
-	fs.UintVar(&admin, "admin-port", 9901, "Envoy admin port")
-	if err := fs.Parse(args); err != nil {
-		return 2
-	}
-	o.AdminPort = uint32(admin)
-	bs, err := envoy.Bootstrap(o)
-	if err != nil {
-		fmt.Fprintln(stderr, "envoy-bootstrap:", err)
-		return 2
-	}
-	var out []byte
-	switch *format {
-	case "yaml":
-		out, err = envoy.ToYAML(bs)
-	case "json":
-		out, err = envoy.ToJSON(bs)
-		out = append(out, '\n')
-	default:
-		err = fmt.Errorf("format %q must be yaml or json", *format)
-	}
-	if err != nil {
-		fmt.Fprintln(stderr, "envoy-bootstrap:", err)
-		return 2
-	}
-	_, _ = stdout.Write(out)
-	return 0
 }

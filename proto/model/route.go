@@ -200,8 +200,8 @@ func (r *Route) Validate() FieldErrors {
 	var errs FieldErrors
 	checkID(&errs, r.ID)
 	for i, h := range r.Hosts {
-		if h == "" || strings.ContainsAny(h, " /") {
-			errs.Add(fmt.Sprintf("hosts[%d]", i), "must be a host name, optionally with a leading '*.' or a ':port'")
+		if p := virtualHostProblem(h); p != "" {
+			errs.Add(fmt.Sprintf("hosts[%d]", i), "%s", p)
 		}
 	}
 	if len(r.Conditions) == 0 {
@@ -275,6 +275,11 @@ func (r *Route) Validate() FieldErrors {
 		if rw.Prefix != "" && !strings.HasPrefix(rw.Prefix, "/") {
 			errs.Add("rewrite.prefix", "must start with '/'")
 		}
+		if rw.Host != "" {
+			if p := hostHeaderProblem(rw.Host); p != "" {
+				errs.Add("rewrite.host", "%s", p)
+			}
+		}
 		if rw.Regex != "" {
 			if _, err := regexp.Compile(rw.Regex); err != nil {
 				errs.Add("rewrite.regex", "invalid regular expression: %v", err)
@@ -289,6 +294,9 @@ func (r *Route) Validate() FieldErrors {
 		}
 		if s.TTL < 0 {
 			errs.Add("sticky_session.ttl", "must not be negative")
+		}
+		if p := cookiePathProblem(s.Path); p != "" {
+			errs.Add("sticky_session.path", "%s", p)
 		}
 	}
 	if r.Tenant != "" && !validID(r.Tenant) {

@@ -30,8 +30,15 @@ func DecodeStrict(data []byte, obj any) FieldErrors {
 		errs.Add("", "the body must be a JSON object")
 		return errs
 	}
-	checkValue(&errs, "", generic, reflect.TypeOf(obj).Elem())
+	forms := 0
+	checkValue(&errs, &forms, "", generic, reflect.TypeOf(obj).Elem())
 	if len(errs) > 0 {
+		if forms == len(errs) {
+			// Every problem is a value of the right type in a bad form (an overflowing
+			// duration, a malformed time); checkValue nulled those values, so the rest
+			// decodes and is validated too, and the client sees every bad field at once.
+			errs = append(errs, validateRest(generic, obj, errs)...)
+		}
 		return errs
 	}
 	if err := json.Unmarshal(data, obj); err != nil {
@@ -68,10 +75,36 @@ func join(path, name string) string {
 	return path + "." + name
 }
 
-// checkValue compares a generic JSON value with the Go type it will decode into.
-func checkValue(errs *FieldErrors, path string, v any, t reflect.Type) {
+// validateRest decodes what is left of a body whose bad-form values were nulled and returns
+// the object's own validation problems on fields not already reported.
+func validateRest(generic any, obj any, reported FieldErrors) FieldErrors {
+	v, ok := obj.(interface{ Validate() FieldErrors })
+	if !ok {
+		return nil
+	}
+	rest, err := json.Marshal(generic)
+	if err != nil || json.Unmarshal(rest, obj) != nil {
+		return nil
+	}
+	seen := map[string]bool{}
+	for _, e := range reported {
+		seen[e.Field] = true
+	}
+	var out FieldErrors
+	for _, e := range v.Validate() {
+		if !seen[e.Field] {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// checkValue compares a generic JSON value with the Go type it will decode into. A value of
+// the right JSON type in a bad form (a duration or a time) is counted in forms and reported
+// true, so the caller, holding its container, nulls it (see DecodeStrict).
+func checkValue(errs *FieldErrors, forms *int, path string, v any, t reflect.Type) (badForm bool) {
 	if v == nil {
-		return // null is accepted for every field and leaves the zero value
+		return false // null is accepted for every field and leaves the zero value
 	}
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
@@ -82,33 +115,42 @@ func checkValue(errs *FieldErrors, path string, v any, t reflect.Type) {
 		case string:
 			if _, err := ParseDuration(x); err != nil {
 				errs.Add(path, "%v", err)
+				*forms++
+				return true
 			}
 		case json.Number:
+			if _, err := secondsDuration(x.String()); err != nil {
+				errs.Add(path, "%v", err)
+				*forms++
+				return true
+			}
 		default:
 			errs.Add(path, "must be a duration string such as \"30s\"")
 		}
-		return
+		return false
 	case timeType:
 		s, ok := v.(string)
 		if !ok {
 			errs.Add(path, "must be an RFC 3339 time string")
-			return
+			return false
 		}
 		if _, err := time.Parse(time.RFC3339, s); err != nil {
 			errs.Add(path, "must be an RFC 3339 time such as 2025-01-31T00:00:00Z")
+			*forms++
+			return true
 		}
-		return
+		return false
 	}
 	if t.Kind() == reflect.Struct && reflect.PointerTo(t).Implements(unmarshalerType) {
 		// The type decodes itself (aliases, two shapes); json.Unmarshal reports its errors.
-		return
+		return false
 	}
 	switch t.Kind() {
 	case reflect.Struct:
 		m, ok := v.(map[string]any)
 		if !ok {
 			errs.Add(path, "must be an object")
-			return
+			return false
 		}
 		fields := structFields(t)
 		for k, fv := range m {
@@ -117,25 +159,31 @@ func checkValue(errs *FieldErrors, path string, v any, t reflect.Type) {
 				errs.Add(join(path, k), "unknown field")
 				continue
 			}
-			checkValue(errs, join(path, k), fv, ft)
+			if checkValue(errs, forms, join(path, k), fv, ft) {
+				m[k] = nil
+			}
 		}
 	case reflect.Map:
 		m, ok := v.(map[string]any)
 		if !ok {
 			errs.Add(path, "must be an object")
-			return
+			return false
 		}
 		for k, fv := range m {
-			checkValue(errs, join(path, k), fv, t.Elem())
+			if checkValue(errs, forms, join(path, k), fv, t.Elem()) {
+				m[k] = nil
+			}
 		}
 	case reflect.Slice, reflect.Array:
 		a, ok := v.([]any)
 		if !ok {
 			errs.Add(path, "must be an array")
-			return
+			return false
 		}
 		for i, fv := range a {
-			checkValue(errs, fmt.Sprintf("%s[%d]", path, i), fv, t.Elem())
+			if checkValue(errs, forms, fmt.Sprintf("%s[%d]", path, i), fv, t.Elem()) {
+				a[i] = nil
+			}
 		}
 	case reflect.String:
 		if _, ok := v.(string); !ok {
@@ -149,7 +197,7 @@ func checkValue(errs *FieldErrors, path string, v any, t reflect.Type) {
 		n, ok := v.(json.Number)
 		if !ok {
 			errs.Add(path, "must be a whole number")
-			return
+			return false
 		}
 		if _, err := n.Int64(); err != nil {
 			errs.Add(path, "must be a whole number")
@@ -158,7 +206,7 @@ func checkValue(errs *FieldErrors, path string, v any, t reflect.Type) {
 		n, ok := v.(json.Number)
 		if !ok || strings.HasPrefix(n.String(), "-") {
 			errs.Add(path, "must be a whole number, not negative")
-			return
+			return false
 		}
 		if _, err := n.Int64(); err != nil {
 			errs.Add(path, "must be a whole number, not negative")
@@ -169,6 +217,7 @@ func checkValue(errs *FieldErrors, path string, v any, t reflect.Type) {
 		}
 	case reflect.Interface:
 	}
+	return false
 }
 
 // structFields maps JSON names to field types, flattening embedded structs as encoding/json does.

@@ -10,7 +10,10 @@ package model
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"math"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -60,6 +63,9 @@ func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Durat
 
 // UnmarshalJSON reads "30s" style strings, or a number of seconds.
 func (d *Duration) UnmarshalJSON(b []byte) error {
+	if string(b) == "null" {
+		return nil // as encoding/json does for its own types: null leaves the value alone
+	}
 	if len(b) > 0 && b[0] == '"' {
 		var s string
 		if err := json.Unmarshal(b, &s); err != nil {
@@ -72,13 +78,37 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 		*d = Duration(v)
 		return nil
 	}
-	f, err := strconv.ParseFloat(string(b), 64)
+	v, err := secondsDuration(string(b))
 	if err != nil {
-		return fmt.Errorf("duration must be a string such as \"30s\" or a number of seconds")
+		return err
 	}
-	*d = Duration(time.Duration(f * float64(time.Second)))
+	*d = Duration(v)
 	return nil
 }
+
+// maxSeconds is the largest number of seconds a time.Duration holds (about 292 years).
+const maxSeconds = float64(math.MaxInt64 / int64(time.Second))
+
+// secondsDuration reads a JSON number of seconds. Converting a float beyond the int64 range
+// to a Duration is undefined in Go (on amd64 it wraps to the most negative value), so
+// 1e300 must be refused, not stored as -292 years.
+func secondsDuration(n string) (time.Duration, error) {
+	f, err := strconv.ParseFloat(n, 64)
+	if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
+		return 0, fmt.Errorf("duration must be a string such as \"30s\" or a number of seconds")
+	}
+	if math.Abs(f) > maxSeconds {
+		return 0, fmt.Errorf("%s seconds is out of range (at most %d, about 292 years)", n, int64(maxSeconds))
+	}
+	return time.Duration(f * float64(time.Second)), nil
+}
+
+// maxDays is the largest whole number of days a time.Duration holds.
+const maxDays = int64(math.MaxInt64 / int64(24*time.Hour))
+
+// durationDigits is the shape of a well-formed duration string, to tell an overflow
+// from a typo in time.ParseDuration's single error.
+var durationDigits = regexp.MustCompile(`^[-+]?([0-9]*(\.[0-9]*)?(ns|us|µs|μs|ms|s|m|h))+$`)
 
 // ParseDuration parses a Go duration string and also accepts day suffixes ("7d").
 func ParseDuration(s string) (time.Duration, error) {
@@ -87,13 +117,26 @@ func ParseDuration(s string) (time.Duration, error) {
 		return 0, nil
 	}
 	if strings.HasSuffix(s, "d") && !strings.ContainsAny(s[:len(s)-1], "hmsuµn") {
-		n, err := strconv.Atoi(strings.TrimSuffix(s, "d"))
+		n, err := strconv.ParseInt(strings.TrimSuffix(s, "d"), 10, 64)
 		if err == nil {
+			// n days times 24h overflows int64 silently beyond about 106,751 days:
+			// "99999999d" used to be stored as 1923246h.
+			if n > maxDays || n < -maxDays {
+				return 0, fmt.Errorf("%q is out of range (at most %dd, about 292 years)", s, maxDays)
+			}
 			return time.Duration(n) * 24 * time.Hour, nil
+		}
+		var ne *strconv.NumError
+		if errors.As(err, &ne) && errors.Is(ne.Err, strconv.ErrRange) {
+			return 0, fmt.Errorf("%q is out of range (at most %dd, about 292 years)", s, maxDays)
 		}
 	}
 	v, err := time.ParseDuration(s)
 	if err != nil {
+		if strings.Contains(err.Error(), "invalid duration") && durationDigits.MatchString(s) {
+			// time.ParseDuration says only "invalid duration" for an overflow.
+			return 0, fmt.Errorf("%q is out of range (at most about 2562047h, 292 years)", s)
+		}
 		return 0, fmt.Errorf("%q is not a duration (use forms like \"500ms\", \"30s\", \"1m\", \"24h\")", s)
 	}
 	return v, nil
@@ -155,7 +198,10 @@ type Object interface {
 
 // validID reports whether s can be used as an object id (it appears in URLs and xDS names).
 func validID(s string) bool {
-	if s == "" || len(s) > 128 {
+	// "." and ".." are dot-segments: clients and routers remove them from a URL path
+	// (RFC 3986 §5.2.4), so /api/v1/management/routes/.. never reaches that object and it
+	// could be neither read nor deleted through the API.
+	if s == "" || len(s) > 128 || s == "." || s == ".." {
 		return false
 	}
 	for _, r := range s {
@@ -171,6 +217,6 @@ func validID(s string) bool {
 // checkID validates an object id field.
 func checkID(errs *FieldErrors, id string) {
 	if id != "" && !validID(id) {
-		errs.Add("id", "must be 1-128 characters of letters, digits, '-', '_' or '.'")
+		errs.Add("id", "must be 1-128 characters of letters, digits, '-', '_' or '.', and not '.' or '..'")
 	}
 }

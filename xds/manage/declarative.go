@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"regexp"
 	"sort"
@@ -70,14 +71,14 @@ func (e FileError) Error() string {
 // top-level `domain` and `descriptors` is an envoyproxy/ratelimit config, loaded unchanged as
 // one rate-limit object. Every object is decoded strictly and validated on its own.
 func ParseFile(name string, data []byte) ([]FileObject, FileError) {
-	var root yaml.Node
-	if err := yaml.Unmarshal(data, &root); err != nil {
-		return nil, FileError{{File: name, Line: yamlErrLine(err), Problem: "not valid YAML: " + err.Error()}}
+	docs, probs := yamlDocuments(name, data)
+	if len(probs) > 0 {
+		return nil, probs
 	}
-	if len(root.Content) == 0 {
+	if len(docs) == 0 {
 		return nil, nil
 	}
-	doc := root.Content[0]
+	doc := docs[0].Content[0]
 	if doc.Kind != yaml.MappingNode {
 		return nil, FileError{{File: name, Line: doc.Line, Problem: "the file must be a mapping with keys " + strings.Join(sectionNames(), ", ")}}
 	}
@@ -92,7 +93,6 @@ func ParseFile(name string, data []byte) ([]FileObject, FileError) {
 		return []FileObject{{Kind: model.KindRateLimits, Obj: obj, Line: doc.Line}}, probs
 	}
 	var objs []FileObject
-	var probs FileError
 	seen := map[string]int{}
 	for i := 0; i+1 < len(doc.Content); i += 2 {
 		key, val := doc.Content[i], doc.Content[i+1]
@@ -135,6 +135,41 @@ func ParseFile(name string, data []byte) ([]FileObject, FileError) {
 		}
 	}
 	return objs, probs
+}
+
+// yamlDocuments returns the file's documents that hold something (a document that is only
+// comments, or a lone trailing "---", holds nothing) and refuses a file with more than one.
+//
+// A declarative file is the whole desired state in one mapping. Several "---" documents used
+// to be read as the first alone, silently dropping the rest. Merging them would have to
+// define what a section repeated across documents means (append? replace? settings twice?)
+// and would make a Kubernetes-style file of separate objects look supported when it is not;
+// refusing, with the line of each extra document, is unambiguous and can still grow into a
+// merge later without changing the meaning of any file accepted today.
+func yamlDocuments(name string, data []byte) ([]*yaml.Node, FileError) {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	var docs []*yaml.Node
+	var probs FileError
+	for {
+		var n yaml.Node
+		err := dec.Decode(&n)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, append(probs, FileProblem{File: name, Line: yamlErrLine(err), Problem: "not valid YAML: " + err.Error()})
+		}
+		if len(n.Content) == 0 || (n.Content[0].Kind == yaml.ScalarNode && n.Content[0].Tag == "!!null" && n.Content[0].Value == "") {
+			continue
+		}
+		if len(docs) > 0 {
+			probs = append(probs, FileProblem{File: name, Line: n.Line, Problem: fmt.Sprintf(
+				"a second YAML document (\"---\"); a config file is one document, the first starting at line %d: "+
+					"move these sections into it or use another file", docs[0].Content[0].Line)})
+		}
+		docs = append(docs, &n)
+	}
+	return docs, probs
 }
 
 func sectionNames() []string {

@@ -115,3 +115,30 @@ rate_limits:
 		t.Fatalf("a rejected file wrote")
 	}
 }
+
+// A file of several "---" documents used to load the first and silently drop the rest. It
+// is refused, each extra document named by the line of its "---"; an empty document (a
+// lone leading or trailing "---", or one of comments only) is no document and still loads.
+func TestParseFileRefusesSeveralDocuments(t *testing.T) {
+	route := func(id string) string {
+		return "routes:\n  - id: " + id + "\n    conditions: [{path_pattern: /" + id + "}]\n    targets: [{host: h, port: 80}]\n"
+	}
+	two := route("a") + "---\n" + route("b") + "---\n# nothing\n---\n" + route("c")
+	objs, probs := manage.ParseFile("multi.yaml", []byte(two))
+	if len(objs) != 0 || len(probs) != 2 {
+		t.Fatalf("objects %v problems %v; want none and two", objs, probs)
+	}
+	if probs[0].Line != 5 || probs[1].Line != 12 || !strings.Contains(probs[0].String(), "multi.yaml:5:") ||
+		!strings.Contains(probs[0].Problem, "second YAML document") || !strings.Contains(probs[0].Problem, "line 1") {
+		t.Fatalf("problems %v; want the lines of the extra documents' ---", probs)
+	}
+	for _, ok := range []string{"---\n" + route("a"), route("a") + "---\n", route("a") + "---\n# only a comment\n", "# header\n---\n" + route("a")} {
+		objs, probs := manage.ParseFile("one.yaml", []byte(ok))
+		if len(probs) != 0 || len(objs) != 1 {
+			t.Fatalf("%q: objects %v problems %v; want the one route", ok, objs, probs)
+		}
+	}
+	if _, probs := manage.ParseFile("bad.yaml", []byte(route("a")+"---\nroutes: [\n")); len(probs) != 1 || !strings.Contains(probs[0].Problem, "not valid YAML") {
+		t.Fatalf("a broken second document: %v", probs)
+	}
+}

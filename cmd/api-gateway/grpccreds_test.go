@@ -1,0 +1,50 @@
+package main
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+)
+
+// A plaintext gRPC port that listens beyond loopback is warned about at start (it serves the
+// whole configuration over xDS to anyone who reaches it); on loopback it is not.
+func TestPlaintextGRPCPortBeyondLoopbackIsWarned(t *testing.T) {
+	for _, tc := range []struct {
+		bind string
+		warn bool
+	}{{"", true}, {"0.0.0.0", true}, {"10.1.2.3", true}, {"127.0.0.1", false}, {"::1", false}} {
+		var out bytes.Buffer
+		if _, err := grpcCredentials(config{GRPCBindAddr: tc.bind}, newLogger("info", &out)); err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.Contains(out.String(), "plaintext and unauthenticated"); got != tc.warn {
+			t.Errorf("bind %q: warned %v, want %v: %s", tc.bind, got, tc.warn, out.String())
+		}
+	}
+}
+
+// GRPC_BIND_ADDRESS defaults to BIND_ADDRESS; a client CA turns on required client
+// certificates unless GRPC_TLS_REQUIRE_CLIENT_CERT=false; half a TLS configuration is an
+// environment error.
+func TestGRPCTLSEnvironment(t *testing.T) {
+	t.Setenv("BIND_ADDRESS", "10.0.0.5")
+	t.Setenv("GRPC_TLS_CERT_FILE", "/c")
+	t.Setenv("GRPC_TLS_KEY_FILE", "/k")
+	t.Setenv("GRPC_TLS_CLIENT_CA_FILE", "/ca")
+	c, err := loadConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.GRPCBindAddr != "10.0.0.5" || !c.GRPCTLS.RequireClientCert {
+		t.Fatalf("%+v", c)
+	}
+	t.Setenv("GRPC_BIND_ADDRESS", "127.0.0.1")
+	t.Setenv("GRPC_TLS_REQUIRE_CLIENT_CERT", "false")
+	if c, err = loadConfig(); err != nil || c.GRPCBindAddr != "127.0.0.1" || c.GRPCTLS.RequireClientCert {
+		t.Fatalf("%+v %v", c, err)
+	}
+	t.Setenv("GRPC_TLS_KEY_FILE", "")
+	if _, err := loadConfig(); err == nil || !strings.Contains(err.Error(), "GRPC_TLS_") {
+		t.Fatalf("a certificate without a key: %v", err)
+	}
+}

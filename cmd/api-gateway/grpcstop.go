@@ -1,0 +1,76 @@
+package main
+
+import (
+	"context"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+)
+
+// unaryInFlight counts unary RPCs (Check, ShouldRateLimit, health) being handled, so shutdown
+// can wait for exactly those and not for the long-lived streams (ADS, access logs) that a
+// client keeps open for as long as the server lets it.
+type unaryInFlight struct{ n atomic.Int64 }
+
+func (u *unaryInFlight) interceptor(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	u.n.Add(1)
+	defer u.n.Add(-1)
+	return h(ctx, req)
+}
+
+// grpcStopTiming bounds stopGRPC; tests shorten nothing, the defaults are the production ones.
+type grpcStopTiming struct {
+	// settle is how long no unary RPC must be in flight before the remaining streams are
+	// cut: it covers the GOAWAY round trip, after which grpc-go starts no new RPC on the
+	// old connections (it refuses them and clients retry elsewhere transparently).
+	settle time.Duration
+	// max is the hard cap: a unary RPC still running after it is hung, not in flight.
+	max time.Duration
+}
+
+var defaultGRPCStop = grpcStopTiming{settle: 150 * time.Millisecond, max: 10 * time.Second}
+
+// stopGRPC stops the gRPC server fast without failing unary RPCs in flight.
+//
+// grpc.Server.GracefulStop alone waits for every stream to end, and an xDS client's ADS
+// stream (or Envoy's access-log stream) never ends by itself: shutdown took the whole
+// 20 s timeout while one was connected. So: GracefulStop first (GOAWAY, no new
+// connections, unary RPCs in flight go on), then end the streams we can end cleanly
+// (drains: the xDS server's context, so ADS clients get a status and reconnect), then, once
+// no unary RPC has been in flight for timing.settle, Stop closes whatever stream is left.
+func stopGRPC(g *grpc.Server, u *unaryInFlight, drains []func(), timing grpcStopTiming) {
+	stopped := make(chan struct{})
+	go func() { g.GracefulStop(); close(stopped) }()
+	for _, d := range drains {
+		d()
+	}
+	deadline := time.NewTimer(timing.max)
+	defer deadline.Stop()
+	tick := time.NewTicker(timing.settle / 3)
+	defer tick.Stop()
+	var idleSince time.Time
+	for {
+		select {
+		case <-stopped:
+			return
+		case <-deadline.C:
+			g.Stop()
+			<-stopped
+			return
+		case now := <-tick.C:
+			if u.n.Load() != 0 {
+				idleSince = time.Time{}
+				continue
+			}
+			if idleSince.IsZero() {
+				idleSince = now
+			}
+			if now.Sub(idleSince) >= timing.settle {
+				g.Stop()
+				<-stopped
+				return
+			}
+		}
+	}
+}

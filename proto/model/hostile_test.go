@@ -1,0 +1,135 @@
+package model
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+)
+
+// fieldsOf maps each reported field to its problem.
+func fieldsOf(errs FieldErrors) map[string]string {
+	m := map[string]string{}
+	for _, e := range errs {
+		m[e.Field] = e.Problem
+	}
+	return m
+}
+
+// Durations that do not fit a time.Duration (about 292 years) are field errors. "99999999d"
+// used to be stored as 1923246h (24h × 99999999 wrapped around int64), and a number of
+// seconds such as 1e300 as the most negative duration.
+func TestDurationOverflowIsAFieldError(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want time.Duration
+		bad  bool
+	}{
+		{in: `"7d"`, want: 7 * 24 * time.Hour},
+		{in: `"106751d"`, want: 106751 * 24 * time.Hour}, // the largest whole number of days
+		{in: `"30s"`, want: 30 * time.Second},
+		{in: `90`, want: 90 * time.Second},
+		{in: `"106752d"`, bad: true},
+		{in: `"99999999d"`, bad: true},
+		{in: `"-99999999d"`, bad: true},
+		{in: `"99999999999999999999999d"`, bad: true}, // beyond int64 itself
+		{in: `"9999999999h"`, bad: true},
+		{in: `1e300`, bad: true},
+		{in: `-1e300`, bad: true},
+		{in: `9223372037`, bad: true}, // one second more than a Duration holds
+	} {
+		var r Route
+		errs := DecodeStrict([]byte(`{"id":"r","timeout":`+tc.in+`}`), &r)
+		f := fieldsOf(errs)
+		if tc.bad {
+			if !strings.Contains(f["timeout"], "out of range") {
+				t.Errorf("timeout %s: errors %v; want timeout out of range", tc.in, errs)
+			}
+			continue
+		}
+		if len(errs) != 0 || r.Timeout.D() != tc.want {
+			t.Errorf("timeout %s: %v %v; want %v", tc.in, errs, r.Timeout.D(), tc.want)
+		}
+	}
+	var d Duration
+	if err := json.Unmarshal([]byte(`"99999999d"`), &d); err == nil {
+		t.Errorf("Duration.UnmarshalJSON accepted 99999999d as %v", d.D())
+	}
+	if err := json.Unmarshal([]byte(`1e300`), &d); err == nil {
+		t.Errorf("Duration.UnmarshalJSON accepted 1e300 seconds as %v", d.D())
+	}
+}
+
+// "." and ".." are refused as ids (of every kind): a client removes them from the URL path,
+// so the object could never be read or deleted through the API. Ids with a dot inside stay.
+func TestIDsThatAreNotPathSegmentsAreRefused(t *testing.T) {
+	for _, id := range []string{".", "..", "a/b", "a%2Fb", "a b", "a\x00", "ｒoute", strings.Repeat("a", 129)} {
+		r := Route{ID: id}
+		if _, ok := fieldsOf(r.Validate())["id"]; !ok {
+			t.Errorf("route id %q accepted", id)
+		}
+		tn := Tenant{ID: id}
+		if _, ok := fieldsOf(tn.Validate())["id"]; !ok {
+			t.Errorf("tenant id %q accepted", id)
+		}
+	}
+	for _, id := range []string{"a.b", "...", ".well-known", "v1..v2", "r_1-x"} {
+		r := Route{ID: id}
+		if p, bad := fieldsOf(r.Validate())["id"]; bad {
+			t.Errorf("route id %q refused: %s", id, p)
+		}
+	}
+}
+
+// Route hosts are DNS names, "*.name" wildcards, "*", IP literals (IPv6 bracketed), each
+// with an optional port. Tab, ';', ',', NUL, CR/LF, spaces, paths, empty ports and
+// non-ASCII look-alikes (Cyrillic "е" in "exаmple") used to be accepted.
+func TestRouteHostsAreHostNames(t *testing.T) {
+	good := []string{"*", "api.example.com", "API.Example.org", "*.example.net", "api.example.com:8443", "api.example.com:*",
+		"*.example.net:80", "10.0.0.1", "10.0.0.1:8080", "[2001:db8::1]", "[2001:db8::1]:443", "localhost", "xn--bcher-kva.example", "example.com."}
+	bad := []string{"", "a\tb.com", "a;b.com", "a,b.com", "a\x00.com", "a.com\r\nX-Evil: 1", "a b.com", "a.com/path",
+		"ex\u0430mple.com", "bücher.example", "*\u00a0", "*.", "*.*.example.com", "foo.*", "*:80", "*:*", "a.com:**", "a.com:", "a.com:0", "a.com:65536",
+		"a.com:+80", "a.com:080", "2001:db8::1", "[2001:db8::1", "[10.0.0.1]", "*.10.0.0.1", "-a.com", "a..com",
+		strings.Repeat("a", 64) + ".com", strings.Repeat("a.", 140) + "com", "\u202egro.live"}
+	r := Route{ID: "r", Conditions: []Condition{{PathPattern: "/"}}, Targets: []Target{{Host: "h", Port: 80}}, Hosts: good}
+	if errs := r.Validate(); len(errs) != 0 {
+		t.Fatalf("good hosts refused: %v", errs)
+	}
+	r.Hosts = bad
+	f := fieldsOf(r.Validate())
+	for i, h := range bad {
+		if _, ok := f["hosts["+itoa(i)+"]"]; !ok {
+			t.Errorf("host %q accepted", h)
+		}
+	}
+	if len(f) != len(bad) {
+		t.Errorf("%d problems for %d bad hosts: %v", len(f), len(bad), f)
+	}
+	if p := f["hosts[8]"]; !strings.Contains(p, "punycode") {
+		t.Errorf("a Cyrillic look-alike: %q; want the punycode hint", p)
+	}
+}
+
+// sticky_session.path becomes a Set-Cookie Path attribute: CR/LF would split the header, ';'
+// would start another attribute. Refused with the field named, like every other bad field of
+// the same route, all at once.
+func TestStickyPathAndOtherBadFieldsReportedTogether(t *testing.T) {
+	for _, p := range []string{"/cart\r\nSet-Cookie: x=1", "/a\nb", "/a;Domain=evil.com", "/a\x00", "/a\x7f", "cart", "/é", "/" + strings.Repeat("a", 1024)} {
+		r := Route{ID: "r", Conditions: []Condition{{PathPattern: "/"}}, Targets: []Target{{Host: "h", Port: 80}}, StickySession: &StickySession{Path: p}}
+		if _, ok := fieldsOf(r.Validate())["sticky_session.path"]; !ok {
+			t.Errorf("sticky path %q accepted", p)
+		}
+	}
+	var r Route
+	body := `{"id":"..","hosts":["a\tb"],"timeout":"99999999d","sticky_session":{"path":"/c\r\n","ttl":1e300},
+		"rewrite":{"host":"h;x"},"conditions":[{"path_pattern":"/"}],"targets":[{"host":"h","port":80}]}`
+	f := fieldsOf(DecodeStrict([]byte(body), &r))
+	for _, field := range []string{"id", "hosts[0]", "timeout", "sticky_session.path", "sticky_session.ttl", "rewrite.host"} {
+		if _, ok := f[field]; !ok {
+			t.Errorf("%s not reported: %v", field, f)
+		}
+	}
+	if len(f) != 6 {
+		t.Errorf("%d problems, want 6: %v", len(f), f)
+	}
+}
