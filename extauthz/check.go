@@ -180,12 +180,22 @@ func (e *Engine) authenticate(ctx context.Context, t *tables, rp *routePolicy, r
 	if a := r.Headers["authorization"]; len(a) > 7 && strings.EqualFold(a[:7], "bearer ") {
 		bearer = strings.TrimSpace(a[7:])
 	}
+	// Credentials the gateway reads are removed upstream on every allow, fail-open included.
+	d.credentials = keyCred != "" || bearer != ""
 	if keyCred == "" && bearer == "" {
 		d.Identity = Identity{Method: MethodNone}
 		if rp.requireAuth {
 			return nil, CheckerAuth, &authFailure{status: 401, reason: ReasonMissingCredentials, msg: "credentials are required"}
 		}
 		return nil, "", nil
+	}
+	// Oversized credentials are refused before any work: each byte is parsing, hashing or
+	// (for an opaque token) an outbound call and a cache entry, at an anonymous caller's will.
+	if len(bearer) > t.maxToken {
+		return nil, CheckerAuth, &authFailure{status: 401, reason: ReasonInvalidToken, msg: "the bearer token is too long"}
+	}
+	if len(keyCred) > t.maxToken {
+		return nil, CheckerAPIKey, &authFailure{status: 401, reason: ReasonInvalidAPIKey, msg: "the API key is not valid"}
 	}
 	var key *keyEntry
 	id := Identity{Method: MethodNone}
@@ -243,18 +253,16 @@ func (e *Engine) authenticate(ctx context.Context, t *tables, rp *routePolicy, r
 			return nil, checker, &authFailure{status: 401, reason: ReasonInvalidAudience, msg: "the bearer token is not for this audience"}
 		}
 		if key != nil {
-			// Both credentials make one identity (their scopes are pooled), so they must
-			// belong to the same tenant: a tenant-less key must not lend its scopes to a
-			// token of a tenant (or a tenant-less token borrow the key's tenant), which
-			// neither credential could do on its own.
-			if tid.Tenant != id.Tenant {
-				return nil, checker, &authFailure{status: 403, reason: ReasonCredentialsMismatch, msg: "the API key and the token belong to different tenants"}
-			}
-			if tid.UserID == "" {
-				tid.UserID = id.UserID
+			// A key and a token sent together must name one principal, or two callers'
+			// credentials would make one identity that neither has (alice's role with
+			// mallory's scope). The token's identity decides (scopes, roles, claims); the
+			// key only proves that the same principal sent the request, and keeps its own
+			// restrictions and quota. An empty user id names no one, so it matches nothing.
+			if !samePrincipal(&tid, &id) {
+				return nil, checker, &authFailure{status: 403, reason: ReasonCredentialsMismatch,
+					msg: "the API key and the bearer token do not belong to the same principal"}
 			}
 			tid.APIKeyID = id.APIKeyID
-			tid.Scopes = union(tid.Scopes, id.Scopes)
 		}
 		id = tid
 	}
@@ -356,7 +364,10 @@ func (e *Engine) identityHeaders(t *tables, rp *routePolicy, d *Decision) bool {
 		}
 		set(ch.header, v)
 	}
-	if !t.keepCreds && id.Method != MethodNone && id.Method != "" {
+	// Every credential the gateway read is removed, whether it made the identity or not: a
+	// fail-open request (no identity) must not hand the upstream a token nobody checked.
+	// An Authorization header of a scheme the gateway does not read (Basic) stays.
+	if !t.keepCreds && (d.credentials || (id.Method != MethodNone && id.Method != "")) {
 		d.RemoveHeaders = append(d.RemoveHeaders, "authorization", "x-api-key")
 	}
 	return valid
@@ -416,12 +427,8 @@ func intersects(a, b []string) bool {
 	return false
 }
 
-func union(a, b []string) []string {
-	out := append([]string(nil), a...)
-	for _, s := range b {
-		if !contains(out, s) {
-			out = append(out, s)
-		}
-	}
-	return out
+// samePrincipal reports whether two verified identities name the same user of the same
+// tenant (both tenant-less counts as the same tenant; a missing user id never matches).
+func samePrincipal(a, b *Identity) bool {
+	return a.UserID != "" && a.UserID == b.UserID && a.Tenant == b.Tenant
 }
