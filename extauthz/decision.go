@@ -135,6 +135,10 @@ type Decision struct {
 	// SetQuery sets query parameters on the upstream request on allow.
 	SetQuery []Header
 
+	// credentials is true when the request carried a credential the gateway reads (an API
+	// key or a bearer token), verified or not: those headers are removed on allow.
+	credentials bool
+
 	// memo, when set, lets the server reuse the answer it built for the same credential on
 	// the same route (of the same tables): the answer depends on nothing else.
 	memo      *respMemo

@@ -25,8 +25,13 @@
 //  3. credentials: x-api-key (or "Authorization: ApiKey ..."; two different keys in one
 //     request are refused) and/or "Authorization: Bearer" (a JWT when it has three parts
 //     and issuers are configured, else RFC 7662 introspection). When both a key and a token
-//     are sent both must verify and belong to the same tenant (their scopes are pooled).
-//     Then the route's methods, issuers, audiences, scopes (all) and roles (any).
+//     are sent both must verify and name the same principal: the same non-empty user id and
+//     the same tenant (or both none), else 403 credentials_mismatch. The token's identity
+//     (scopes, roles, claims) then decides; the key adds only its id, its restrictions and
+//     its quota. Scopes and roles never combine across credentials. Bearer tokens longer
+//     than settings.auth.max_token_bytes (default 8 KiB) are refused (401 invalid_token)
+//     before any work. Then the route's methods, issuers, audiences, scopes (all) and roles
+//     (any).
 //  4. tenant: the credential's tenant must equal the route's (route.tenant, else
 //     context_extensions["tenant"]) and the route's tenant_header; disabled tenants are
 //     denied. The route's own tenant rules apply to fail-open requests too.
