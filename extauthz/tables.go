@@ -87,7 +87,7 @@ func (e *Engine) build(snap *model.Snapshot) (*buildResult, error) {
 		keys: make(map[string]*keyEntry, len(snap.APIKeys)), tenants: map[string]*model.Tenant{},
 		issuers: map[string]*issuer{}, keepCreds: auth.KeepCredentials, trustedHops: auth.TrustedProxyHops,
 		maxToken: auth.MaxTokenBytes,
-		hdrUser: "x-user-id", hdrTenant: "x-tenant-id", hdrKey: "x-api-key-id", hdrScopes: "x-auth-scopes"}
+		hdrUser:  "x-user-id", hdrTenant: "x-tenant-id", hdrKey: "x-api-key-id", hdrScopes: "x-auth-scopes"}
 	for k, v := range auth.IdentityHeaders {
 		v = strings.ToLower(strings.TrimSpace(v))
 		if v == "-" {
