@@ -30,10 +30,11 @@ type AuthSettings struct {
 	IdentityHeaders map[string]string `json:"identity_headers,omitempty"`
 	// KeepCredentials forwards Authorization / x-api-key to the upstream (default: removed).
 	KeepCredentials bool `json:"keep_credentials,omitempty"`
+	FailOpen        bool `json:"fail_open,omitempty"`
+	DryRun          bool `json:"dry_run,omitempty"`
+
 	// MaxTokenBytes refuses longer bearer tokens and API keys before any work (default 8192).
-	MaxTokenBytes int  `json:"max_token_bytes,omitempty"`
-	FailOpen      bool `json:"fail_open,omitempty"`
-	DryRun        bool `json:"dry_run,omitempty"`
+	MaxTokenBytes int `json:"max_token_bytes,omitempty"`
 }
 
 // JWTIssuer is a trusted token issuer. Keys come from JWKSURI, or from OIDC discovery at
