@@ -82,10 +82,19 @@ func (e *Engine) decide(ctx context.Context, t *tables, rp *routePolicy, r *Requ
 			return
 		}
 	}
+	// Between stages: a check whose deadline has passed stops (see abandon).
+	if e.abandon(ctx, d, "credentials") {
+		return
+	}
 	// 3. Credentials.
 	key, checker, f := e.authenticate(ctx, t, rp, r, d, now)
 	anonymous := false
 	if f != nil {
+		// A dependency that failed because our own deadline passed is not the
+		// dependency's failure, and no fail-open answer is owed to anyone.
+		if f.dependency != nil && e.abandon(ctx, d, "credentials") {
+			return
+		}
 		if f.dependency != nil {
 			if !e.dependencyFailed(rp, r, d, checker, f) {
 				return
@@ -107,6 +116,9 @@ func (e *Engine) decide(ctx context.Context, t *tables, rp *routePolicy, r *Requ
 	}
 	// 5. Security policies.
 	if len(rp.policies) > 0 {
+		if e.abandon(ctx, d, "policy") {
+			return
+		}
 		act := &celActivation{r: r, d: d, route: rp.celRoute}
 		rule, pid, err := evalPolicies(rp.policies, act)
 		if err != nil {
@@ -124,6 +136,9 @@ func (e *Engine) decide(ctx context.Context, t *tables, rp *routePolicy, r *Requ
 	}
 	// 6. WAF.
 	if rp.waf != nil && r.Raw != nil {
+		if e.abandon(ctx, d, "waf") {
+			return
+		}
 		ip := ""
 		if d.ClientIP.IsValid() {
 			ip = d.ClientIP.String()
@@ -140,7 +155,13 @@ func (e *Engine) decide(ctx context.Context, t *tables, rp *routePolicy, r *Requ
 	}
 	// 7. API key quotas, counted only for requests that passed everything else.
 	if key != nil && (key.perDay > 0 || key.perMonth > 0) && !anonymous {
+		if e.abandon(ctx, d, "quota") {
+			return
+		}
 		if exceeded, err := e.countQuota(ctx, key, now); err != nil {
+			if e.abandon(ctx, d, "quota") {
+				return
+			}
 			f := &authFailure{status: 503, reason: ReasonAuthUnavailable, msg: "the quota store is unavailable", dependency: err}
 			if !e.dependencyFailed(rp, r, d, CheckerQuota, f) {
 				return
@@ -151,6 +172,21 @@ func (e *Engine) decide(ctx context.Context, t *tables, rp *routePolicy, r *Requ
 		}
 	}
 	d.Allowed = true
+}
+
+// abandon ends a check whose context is done (Envoy's ext_authz timeout passed, or the
+// caller went away) before the named stage: nobody will read the answer, so the remaining
+// work (outbound calls, policies, WAF, quota units) is skipped. The answer is a 503 deny,
+// never turned into an allow by dry_run or fail_open. It reports whether the check ended.
+func (e *Engine) abandon(ctx context.Context, d *Decision, stage string) bool {
+	if ctx.Err() == nil {
+		return false
+	}
+	e.metrics.Abandoned.WithLabelValues(stage).Inc()
+	d.Identity = Identity{Method: MethodNone}
+	d.deny(CheckerDeadline, 503, ReasonDeadlineExceeded, "the check's deadline passed")
+	d.Outcome = DecisionDeny // set now, so that dry_run does not turn it into an allow
+	return true
 }
 
 // dependencyFailed handles a failed dependency: fail closed (deny 503) by default, or fail

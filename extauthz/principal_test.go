@@ -32,6 +32,9 @@ func newIDPServer(t testing.TB) *idpServer {
 	s := &idpServer{tokens: map[string]map[string]any{}}
 	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.calls.Add(1)
+		// Read the body first: only then does net/http watch the connection, so that a
+		// client that gives up cancels r.Context().
+		_ = r.ParseForm()
 		s.mu.Lock()
 		hold := s.hold
 		s.mu.Unlock()
@@ -43,7 +46,6 @@ func newIDPServer(t testing.TB) *idpServer {
 				return
 			}
 		}
-		_ = r.ParseForm()
 		s.mu.Lock()
 		claims, ok := s.tokens[r.PostForm.Get("token")]
 		s.mu.Unlock()
