@@ -87,6 +87,9 @@ type introCall struct {
 	done chan struct{}
 	ent  *introEntry
 	err  error
+	// quit: the caller who made the call gave up (its context ended), so err says nothing
+	// about the token or the endpoint; a waiting caller makes the call again.
+	quit bool
 }
 
 type introSlot struct {
@@ -168,10 +171,10 @@ func (c *introCache) spend(now time.Time, perSec float64) bool {
 // finish publishes the call's result to its waiters and caches a successful answer, evicting
 // the least recently used answers to stay within maxBytes. An answer larger than an eighth
 // of the cache is not cached: one huge answer must not flush everyone else's.
-func (c *introCache) finish(k introKey, call *introCall, ent *introEntry, err error, maxBytes int64) {
+func (c *introCache) finish(k introKey, call *introCall, ent *introEntry, err error, quit bool, maxBytes int64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	call.ent, call.err = ent, err
+	call.ent, call.err, call.quit = ent, err, quit
 	delete(c.flight, k)
 	close(call.done)
 	if err != nil || ent.size > maxBytes/8 {
@@ -195,33 +198,42 @@ func (e *Engine) introspect(ctx context.Context, in *introspector, tok string, n
 	h.Write([]byte(tok))
 	var k introKey
 	h.Sum(k[:0])
-	ent, call, leader := e.intro.begin(k, now)
-	if ent != nil {
+	for {
+		ent, call, leader := e.intro.begin(k, now)
+		if ent != nil {
+			return ent, nil
+		}
+		var err error
+		if leader {
+			if e.intro.spend(now, in.callsPerSec) {
+				ent, err = in.call(ctx, tok, now)
+			} else {
+				err = errIntrospectionThrottled
+			}
+			e.intro.finish(k, call, ent, err, err != nil && ctx.Err() != nil, in.cacheBytes)
+		} else {
+			select {
+			case <-call.done:
+			case <-ctx.Done():
+				return nil, e.introFailure(ctx.Err())
+			}
+			if call.quit {
+				continue // its caller gave up: ask again, under our own deadline
+			}
+			ent, err = call.ent, call.err
+		}
+		if err != nil {
+			return nil, e.introFailure(err)
+		}
 		return ent, nil
 	}
-	var err error
-	if !leader {
-		select {
-		case <-call.done:
-			ent, err = call.ent, call.err
-		case <-ctx.Done():
-			err = ctx.Err()
-		}
-	} else {
-		if e.intro.spend(now, in.callsPerSec) {
-			ent, err = in.call(ctx, tok, now)
-		} else {
-			err = errIntrospectionThrottled
-		}
-		e.intro.finish(k, call, ent, err, in.cacheBytes)
+}
+
+func (e *Engine) introFailure(err error) *authFailure {
+	if errors.Is(err, errIntrospectionThrottled) {
+		e.metrics.IntrospectionThrottled.Inc()
 	}
-	if err != nil {
-		if errors.Is(err, errIntrospectionThrottled) {
-			e.metrics.IntrospectionThrottled.Inc()
-		}
-		return nil, &authFailure{status: 503, reason: ReasonAuthUnavailable, msg: "token introspection is unavailable", dependency: err}
-	}
-	return ent, nil
+	return &authFailure{status: 503, reason: ReasonAuthUnavailable, msg: "token introspection is unavailable", dependency: err}
 }
 
 func (in *introspector) call(ctx context.Context, tok string, now time.Time) (*introEntry, error) {

@@ -1,6 +1,7 @@
 package extauthz
 
 import (
+	"context"
 	"fmt"
 	"runtime"
 	"strings"
@@ -247,5 +248,41 @@ func TestJunkFloodDoesNotAffectCachedToken(t *testing.T) {
 	resp := h.check(envoyReq{routeID: rid("closed"), headers: bearer("good")})
 	if httpStatus(resp) != 200 || okHeaders(resp)["x-user-id"] != "alice" || idp.calls.Load() != calls {
 		t.Fatalf("good after the flood: status %d, calls %d→%d", httpStatus(resp), calls, idp.calls.Load())
+	}
+}
+
+// A caller who gives up (Envoy cancels the check when its client disconnects) while its
+// introspection call is shared does not fail the others waiting on that call: one of them
+// makes the call again under its own deadline.
+func TestCallerWhoGivesUpDoesNotFailOthersWithTheSameToken(t *testing.T) {
+	h, idp := introHarness(t, model.Introspection{}, nil)
+	idp.add("shared", map[string]any{"sub": "u"})
+	hold := make(chan struct{})
+	idp.setHold(hold)
+	req := func() *Request { return &Request{RouteID: "closed", HasRouteID: true, Headers: bearer("shared")} }
+	quitter, quit := context.WithCancel(context.Background())
+	first := make(chan *Decision)
+	go func() { first <- h.engine.Check(quitter, req()) }()
+	waitFor(t, func() bool { return idp.calls.Load() == 1 })
+	second := make(chan *Decision)
+	go func() { second <- h.engine.Check(context.Background(), req()) }()
+	time.Sleep(50 * time.Millisecond) // the second caller is now waiting on the first's call
+	quit()
+	if d := <-first; d.Allowed {
+		t.Fatal("the caller who gave up was allowed")
+	}
+	waitFor(t, func() bool { return idp.calls.Load() == 2 })
+	close(hold)
+	if d := <-second; !d.Allowed {
+		t.Fatalf("the caller still waiting: %s %s", d.Reason, d.Message)
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	for end := time.Now().Add(5 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatal("timed out")
+		}
 	}
 }
