@@ -2,9 +2,14 @@ package extauthz
 
 import (
 	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/golang-jwt/jwt/v5"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -95,4 +100,35 @@ func TestGRPCDeadlineReachesTheEngine(t *testing.T) {
 	}
 	t.Fatalf("after the client's deadline: IdP calls cancelled %d, checks abandoned %v", idp.gone.Load(),
 		counterValue(t, h, "api_gateway_authz_checks_abandoned_total", nil))
+}
+
+// A JWKS fetch cut short by one check's deadline says nothing about the endpoint: the next
+// check fetches again instead of failing every token for the refetch interval (30s).
+func TestAbandonedJWKSFetchDoesNotFailTheNextCheck(t *testing.T) {
+	k := genKey(t, "k1", "RS256")
+	hold := make(chan struct{})
+	var once sync.Once
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-hold:
+		case <-r.Context().Done():
+			return
+		}
+		_ = json.NewEncoder(w).Encode(map[string]any{"keys": []any{k.jwk()}})
+	}))
+	t.Cleanup(srv.Close)
+	t.Cleanup(func() { once.Do(func() { close(hold) }) })
+	h := newHarness(t, Options{})
+	h.apply(jwtSnapshot(1, model.JWTIssuer{Issuer: testIssuer, JWKSURI: srv.URL}))
+	tok := k.sign(t, jwt.MapClaims{"iss": testIssuer, "sub": "u", "exp": h.clock.Now().Add(time.Hour).Unix()})
+	r := &Request{RouteID: "r", HasRouteID: true, Headers: bearer(tok)}
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if d := h.engine.Check(ctx, r); d.Allowed || d.Reason != ReasonDeadlineExceeded {
+		t.Fatalf("the check whose deadline passed mid-fetch: allowed %v, %s", d.Allowed, d.Reason)
+	}
+	once.Do(func() { close(hold) })
+	if d := h.engine.Check(context.Background(), r); !d.Allowed {
+		t.Fatalf("the next check, the JWKS endpoint now answering: %s %s", d.Reason, d.Message)
+	}
 }
