@@ -195,7 +195,16 @@ func (s *keySource) lookup(ctx context.Context, kid string) (*jwk, *keySet, erro
 		}
 		return nil, ks, nil
 	}
+	prevAttempt, prevNext, prevErr := s.lastAttempt, s.nextRefresh, s.lastErr
 	err := s.fetchLocked(ctx, now)
+	if err != nil && ctx.Err() != nil && ks == nil {
+		// The first fetch was cut short by this check's own deadline (or its caller went
+		// away): that says nothing about the endpoint, so the next check may fetch at once
+		// rather than every token failing for the refetch interval. With keys in hand an
+		// unknown kid waits for the interval as usual (no refetch storm from callers that
+		// hang up on purpose).
+		s.lastAttempt, s.nextRefresh, s.lastErr = prevAttempt, prevNext, prevErr
+	}
 	s.mu.Unlock()
 	ks = s.current()
 	if ks == nil {
