@@ -132,3 +132,40 @@ func TestAbandonedJWKSFetchDoesNotFailTheNextCheck(t *testing.T) {
 		t.Fatalf("the next check, the JWKS endpoint now answering: %s %s", d.Reason, d.Message)
 	}
 }
+
+// A check does not wait past its deadline behind another check's slow JWKS fetch.
+func TestCheckDoesNotWaitPastItsDeadlineForAnotherFetch(t *testing.T) {
+	k := genKey(t, "k1", "RS256")
+	hold := make(chan struct{})
+	var once sync.Once
+	release := func() { once.Do(func() { close(hold) }) }
+	t.Cleanup(release)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-hold:
+		case <-r.Context().Done():
+			return
+		}
+		_ = json.NewEncoder(w).Encode(map[string]any{"keys": []any{k.jwk()}})
+	}))
+	t.Cleanup(srv.Close)
+	h := newHarness(t, Options{})
+	h.apply(jwtSnapshot(1, model.JWTIssuer{Issuer: testIssuer, JWKSURI: srv.URL}))
+	tok := k.sign(t, jwt.MapClaims{"iss": testIssuer, "sub": "u", "exp": h.clock.Now().Add(time.Hour).Unix()})
+	r := func() *Request { return &Request{RouteID: "r", HasRouteID: true, Headers: bearer(tok)} }
+	first := make(chan *Decision)
+	go func() { first <- h.engine.Check(context.Background(), r()) }() // fetches, held
+	time.Sleep(50 * time.Millisecond)
+	go func() { time.Sleep(3 * time.Second); release() }()
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	d := h.engine.Check(ctx, r())
+	if took := time.Since(start); took > time.Second || d.Reason != ReasonDeadlineExceeded {
+		t.Fatalf("behind a held fetch, a check with a 100ms deadline took %v (%s)", took, d.Reason)
+	}
+	release()
+	if d := <-first; !d.Allowed {
+		t.Fatalf("the check that fetched: %s", d.Reason)
+	}
+}
