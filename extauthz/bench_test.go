@@ -51,7 +51,8 @@ func benchSetup(b *testing.B) ([]benchCase, *Engine) {
 	k1 := genKey(b, "k1", "RS256")
 	srv := newJWKSServer(b, k1)
 	key, secret := newKey(b, "bench", func(k *model.APIKey) {
-		k.Tenant, k.Scopes = "acme", []string{"read"}
+		// The key and the token of full_chain name the same principal (user and tenant).
+		k.Tenant, k.UserID, k.Scopes = "acme", "user-1", []string{"read"}
 		k.Restrictions = &model.KeyRestrictions{AllowedIPs: []string{"81.2.69.0/24"}}
 	})
 	h.apply(&model.Snapshot{Revision: 1,

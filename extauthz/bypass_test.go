@@ -406,14 +406,14 @@ func TestIPRuleEntriesNeverFailOpen(t *testing.T) {
 	}
 }
 
-// An API key and a token sent together pool their scopes, so they must be of one tenant: a
-// tenant-less admin key cannot lend "admin" to a tenant user's token (neither alone passes).
+// An API key and a token sent together must be of one tenant (and one user): a tenant-less
+// admin key cannot lend "admin" to a tenant user's token (neither alone passes).
 func TestKeyAndTokenMustShareTenant(t *testing.T) {
 	h := newHarness(t, Options{})
 	k := genKey(t, "k1", "RS256")
 	srv := newJWKSServer(t, k)
 	kPlat, sPlat := newKey(t, "platform", func(k *model.APIKey) { k.Scopes = []string{"admin"} })
-	kAcme, sAcme := newKey(t, "acme-admin", func(k *model.APIKey) { k.Tenant, k.Scopes = "acme", []string{"admin"} })
+	kAcme, sAcme := newKey(t, "acme-admin", func(k *model.APIKey) { k.Tenant, k.UserID, k.Scopes = "acme", "u", []string{"admin"} })
 	snap := jwtSnapshot(1, model.JWTIssuer{Issuer: testIssuer, JWKSURI: srv.URL})
 	snap.APIKeys = []*model.APIKey{kPlat, kAcme}
 	snap.Routes = append(snap.Routes, route("acme-admin", func(r *model.Route) {
@@ -422,6 +422,8 @@ func TestKeyAndTokenMustShareTenant(t *testing.T) {
 	}))
 	h.apply(snap)
 	tok := k.sign(t, jwt.MapClaims{"iss": testIssuer, "sub": "u", "tenant_id": "acme", "scope": "read",
+		"exp": h.clock.Now().Add(time.Hour).Unix()})
+	tokAdmin := k.sign(t, jwt.MapClaims{"iss": testIssuer, "sub": "u", "tenant_id": "acme", "scope": "admin",
 		"exp": h.clock.Now().Add(time.Hour).Unix()})
 	noTenant := k.sign(t, jwt.MapClaims{"iss": testIssuer, "sub": "u", "scope": "read", "exp": h.clock.Now().Add(time.Hour).Unix()})
 	with := func(secret, tok string) map[string]string {
@@ -436,7 +438,8 @@ func TestKeyAndTokenMustShareTenant(t *testing.T) {
 		{"tenant-less key alone is not of the tenant", map[string]string{"x-api-key": sPlat}, 403},
 		{"tenant-less key + tenant token", with(sPlat, tok), 403},
 		{"tenant key + tenant-less token", with(sAcme, noTenant), 403},
-		{"key and token of the same tenant", with(sAcme, tok), 200},
+		{"the same user's key does not lend its scope to the token", with(sAcme, tok), 403},
+		{"key and token of the same principal, the token holding the scope", with(sAcme, tokAdmin), 200},
 	} {
 		if got := httpStatus(h.check(envoyReq{routeID: rid("acme-admin"), headers: c.hdrs})); got != c.status {
 			t.Errorf("%s: status %d, want %d", c.name, got, c.status)

@@ -82,10 +82,19 @@ func (e *Engine) decide(ctx context.Context, t *tables, rp *routePolicy, r *Requ
 			return
 		}
 	}
+	// Between stages: a check whose deadline has passed stops (see abandon).
+	if e.abandon(ctx, d, "credentials") {
+		return
+	}
 	// 3. Credentials.
 	key, checker, f := e.authenticate(ctx, t, rp, r, d, now)
 	anonymous := false
 	if f != nil {
+		// A dependency that failed because our own deadline passed is not the
+		// dependency's failure, and no fail-open answer is owed to anyone.
+		if f.dependency != nil && e.abandon(ctx, d, "credentials") {
+			return
+		}
 		if f.dependency != nil {
 			if !e.dependencyFailed(rp, r, d, checker, f) {
 				return
@@ -107,6 +116,9 @@ func (e *Engine) decide(ctx context.Context, t *tables, rp *routePolicy, r *Requ
 	}
 	// 5. Security policies.
 	if len(rp.policies) > 0 {
+		if e.abandon(ctx, d, "policy") {
+			return
+		}
 		act := &celActivation{r: r, d: d, route: rp.celRoute}
 		rule, pid, err := evalPolicies(rp.policies, act)
 		if err != nil {
@@ -124,6 +136,9 @@ func (e *Engine) decide(ctx context.Context, t *tables, rp *routePolicy, r *Requ
 	}
 	// 6. WAF.
 	if rp.waf != nil && r.Raw != nil {
+		if e.abandon(ctx, d, "waf") {
+			return
+		}
 		ip := ""
 		if d.ClientIP.IsValid() {
 			ip = d.ClientIP.String()
@@ -140,7 +155,13 @@ func (e *Engine) decide(ctx context.Context, t *tables, rp *routePolicy, r *Requ
 	}
 	// 7. API key quotas, counted only for requests that passed everything else.
 	if key != nil && (key.perDay > 0 || key.perMonth > 0) && !anonymous {
+		if e.abandon(ctx, d, "quota") {
+			return
+		}
 		if exceeded, err := e.countQuota(ctx, key, now); err != nil {
+			if e.abandon(ctx, d, "quota") {
+				return
+			}
 			f := &authFailure{status: 503, reason: ReasonAuthUnavailable, msg: "the quota store is unavailable", dependency: err}
 			if !e.dependencyFailed(rp, r, d, CheckerQuota, f) {
 				return
@@ -151,6 +172,21 @@ func (e *Engine) decide(ctx context.Context, t *tables, rp *routePolicy, r *Requ
 		}
 	}
 	d.Allowed = true
+}
+
+// abandon ends a check whose context is done (Envoy's ext_authz timeout passed, or the
+// caller went away) before the named stage: nobody will read the answer, so the remaining
+// work (outbound calls, policies, WAF, quota units) is skipped. The answer is a 503 deny,
+// never turned into an allow by dry_run or fail_open. It reports whether the check ended.
+func (e *Engine) abandon(ctx context.Context, d *Decision, stage string) bool {
+	if ctx.Err() == nil {
+		return false
+	}
+	e.metrics.Abandoned.WithLabelValues(stage).Inc()
+	d.Identity = Identity{Method: MethodNone}
+	d.deny(CheckerDeadline, 503, ReasonDeadlineExceeded, "the check's deadline passed")
+	d.Outcome = DecisionDeny // set now, so that dry_run does not turn it into an allow
+	return true
 }
 
 // dependencyFailed handles a failed dependency: fail closed (deny 503) by default, or fail
@@ -180,12 +216,22 @@ func (e *Engine) authenticate(ctx context.Context, t *tables, rp *routePolicy, r
 	if a := r.Headers["authorization"]; len(a) > 7 && strings.EqualFold(a[:7], "bearer ") {
 		bearer = strings.TrimSpace(a[7:])
 	}
+	// Credentials the gateway reads are removed upstream on every allow, fail-open included.
+	d.credentials = keyCred != "" || bearer != ""
 	if keyCred == "" && bearer == "" {
 		d.Identity = Identity{Method: MethodNone}
 		if rp.requireAuth {
 			return nil, CheckerAuth, &authFailure{status: 401, reason: ReasonMissingCredentials, msg: "credentials are required"}
 		}
 		return nil, "", nil
+	}
+	// Oversized credentials are refused before any work: each byte is parsing, hashing or
+	// (for an opaque token) an outbound call and a cache entry, at an anonymous caller's will.
+	if len(bearer) > t.maxToken {
+		return nil, CheckerAuth, &authFailure{status: 401, reason: ReasonInvalidToken, msg: "the bearer token is too long"}
+	}
+	if len(keyCred) > t.maxToken {
+		return nil, CheckerAPIKey, &authFailure{status: 401, reason: ReasonInvalidAPIKey, msg: "the API key is not valid"}
 	}
 	var key *keyEntry
 	id := Identity{Method: MethodNone}
@@ -243,18 +289,16 @@ func (e *Engine) authenticate(ctx context.Context, t *tables, rp *routePolicy, r
 			return nil, checker, &authFailure{status: 401, reason: ReasonInvalidAudience, msg: "the bearer token is not for this audience"}
 		}
 		if key != nil {
-			// Both credentials make one identity (their scopes are pooled), so they must
-			// belong to the same tenant: a tenant-less key must not lend its scopes to a
-			// token of a tenant (or a tenant-less token borrow the key's tenant), which
-			// neither credential could do on its own.
-			if tid.Tenant != id.Tenant {
-				return nil, checker, &authFailure{status: 403, reason: ReasonCredentialsMismatch, msg: "the API key and the token belong to different tenants"}
-			}
-			if tid.UserID == "" {
-				tid.UserID = id.UserID
+			// A key and a token sent together must name one principal, or two callers'
+			// credentials would make one identity that neither has (alice's role with
+			// mallory's scope). The token's identity decides (scopes, roles, claims); the
+			// key only proves that the same principal sent the request, and keeps its own
+			// restrictions and quota. An empty user id names no one, so it matches nothing.
+			if !samePrincipal(&tid, &id) {
+				return nil, checker, &authFailure{status: 403, reason: ReasonCredentialsMismatch,
+					msg: "the API key and the bearer token do not belong to the same principal"}
 			}
 			tid.APIKeyID = id.APIKeyID
-			tid.Scopes = union(tid.Scopes, id.Scopes)
 		}
 		id = tid
 	}
@@ -356,7 +400,10 @@ func (e *Engine) identityHeaders(t *tables, rp *routePolicy, d *Decision) bool {
 		}
 		set(ch.header, v)
 	}
-	if !t.keepCreds && id.Method != MethodNone && id.Method != "" {
+	// Every credential the gateway read is removed, whether it made the identity or not: a
+	// fail-open request (no identity) must not hand the upstream a token nobody checked.
+	// An Authorization header of a scheme the gateway does not read (Basic) stays.
+	if !t.keepCreds && (d.credentials || (id.Method != MethodNone && id.Method != "")) {
 		d.RemoveHeaders = append(d.RemoveHeaders, "authorization", "x-api-key")
 	}
 	return valid
@@ -416,12 +463,8 @@ func intersects(a, b []string) bool {
 	return false
 }
 
-func union(a, b []string) []string {
-	out := append([]string(nil), a...)
-	for _, s := range b {
-		if !contains(out, s) {
-			out = append(out, s)
-		}
-	}
-	return out
+// samePrincipal reports whether two verified identities name the same user of the same
+// tenant (both tenant-less counts as the same tenant; a missing user id never matches).
+func samePrincipal(a, b *Identity) bool {
+	return a.UserID != "" && a.UserID == b.UserID && a.Tenant == b.Tenant
 }

@@ -62,7 +62,8 @@ const (
 	CheckerPolicy        = "policy"
 	CheckerWAF           = "waf"
 	CheckerQuota         = "quota"
-	CheckerNone          = "none" // allowed: every checker passed
+	CheckerNone          = "none"     // allowed: every checker passed
+	CheckerDeadline      = "deadline" // abandoned: the check's deadline passed between stages
 )
 
 // Reason codes: the JSON error code of a denial and the `reason` label.
@@ -100,6 +101,8 @@ const (
 	ReasonAuthUnavailable     = "auth_unavailable"
 	ReasonCredentialsMismatch = "credentials_mismatch"
 	ReasonInvalidIdentity     = "invalid_identity_value"
+	// ReasonDeadlineExceeded: the check was abandoned, its deadline passed (nobody reads it).
+	ReasonDeadlineExceeded = "deadline_exceeded"
 )
 
 // Decision values of the decisions metric.
@@ -134,6 +137,10 @@ type Decision struct {
 	RemoveHeaders []string
 	// SetQuery sets query parameters on the upstream request on allow.
 	SetQuery []Header
+
+	// credentials is true when the request carried a credential the gateway reads (an API
+	// key or a bearer token), verified or not: those headers are removed on allow.
+	credentials bool
 
 	// memo, when set, lets the server reuse the answer it built for the same credential on
 	// the same route (of the same tables): the answer depends on nothing else.

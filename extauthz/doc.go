@@ -25,8 +25,13 @@
 //  3. credentials: x-api-key (or "Authorization: ApiKey ..."; two different keys in one
 //     request are refused) and/or "Authorization: Bearer" (a JWT when it has three parts
 //     and issuers are configured, else RFC 7662 introspection). When both a key and a token
-//     are sent both must verify and belong to the same tenant (their scopes are pooled).
-//     Then the route's methods, issuers, audiences, scopes (all) and roles (any).
+//     are sent both must verify and name the same principal: the same non-empty user id and
+//     the same tenant (or both none), else 403 credentials_mismatch. The token's identity
+//     (scopes, roles, claims) then decides; the key adds only its id, its restrictions and
+//     its quota. Scopes and roles never combine across credentials. Bearer tokens longer
+//     than settings.auth.max_token_bytes (default 8 KiB) are refused (401 invalid_token)
+//     before any work. Then the route's methods, issuers, audiences, scopes (all) and roles
+//     (any).
 //  4. tenant: the credential's tenant must equal the route's (route.tenant, else
 //     context_extensions["tenant"]) and the route's tenant_header; disabled tenants are
 //     denied. The route's own tenant rules apply to fail-open requests too.
@@ -40,7 +45,8 @@
 // Allow: identity headers (x-user-id, x-tenant-id, x-api-key-id, x-auth-scopes; renamed or
 // disabled by settings.auth.identity_headers) are always set or removed, so a client cannot
 // smuggle them; route.auth.claims_to_headers likewise; authorization and x-api-key are
-// removed unless keep_credentials. A value to forward that holds control characters (CR,
+// removed unless keep_credentials, whenever the request carried a credential the gateway
+// read (fail-open allows included: the upstream never gets a token nobody checked). A value to forward that holds control characters (CR,
 // LF, NUL: header injection) denies the request (401 invalid_identity_value). IP entries
 // are compared unmapped and without IPv6 zone. Dynamic metadata (namespace envoy.filters.http.ext_authz):
 // user_id, api_key_id, tenant_id, auth_method (jwt|api_key|introspection|none), scopes.
@@ -63,6 +69,12 @@
 // way api_gateway_authz_dependency_failures_total{dependency,mode} counts it and a warning is
 // logged. JWKS keys that were fetched once keep working while the endpoint is down.
 //
+// A check whose context is done (Envoy's ext_authz timeout passed, or it went away) stops
+// before the next stage (credentials, policy, waf, quota): nobody reads the answer, so no
+// outbound call, policy, WAF or quota unit is spent on it. It is denied (503
+// deadline_exceeded, never fail-open or dry-run allowed) and counted in
+// api_gateway_authz_checks_abandoned_total{stage}.
+//
 // route.auth.dry_run (or settings.auth.dry_run) decides, logs and counts
 // (decision="dry_run_deny") but allows.
 //
@@ -77,6 +89,18 @@
 // with a "crit" header are refused. Verified tokens are cached by token until exp (+
 // leeway), bounded (65,536 entries), and re-verified when the issuer's key set or settings
 // change.
+//
+// # Introspection
+//
+// Opaque tokens are checked with RFC 7662 introspection (settings.auth.introspection, or
+// OAUTH2_INTROSPECTION_ENDPOINT). Any caller can send a new token, and each new token is an
+// outbound call, so the cost is bounded: tokens over max_token_bytes are refused first;
+// outbound calls are capped (max_calls_per_second, default 50, a token bucket holding one
+// second's worth) and the excess is answered per the route's fail mode (503, or fail_open)
+// and counted in api_gateway_authz_introspection_throttled_total; concurrent checks of one
+// token share one call; answers are cached by SHA-256 digest (never the token itself), in
+// an LRU bounded in bytes (cache_bytes, default 16 MiB), active ones until exp (at most
+// cache_ttl, default 60s), inactive ones for 10s.
 //
 // Every decision is logged (debug for allow, info for deny) with request_id, route_id,
 // identity, checker and reason, and counted in

@@ -68,7 +68,7 @@ func New(o Options) (*Engine, error) {
 	}
 	e := &Engine{opts: o, log: o.Logger, now: o.Clock, client: o.HTTPClient, metrics: m, geo: o.Geo,
 		quota: o.Quota, wafs: o.WAF, tokens: newTokenCache(o.TokenCacheSize),
-		intro: &introCache{m: map[string]*introEntry{}, max: 65536}, sources: map[string]*keySource{}}
+		intro: newIntroCache(), sources: map[string]*keySource{}}
 	e.allowed = m.Decisions.WithLabelValues(CheckerNone, DecisionAllow, ReasonOK)
 	if e.log == nil {
 		e.log = slog.Default()

@@ -1,8 +1,11 @@
 package extauthz
 
 import (
+	"container/list"
 	"context"
+	"crypto/sha256"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -15,21 +18,55 @@ import (
 )
 
 // introspector checks opaque tokens with RFC 7662 token introspection. Answers are cached
-// until the token's exp, at most cache_ttl (default 60s); inactive answers for cache_ttl too.
+// until the token's exp, at most cache_ttl (default 60s); inactive answers for at most
+// negativeIntrospectionTTL.
+//
+// Every distinct unknown token costs an outbound call, and anyone can send one, so the cost
+// an unauthenticated caller can cause is bounded three ways: tokens longer than
+// max_token_bytes are refused before we get here; outbound calls are capped per second
+// (max_calls_per_second, the excess answered per the route's fail mode); and the cache is
+// bounded in bytes (cache_bytes, least recently used evicted), keyed by a digest so it never
+// holds the tokens themselves.
 type introspector struct {
 	url          string
 	clientID     string
 	clientSecret string
 	ttl          time.Duration
+	negTTL       time.Duration
+	cacheBytes   int64
+	callsPerSec  float64
 	client       *http.Client
 }
 
-const defaultIntrospectionTTL = time.Minute
+const (
+	defaultIntrospectionTTL = time.Minute
+	// negativeIntrospectionTTL is how long an inactive answer is kept: long enough that a
+	// client retrying a dead token is not a call per request, short enough that junk tokens
+	// do not occupy the cache.
+	negativeIntrospectionTTL   = 10 * time.Second
+	defaultIntrospectionBytes  = 16 << 20
+	defaultIntrospectionPerSec = 50
+	// introEntryOverhead approximates the fixed cost of one cache entry (digest, list
+	// element, entry struct, identity); answerWeight the decoded claims per byte of JSON.
+	introEntryOverhead = 512
+	answerWeight       = 3
+)
+
+// errIntrospectionThrottled: the outbound call budget is spent; answered per fail mode.
+var errIntrospectionThrottled = errors.New("introspection: outbound call rate limit reached")
 
 func newIntrospector(c *model.Introspection, client *http.Client) *introspector {
-	in := &introspector{url: c.URL, clientID: c.ClientID, clientSecret: c.ClientSecret, ttl: c.CacheTTL.D(), client: client}
+	in := &introspector{url: c.URL, clientID: c.ClientID, clientSecret: c.ClientSecret, ttl: c.CacheTTL.D(),
+		cacheBytes: c.CacheBytes, callsPerSec: float64(c.MaxCallsPerSecond), client: client}
 	if in.ttl <= 0 {
 		in.ttl = defaultIntrospectionTTL
+	}
+	in.negTTL = min(in.ttl, negativeIntrospectionTTL)
+	if in.cacheBytes <= 0 {
+		in.cacheBytes = defaultIntrospectionBytes
+	}
+	if in.callsPerSec <= 0 {
+		in.callsPerSec = defaultIntrospectionPerSec
 	}
 	return in
 }
@@ -40,53 +77,163 @@ type introEntry struct {
 	aud      []string
 	until    time.Time
 	memo     respMemo
+	size     int64 // estimated bytes held (see introEntryOverhead)
 }
 
+type introKey [sha256.Size]byte
+
+// introCall is one outbound call in flight; callers with the same token wait for it.
+type introCall struct {
+	done chan struct{}
+	ent  *introEntry
+	err  error
+	// quit: the caller who made the call gave up (its context ended), so err says nothing
+	// about the token or the endpoint; a waiting caller makes the call again.
+	quit bool
+}
+
+type introSlot struct {
+	key introKey
+	ent *introEntry
+}
+
+// introCache is the engine's introspection state, shared across snapshots: the answers
+// (LRU, bounded in bytes), the calls in flight, and the outbound call budget (a token
+// bucket refilled at the introspector's calls per second, holding at most one second's).
 type introCache struct {
-	mu  sync.Mutex
-	m   map[string]*introEntry
-	max int
+	mu     sync.Mutex
+	m      map[introKey]*list.Element
+	lru    list.List // front: most recently used; values *introSlot
+	bytes  int64
+	flight map[introKey]*introCall
+
+	budget     float64
+	budgetTime time.Time
 }
 
-func (c *introCache) get(k string, now time.Time) *introEntry {
+func newIntroCache() *introCache {
+	return &introCache{m: map[introKey]*list.Element{}, flight: map[introKey]*introCall{}}
+}
+
+// size returns the bytes the cached answers are estimated to hold.
+func (c *introCache) size() int64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	e := c.m[k]
-	if e != nil && !now.Before(e.until) {
-		delete(c.m, k)
-		return nil
-	}
-	return e
+	return c.bytes
 }
 
-func (c *introCache) put(k string, e *introEntry, now time.Time) {
+func (c *introCache) removeLocked(el *list.Element) {
+	s := c.lru.Remove(el).(*introSlot)
+	delete(c.m, s.key)
+	c.bytes -= s.ent.size
+}
+
+// begin returns the cached answer, or the call in flight to wait for (leader false), or a
+// new call the caller must make and finish (leader true).
+func (c *introCache) begin(k introKey, now time.Time) (ent *introEntry, call *introCall, leader bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if len(c.m) >= c.max {
-		for key, old := range c.m {
-			if !now.Before(old.until) {
-				delete(c.m, key)
-			}
+	if el := c.m[k]; el != nil {
+		s := el.Value.(*introSlot)
+		if now.Before(s.ent.until) {
+			c.lru.MoveToFront(el)
+			return s.ent, nil, false
 		}
-		if len(c.m) >= c.max {
-			clear(c.m)
-		}
+		c.removeLocked(el)
 	}
-	c.m[k] = e
+	if call = c.flight[k]; call != nil {
+		return nil, call, false
+	}
+	call = &introCall{done: make(chan struct{})}
+	c.flight[k] = call
+	return nil, call, true
 }
 
-// introspect returns the token's identity, from the cache or the endpoint.
+// spend takes one outbound call from the budget, reporting false when none is left.
+func (c *introCache) spend(now time.Time, perSec float64) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.budgetTime.IsZero() {
+		c.budget, c.budgetTime = perSec, now
+	}
+	if el := now.Sub(c.budgetTime); el > 0 {
+		c.budget = min(perSec, c.budget+el.Seconds()*perSec)
+		c.budgetTime = now
+	}
+	c.budget = min(c.budget, perSec) // the rate may have been lowered by a new snapshot
+	if c.budget < 1 {
+		return false
+	}
+	c.budget--
+	return true
+}
+
+// finish publishes the call's result to its waiters and caches a successful answer, evicting
+// the least recently used answers to stay within maxBytes. An answer larger than an eighth
+// of the cache is not cached: one huge answer must not flush everyone else's.
+func (c *introCache) finish(k introKey, call *introCall, ent *introEntry, err error, quit bool, maxBytes int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	call.ent, call.err, call.quit = ent, err, quit
+	delete(c.flight, k)
+	close(call.done)
+	if err != nil || ent.size > maxBytes/8 {
+		return
+	}
+	if el := c.m[k]; el != nil {
+		c.removeLocked(el)
+	}
+	for c.bytes+ent.size > maxBytes && c.lru.Len() > 0 {
+		c.removeLocked(c.lru.Back())
+	}
+	c.m[k] = c.lru.PushFront(&introSlot{key: k, ent: ent})
+	c.bytes += ent.size
+}
+
+// introspect returns the token's identity, from the cache, a call in flight or the endpoint.
 func (e *Engine) introspect(ctx context.Context, in *introspector, tok string, now time.Time) (*introEntry, *authFailure) {
-	key := in.url + "\x00" + tok
-	if ent := e.intro.get(key, now); ent != nil {
+	h := sha256.New()
+	h.Write([]byte(in.url))
+	h.Write([]byte{0})
+	h.Write([]byte(tok))
+	var k introKey
+	h.Sum(k[:0])
+	for {
+		ent, call, leader := e.intro.begin(k, now)
+		if ent != nil {
+			return ent, nil
+		}
+		var err error
+		if leader {
+			if e.intro.spend(now, in.callsPerSec) {
+				ent, err = in.call(ctx, tok, now)
+			} else {
+				err = errIntrospectionThrottled
+			}
+			e.intro.finish(k, call, ent, err, err != nil && ctx.Err() != nil, in.cacheBytes)
+		} else {
+			select {
+			case <-call.done:
+			case <-ctx.Done():
+				return nil, e.introFailure(ctx.Err())
+			}
+			if call.quit {
+				continue // its caller gave up: ask again, under our own deadline
+			}
+			ent, err = call.ent, call.err
+		}
+		if err != nil {
+			return nil, e.introFailure(err)
+		}
 		return ent, nil
 	}
-	ent, err := in.call(ctx, tok, now)
-	if err != nil {
-		return nil, &authFailure{status: 503, reason: ReasonAuthUnavailable, msg: "token introspection is unavailable", dependency: err}
+}
+
+func (e *Engine) introFailure(err error) *authFailure {
+	if errors.Is(err, errIntrospectionThrottled) {
+		e.metrics.IntrospectionThrottled.Inc()
 	}
-	e.intro.put(key, ent, now)
-	return ent, nil
+	return &authFailure{status: 503, reason: ReasonAuthUnavailable, msg: "token introspection is unavailable", dependency: err}
 }
 
 func (in *introspector) call(ctx context.Context, tok string, now time.Time) (*introEntry, error) {
@@ -118,7 +265,8 @@ func (in *introspector) call(ctx context.Context, tok string, now time.Time) (*i
 	if err := json.Unmarshal(body, &claims); err != nil {
 		return nil, fmt.Errorf("introspection: %w", err)
 	}
-	ent := &introEntry{until: now.Add(in.ttl)}
+	// An inactive answer keeps nothing of the body.
+	ent := &introEntry{until: now.Add(in.negTTL), size: introEntryOverhead}
 	ent.active, _ = claims["active"].(bool)
 	if !ent.active {
 		return ent, nil
@@ -129,14 +277,18 @@ func (in *introspector) call(ctx context.Context, tok string, now time.Time) (*i
 			ent.active = false
 			return ent, nil
 		}
+		ent.until = now.Add(in.ttl)
 		if t.Before(ent.until) {
 			ent.until = t
 		}
+	} else {
+		ent.until = now.Add(in.ttl)
 	}
 	if nbf, ok := claims["nbf"].(float64); ok && now.Before(time.Unix(int64(nbf), 0).Add(-defaultClockSkew)) {
-		ent.active = false
+		ent.active, ent.until = false, now.Add(in.negTTL)
 		return ent, nil
 	}
+	ent.size += answerWeight * int64(len(body))
 	id := Identity{Method: MethodIntrospection, Claims: claims}
 	id.UserID = claimString(claims, "sub")
 	if id.UserID == "" {

@@ -17,7 +17,6 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -141,7 +140,9 @@ type keySource struct {
 
 	keys atomic.Pointer[keySet]
 
-	mu          sync.Mutex // serializes fetches; guards the fields below
+	// lock (a one-slot channel, so a check can stop waiting when its deadline passes)
+	// serializes fetches and guards the fields below.
+	lock        chan struct{}
 	discovered  string
 	lastAttempt time.Time
 	nextRefresh time.Time
@@ -160,7 +161,7 @@ const (
 
 func newKeySource(issuer, jwksURI string, refresh time.Duration, client *http.Client, now func() time.Time) *keySource {
 	s := &keySource{issuer: issuer, jwksURI: jwksURI, client: client, now: now,
-		interval: defaultRefreshInterval, refetch: defaultRefetchInterval}
+		interval: defaultRefreshInterval, refetch: defaultRefetchInterval, lock: make(chan struct{}, 1)}
 	if refresh > 0 {
 		s.interval, s.refetch = refresh, refresh
 	}
@@ -178,15 +179,21 @@ func (s *keySource) lookup(ctx context.Context, kid string) (*jwk, *keySet, erro
 	if k := ks.find(kid); k != nil {
 		return k, ks, nil
 	}
-	s.mu.Lock()
+	// Another check may be fetching (up to fetchTimeout); wait for it no longer than this
+	// check's own deadline.
+	select {
+	case s.lock <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ks, ctx.Err()
+	}
 	if cur := s.current(); cur != ks { // someone else fetched meanwhile
-		s.mu.Unlock()
+		s.unlock()
 		return cur.find(kid), cur, nil
 	}
 	now := s.now()
 	if !s.lastAttempt.IsZero() && now.Sub(s.lastAttempt) < s.refetch {
 		err := s.lastErr
-		s.mu.Unlock()
+		s.unlock()
 		if ks == nil {
 			if err == nil {
 				err = errors.New("no keys fetched yet")
@@ -195,14 +202,25 @@ func (s *keySource) lookup(ctx context.Context, kid string) (*jwk, *keySet, erro
 		}
 		return nil, ks, nil
 	}
+	prevAttempt, prevNext, prevErr := s.lastAttempt, s.nextRefresh, s.lastErr
 	err := s.fetchLocked(ctx, now)
-	s.mu.Unlock()
+	if err != nil && ctx.Err() != nil && ks == nil {
+		// The first fetch was cut short by this check's own deadline (or its caller went
+		// away): that says nothing about the endpoint, so the next check may fetch at once
+		// rather than every token failing for the refetch interval. With keys in hand an
+		// unknown kid waits for the interval as usual (no refetch storm from callers that
+		// hang up on purpose).
+		s.lastAttempt, s.nextRefresh, s.lastErr = prevAttempt, prevNext, prevErr
+	}
+	s.unlock()
 	ks = s.current()
 	if ks == nil {
 		return nil, nil, err
 	}
 	return ks.find(kid), ks, nil
 }
+
+func (s *keySource) unlock() { <-s.lock }
 
 func (ks *keySet) find(kid string) *jwk {
 	if ks == nil {
@@ -220,8 +238,12 @@ func (ks *keySet) find(kid string) *jwk {
 // refreshIfDue fetches when the background refresh time has come; the error is the
 // failed fetch's (the last good keys stay in use).
 func (s *keySource) refreshIfDue(ctx context.Context) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	select {
+	case s.lock <- struct{}{}:
+	case <-ctx.Done():
+		return nil // shutting down
+	}
+	defer s.unlock()
 	now := s.now()
 	if !s.nextRefresh.IsZero() && now.Before(s.nextRefresh) {
 		return nil

@@ -15,6 +15,12 @@ type Metrics struct {
 	// DependencyFailures is api_gateway_authz_dependency_failures_total{dependency,mode}
 	// (mode: fail_closed | fail_open).
 	DependencyFailures *prometheus.CounterVec
+	// IntrospectionThrottled is api_gateway_authz_introspection_throttled_total: checks
+	// answered without an introspection call because the outbound call budget was spent.
+	IntrospectionThrottled prometheus.Counter
+	// Abandoned is api_gateway_authz_checks_abandoned_total{stage}: checks stopped because
+	// their deadline passed (Envoy no longer waits for the answer), by the stage not run.
+	Abandoned *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*Metrics, error) {
@@ -32,6 +38,14 @@ func newMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "api_gateway_authz_dependency_failures_total",
 			Help: "Checks where a dependency (JWKS, introspection, quota store) failed, by dependency and mode.",
 		}, []string{"dependency", "mode"}),
+		IntrospectionThrottled: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "api_gateway_authz_introspection_throttled_total",
+			Help: "Checks whose token introspection was refused by the outbound call budget (answered per the route's fail mode).",
+		}),
+		Abandoned: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "api_gateway_authz_checks_abandoned_total",
+			Help: "Checks stopped because their deadline passed, by the stage that was not run.",
+		}, []string{"stage"}),
 	}
 	if reg == nil {
 		return m, nil
@@ -63,6 +77,18 @@ func newMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	}
 	if cv, ok := c.(*prometheus.CounterVec); ok {
 		m.DependencyFailures = cv
+	}
+	if c, err = reuse(m.IntrospectionThrottled); err != nil {
+		return nil, err
+	}
+	if cn, ok := c.(prometheus.Counter); ok {
+		m.IntrospectionThrottled = cn
+	}
+	if c, err = reuse(m.Abandoned); err != nil {
+		return nil, err
+	}
+	if cv, ok := c.(*prometheus.CounterVec); ok {
+		m.Abandoned = cv
 	}
 	return m, nil
 }

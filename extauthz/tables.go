@@ -57,7 +57,14 @@ type tables struct {
 	hdrScopes     string
 	keepCreds     bool
 	trustedHops   int
+	// maxToken refuses longer bearer tokens and API keys before any work.
+	maxToken int
 }
+
+// defaultMaxTokenBytes: real JWTs and opaque tokens stay well under it; Envoy allows 60 KiB
+// of headers, and every byte over this is work (parsing, hashing, an outbound call) an
+// unauthenticated caller could make us do.
+const defaultMaxTokenBytes = 8 << 10
 
 // buildResult is a prepared snapshot: the tables, and what must be kept alive with them.
 type buildResult struct {
@@ -79,7 +86,8 @@ func (e *Engine) build(snap *model.Snapshot) (*buildResult, error) {
 	t := &tables{rev: snap.Revision, routes: make(map[string]*routePolicy, len(snap.Routes)),
 		keys: make(map[string]*keyEntry, len(snap.APIKeys)), tenants: map[string]*model.Tenant{},
 		issuers: map[string]*issuer{}, keepCreds: auth.KeepCredentials, trustedHops: auth.TrustedProxyHops,
-		hdrUser: "x-user-id", hdrTenant: "x-tenant-id", hdrKey: "x-api-key-id", hdrScopes: "x-auth-scopes"}
+		maxToken: auth.MaxTokenBytes,
+		hdrUser:  "x-user-id", hdrTenant: "x-tenant-id", hdrKey: "x-api-key-id", hdrScopes: "x-auth-scopes"}
 	for k, v := range auth.IdentityHeaders {
 		v = strings.ToLower(strings.TrimSpace(v))
 		if v == "-" {
@@ -97,6 +105,9 @@ func (e *Engine) build(snap *model.Snapshot) (*buildResult, error) {
 		case "scopes":
 			t.hdrScopes = v
 		}
+	}
+	if t.maxToken <= 0 {
+		t.maxToken = defaultMaxTokenBytes
 	}
 	res := &buildResult{t: t, sources: map[string]*keySource{}}
 

@@ -9,9 +9,11 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -283,5 +285,84 @@ func TestWAFThroughTheBinary(t *testing.T) {
 	}
 	if st := e.api("POST", "/routes", route, &bad); st != 400 || len(bad.Error.Details) == 0 || !strings.HasPrefix(bad.Error.Details[0].Field, "waf.") {
 		t.Fatalf("bad custom rule: %d %+v", st, bad)
+	}
+}
+
+// TestCredentialConfusionAndIntrospectionBoundsThroughTheBinary: two users' credentials in
+// one request are refused (not merged), and opaque tokens cost the identity provider at most
+// the configured calls, through the REST API and the gRPC port of the built binary.
+func TestCredentialConfusionAndIntrospectionBoundsThroughTheBinary(t *testing.T) {
+	e := start(t)
+	var calls atomic.Int64
+	idp := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		_ = json.NewEncoder(w).Encode(map[string]any{"active": false})
+	}))
+	t.Cleanup(idp.Close)
+	settings := map[string]any{"id": "global", "auth": map[string]any{"max_token_bytes": 4096,
+		"introspection": map[string]any{"url": idp.URL, "max_calls_per_second": 5}}}
+	if st := e.api("PUT", "/settings", settings, nil); st != 200 && st != 201 {
+		t.Fatalf("put settings: %d", st)
+	}
+	route := map[string]any{
+		"id": "owners", "conditions": []map[string]any{{"path_prefix": "/owners"}},
+		"targets": []map[string]any{{"host": "127.0.0.1", "port": 9}},
+		"auth":    map[string]any{"scopes": []string{"admin"}, "roles": []string{"owner"}},
+	}
+	if st := e.api("POST", "/routes", route, nil); st != 201 {
+		t.Fatalf("create route: %d", st)
+	}
+	var mallory struct {
+		Key string `json:"key"`
+	}
+	if st := e.api("POST", "/api-keys", map[string]any{"name": "mallory", "tenant": "acme", "user_id": "mallory",
+		"scopes": []string{"admin"}}, &mallory); st != 201 {
+		t.Fatalf("create key: %d", st)
+	}
+	alice, err := e.oidc.Keypair.SignJWT(jwt.MapClaims{"iss": e.oidc.Issuer(), "aud": e.oidc.ClientID, "sub": "alice",
+		"tenant_id": "acme", "scope": "read", "roles": []string{"owner"}, "exp": time.Now().Add(time.Hour).Unix()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const src = "10.1.2.3"
+	for _, c := range []struct {
+		name   string
+		hdrs   map[string]string
+		status int
+		reason string
+	}{
+		{"alice's token alone", map[string]string{"authorization": "Bearer " + alice}, 403, "insufficient_scope"},
+		{"mallory's key alone", map[string]string{"x-api-key": mallory.Key}, 403, "insufficient_role"},
+		{"both", map[string]string{"authorization": "Bearer " + alice, "x-api-key": mallory.Key}, 403, "credentials_mismatch"},
+	} {
+		r := e.check("owners", src, c.hdrs)
+		if status(r) != c.status || !strings.Contains(r.GetDeniedResponse().GetBody(), c.reason) {
+			t.Fatalf("%s: %d %s", c.name, status(r), r.GetDeniedResponse().GetBody())
+		}
+	}
+	// Over max_token_bytes: refused before any call.
+	if r := e.check("owners", src, map[string]string{"authorization": "Bearer " + strings.Repeat("o", 5000)}); status(r) != 401 ||
+		!strings.Contains(r.GetDeniedResponse().GetBody(), "invalid_token") || calls.Load() != 0 {
+		t.Fatalf("oversized token: %d %s, %d calls", status(r), r.GetDeniedResponse().GetBody(), calls.Load())
+	}
+	// 40 distinct opaque tokens: at most the budget (5 a second, plus what refills while
+	// they are sent) reaches the identity provider; the rest are 503s, counted.
+	start := time.Now()
+	for i := 0; i < 40; i++ {
+		if st := status(e.check("owners", src, map[string]string{"authorization": fmt.Sprintf("Bearer junk-%d", i)})); st != 401 && st != 503 {
+			t.Fatalf("junk token: %d", st)
+		}
+	}
+	if max := 5 + int64(time.Since(start).Seconds()*5) + 1; calls.Load() > max {
+		t.Fatalf("%d introspection calls for 40 junk tokens, want at most %d", calls.Load(), max)
+	}
+	res, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", e.g.MetricsPort))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if !strings.Contains(string(b), "api_gateway_authz_introspection_throttled_total") {
+		t.Fatal("metrics lack api_gateway_authz_introspection_throttled_total")
 	}
 }

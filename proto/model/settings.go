@@ -32,6 +32,9 @@ type AuthSettings struct {
 	KeepCredentials bool `json:"keep_credentials,omitempty"`
 	FailOpen        bool `json:"fail_open,omitempty"`
 	DryRun          bool `json:"dry_run,omitempty"`
+
+	// MaxTokenBytes refuses longer bearer tokens and API keys before any work (default 8192).
+	MaxTokenBytes int `json:"max_token_bytes,omitempty"`
 }
 
 // JWTIssuer is a trusted token issuer. Keys come from JWKSURI, or from OIDC discovery at
@@ -57,6 +60,11 @@ type Introspection struct {
 	ClientID     string   `json:"client_id,omitempty"`
 	ClientSecret string   `json:"client_secret,omitempty"`
 	CacheTTL     Duration `json:"cache_ttl,omitempty"`
+	// CacheBytes bounds the answers cache (default 16 MiB).
+	CacheBytes int64 `json:"cache_bytes,omitempty"`
+	// MaxCallsPerSecond caps outbound introspection calls (default 50); the excess is
+	// answered per the route's fail mode.
+	MaxCallsPerSecond int `json:"max_calls_per_second,omitempty"`
 }
 
 // GetID returns "global".
@@ -94,6 +102,12 @@ func (s *Settings) Validate() FieldErrors {
 		}
 		if in := a.Introspection; in != nil && !isURL(in.URL) {
 			errs.Add("auth.introspection.url", "must be an http(s) URL")
+		}
+		if in := a.Introspection; in != nil && (in.CacheBytes < 0 || in.MaxCallsPerSecond < 0 || in.CacheTTL < 0) {
+			errs.Add("auth.introspection", "cache_ttl, cache_bytes and max_calls_per_second must not be negative")
+		}
+		if a.MaxTokenBytes < 0 {
+			errs.Add("auth.max_token_bytes", "must not be negative")
 		}
 		if a.TrustedProxyHops < 0 || a.TrustedProxyHops > 10 {
 			errs.Add("auth.trusted_proxy_hops", "must be 0-10")

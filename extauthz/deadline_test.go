@@ -1,0 +1,171 @@
+package extauthz
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/api-gateway/api-gateway/proto/model"
+)
+
+// deadlineHarness: a quota-limited key, an introspecting IdP, a fail-closed and a fail-open
+// route.
+func deadlineHarness(t *testing.T) (*harness, *idpServer, string) {
+	idp := newIDPServer(t)
+	h := newHarness(t, Options{})
+	k, secret := newKey(t, "metered", func(k *model.APIKey) { k.UserID, k.Quota = "u", &model.KeyQuota{PerDay: 1} })
+	h.apply(&model.Snapshot{Revision: 1, APIKeys: []*model.APIKey{k},
+		Settings: &model.Settings{ID: model.SettingsID, Auth: &model.AuthSettings{Introspection: &model.Introspection{URL: idp.URL}}},
+		Routes:   []*model.Route{route("closed", nil), route("open", func(r *model.Route) { r.Auth = &model.RouteAuth{FailOpen: true} })}})
+	return h, idp, secret
+}
+
+// A Check whose deadline has passed stops before the next stage: Envoy no longer waits for
+// the answer, so spending a quota unit, an outbound call or a dependency-failure count on
+// it is waste (and, for the quota, a charge for a request that was never served).
+func TestCheckPastItsDeadlineDoesNoMoreWork(t *testing.T) {
+	h, idp, secret := deadlineHarness(t)
+	done, cancel := context.WithCancel(context.Background())
+	cancel()
+	key := &Request{RouteID: "closed", HasRouteID: true, Headers: map[string]string{"x-api-key": secret}}
+	if d := h.engine.Check(done, key); d.Allowed || d.Reason != ReasonDeadlineExceeded {
+		t.Fatalf("a check past its deadline: allowed %v, reason %s", d.Allowed, d.Reason)
+	}
+	// The quota unit (one a day) was not spent on the abandoned check.
+	if d := h.engine.Check(context.Background(), key); !d.Allowed {
+		t.Fatalf("the live check after an abandoned one: %s", d.Reason)
+	}
+	tok := &Request{RouteID: "open", HasRouteID: true, Headers: bearer("opaque")}
+	if d := h.engine.Check(done, tok); d.Allowed {
+		t.Fatalf("an abandoned check on a fail-open route was allowed (%s)", d.Outcome)
+	}
+	if n := idp.calls.Load(); n != 0 {
+		t.Fatalf("an abandoned check made %d introspection calls", n)
+	}
+	if got := counterValue(t, h, "api_gateway_authz_dependency_failures_total", nil); got != 0 {
+		t.Fatalf("an abandoned check counted %v dependency failures", got)
+	}
+	if got := counterValue(t, h, "api_gateway_authz_checks_abandoned_total", nil); got != 2 {
+		t.Fatalf("abandoned checks counted %v, want 2", got)
+	}
+}
+
+// A deadline that passes while a dependency is slow ends the check there: the outbound
+// call is cancelled, and the fail-open route does not go on to allow the request.
+func TestDeadlineDuringIntrospectionEndsTheCheck(t *testing.T) {
+	h, idp, _ := deadlineHarness(t)
+	hold := make(chan struct{})
+	defer close(hold)
+	idp.setHold(hold)
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	d := h.engine.Check(ctx, &Request{RouteID: "open", HasRouteID: true, Headers: bearer("slow")})
+	if took := time.Since(start); took > 2*time.Second {
+		t.Fatalf("the check took %v past a 100ms deadline", took)
+	}
+	if d.Allowed || d.Reason != ReasonDeadlineExceeded {
+		t.Fatalf("allowed %v (%s), reason %s", d.Allowed, d.Outcome, d.Reason)
+	}
+	if got := counterValue(t, h, "api_gateway_authz_dependency_failures_total", nil); got != 0 {
+		t.Fatalf("the deadline counted as %v dependency failures", got)
+	}
+}
+
+// The gRPC handler hands the call's context (with Envoy's deadline) to the engine: when the
+// client gives up, the engine's outbound call is cancelled and the check is abandoned.
+func TestGRPCDeadlineReachesTheEngine(t *testing.T) {
+	h, idp, _ := deadlineHarness(t)
+	hold := make(chan struct{})
+	defer close(hold)
+	idp.setHold(hold)
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	_, err := h.client.Check(ctx, envoyReq{routeID: rid("open"), headers: bearer("slow")}.build())
+	if status.Code(err) != codes.DeadlineExceeded {
+		t.Fatalf("client: %v", err)
+	}
+	for end := time.Now().Add(3 * time.Second); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
+		if idp.gone.Load() == 1 && counterValue(t, h, "api_gateway_authz_checks_abandoned_total", nil) == 1 {
+			return
+		}
+	}
+	t.Fatalf("after the client's deadline: IdP calls cancelled %d, checks abandoned %v", idp.gone.Load(),
+		counterValue(t, h, "api_gateway_authz_checks_abandoned_total", nil))
+}
+
+// A JWKS fetch cut short by one check's deadline says nothing about the endpoint: the next
+// check fetches again instead of failing every token for the refetch interval (30s).
+func TestAbandonedJWKSFetchDoesNotFailTheNextCheck(t *testing.T) {
+	k := genKey(t, "k1", "RS256")
+	hold := make(chan struct{})
+	var once sync.Once
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-hold:
+		case <-r.Context().Done():
+			return
+		}
+		_ = json.NewEncoder(w).Encode(map[string]any{"keys": []any{k.jwk()}})
+	}))
+	t.Cleanup(srv.Close)
+	t.Cleanup(func() { once.Do(func() { close(hold) }) })
+	h := newHarness(t, Options{})
+	h.apply(jwtSnapshot(1, model.JWTIssuer{Issuer: testIssuer, JWKSURI: srv.URL}))
+	tok := k.sign(t, jwt.MapClaims{"iss": testIssuer, "sub": "u", "exp": h.clock.Now().Add(time.Hour).Unix()})
+	r := &Request{RouteID: "r", HasRouteID: true, Headers: bearer(tok)}
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if d := h.engine.Check(ctx, r); d.Allowed || d.Reason != ReasonDeadlineExceeded {
+		t.Fatalf("the check whose deadline passed mid-fetch: allowed %v, %s", d.Allowed, d.Reason)
+	}
+	once.Do(func() { close(hold) })
+	if d := h.engine.Check(context.Background(), r); !d.Allowed {
+		t.Fatalf("the next check, the JWKS endpoint now answering: %s %s", d.Reason, d.Message)
+	}
+}
+
+// A check does not wait past its deadline behind another check's slow JWKS fetch.
+func TestCheckDoesNotWaitPastItsDeadlineForAnotherFetch(t *testing.T) {
+	k := genKey(t, "k1", "RS256")
+	hold := make(chan struct{})
+	var once sync.Once
+	release := func() { once.Do(func() { close(hold) }) }
+	t.Cleanup(release)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-hold:
+		case <-r.Context().Done():
+			return
+		}
+		_ = json.NewEncoder(w).Encode(map[string]any{"keys": []any{k.jwk()}})
+	}))
+	t.Cleanup(srv.Close)
+	h := newHarness(t, Options{})
+	h.apply(jwtSnapshot(1, model.JWTIssuer{Issuer: testIssuer, JWKSURI: srv.URL}))
+	tok := k.sign(t, jwt.MapClaims{"iss": testIssuer, "sub": "u", "exp": h.clock.Now().Add(time.Hour).Unix()})
+	r := func() *Request { return &Request{RouteID: "r", HasRouteID: true, Headers: bearer(tok)} }
+	first := make(chan *Decision)
+	go func() { first <- h.engine.Check(context.Background(), r()) }() // fetches, held
+	time.Sleep(50 * time.Millisecond)
+	go func() { time.Sleep(3 * time.Second); release() }()
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	d := h.engine.Check(ctx, r())
+	if took := time.Since(start); took > time.Second || d.Reason != ReasonDeadlineExceeded {
+		t.Fatalf("behind a held fetch, a check with a 100ms deadline took %v (%s)", took, d.Reason)
+	}
+	release()
+	if d := <-first; !d.Allowed {
+		t.Fatalf("the check that fetched: %s", d.Reason)
+	}
+}

@@ -1,0 +1,85 @@
+package extauthz
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/api-gateway/api-gateway/internal/testutil"
+
+	"github.com/api-gateway/api-gateway/proto/model"
+)
+
+func removedSet(names []string) map[string]bool {
+	m := map[string]bool{}
+	for _, n := range names {
+		m[n] = true
+	}
+	return m
+}
+
+// A request let through by fail_open carries no identity, and its credentials are removed
+// like those of any allowed request: the upstream must not receive a token the gateway
+// could not check (it might trust it, or log it). keep_credentials still keeps them.
+func TestFailOpenRemovesCredentials(t *testing.T) {
+	for _, keep := range []bool{false, true} {
+		// A real Redis client against a port nothing listens on: the quota store is down.
+		rc := redis.NewClient(&redis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t)), MaxRetries: -1})
+		t.Cleanup(func() { rc.Close() })
+		h := newHarness(t, Options{Quota: NewRedisQuota(rc)})
+		k := genKey(t, "k1", "RS256")
+		jwks := newJWKSServer(t, k)
+		jwks.setDown(true)
+		idp := newIDPServer(t)
+		idp.Close() // the identity provider is down
+		key, secret := newKey(t, "quota-key", func(k *model.APIKey) {
+			k.UserID, k.Quota = "u", &model.KeyQuota{PerDay: 10}
+		})
+		snap := jwtSnapshot(1, model.JWTIssuer{Issuer: testIssuer, JWKSURI: jwks.URL})
+		snap.Settings.Auth.KeepCredentials = keep
+		snap.Settings.Auth.Introspection = &model.Introspection{URL: idp.URL}
+		snap.APIKeys = []*model.APIKey{key}
+		snap.Routes = append(snap.Routes, route("open", func(r *model.Route) { r.Auth = &model.RouteAuth{FailOpen: true} }))
+		h.apply(snap)
+		tok := k.sign(t, jwt.MapClaims{"iss": testIssuer, "sub": "u", "exp": h.clock.Now().Add(time.Hour).Unix()})
+		for _, c := range []struct {
+			name string
+			hdrs map[string]string
+		}{
+			{"jwt with the JWKS down", map[string]string{"authorization": "Bearer " + tok, "x-api-key": secret}},
+			{"opaque token with introspection down", map[string]string{"authorization": "Bearer opaque-1"}},
+			{"api key with the quota store down", map[string]string{"x-api-key": secret}},
+		} {
+			resp := h.check(envoyReq{routeID: rid("open"), headers: c.hdrs})
+			if httpStatus(resp) != 200 {
+				t.Fatalf("keep=%v %s: status %d %s", keep, c.name, httpStatus(resp), resp.GetDeniedResponse().GetBody())
+			}
+			if m := resp.GetDynamicMetadata().GetFields()["auth_method"].GetStringValue(); m != MethodNone {
+				t.Fatalf("keep=%v %s: auth_method %q", keep, c.name, m)
+			}
+			removed := removedSet(resp.GetOkResponse().GetHeadersToRemove())
+			for _, hdr := range []string{"authorization", "x-api-key"} {
+				if removed[hdr] == keep {
+					t.Errorf("keep_credentials=%v %s: %s removed=%v", keep, c.name, hdr, removed[hdr])
+				}
+			}
+			if !removed["x-user-id"] {
+				t.Errorf("%s: x-user-id not removed", c.name)
+			}
+		}
+	}
+}
+
+// A public route forwards an Authorization header the gateway does not interpret (Basic):
+// only credentials the gateway consumed are removed.
+func TestPublicRouteKeepsForeignAuthorization(t *testing.T) {
+	h := newHarness(t, Options{})
+	h.apply(&model.Snapshot{Revision: 1, Routes: []*model.Route{publicRoute("pub", nil)}})
+	resp := h.check(envoyReq{routeID: rid("pub"), headers: map[string]string{"authorization": "Basic dTpw"}})
+	if httpStatus(resp) != 200 || removedSet(resp.GetOkResponse().GetHeadersToRemove())["authorization"] {
+		t.Fatalf("status %d, removed %v", httpStatus(resp), resp.GetOkResponse().GetHeadersToRemove())
+	}
+}
