@@ -1,0 +1,260 @@
+package ratelimit
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"sync"
+	"testing"
+	"time"
+
+	rlcommon "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
+	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/api-gateway/api-gateway/xds/ir"
+)
+
+func wrapUint64(v uint64) *wrapperspb.UInt64Value { return wrapperspb.UInt64(v) }
+
+// costReq is a request for descriptor k=v with a per-descriptor hits_addend.
+func costReq(cost uint64) *rlsv3.RateLimitRequest {
+	q := req("test", []string{"k", "v"})
+	q.Descriptors[0].HitsAddend = wrapUint64(cost)
+	return q
+}
+
+func isInvalidArgument(err error) bool { return status.Code(err) == codes.InvalidArgument }
+
+// TestHugeCostNeverWrapsACounter: a fixed window of 5 per minute with 4 hits used; a call of
+// cost 2^64-4 (which made the memory counter wrap to 0, then 30 of 30 calls passed) is refused
+// as invalid, and then exactly one more unit is admitted, on both stores. The same for every
+// cost at the uint64 boundaries.
+func TestHugeCostNeverWrapsACounter(t *testing.T) {
+	for _, kind := range []storeKind{"memory", "redis"} {
+		t.Run(string(kind), func(t *testing.T) {
+			store := newTestStore(t, kind)
+			for _, huge := range []uint64{math.MaxUint64 - 3, math.MaxUint64, math.MaxUint64 - 4, 1 << 63, 1 << 32, MaxHitsAddend + 1} {
+				svc := newTestService(t, store, newFakeClock(base), oneRuleDomain(ir.RateLimitRule{Algorithm: ir.FixedWindow, Requests: 5, Period: time.Minute}))
+				svc.prefix = fmt.Sprintf("wrap:%d:", huge)
+				for i := 0; i < 4; i++ {
+					if r, err := svc.ShouldRateLimit(context.Background(), costReq(1)); err != nil || r.OverallCode != rlsv3.RateLimitResponse_OK {
+						t.Fatalf("setup hit %d: %v %v", i, r, err)
+					}
+				}
+				if _, err := svc.ShouldRateLimit(context.Background(), costReq(huge)); !isInvalidArgument(err) {
+					t.Fatalf("cost %d: %v, want InvalidArgument", huge, err)
+				}
+				admitted := 0
+				for i := 0; i < 30; i++ {
+					r, err := svc.ShouldRateLimit(context.Background(), costReq(1))
+					if err != nil {
+						t.Fatal(err)
+					}
+					if r.OverallCode == rlsv3.RateLimitResponse_OK {
+						admitted++
+					}
+				}
+				if admitted != 1 {
+					t.Fatalf("after cost %d: %d of 30 admitted, want 1", huge, admitted)
+				}
+			}
+		})
+	}
+}
+
+// TestBucketsDenyCostAboveBurst: token and leaky buckets answer a cost above their burst
+// OVER_LIMIT on both stores (the memory store admitted 2^32-1 through an overflow while Redis
+// denied it), and a cost past MaxHitsAddend is refused as invalid.
+func TestBucketsDenyCostAboveBurst(t *testing.T) {
+	for _, kind := range []storeKind{"memory", "redis"} {
+		store := newTestStore(t, kind)
+		for _, rule := range []ir.RateLimitRule{
+			{Algorithm: ir.TokenBucket, Requests: 10, Period: time.Second, Burst: 3},
+			{Algorithm: ir.LeakyBucket, Requests: 10, Period: time.Second, Burst: 3},
+			{Algorithm: ir.TokenBucket, Requests: 4_000_000_000, Period: time.Hour},
+			{Algorithm: ir.LeakyBucket, Requests: 1, Period: 24 * time.Hour, Burst: 1},
+		} {
+			t.Run(fmt.Sprintf("%s/%s/%d", kind, rule.Algorithm, rule.Requests), func(t *testing.T) {
+				svc := newTestService(t, store, newFakeClock(base), oneRuleDomain(rule))
+				svc.prefix = fmt.Sprintf("burst:%s:%d:", rule.Algorithm, rule.Requests)
+				for _, cost := range []uint64{math.MaxUint32, math.MaxUint32 - 1, 4_000_000_001} {
+					r, err := svc.ShouldRateLimit(context.Background(), costReq(cost))
+					if err != nil {
+						t.Fatal(err)
+					}
+					if r.OverallCode != rlsv3.RateLimitResponse_OVER_LIMIT {
+						t.Fatalf("cost %d admitted: %v", cost, r)
+					}
+				}
+				for _, cost := range []uint64{math.MaxUint64, math.MaxUint32 + 1} {
+					if _, err := svc.ShouldRateLimit(context.Background(), costReq(cost)); !isInvalidArgument(err) {
+						t.Fatalf("cost %d: %v, want InvalidArgument", cost, err)
+					}
+				}
+				// The counter is untouched: a cost of 1 passes.
+				if r, err := svc.ShouldRateLimit(context.Background(), costReq(1)); err != nil || r.OverallCode != rlsv3.RateLimitResponse_OK {
+					t.Fatalf("cost 1 after the refusals: %v %v", r, err)
+				}
+			})
+		}
+	}
+}
+
+// TestRequestCaps: a request past a documented cap (descriptors per request, entries per
+// descriptor, hits_addend) is refused InvalidArgument before any store work; one at each cap
+// is served.
+func TestRequestCaps(t *testing.T) {
+	store := &countingStore{Store: NewMemoryStore()}
+	svc := newTestService(t, store, newFakeClock(base), oneRuleDomain(ir.RateLimitRule{Algorithm: ir.FixedWindow, Requests: 5, Period: time.Minute}))
+	many := func(n int) *rlsv3.RateLimitRequest {
+		q := &rlsv3.RateLimitRequest{Domain: "test"}
+		for i := 0; i < n; i++ {
+			q.Descriptors = append(q.Descriptors, &rlcommon.RateLimitDescriptor{Entries: []*rlcommon.RateLimitDescriptor_Entry{{Key: "k", Value: fmt.Sprint(i)}}})
+		}
+		return q
+	}
+	wide := func(n int) *rlsv3.RateLimitRequest {
+		d := &rlcommon.RateLimitDescriptor{}
+		for i := 0; i < n; i++ {
+			d.Entries = append(d.Entries, &rlcommon.RateLimitDescriptor_Entry{Key: "k", Value: fmt.Sprint(i)})
+		}
+		return &rlsv3.RateLimitRequest{Domain: "test", Descriptors: []*rlcommon.RateLimitDescriptor{d}}
+	}
+	for name, q := range map[string]*rlsv3.RateLimitRequest{
+		"descriptors": many(MaxDescriptors + 1), "10000 descriptors": many(10_000),
+		"entries": wide(MaxDescriptorEntries + 1), "hits_addend": costReq(MaxHitsAddend + 1),
+	} {
+		if _, err := svc.ShouldRateLimit(context.Background(), q); !isInvalidArgument(err) {
+			t.Errorf("%s: %v, want InvalidArgument", name, err)
+		}
+	}
+	if store.calls != 0 {
+		t.Fatalf("refused requests reached the store %d times", store.calls)
+	}
+	for name, q := range map[string]*rlsv3.RateLimitRequest{
+		"descriptors": many(MaxDescriptors), "entries": wide(MaxDescriptorEntries), "hits_addend": costReq(MaxHitsAddend),
+	} {
+		if _, err := svc.ShouldRateLimit(context.Background(), q); err != nil {
+			t.Errorf("%s at the cap: %v", name, err)
+		}
+	}
+}
+
+// TestPoisonedRequestsLeaveOthersAlone: on Redis, requests built to break the store (cost
+// 2^64-1, 10,000 descriptors, costs at every boundary) run concurrently with legitimate
+// callers sharing the same pipelines; every legitimate answer is exact: each client's 10 of
+// 15 calls admitted, none failed open (620 of 1,500 failed open when one script error took
+// its whole pipeline down).
+func TestPoisonedRequestsLeaveOthersAlone(t *testing.T) {
+	store := newTestStore(t, "redis")
+	clock := newFakeClock(base)
+	svc := newTestService(t, store, clock, oneRuleDomain(ir.RateLimitRule{Algorithm: ir.FixedWindow, Requests: 10, Period: time.Minute}),
+		ir.RateLimitDomain{Name: "other", Descriptors: []ir.RateLimitDescriptor{
+			{Key: "s", Limits: []ir.RateLimitRule{{Algorithm: ir.SlidingWindow, Requests: 10, Period: time.Minute}}},
+			{Key: "t", Limits: []ir.RateLimitRule{{Algorithm: ir.TokenBucket, Requests: 10, Period: time.Minute}}},
+			{Key: "l", Limits: []ir.RateLimitRule{{Algorithm: ir.LeakyBucket, Requests: 10, Period: time.Minute, Burst: 10}}},
+		}})
+	poisons := []*rlsv3.RateLimitRequest{costReq(math.MaxUint64), costReq(math.MaxUint64 - 3), costReq(1 << 53), costReq(math.MaxUint32)}
+	for _, k := range []string{"s", "t", "l"} {
+		q := req("other", []string{k, "x"}, []string{k, "y"})
+		q.Descriptors[0].HitsAddend = wrapUint64(math.MaxUint64)
+		q.Descriptors[1].HitsAddend = wrapUint64(math.MaxUint32)
+		poisons = append(poisons, q)
+	}
+	huge := &rlsv3.RateLimitRequest{Domain: "test"}
+	for i := 0; i < 10_000; i++ {
+		huge.Descriptors = append(huge.Descriptors, &rlcommon.RateLimitDescriptor{Entries: []*rlcommon.RateLimitDescriptor_Entry{{Key: "k", Value: fmt.Sprint("h", i)}}})
+	}
+	poisons = append(poisons, huge)
+	const clients, calls = 100, 15
+	admitted := make([]int, clients)
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	for p := 0; p < 4; p++ {
+		wg.Add(1)
+		go func(p int) {
+			defer wg.Done()
+			for i := p; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				_, _ = svc.ShouldRateLimit(context.Background(), poisons[i%len(poisons)])
+			}
+		}(p)
+	}
+	var legit sync.WaitGroup
+	for c := 0; c < clients; c++ {
+		legit.Add(1)
+		go func(c int) {
+			defer legit.Done()
+			domain, key := "test", "k"
+			if c%4 != 0 {
+				domain, key = "other", []string{"s", "t", "l"}[c%4-1]
+			}
+			for i := 0; i < calls; i++ {
+				r, err := svc.ShouldRateLimit(context.Background(), req(domain, []string{key, fmt.Sprint("client", c)}))
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if r.OverallCode == rlsv3.RateLimitResponse_OK {
+					admitted[c]++
+				}
+			}
+		}(c)
+	}
+	legit.Wait()
+	close(stop)
+	wg.Wait()
+	for c, n := range admitted {
+		if n != 10 {
+			t.Errorf("client %d: %d of %d admitted, want 10", c, n, calls)
+		}
+	}
+}
+
+// TestScriptErrorStaysWithItsGroup: when the script fails for one group (here its key holds a
+// list, so Redis answers WRONGTYPE), only the request that carried it gets the error; the
+// other requests packed into the same script call and pipeline get their answers.
+func TestScriptErrorStaysWithItsGroup(t *testing.T) {
+	r := newTestStore(t, "redis").(*RedisStore)
+	// Gather concurrent calls into one pipeline, so the bad group rides with the others.
+	s := NewRedisStore(r.Client(), RedisOptions{Timeout: 5 * time.Second, Window: 20 * time.Millisecond, Workers: 1})
+	ctx := context.Background()
+	if err := r.Client().RPush(ctx, "iso:{bad}:s", "x").Err(); err != nil {
+		t.Fatal(err)
+	}
+	now := base.UnixMicro()
+	for _, alg := range []Algorithm{AlgSlidingWindow, AlgTokenBucket, AlgLeakyBucket, AlgFixedWindow} {
+		t.Run(string(rune(alg)), func(t *testing.T) {
+			bad := Check{Key: "iso:{bad}:s", Alg: alg, Limit: 10, Period: 1_000_000, Burst: 10, WindowEnd: now + 1_000_000, Cost: 2}
+			var wg sync.WaitGroup
+			errs := make([]error, 40)
+			for i := range errs {
+				wg.Add(1)
+				go func(i int) {
+					defer wg.Done()
+					good := Check{Key: fmt.Sprintf("iso:{%c%d}:s", alg, i), Alg: alg, Limit: 10, Period: 1_000_000, Burst: 10, WindowEnd: now + 1_000_000, Cost: 2}
+					g := [][]Check{{good}}
+					if i == 20 {
+						g = [][]Check{{bad}}
+					} else if i%3 == 0 {
+						g = [][]Check{{good, {Key: fmt.Sprintf("iso:{%c%d}:t", alg, i), Alg: AlgTokenBucket, Limit: 10, Period: 1000, Burst: 10, Cost: 1}}}
+					}
+					_, errs[i] = s.Eval(ctx, now, g)
+				}(i)
+			}
+			wg.Wait()
+			for i, err := range errs {
+				if (i == 20) != (err != nil) {
+					t.Errorf("call %d: %v", i, err)
+				}
+			}
+		})
+	}
+}
