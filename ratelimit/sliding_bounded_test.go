@@ -2,6 +2,7 @@ package ratelimit
 
 import (
 	"context"
+	"math/rand"
 	"runtime"
 	"testing"
 	"time"
@@ -99,5 +100,78 @@ func TestCostAboveLimitSkipsStore(t *testing.T) {
 				t.Fatalf("the store was asked %d times", n)
 			}
 		})
+	}
+}
+
+// TestSlidingWindowExactness pins what the bucketed sliding window keeps of the exact log:
+// every admission is one the exact log of the same period admits too (never more than the
+// limit in any window of the period), and every denial is one the exact log would make with
+// a window one bucket longer (period + period/slidingBuckets): a unit is forgotten at most one
+// bucket late. Random arrivals and costs, on both stores, which must agree.
+func TestSlidingWindowExactness(t *testing.T) {
+	const limit = 20
+	period := 10 * time.Second
+	w := slidingWidth(period.Microseconds())
+	rng := rand.New(rand.NewSource(3))
+	type arrival struct {
+		at   int64 // µs after base
+		cost uint64
+	}
+	var arrivals []arrival
+	at := int64(0)
+	for i := 0; i < 1500; i++ {
+		at += int64(rng.Intn(400_000))
+		arrivals = append(arrivals, arrival{at, uint64(rng.Intn(4))})
+	}
+	// held returns the units of admitted that count at t for a log of window p: admitted in (t-p, t].
+	held := func(admitted []arrival, t, p int64) uint64 {
+		n := uint64(0)
+		for _, a := range admitted {
+			if a.at > t-p && a.at <= t {
+				n += a.cost
+			}
+		}
+		return n
+	}
+	decisions := map[storeKind][]bool{}
+	for _, kind := range []storeKind{"memory", "redis"} {
+		clock := newFakeClock(base)
+		svc := newTestService(t, newTestStore(t, kind), clock,
+			oneRuleDomain(ir.RateLimitRule{Algorithm: ir.SlidingWindow, Requests: limit, Period: period}))
+		var admitted []arrival
+		denials := 0
+		for _, a := range arrivals {
+			clock.Set(base.Add(time.Duration(a.at) * time.Microsecond))
+			q := req("test", []string{"k", "v"})
+			q.Descriptors[0].HitsAddend = wrapUint64(a.cost)
+			resp, err := svc.ShouldRateLimit(context.Background(), q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ok := resp.OverallCode == rlsv3.RateLimitResponse_OK
+			decisions[kind] = append(decisions[kind], ok)
+			exact := held(admitted, a.at, period.Microseconds())
+			longer := held(admitted, a.at, period.Microseconds()+w)
+			if ok && exact+a.cost > limit {
+				t.Fatalf("%s: admitted cost %d at %d with %d units in the window", kind, a.cost, a.at, exact)
+			}
+			if !ok {
+				denials++
+				if longer+a.cost <= limit {
+					t.Fatalf("%s: denied cost %d at %d with only %d units in a window one bucket longer", kind, a.cost, a.at, longer)
+				}
+			}
+			if ok {
+				admitted = append(admitted, a)
+			}
+		}
+		if denials == 0 {
+			t.Fatalf("%s: nothing was denied; the test does not reach the limit", kind)
+		}
+	}
+	for i := range decisions["memory"] {
+		if decisions["memory"][i] != decisions["redis"][i] {
+			t.Fatalf("arrival %d: memory %v, redis %v", i, decisions["memory"][i], decisions["redis"][i])
+		}
 	}
 }
