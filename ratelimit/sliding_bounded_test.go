@@ -4,6 +4,8 @@ import (
 	"context"
 	"math/rand"
 	"runtime"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -174,4 +176,19 @@ func TestSlidingWindowExactness(t *testing.T) {
 			t.Fatalf("arrival %d: memory %v, redis %v", i, decisions["memory"][i], decisions["redis"][i])
 		}
 	}
+}
+
+// slidingUnits sums the units a sliding window's Redis value holds ("first n0 n1 ...").
+func slidingUnits(t testing.TB, v string) int64 {
+	t.Helper()
+	f := strings.Fields(v)
+	var sum int64
+	for _, x := range f[min(1, len(f)):] {
+		n, err := strconv.ParseInt(x, 10, 64)
+		if err != nil {
+			t.Fatalf("sliding window value %q: %v", v, err)
+		}
+		sum += n
+	}
+	return sum
 }
