@@ -140,7 +140,7 @@ func apply(st *state, now int64, c *Check, p pending) {
 	st.used = true
 	switch c.Alg {
 	case AlgFixedWindow:
-		st.count = p.count
+		st.count += c.Cost // added, not set: a group may name one counter twice (as the script does)
 		st.expire = c.WindowEnd
 	case AlgSlidingWindow:
 		slideCharge(st, now, c.Period, c.Cost)

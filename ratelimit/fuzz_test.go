@@ -33,6 +33,10 @@ func fuzzDomains() []ir.RateLimitDomain {
 		{Key: "w", Value: "a*", DetailedMetric: true, ShareThreshold: true, Limits: []ir.RateLimitRule{{Algorithm: ir.TokenBucket, Requests: 3, Period: time.Second}}},
 		{Key: "sh", ShadowMode: true, Limits: []ir.RateLimitRule{{Algorithm: ir.FixedWindow, Requests: 2, Period: time.Second}}},
 		{Key: "u", Unlimited: true},
+		{Key: "d", Name: "dup", Limits: []ir.RateLimitRule{ // two rules on one counter each
+			{Algorithm: ir.FixedWindow, Requests: 6, Period: time.Second}, {Algorithm: ir.FixedWindow, Requests: 9, Period: time.Second},
+			{Algorithm: ir.SlidingWindow, Requests: 6, Period: time.Second}, {Algorithm: ir.SlidingWindow, Requests: 9, Period: time.Second},
+		}},
 		{Key: "z", Limits: []ir.RateLimitRule{{Algorithm: ir.FixedWindow, Requests: 0, Period: time.Second}}},
 		{Key: "n", Descriptors: []ir.RateLimitDescriptor{
 			{Key: "m", Limits: []ir.RateLimitRule{{Algorithm: ir.SlidingWindow, Requests: 3, Period: time.Second}}},
@@ -41,7 +45,7 @@ func fuzzDomains() []ir.RateLimitDomain {
 }
 
 // fuzzKeys are the descriptor keys a fuzz input picks from (configured ones and others).
-var fuzzKeys = []string{"f", "s", "big", "t", "l", "g", "w", "sh", "u", "z", "n", "other"}
+var fuzzKeys = []string{"f", "s", "big", "t", "l", "g", "w", "sh", "u", "z", "n", "other", "d"}
 
 // fuzzRequest turns fuzz input into a request: descriptors picked by the bytes of shape, each
 // with the value, a cost taken from hits (0, small, at the caps, huge, 2^64-1), an optional
@@ -91,6 +95,7 @@ func FuzzShouldRateLimit(f *testing.F) {
 	f.Add("test", []byte{0xb0, 0xc0, 0xd3, 0xe4, 0xf5, 0xa6}, "v", uint64(math.MaxUint32), uint32(math.MaxUint32), uint32(0), uint8(0), uint32(0), uint32(0))
 	f.Add("test", make([]byte, 70), "v", uint64(1), uint32(0), uint32(0), uint8(0), uint32(0), uint32(0))
 	f.Add("test", []byte{0x30, 0x31, 0x35}, "v", uint64(9), uint32(0), uint32(0), uint8(0), uint32(0), uint32(1))
+	f.Add("test", []byte{12, 12, 0x8c, 12, 12}, "v", uint64(2), uint32(0), uint32(0), uint8(0), uint32(0), uint32(100_000))
 	mem := newTestService(f, NewMemoryStore(), nil, fuzzDomains()...)
 	red := newTestService(f, newTestStore(f, "redis"), nil, fuzzDomains()...)
 	clock := newFakeClock(base)

@@ -199,14 +199,16 @@ local function group(now, ki, ai, n, o)
       local d = dec[i]
       local k = KEYS[ki + i]
       if d.cost > 0 then
+        -- Fixed and sliding windows add to what the key holds now, not to what was read: a
+        -- group naming one counter twice (two rules of one algorithm and period) is charged
+        -- twice, as in the memory store.
         if d.alg == 'f' then
-          if d.c == 0 then
-            redis.call('SET', k, d.cost, 'PX', math.max(math.ceil((d.wend - now) / 1000), 0) + 60000)
-          else
-            redis.call('INCRBY', k, d.cost)
+          if redis.call('INCRBY', k, d.cost) == d.cost then
+            redis.call('PEXPIRE', k, math.max(math.ceil((d.wend - now) / 1000), 0) + 60000)
           end
         elseif d.alg == 's' then
-          sw_charge(k, now, d.p, d.cost, d.first, d.cs, d.w, d.cur)
+          local first, cs, _, w, cur = sw_load(k, now, d.p)
+          sw_charge(k, now, d.p, d.cost, first, cs, w, cur)
         elseif d.alg == 't' then
           redis.call('SET', k, string.format('%d %d', d.bal, d.last), 'PX', math.max(math.ceil((d.capacity - d.bal) / 1000), 0) + 60000)
         elseif d.alg == 'l' then
