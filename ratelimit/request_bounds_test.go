@@ -4,12 +4,14 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	rlcommon "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/wrapperspb"
@@ -256,5 +258,57 @@ func TestScriptErrorStaysWithItsGroup(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestOverrideUnitOverflowRefused: a limit override whose unit × multiplier overflows (a year
+// × 2^32-1 wrapped time.Duration into a negative period) or passes maxSpan is refused
+// InvalidArgument; one within it is served.
+func TestOverrideUnitOverflowRefused(t *testing.T) {
+	svc := newTestService(t, NewMemoryStore(), newFakeClock(base), oneRuleDomain(ir.RateLimitRule{Algorithm: ir.FixedWindow, Requests: 5, Period: time.Minute}))
+	ov := func(unit int32, mult uint32) *rlsv3.RateLimitRequest {
+		q := req("test", []string{"k", "v"})
+		q.Descriptors[0].Limit = &rlcommon.RateLimitDescriptor_RateLimitOverride{RequestsPerUnit: 3, Unit: typev3.RateLimitUnit(unit), UnitMultiplier: wrapperspb.UInt32(mult)}
+		return q
+	}
+	for _, q := range []*rlsv3.RateLimitRequest{ov(6, math.MaxUint32), ov(6, 51), ov(1, math.MaxUint32)} {
+		if _, err := svc.ShouldRateLimit(context.Background(), q); !isInvalidArgument(err) {
+			t.Errorf("%v: %v, want InvalidArgument", q.Descriptors[0].Limit, err)
+		}
+	}
+	r, err := svc.ShouldRateLimit(context.Background(), ov(6, 50))
+	if err != nil || r.OverallCode != rlsv3.RateLimitResponse_OK || r.Statuses[0].CurrentLimit.GetRequestsPerUnit() != 3 {
+		t.Fatalf("50 years: %v %v", r, err)
+	}
+}
+
+// TestRuleBoundsRejected: a rule whose numbers could leave the range both stores compute
+// exactly (requests or burst above maxRequests, a period above maxSpan, a bucket that takes
+// longer than maxSpan to refill) is reported on its object and left out; the others load.
+func TestRuleBoundsRejected(t *testing.T) {
+	bad := []ir.RateLimitRule{
+		{Algorithm: ir.FixedWindow, Requests: maxRequests + 1, Period: time.Minute},
+		{Algorithm: ir.SlidingWindow, Requests: 10, Period: maxSpan + time.Hour},
+		{Algorithm: ir.TokenBucket, Requests: 10, Period: time.Second, Burst: math.MaxUint64},
+		{Algorithm: ir.LeakyBucket, Requests: 1, Period: time.Hour, Burst: 1 << 40},
+	}
+	d := ir.RateLimitDomain{Name: "test", Descriptors: []ir.RateLimitDescriptor{{Key: "ok", Limits: []ir.RateLimitRule{{Algorithm: ir.FixedWindow, Requests: 1, Period: time.Minute}}}}}
+	for i, r := range bad {
+		d.Descriptors = append(d.Descriptors, ir.RateLimitDescriptor{Key: fmt.Sprint("bad", i), Limits: []ir.RateLimitRule{r}})
+	}
+	rules, err := BuildRulesFromDomains(1, []ir.RateLimitDomain{d})
+	if err == nil {
+		t.Fatal("no error")
+	}
+	for i := range bad {
+		if !strings.Contains(err.Error(), fmt.Sprint("descriptor bad", i, ":")) {
+			t.Errorf("rule %d not reported: %v", i, err)
+		}
+		if lim, _ := rules.lookup("test", []entryView{{key: fmt.Sprint("bad", i)}}, nil); lim != nil {
+			t.Errorf("rule %d loaded", i)
+		}
+	}
+	if lim, _ := rules.lookup("test", []entryView{{key: "ok"}}, nil); lim == nil {
+		t.Error("the valid rule was left out")
 	}
 }
