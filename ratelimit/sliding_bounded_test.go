@@ -35,7 +35,7 @@ func TestSlidingWindowHugeCostIsBoundedWork(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if d := time.Since(t0); d > 250*time.Millisecond {
+				if d := time.Since(t0); d > time.Second { // it took 5-8 s; a loaded machine must not fail it
 					t.Fatalf("call %d took %v", i, d)
 				}
 				if resp.OverallCode != want {
