@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	itest "github.com/api-gateway/api-gateway/internal/testutil"
 	"github.com/api-gateway/api-gateway/xds/ir"
 )
 
@@ -150,15 +151,26 @@ func TestRequestCaps(t *testing.T) {
 // callers sharing the same pipelines; every legitimate answer is exact: each client's 10 of
 // 15 calls admitted, none failed open (620 of 1,500 failed open when one script error took
 // its whole pipeline down).
+// With fixed-window reservations on (ReservingStore) the same holds.
 func TestPoisonedRequestsLeaveOthersAlone(t *testing.T) {
-	store := newTestStore(t, "redis")
-	clock := newFakeClock(base)
+	r := itest.StartRedis(t)
+	t.Run("redis", func(t *testing.T) {
+		testPoisonedRequests(t, redisStoreFor(t, mustClient(t, r.Addr)), newFakeClock(base), "p:")
+	})
+	t.Run("reserving", func(t *testing.T) {
+		clock := newFakeClock(base)
+		testPoisonedRequests(t, newReservingStore(t, r.Addr, time.Second, clock), clock, "pr:")
+	})
+}
+
+func testPoisonedRequests(t *testing.T, store Store, clock *fakeClock, prefix string) {
 	svc := newTestService(t, store, clock, oneRuleDomain(ir.RateLimitRule{Algorithm: ir.FixedWindow, Requests: 10, Period: time.Minute}),
 		ir.RateLimitDomain{Name: "other", Descriptors: []ir.RateLimitDescriptor{
 			{Key: "s", Limits: []ir.RateLimitRule{{Algorithm: ir.SlidingWindow, Requests: 10, Period: time.Minute}}},
 			{Key: "t", Limits: []ir.RateLimitRule{{Algorithm: ir.TokenBucket, Requests: 10, Period: time.Minute}}},
 			{Key: "l", Limits: []ir.RateLimitRule{{Algorithm: ir.LeakyBucket, Requests: 10, Period: time.Minute, Burst: 10}}},
 		}})
+	svc.prefix = prefix
 	poisons := []*rlsv3.RateLimitRequest{costReq(math.MaxUint64), costReq(math.MaxUint64 - 3), costReq(1 << 53), costReq(math.MaxUint32)}
 	for _, k := range []string{"s", "t", "l"} {
 		q := req("other", []string{k, "x"}, []string{k, "y"})
