@@ -324,3 +324,55 @@ func TestRuleBoundsRejected(t *testing.T) {
 		t.Error("the valid rule was left out")
 	}
 }
+
+// TestStoresAgreeAtNumericBounds drives both stores with the largest numbers the service lets
+// through (limits and bursts of maxRequests, costs up to MaxHitsAddend, periods of maxSpan)
+// and counts near them: the Redis script's doubles must give the memory store's exact answers
+// (a count written back with Lua's tostring would lose digits past 10^14).
+func TestStoresAgreeAtNumericBounds(t *testing.T) {
+	mem := NewMemoryStore()
+	red := newTestStore(t, "redis")
+	now := base.UnixMicro()
+	span := maxSpan.Microseconds()
+	mk := func(alg Algorithm, key string, cost uint64) Check {
+		c := Check{Key: "bounds:{" + key + "}", Alg: alg, Limit: maxRequests, Cost: cost}
+		switch alg {
+		case AlgFixedWindow:
+			c.Period, c.WindowEnd = span, now+span
+		case AlgSlidingWindow:
+			c.Period = span
+		default:
+			c.Period, c.Burst = 1, maxRequests // T1 1 µs: capacity 2^50 µs
+		}
+		return c
+	}
+	for _, alg := range []Algorithm{AlgFixedWindow, AlgSlidingWindow, AlgTokenBucket, AlgLeakyBucket} {
+		key := string(rune(alg))
+		steps := []uint64{maxRequests - MaxHitsAddend - 3, MaxHitsAddend, 2, MaxHitsAddend, 1, 1, 0, MaxHitsAddend - 1, maxRequests, maxRequests + 1}
+		at := now
+		admitted, denied := 0, 0
+		for i, cost := range steps {
+			g := [][]Check{{mk(alg, key, cost)}, {mk(alg, key+"2", cost), mk(AlgSlidingWindow, key+"2s", cost)}}
+			a, err := mem.Eval(context.Background(), at, g)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, err := red.Eval(context.Background(), at, g)
+			if err != nil {
+				t.Fatalf("%c step %d: %v", alg, i, err)
+			}
+			if fmt.Sprint(a) != fmt.Sprint(b) {
+				t.Fatalf("%c step %d (cost %d):\nmemory %+v\nredis  %+v", alg, i, cost, a, b)
+			}
+			if a[0][0].Allowed {
+				admitted++
+			} else {
+				denied++
+			}
+			at += 1_000_003
+		}
+		if admitted < 3 || denied < 3 {
+			t.Fatalf("%c: %d admitted, %d denied: the steps miss the bounds", alg, admitted, denied)
+		}
+	}
+}
