@@ -1,6 +1,6 @@
 // Package ratelimit is the gateway's rate-limit service: Envoy's
-// envoy.service.ratelimit.v3.RateLimitService over limiter algorithms (fixed window, exact
-// sliding log, token bucket, leaky bucket/GCRA, calendar quotas) over a Store: in-process
+// envoy.service.ratelimit.v3.RateLimitService over limiter algorithms (fixed window, bucketed
+// sliding window, token bucket, leaky bucket/GCRA, calendar quotas) over a Store: in-process
 // memory or Redis (single, Sentinel or Cluster) with one atomic script per request group and
 // automatic pipelining.
 package ratelimit
