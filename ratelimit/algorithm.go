@@ -1,14 +1,20 @@
 package ratelimit
 
-import "sort"
-
 // The four algorithms, on integer microseconds. The Redis script (script.go) implements the
 // same arithmetic step for step; the store tests run one table against both.
 //
 //   - fixed_window: a counter per window [start, end); admits while count+cost <= limit.
-//   - sliding_window: an exact sliding log. The times of admitted requests in (now-period,
-//     now] are kept; a request is admitted only if their number plus its cost is at most the
-//     limit, so no window of that length ever holds more than the limit.
+//   - sliding_window: a sliding window of slidingBuckets+1 counts. Time is cut into buckets
+//     of width w = ceil(period/slidingBuckets), aligned on the Unix epoch; a unit admitted at
+//     time x counts in bucket floor(x/w) and keeps counting until its whole bucket has left
+//     the window, i.e. while now-period < (bucket+1)*w. A request is admitted only if the
+//     counted units plus its cost are at most the limit. What it keeps of an exact sliding
+//     log: never more than the limit in any window of the period (every unit is counted at
+//     least as long as it is in the window), and a unit counts at most w longer than the
+//     exact log would count it, so a denial comes at most one bucket (period/slidingBuckets)
+//     earlier than an exact log's. Work and state per check are bounded by slidingBuckets
+//     whatever the cost and the limit (the exact log kept one entry per unit: a cost of a
+//     million took seconds and hundreds of megabytes).
 //   - token_bucket: a bucket of Burst tokens refilled one token per T1; the balance is kept
 //     in microseconds of refill (capacity Burst*T1), so the arithmetic is exact.
 //   - leaky_bucket: GCRA (virtual scheduling). TAT advances T1 per request; a request is
@@ -16,10 +22,10 @@ import "sort"
 
 // state is one counter's state in the memory store.
 type state struct {
-	count  uint64  // fixed window
-	log    []int64 // sliding window, sorted admission times (one per unit of cost)
-	a, b   int64   // token bucket: balance, last; leaky bucket: a = TAT
-	expire int64   // when the state is no longer needed
+	count  uint64   // fixed window
+	win    []uint64 // sliding window: units per bucket, from bucket a on (at most slidingBuckets+1)
+	a, b   int64    // token bucket: balance, last; leaky bucket: a = TAT; sliding: first bucket
+	expire int64    // when the state is no longer needed
 	used   bool
 }
 
@@ -38,7 +44,7 @@ func decide(st *state, now int64, c *Check) (Result, pending) {
 			n = st.count
 		}
 		r := Result{Reset: c.WindowEnd - now}
-		if n+c.Cost <= c.Limit {
+		if fits(n, c.Cost, c.Limit) {
 			r.Allowed, r.Remaining = true, c.Limit-n-c.Cost
 		} else {
 			r.RetryAfter = r.Reset
@@ -48,32 +54,36 @@ func decide(st *state, now int64, c *Check) (Result, pending) {
 		}
 		return r, pending{count: n + c.Cost}
 	case AlgSlidingWindow:
-		var log []int64
-		if st != nil {
-			log = st.log[slidingStart(st.log, now-c.Period):]
-		}
-		n := uint64(len(log))
+		sw := slideView(st, now, c.Period)
+		n := sw.sum()
 		var r Result
-		// Reset: until the newest request leaves the window (then all capacity is back).
-		if n+c.Cost <= c.Limit {
+		// Reset: until the newest counted unit's bucket leaves the window (then all capacity
+		// is back).
+		if fits(n, c.Cost, c.Limit) {
 			r.Allowed, r.Remaining = true, c.Limit-n-c.Cost
 			if c.Cost > 0 {
-				r.Reset = c.Period
+				r.Reset = sw.leaves(max(sw.cur, sw.last())) - now
 			} else if n > 0 {
-				r.Reset = log[n-1] + c.Period - now
+				r.Reset = sw.leaves(sw.newest()) - now
 			}
 		} else {
 			if n < c.Limit {
 				r.Remaining = c.Limit - n
 			}
 			if n > 0 { // empty only when the cost alone is over the limit
-				r.Reset = log[n-1] + c.Period - now
+				r.Reset = sw.leaves(sw.newest()) - now
 			}
 			if c.Cost > c.Limit {
 				r.RetryAfter = c.Period
 			} else {
-				k := n + c.Cost - c.Limit // the k-th oldest must leave the window
-				r.RetryAfter = log[k-1] + c.Period - now
+				// The oldest buckets must leave until k units have gone.
+				k, i := n+c.Cost-c.Limit, 0
+				for gone := uint64(0); ; i++ {
+					if gone += sw.n[i]; gone >= k {
+						break
+					}
+				}
+				r.RetryAfter = sw.leaves(sw.first+int64(i)) - now
 			}
 		}
 		return r, pending{}
@@ -90,7 +100,8 @@ func decide(st *state, now int64, c *Check) (Result, pending) {
 				bal = capacity
 			}
 		}
-		need := int64(c.Cost) * c.Period
+		// A cost above the burst never fits: counted as burst+1, so the product stays small.
+		need := int64(min(c.Cost, c.Burst+1)) * c.Period
 		r := Result{}
 		if bal >= need {
 			bal -= need
@@ -107,7 +118,8 @@ func decide(st *state, now int64, c *Check) (Result, pending) {
 		if st != nil && st.a > now {
 			tat = st.a
 		}
-		newTAT := tat + int64(c.Cost)*c.Period
+		// A cost above the burst never fits: counted as burst+1, so the product stays small.
+		newTAT := tat + int64(min(c.Cost, c.Burst+1))*c.Period
 		r := Result{}
 		if newTAT-now <= tau {
 			r.Allowed = true
@@ -128,20 +140,10 @@ func apply(st *state, now int64, c *Check, p pending) {
 	st.used = true
 	switch c.Alg {
 	case AlgFixedWindow:
-		st.count = p.count
+		st.count += c.Cost // added, not set: a group may name one counter twice (as the script does)
 		st.expire = c.WindowEnd
 	case AlgSlidingWindow:
-		st.log = st.log[slidingStart(st.log, now-c.Period):]
-		for i := uint64(0); i < c.Cost; i++ {
-			// Keep the log sorted even if the clock stepped back.
-			j := sort.Search(len(st.log), func(k int) bool { return st.log[k] > now })
-			st.log = append(st.log, 0)
-			copy(st.log[j+1:], st.log[j:])
-			st.log[j] = now
-		}
-		if len(st.log) > 0 {
-			st.expire = st.log[len(st.log)-1] + c.Period
-		}
+		slideCharge(st, now, c.Period, c.Cost)
 	case AlgTokenBucket:
 		st.a, st.b = p.a, p.b
 		st.expire = now + (int64(c.Burst)*c.Period - p.a)
@@ -151,10 +153,8 @@ func apply(st *state, now int64, c *Check, p pending) {
 	}
 }
 
-// slidingStart returns the index of the first entry newer than cutoff.
-func slidingStart(log []int64, cutoff int64) int {
-	return sort.Search(len(log), func(i int) bool { return log[i] > cutoff })
-}
+// fits reports whether n units plus cost stay within limit, without overflow.
+func fits(n, cost, limit uint64) bool { return n <= limit && cost <= limit-n }
 
 // uncharged turns an admitting check's result into the capacity as it stands, for a group
 // that was not charged because another check denied (the script does the same).

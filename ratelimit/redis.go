@@ -2,7 +2,6 @@ package ratelimit
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/sha1"
 	"encoding/hex"
 	"errors"
@@ -10,7 +9,6 @@ import (
 	"math"
 	"math/bits"
 	"runtime"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -56,8 +54,6 @@ type RedisStore struct {
 	// cluster: calls carry one group each (slots); otherwise a call carries many groups.
 	cluster bool
 	opts    RedisOptions
-	token   string
-	seq     atomic.Uint64
 	loadMu  sync.Mutex
 
 	// active counts calls inside Eval; batches counts pipelines by size (see BatchSizes).
@@ -92,7 +88,12 @@ const (
 	opAbandoned
 )
 
-var errStoreClosed = errors.New("ratelimit: store closed")
+var (
+	errStoreClosed = errors.New("ratelimit: store closed")
+	// errGroupFailed: the script failed on one of the request's groups (Redis refused a
+	// command on one of its keys); the request gets its limits' fail modes.
+	errGroupFailed = errors.New("ratelimit: the Redis script failed on this request's counters")
+)
 
 // batchBuckets: pipelines of 1, 2, 3–4, 5–8, …, 129–256 calls.
 const batchBuckets = 9
@@ -129,12 +130,7 @@ func NewRedisStore(client redis.UniversalClient, opts RedisOptions) *RedisStore 
 	if opts.Timeout <= 0 {
 		opts.Timeout = 2 * time.Second
 	}
-	var rnd [6]byte
-	_, _ = rand.Read(rnd[:])
-	s := &RedisStore{
-		client: client, sha: scriptSHA(groupScript), opts: opts,
-		token: hex.EncodeToString(rnd[:]),
-	}
+	s := &RedisStore{client: client, sha: scriptSHA(groupScript), opts: opts}
 	s.idle.L = &s.mu
 	_, s.cluster = client.(*redis.ClusterClient)
 	return s
@@ -384,10 +380,6 @@ func scriptSHA(src string) string {
 	return hex.EncodeToString(sum[:])
 }
 
-func (s *RedisStore) newToken() string {
-	return s.token + ":" + strconv.FormatUint(s.seq.Add(1), 36)
-}
-
 // build turns the batch into calls: fixedNative groups into native calls, the others into
 // script calls. On a Redis Cluster each group is its own call (its keys share one slot,
 // different groups usually do not); elsewhere groups are packed into group-script calls of
@@ -402,7 +394,7 @@ func (s *RedisStore) build(batch []*redisOp) ([]redisCall, []nativeCall) {
 					natives = append(natives, nativeCall{callMember: callMember{op, gi}})
 					continue
 				}
-				call := redisCall{sha: s.sha, args: []any{s.newToken(), 1}}
+				call := redisCall{sha: s.sha, args: []any{1}}
 				call.add(op, gi)
 				calls = append(calls, call)
 			}
@@ -420,12 +412,12 @@ func (s *RedisStore) build(batch []*redisOp) ([]redisCall, []nativeCall) {
 				continue
 			}
 			if cur < 0 || len(calls[cur].members) >= maxGroupsPerCall || len(calls[cur].keys) >= maxKeysPerCall {
-				calls = append(calls, redisCall{sha: s.sha, args: []any{s.newToken(), 0}})
+				calls = append(calls, redisCall{sha: s.sha, args: []any{0}})
 				cur = len(calls) - 1
 			}
 			c := &calls[cur]
 			c.add(op, gi)
-			c.args[1] = len(c.members)
+			c.args[0] = len(c.members)
 		}
 	}
 	return calls, natives
@@ -542,10 +534,18 @@ func (s *RedisStore) run(batch []*redisOp) {
 			res := make([]Result, len(g))
 			for j := range res {
 				v := vals[4*j:]
+				if v[0] < 0 {
+					// The script failed on this group only (see groupScript): its request fails,
+					// its batch-mates do not.
+					m.op.err = errGroupFailed
+					break
+				}
 				res[j] = Result{Allowed: v[0] == 1, Remaining: uint64(max(v[1], 0)), Reset: v[2], RetryAfter: v[3]}
 			}
 			vals = vals[4*len(g):]
-			m.op.res[m.gi] = res
+			if m.op.err == nil {
+				m.op.res[m.gi] = res
+			}
 		}
 	}
 	for _, op := range batch {

@@ -19,7 +19,7 @@ import (
 //
 // Commands are never retried, whatever the URL says: a retry after a timeout or a dropped
 // connection may run a script a second time, and the scripts charge counters (INCRBY,
-// ZADD, bucket updates), so a retry would charge a request twice. MaxRetries covers single
+// sliding-window and bucket updates), so a retry would charge a request twice. MaxRetries covers single
 // nodes and Sentinel; go-redis's Cluster client re-sends a pipeline after a broken connection
 // regardless, so the store marks each of its commands NoRetry (see noRetry). Dial retries stay (a
 // connection that was never made carried nothing), and go-redis drops pooled connections

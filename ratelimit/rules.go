@@ -98,7 +98,7 @@ func BuildRulesFromDomains(revision uint64, domains []ir.RateLimitDomain) (*Rule
 			root = &rnode{children: map[string]*rnode{}}
 			r.domains[d.Name] = root
 		}
-		compileNodes(root, d.Name, nil, d.Descriptors, &errs)
+		compileNodes(root, d.Name, nil, nil, d.Descriptors, &errs)
 	}
 	return r, errors.Join(errs...)
 }
@@ -112,7 +112,9 @@ func (r *Rules) Domains() []string {
 	return out
 }
 
-func compileNodes(parent *rnode, domain string, path []string, ds []ir.RateLimitDescriptor, errs *[]error) {
+// compileNodes compiles descriptors under parent; path holds the keys that lead there, vpath
+// the same nodes as configured ("key_value", or "key" for any value).
+func compileNodes(parent *rnode, domain string, path, vpath []string, ds []ir.RateLimitDescriptor, errs *[]error) {
 	for _, d := range ds {
 		if d.Key == "" {
 			*errs = append(*errs, fmt.Errorf("%s: domain %s: descriptor with an empty key", d.Source, domain))
@@ -129,8 +131,9 @@ func compileNodes(parent *rnode, domain string, path []string, ds []ir.RateLimit
 		}
 		n := &rnode{children: map[string]*rnode{}}
 		p := append(append([]string(nil), path...), d.Key)
+		vp := append(append([]string(nil), vpath...), fk)
 		if len(d.Limits) > 0 || d.Unlimited || d.Replaces != nil || d.Name != "" {
-			lim, err := compileLimit(domain, p, d)
+			lim, err := compileLimit(domain, p, vp, d)
 			if err != nil {
 				*errs = append(*errs, err)
 				continue
@@ -141,16 +144,24 @@ func compileNodes(parent *rnode, domain string, path []string, ds []ir.RateLimit
 			parent.wildcards = append(parent.wildcards, rwild{prefix: strings.TrimSuffix(fk, "*"), node: n})
 			n.share, n.pattern = d.ShareThreshold, d.Value
 		}
-		compileNodes(n, domain, p, d.Descriptors, errs)
+		compileNodes(n, domain, p, vp, d.Descriptors, errs)
 		parent.children[fk] = n
 	}
 }
 
-func compileLimit(domain string, path []string, d ir.RateLimitDescriptor) (*limitDef, error) {
+// compileLimit compiles the limit of the node at path (keys) / vpath (configured key_value).
+// Its metric labels come from the configuration alone: the descriptor label is the keys of
+// the path, or with detailed_metric / value_to_metric the configured values too ("key_value",
+// a wildcard as written, "key" where any value matches), never a request's values (envoyproxy/
+// ratelimit puts those in its stats names; here they would make one series per client).
+func compileLimit(domain string, path, vpath []string, d ir.RateLimitDescriptor) (*limitDef, error) {
 	lim := &limitDef{
 		domain: domain, name: d.Name, replaces: d.Replaces, unlimited: d.Unlimited, shadow: d.ShadowMode,
 		quotaMode: d.QuotaMode, detailed: d.DetailedMetric || d.ValueToMetric, failClosed: d.FailMode == "closed",
 		headers: d.Headers, label: strings.Join(path, "."), source: d.Source,
+	}
+	if lim.detailed {
+		lim.label = strings.Join(vpath, ".")
 	}
 	if d.Unlimited {
 		lim.algLabel = "unlimited"
@@ -161,6 +172,9 @@ func compileLimit(domain string, path []string, d ir.RateLimitDescriptor) (*limi
 	}
 	for _, rule := range d.Limits {
 		if err := rule.Validate(); err != nil {
+			return nil, fmt.Errorf("%s: domain %s: descriptor %s: %w", d.Source, domain, lim.label, err)
+		}
+		if err := ruleInBounds(rule); err != nil {
 			return nil, fmt.Errorf("%s: domain %s: descriptor %s: %w", d.Source, domain, lim.label, err)
 		}
 		lim.rules = append(lim.rules, compileRule(d.Name, rule))
@@ -200,6 +214,11 @@ func compileRule(name string, r ir.RateLimitRule) ruleDef {
 			}
 		}
 		rd.suffix = ":" + string(rune(rd.alg)) + strconv.FormatInt(period, 36)
+		if rd.alg == AlgSlidingWindow {
+			// ":w", not ":s": the exact log's keys (sorted sets) must not meet the buckets'
+			// (strings) while replicas of both versions run.
+			rd.suffix = ":w" + strconv.FormatInt(period, 36)
+		}
 		if rd.alg == AlgTokenBucket || rd.alg == AlgLeakyBucket {
 			rd.suffix += "." + strconv.FormatUint(r.Requests, 36)
 		}
@@ -207,6 +226,26 @@ func compileRule(name string, r ir.RateLimitRule) ruleDef {
 	rd.window = int64(math.Ceil(r.Period.Seconds()))
 	rd.current = currentLimit(name, r)
 	return rd
+}
+
+// ruleInBounds checks a rule against maxRequests and maxSpan (see limits.go).
+func ruleInBounds(r ir.RateLimitRule) error {
+	if r.Requests > maxRequests || r.Burst > maxRequests {
+		return fmt.Errorf("requests and burst may be at most %d", uint64(maxRequests))
+	}
+	if r.Calendar != ir.CalendarNone || r.Requests == 0 {
+		return nil
+	}
+	if r.Period > maxSpan {
+		return fmt.Errorf("period may be at most %v", maxSpan)
+	}
+	if r.Algorithm == ir.TokenBucket || r.Algorithm == ir.LeakyBucket {
+		rd := compileRule("", r)
+		if rd.burst > uint64(maxSpan.Microseconds()/rd.period) {
+			return fmt.Errorf("burst %d takes longer than %v to refill at %d per %v", rd.burst, maxSpan, r.Requests, r.Period)
+		}
+	}
+	return nil
 }
 
 // currentLimit expresses a rule as an Envoy RateLimit (unit, with a multiplier when the

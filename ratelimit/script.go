@@ -1,5 +1,7 @@
 package ratelimit
 
+import "strconv"
+
 // groupScript evaluates groups of checks. Each group is atomic: every check is decided
 // first, and only when all admit are they charged. It is the same arithmetic as
 // algorithm.go, on the request time passed in ARGV (never Redis TIME), so results do not
@@ -7,20 +9,107 @@ package ratelimit
 // Cluster: the group's keys share a hash tag) or, on a single node or Sentinel, every group
 // of a whole pipelined batch, so Redis enters Lua once per batch instead of once per request.
 //
-// KEYS: the checks' keys, group after group. ARGV[1] = unique token for sliding-log
-// members, ARGV[2] = number of groups, then per group: its request time (µs), its number of
-// checks n, and per check: alg, limit, period, burst, window_end, cost.
-// Returns per check, in order: allowed (0/1), remaining, reset, retry_after.
+// KEYS: the checks' keys, group after group. ARGV[1] = number of groups, then per group: its
+// request time (µs), its number of checks n, and per check: alg, limit, period, burst,
+// window_end, cost.
+// Returns per check, in order: allowed (0/1, -1 when the script failed on its group),
+// remaining, reset, retry_after.
 //
 // A group of one check (a descriptor with one limit, the common case) takes a path of its
 // algorithm that decides and charges at once, without group()'s tables (one script for every
 // shape: on a Cluster too, where each call is one group).
 //
-// Numbers stay below 2^53, so Lua's doubles are exact; idiv divides without rounding.
-const groupScript = `
-local token = ARGV[1]
+// Each group runs under pcall: a group the script fails on (a key of another type, say) is
+// answered with -1 in its checks' allowed fields and its caller gets an error, while the other
+// groups of the call (other callers' requests, packed into the same call) get their answers.
+//
+// Numbers stay below 2^53 (the service refuses costs above MaxHitsAddend and rules past
+// maxRequests and maxSpan), so Lua's doubles are exact; idiv and fdiv divide without rounding.
+// Numbers written back are formatted with %d: Lua's tostring keeps 14 digits only.
+var groupScript = `
 local function idiv(a, b) return (a - math.fmod(a, b)) / b end
+local function fdiv(a, b)
+  local r = math.fmod(a, b)
+  local q = (a - r) / b
+  if r < 0 then q = q - 1 end
+  return q
+end
 local out = {}
+-- The sliding window's buckets (algorithm.go, sliding.go): w = ceil(p / NB) wide, aligned on
+-- the epoch; a unit counts while now - p < (bucket + 1) * w. The key holds "first n0 n1 ...":
+-- the first bucket held and each bucket's units.
+local NB = ` + strconv.Itoa(slidingBuckets) + `
+-- sw_load returns the buckets of k that count at now: the oldest counted (first), the counts
+-- from it on, their sum, the bucket width and now's bucket.
+local function sw_load(k, now, p)
+  local w = math.max(idiv(p + NB - 1, NB), 1)
+  local first = fdiv(now - p, w)
+  local cur = fdiv(now, w)
+  local cs, sum = {}, 0
+  local v = redis.call('GET', k)
+  if v then
+    local b, skip = nil, 0
+    for x in string.gmatch(v, '%S+') do
+      if not b then
+        b = tonumber(x)
+        if first > b then skip = first - b else first = b end
+      elseif skip > 0 then
+        skip = skip - 1
+      else
+        local c = tonumber(x)
+        cs[#cs + 1] = c
+        sum = sum + c
+      end
+    end
+  end
+  return first, cs, sum, w, cur
+end
+-- sw_newest is the newest bucket holding units (first - 1 when none).
+local function sw_newest(first, cs)
+  local i = #cs
+  while i > 0 and cs[i] == 0 do i = i - 1 end
+  return first + i - 1
+end
+-- sw_decide is sliding_window's decision: ok, remaining, reset, retry_after.
+local function sw_decide(now, limit, p, cost, first, cs, c, w, cur)
+  local leaves = function(b) return (b + 1) * w + p - now end
+  if c <= limit and cost <= limit - c then
+    local reset = 0
+    if cost > 0 then
+      reset = leaves(math.max(cur, first + #cs - 1))
+    elseif c > 0 then
+      reset = leaves(sw_newest(first, cs))
+    end
+    return 1, limit - c - cost, reset, 0
+  end
+  local rem, reset, retry = 0, 0, p
+  if c < limit then rem = limit - c end
+  if c > 0 then reset = leaves(sw_newest(first, cs)) end
+  if cost <= limit then
+    local k, gone, i = c + cost - limit, 0, 0
+    repeat
+      i = i + 1
+      gone = gone + cs[i]
+    until gone >= k
+    retry = leaves(first + i - 1)
+  end
+  return 0, rem, reset, retry
+end
+-- sw_charge adds cost units to now's bucket (or the newest held, when the clock stepped back)
+-- and writes the buckets back, expiring when the last one stops counting (plus a minute).
+local function sw_charge(k, now, p, cost, first, cs, w, cur)
+  if #cs == 0 then
+    first = cur
+    cs[1] = cost
+  else
+    for _ = first + #cs - 1, cur - 1 do cs[#cs + 1] = 0 end
+    cs[#cs] = cs[#cs] + cost
+  end
+  local parts = {string.format('%d', first)}
+  for i = 1, #cs do parts[i + 1] = string.format('%d', cs[i]) end
+  local ends = (first + #cs) * w + p
+  redis.call('SET', k, table.concat(parts, ' '), 'PX', math.max(math.ceil((ends - now) / 1000), 0) + 60000)
+end
 -- token_state returns a token bucket's balance (µs of capacity) and last refill time at now:
 -- full when the key is absent, refilled since its last update, at most capacity.
 local function token_state(k, now, capacity)
@@ -37,7 +126,7 @@ local function token_state(k, now, capacity)
 end
 -- group evaluates, at time now, the n checks whose keys follow KEYS[ki] and whose
 -- arguments start at ARGV[ai + 1]; its results go to out after index o.
-local function group(now, ki, ai, n, o, gtoken)
+local function group(now, ki, ai, n, o)
   local dec = {}
   local all = true
   for i = 1, n do
@@ -63,33 +152,13 @@ local function group(now, ki, ai, n, o, gtoken)
       end
       d.c = c
     elseif alg == 's' then
-      redis.call('ZREMRANGEBYSCORE', k, '-inf', now - p)
-      local c = redis.call('ZCARD', k)
-      if c + cost <= limit then
-        ok = 1
-        rem = limit - c - cost
-        if cost > 0 then
-          reset = p
-        elseif c > 0 then
-          reset = tonumber(redis.call('ZRANGE', k, -1, -1, 'WITHSCORES')[2]) + p - now
-        end
-      else
-        if c < limit then rem = limit - c end
-        if c > 0 then
-          reset = tonumber(redis.call('ZRANGE', k, -1, -1, 'WITHSCORES')[2]) + p - now
-        end
-        if cost > limit then
-          retry = p
-        else
-          local kth = c + cost - limit
-          local o2 = redis.call('ZRANGE', k, kth - 1, kth - 1, 'WITHSCORES')
-          retry = tonumber(o2[2]) + p - now
-        end
-      end
+      local first, cs, c, w, cur = sw_load(k, now, p)
+      ok, rem, reset, retry = sw_decide(now, limit, p, cost, first, cs, c, w, cur)
+      d.c, d.first, d.cs, d.w, d.cur = c, first, cs, w, cur
     elseif alg == 't' then
       local capacity = burst * p
       local bal, last = token_state(k, now, capacity)
-      local need = cost * p
+      local need = math.min(cost, burst + 1) * p
       if bal >= need then
         bal = bal - need
         ok = 1
@@ -104,7 +173,7 @@ local function group(now, ki, ai, n, o, gtoken)
       local tat = now
       local v = redis.call('GET', k)
       if v and tonumber(v) > now then tat = tonumber(v) end
-      local ntat = tat + cost * p
+      local ntat = tat + math.min(cost, burst + 1) * p
       if ntat - now <= tau then
         ok = 1
         rem = idiv(tau - (ntat - now), p)
@@ -130,17 +199,16 @@ local function group(now, ki, ai, n, o, gtoken)
       local d = dec[i]
       local k = KEYS[ki + i]
       if d.cost > 0 then
+        -- Fixed and sliding windows add to what the key holds now, not to what was read: a
+        -- group naming one counter twice (two rules of one algorithm and period) is charged
+        -- twice, as in the memory store.
         if d.alg == 'f' then
-          if d.c == 0 then
-            redis.call('SET', k, d.cost, 'PX', math.max(math.ceil((d.wend - now) / 1000), 0) + 60000)
-          else
-            redis.call('INCRBY', k, d.cost)
+          if redis.call('INCRBY', k, d.cost) == d.cost then
+            redis.call('PEXPIRE', k, math.max(math.ceil((d.wend - now) / 1000), 0) + 60000)
           end
         elseif d.alg == 's' then
-          for j = 1, d.cost do
-            redis.call('ZADD', k, now, gtoken .. ':' .. j)
-          end
-          redis.call('PEXPIRE', k, math.max(math.ceil(d.p / 1000), 0) + 60000)
+          local first, cs, _, w, cur = sw_load(k, now, d.p)
+          sw_charge(k, now, d.p, d.cost, first, cs, w, cur)
         elseif d.alg == 't' then
           redis.call('SET', k, string.format('%d %d', d.bal, d.last), 'PX', math.max(math.ceil((d.capacity - d.bal) / 1000), 0) + 60000)
         elseif d.alg == 'l' then
@@ -181,6 +249,12 @@ end
 -- at 0 gets its expiry (it may have just created it); it is never deleted (a native
 -- INCRBY sent by another client after its SET NX would recreate it without one).
 local function fixed1(now, k, limit, wend, cost)
+  if cost > limit then -- never fits: read only (an INCRBY of it could overflow)
+    local c = tonumber(redis.call('GET', k) or '0')
+    local rem = 0
+    if c < limit then rem = limit - c end
+    return put(0, rem, wend - now, wend - now)
+  end
   local v = redis.call('INCRBY', k, cost)
   local c = v - cost
   local reset = wend - now
@@ -195,37 +269,16 @@ local function fixed1(now, k, limit, wend, cost)
   if c < limit then rem = limit - c end
   put(0, rem, reset, reset)
 end
-local function sliding1(now, k, limit, p, cost, gtoken)
-  redis.call('ZREMRANGEBYSCORE', k, '-inf', now - p)
-  local c = redis.call('ZCARD', k)
-  if c + cost <= limit then
-    local reset = 0
-    if cost > 0 then
-      reset = p
-      for j = 1, cost do
-        redis.call('ZADD', k, now, gtoken .. ':' .. j)
-      end
-      redis.call('PEXPIRE', k, math.max(math.ceil(p / 1000), 0) + 60000)
-    elseif c > 0 then
-      reset = tonumber(redis.call('ZRANGE', k, -1, -1, 'WITHSCORES')[2]) + p - now
-    end
-    return put(1, limit - c - cost, reset, 0)
-  end
-  local rem, reset, retry = 0, 0, p
-  if c < limit then rem = limit - c end
-  if c > 0 then
-    reset = tonumber(redis.call('ZRANGE', k, -1, -1, 'WITHSCORES')[2]) + p - now
-  end
-  if cost <= limit then
-    local kth = c + cost - limit
-    retry = tonumber(redis.call('ZRANGE', k, kth - 1, kth - 1, 'WITHSCORES')[2]) + p - now
-  end
-  put(0, rem, reset, retry)
+local function sliding1(now, k, limit, p, cost)
+  local first, cs, c, w, cur = sw_load(k, now, p)
+  local ok, rem, reset, retry = sw_decide(now, limit, p, cost, first, cs, c, w, cur)
+  if ok == 1 and cost > 0 then sw_charge(k, now, p, cost, first, cs, w, cur) end
+  put(ok, rem, reset, retry)
 end
 local function token1(now, k, p, burst, cost)
   local capacity = burst * p
   local bal, last = token_state(k, now, capacity)
-  local need = cost * p
+  local need = math.min(cost, burst + 1) * p
   if bal < need then
     return put(0, idiv(bal, p), capacity - bal, need - bal)
   end
@@ -240,7 +293,7 @@ local function leaky1(now, k, p, burst, cost)
   local tat = now
   local v = tonumber(redis.call('GET', k))
   if v and v > now then tat = v end
-  local ntat = tat + cost * p
+  local ntat = tat + math.min(cost, burst + 1) * p
   if ntat - now > tau then
     return put(0, idiv(tau - (tat - now), p), tat - now, ntat - tau - now)
   end
@@ -249,30 +302,38 @@ local function leaky1(now, k, p, burst, cost)
   end
   put(1, idiv(tau - (ntat - now), p), ntat - now, 0)
 end
-local ngroups = tonumber(ARGV[2])
-local ki, ai = 0, 3
+-- failed marks the nc checks of a group the script failed on (allowed = -1), from index o.
+local function failed(o, nc)
+  for i = 0, nc - 1 do
+    out[o + i * 4 + 1], out[o + i * 4 + 2], out[o + i * 4 + 3], out[o + i * 4 + 4] = -1, 0, 0, 0
+  end
+end
+local ngroups = tonumber(ARGV[1])
+local ki, ai = 0, 2
 for g = 1, ngroups do
   local now = tonumber(ARGV[ai])
   local nc = tonumber(ARGV[ai + 1])
+  local o = n
+  local ok = true
   if nc == 1 then
     local b = ai + 1
     local alg, k, cost = ARGV[b + 1], KEYS[ki + 1], tonumber(ARGV[b + 6])
     if alg == 'f' and cost > 0 then
-      fixed1(now, k, tonumber(ARGV[b + 2]), tonumber(ARGV[b + 5]), cost)
+      ok = pcall(fixed1, now, k, tonumber(ARGV[b + 2]), tonumber(ARGV[b + 5]), cost)
     elseif alg == 's' then
-      sliding1(now, k, tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3]), cost, token .. ':' .. g)
+      ok = pcall(sliding1, now, k, tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3]), cost)
     elseif alg == 't' then
-      token1(now, k, tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4]), cost)
+      ok = pcall(token1, now, k, tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4]), cost)
     elseif alg == 'l' then
-      leaky1(now, k, tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4]), cost)
+      ok = pcall(leaky1, now, k, tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4]), cost)
     else
-      group(now, ki, ai + 1, 1, n, token .. ':' .. g)
-      n = n + 4
+      ok = pcall(group, now, ki, ai + 1, 1, n)
     end
   else
-    group(now, ki, ai + 1, nc, n, token .. ':' .. g)
-    n = n + 4 * nc
+    ok = pcall(group, now, ki, ai + 1, nc, n)
   end
+  if not ok then failed(o, nc) end
+  n = o + 4 * nc
   ki = ki + nc
   ai = ai + 2 + 6 * nc
 end

@@ -1,6 +1,6 @@
 // Package ratelimit is the gateway's rate-limit service: Envoy's
-// envoy.service.ratelimit.v3.RateLimitService over limiter algorithms (fixed window, exact
-// sliding log, token bucket, leaky bucket/GCRA, calendar quotas) over a Store: in-process
+// envoy.service.ratelimit.v3.RateLimitService over limiter algorithms (fixed window, bucketed
+// sliding window, token bucket, leaky bucket/GCRA, calendar quotas) over a Store: in-process
 // memory or Redis (single, Sentinel or Cluster) with one atomic script per request group and
 // automatic pipelining.
 package ratelimit
@@ -8,6 +8,7 @@ package ratelimit
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"math"
 	"strconv"
@@ -16,6 +17,7 @@ import (
 
 	rlcommon "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -128,6 +130,9 @@ type descState struct {
 	cached   int64 // local cache: denied until (µs), 0 = not cached
 	cachedRs int64 // and the counter's reset then (µs)
 	cachedAt int   // the rule that is cached
+	// never: 1 + the index of a check whose counter can never hold the cost (above its limit
+	// or burst): the descriptor is denied without the store (0: none).
+	never int
 }
 
 // ShouldRateLimit decides one request.
@@ -137,6 +142,9 @@ func (s *Service) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitReque
 	}
 	if len(req.GetDescriptors()) == 0 {
 		return nil, status.Error(codes.InvalidArgument, "rate limit descriptor list must not be empty")
+	}
+	if len(req.Descriptors) > MaxDescriptors {
+		return nil, status.Errorf(codes.InvalidArgument, "rate limit request has %d descriptors; at most %d are accepted", len(req.Descriptors), MaxDescriptors)
 	}
 	rules := s.rules.Load()
 	nowT := s.clock.Now()
@@ -149,23 +157,34 @@ func (s *Service) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitReque
 	var replacing map[string]bool
 	var buf [128]byte
 	var stackEntries [8]entryView
-	for _, d := range req.Descriptors {
+	for i, d := range req.Descriptors {
+		// Every cap is checked here, before anything is counted: a refused request changes
+		// no counter.
+		if len(d.GetEntries()) > MaxDescriptorEntries {
+			return nil, status.Errorf(codes.InvalidArgument, "rate limit descriptor %d has %d entries; at most %d are accepted", i, len(d.Entries), MaxDescriptorEntries)
+		}
 		st := descState{group: -1}
-		entries := stackEntries[:0]
-		for _, e := range d.GetEntries() {
-			entries = append(entries, entryView{key: e.GetKey(), value: e.GetValue()})
-		}
-		if ov := d.GetLimit(); ov != nil {
-			st.lim = overrideLimit(req.Domain, entries, ov)
-		} else {
-			st.lim, st.shared = rules.lookup(req.Domain, entries, buf[:0])
-		}
 		st.cost = 1
 		if req.HitsAddend > 0 {
 			st.cost = uint64(req.HitsAddend)
 		}
 		if h := d.GetHitsAddend(); h != nil {
 			st.cost = h.GetValue()
+			if st.cost > MaxHitsAddend {
+				return nil, status.Errorf(codes.InvalidArgument, "rate limit descriptor %d has hits_addend %d; at most %d is accepted", i, st.cost, uint64(MaxHitsAddend))
+			}
+		}
+		entries := stackEntries[:0]
+		for _, e := range d.GetEntries() {
+			entries = append(entries, entryView{key: e.GetKey(), value: e.GetValue()})
+		}
+		if ov := d.GetLimit(); ov != nil {
+			var err error
+			if st.lim, err = overrideLimit(rules, req.Domain, entries, ov, buf[:0]); err != nil {
+				return nil, status.Errorf(codes.InvalidArgument, "rate limit descriptor %d: %v", i, err)
+			}
+		} else {
+			st.lim, st.shared = rules.lookup(req.Domain, entries, buf[:0])
 		}
 		if d.GetIsNegativeHits() {
 			st.cost = 0
@@ -190,6 +209,17 @@ func (s *Service) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitReque
 			continue
 		}
 		st.checks = s.buildChecks(req.Domain, req.Descriptors[i].GetEntries(), st, nowT, now)
+		if st.cost > 0 {
+			for ci := range st.checks {
+				if neverFits(&st.checks[ci], st.cost) {
+					st.never = ci + 1
+					break
+				}
+			}
+			if st.never != 0 {
+				continue // denied whatever the counter holds: no store work
+			}
+		}
 		if s.cache != nil {
 			for ci := range st.checks {
 				if e, ok := s.cache.denied(&st.checks[ci], st.cost, now); ok && (s.holder == nil || !s.holder.holds(st.checks[ci].Key)) {
@@ -312,7 +342,7 @@ func (s *Service) respond(req *rlsv3.RateLimitRequest, states []descState, resul
 			resp.Statuses[i] = &rlsv3.RateLimitResponse_DescriptorStatus{Code: rlsv3.RateLimitResponse_OK}
 			continue
 		}
-		lm := s.limitMetrics(st.lim, req.Descriptors[i].GetEntries())
+		lm := s.limitMetrics(st.lim)
 		if st.lim.unlimited {
 			lm.c[rUnlimited].Inc()
 			resp.Statuses[i] = &rlsv3.RateLimitResponse_DescriptorStatus{Code: rlsv3.RateLimitResponse_OK, LimitRemaining: math.MaxUint32}
@@ -322,6 +352,11 @@ func (s *Service) respond(req *rlsv3.RateLimitRequest, states []descState, resul
 		hi.lim = st.lim
 		ds := &rlsv3.RateLimitResponse_DescriptorStatus{}
 		switch {
+		case st.never != 0:
+			hi.rule = &st.lim.rules[st.never-1]
+			hi.denied = true
+			hi.reset = neverSpan(&st.checks[st.never-1], now)
+			hi.retryAfter = hi.reset
 		case st.cached != 0:
 			hi.rule = &st.lim.rules[st.cachedAt]
 			hi.denied, hi.reset, hi.retryAfter = true, max(st.cachedRs-now, 0), st.cached-now
@@ -400,41 +435,39 @@ func (s *Service) respond(req *rlsv3.RateLimitRequest, states []descState, resul
 	return resp
 }
 
-func (s *Service) limitMetrics(lim *limitDef, entries []*rlcommon.RateLimitDescriptor_Entry) *limitMetrics {
-	if !lim.detailed {
-		return s.metrics.forLimit(lim)
-	}
-	label := make([]byte, 0, 64)
-	for i, e := range entries {
-		if i > 0 {
-			label = append(label, '.')
-		}
-		label = append(label, e.GetKey()...)
-		if e.GetValue() != "" {
-			label = append(label, '_')
-			label = append(label, e.GetValue()...)
-		}
-	}
-	return s.metrics.resolve(lim.domain, string(label), lim.algLabel)
-}
+// limitMetrics returns the counters of a limit. Their labels come from the configuration
+// only (see compileLimit and overrideLimit), so requests cannot add series.
+func (s *Service) limitMetrics(lim *limitDef) *limitMetrics { return s.metrics.forLimit(lim) }
 
 // overrideLimit builds the limit a request carries itself (descriptor.limit): a fixed window.
-func overrideLimit(domain string, entries []entryView, ov *rlcommon.RateLimitDescriptor_RateLimitOverride) *limitDef {
-	unit := map[int32]time.Duration{1: time.Second, 2: time.Minute, 3: time.Hour, 4: 24 * time.Hour,
-		5: 30 * 24 * time.Hour, 6: 365 * 24 * time.Hour, 7: 7 * 24 * time.Hour}[int32(ov.GetUnit())]
+// Its metric labels are those of the limit the configuration has for the same descriptor, or
+// "unknown" (metricUnknown) for what the configuration does not name: the request's numbers,
+// keys and domain never become label values.
+func overrideLimit(rules *Rules, domain string, entries []entryView, ov *rlcommon.RateLimitDescriptor_RateLimitOverride, buf []byte) (*limitDef, error) {
+	unit := overrideUnits[ov.GetUnit()]
 	if unit == 0 {
-		return nil
+		return nil, nil
 	}
 	if m := ov.GetUnitMultiplier(); m != nil && m.GetValue() > 1 {
+		if time.Duration(m.GetValue()) > maxSpan/unit {
+			return nil, fmt.Errorf("limit override of %d × %v is longer than %v", m.GetValue(), unit, maxSpan)
+		}
 		unit *= time.Duration(m.GetValue())
 	}
-	label := ""
-	for i, e := range entries {
-		if i > 0 {
-			label += "."
-		}
-		label += e.key
+	lim := &limitDef{domain: metricUnknown, label: metricUnknown, algLabel: string(ir.FixedWindow)}
+	if cfg, _ := rules.lookup(domain, entries, buf); cfg != nil {
+		lim.domain, lim.label = cfg.domain, cfg.label
+	} else if _, ok := rules.domains[domain]; ok {
+		lim.domain = domain
 	}
 	rule := ir.RateLimitRule{Kind: "limit", Algorithm: ir.FixedWindow, Requests: uint64(ov.GetRequestsPerUnit()), Period: unit}
-	return &limitDef{domain: domain, label: label, algLabel: "fixed_window", rules: []ruleDef{compileRule("", rule)}}
+	lim.rules = []ruleDef{compileRule("", rule)}
+	return lim, nil
+}
+
+// overrideUnits are the lengths of a limit override's units (envoy.type.v3.RateLimitUnit).
+var overrideUnits = map[typev3.RateLimitUnit]time.Duration{
+	typev3.RateLimitUnit_SECOND: time.Second, typev3.RateLimitUnit_MINUTE: time.Minute, typev3.RateLimitUnit_HOUR: time.Hour,
+	typev3.RateLimitUnit_DAY: 24 * time.Hour, typev3.RateLimitUnit_MONTH: 30 * 24 * time.Hour,
+	typev3.RateLimitUnit_YEAR: 365 * 24 * time.Hour, 7: 7 * 24 * time.Hour, // WEEK, newer than this proto package
 }
