@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"regexp"
 	"strings"
 	"sync"
 	"time"
@@ -137,7 +138,7 @@ type formatCommand struct {
 var formatCommands = map[string]formatCommand{
 	"REQ":                                    {1, true},
 	"RESP":                                   {1, true},
-	"DYNAMIC_METADATA":                       {1, true},
+	"DYNAMIC_METADATA":                       {1, false}, // PARAMS_REQUIRED only (no LENGTH_ALLOWED) in current Envoy
 	"FILTER_STATE":                           {1, true},
 	"START_TIME":                             {-1, false},
 	"PROTOCOL":                               {0, false},
@@ -191,7 +192,7 @@ func formatToken(s string) (int, error) {
 	if name == "" {
 		return 0, errors.New("'%' starts no command")
 	}
-	hasParam, hasLen := false, false
+	hasParam, hasLen, arg := false, false, ""
 	if i < len(s) && s[i] == '(' {
 		end := strings.IndexByte(s[i:], ')')
 		if end < 0 {
@@ -202,6 +203,7 @@ func formatToken(s string) (int, error) {
 		}
 		// Envoy's CommandSyntaxChecker sees "()" as no argument.
 		hasParam = end > 1
+		arg = s[i+1 : i+end]
 		i += end + 1
 	}
 	if i < len(s) && s[i] == ':' {
@@ -228,7 +230,57 @@ func formatToken(s string) (int, error) {
 	case hasLen && !c.length:
 		return 0, fmt.Errorf("%%%s%% takes no length", name)
 	}
+	if hasParam {
+		if err := checkFormatArg(name, arg); err != nil {
+			return 0, fmt.Errorf("%%%s(%s)%%: %w", name, arg, err)
+		}
+	}
 	return i + 1, nil
+}
+
+// startTimeNewline is getSystemTimeFormatNewlinePattern (stream_info_formatter.cc): a
+// START_TIME format matching it anywhere is refused ("Format string contains newline").
+var startTimeNewline = regexp.MustCompile(`%[-_0^#]*[1-9]*(E|O)?n`)
+
+// headerToken is a header name as Envoy's REQ/RESP accept it: an HTTP token, or ':' and a
+// token for a pseudo-header (substitution_format_utility.cc parseSubcommandHeaders with
+// consistent_header_validation: HeaderUtility::headerNameIsValid).
+var headerToken = regexp.MustCompile("^:?[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+
+// checkFormatArg applies what each command's formatter refuses in its argument when Envoy
+// builds it.
+func checkFormatArg(name, arg string) error {
+	switch name {
+	case "REQ", "RESP":
+		// parseSubcommandHeaders: main?alternative, one alternative at most.
+		parts := strings.Split(arg, "?")
+		if len(parts) > 2 {
+			return errors.New("more than one alternative header (Envoy refuses it)")
+		}
+		for _, h := range parts {
+			if !headerToken.MatchString(h) {
+				return fmt.Errorf("%q is not a header name", h)
+			}
+		}
+	case "FILTER_STATE":
+		// FilterStateFormatter::create: KEY[:PLAIN|:TYPED|:FIELD:NAME], tokens past the
+		// third ignored.
+		parts := append(strings.SplitN(arg, ":", 4), "", "")
+		key, typ, field := parts[0], parts[1], parts[2]
+		switch {
+		case key == "":
+			return errors.New("the filter state key is empty")
+		case typ != "" && typ != "PLAIN" && typ != "TYPED" && typ != "FIELD":
+			return fmt.Errorf("serialize type %q is not PLAIN, TYPED or FIELD", typ)
+		case (typ == "FIELD") != (field != ""):
+			return errors.New("a field name goes with FIELD and only with it")
+		}
+	case "START_TIME":
+		if startTimeNewline.MatchString(arg) {
+			return errors.New("the time format has a newline specifier")
+		}
+	}
+	return nil
 }
 
 // Weighted clusters.

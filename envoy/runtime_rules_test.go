@@ -141,6 +141,33 @@ func TestRuntimeRulesHeaderFormatString(t *testing.T) {
 	}
 }
 
+// Each command's formatter checks its argument when Envoy builds it
+// (substitution_format_utility.cc parseSubcommandHeaders; stream_info_formatter.cc
+// FilterStateFormatter::create, SystemTimeFormatter, the DYNAMIC_METADATA syntax flags).
+func TestRuntimeRulesHeaderFormatArguments(t *testing.T) {
+	refused := []struct{ value, want string }{
+		{"%REQ(x-a?x-b?x-c)%", "more than one alternative header"},
+		{"%RESP(x a)%", `"x a" is not a header name`},
+		{"%REQ(x-a?)%", `"" is not a header name`},
+		{"%FILTER_STATE(k:JSON)%", `serialize type "JSON"`},
+		{"%FILTER_STATE(:PLAIN)%", "key is empty"},
+		{"%FILTER_STATE(k:FIELD)%", "a field name goes with FIELD"},
+		{"%FILTER_STATE(k:PLAIN:f)%", "a field name goes with FIELD"},
+		{"%DYNAMIC_METADATA(ns:key):10%", "takes no length"},
+		{"%START_TIME(%Y%n)%", "newline specifier"},
+		{"%START_TIME(%-2En)%", "newline specifier"},
+	}
+	for i, c := range refused {
+		id := fmt.Sprintf("refused-arg-%d", i)
+		expectDropped(t, translateYAML(t, headerRoute(id, "request", "set", "X-Value", c.value)), id, c.want)
+	}
+	for i, v := range []string{"%FILTER_STATE(k)%", "%FILTER_STATE(k:PLAIN):8%", "%FILTER_STATE(k:FIELD:f)%",
+		"%REQ(:authority)%", "%RESP(x-a?x-b)%", "%START_TIME(%Y-%m-%dT%H:%M:%S)%", "%DYNAMIC_METADATA(ns:key)%"} {
+		id := fmt.Sprintf("accepted-arg-%d", i)
+		expectServed(t, translateYAML(t, headerRoute(id, "response", "add", "X-Value", v)), id)
+	}
+}
+
 // Envoy refuses to add, set or remove host or a pseudo-header, on requests and responses
 // (header_parser.cc with header_utility.cc isModifiableHeader / isRemovableHeader).
 func TestRuntimeRulesHostAndPseudoHeaders(t *testing.T) {
