@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"math"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -192,7 +193,7 @@ func formatToken(s string) (int, error) {
 	if name == "" {
 		return 0, errors.New("'%' starts no command")
 	}
-	hasParam, hasLen, arg := false, false, ""
+	hasParam, hasLen, arg, lenDigits := false, false, "", ""
 	if i < len(s) && s[i] == '(' {
 		end := strings.IndexByte(s[i:], ')')
 		if end < 0 {
@@ -213,6 +214,7 @@ func formatToken(s string) (int, error) {
 		}
 		if j > i+1 {
 			hasLen = true
+			lenDigits = s[i+1 : j]
 			i = j
 		}
 	}
@@ -229,6 +231,10 @@ func formatToken(s string) (int, error) {
 		return 0, fmt.Errorf("%%%s%% takes no argument", name)
 	case hasLen && !c.length:
 		return 0, fmt.Errorf("%%%s%% takes no length", name)
+	}
+	// SubstitutionFormatParser::parse reads the length with absl::SimpleAtoi into a size_t.
+	if _, err := strconv.ParseUint(lenDigits, 10, 64); hasLen && err != nil {
+		return 0, fmt.Errorf("%%%s%%: length %s is above %d", name, lenDigits, uint64(math.MaxUint64))
 	}
 	if hasParam {
 		if err := checkFormatArg(name, arg); err != nil {

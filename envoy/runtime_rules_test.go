@@ -156,13 +156,15 @@ func TestRuntimeRulesHeaderFormatArguments(t *testing.T) {
 		{"%DYNAMIC_METADATA(ns:key):10%", "takes no length"},
 		{"%START_TIME(%Y%n)%", "newline specifier"},
 		{"%START_TIME(%-2En)%", "newline specifier"},
+		{"%REQ(x-a):18446744073709551616%", "length 18446744073709551616 is above"},
 	}
 	for i, c := range refused {
 		id := fmt.Sprintf("refused-arg-%d", i)
 		expectDropped(t, translateYAML(t, headerRoute(id, "request", "set", "X-Value", c.value)), id, c.want)
 	}
 	for i, v := range []string{"%FILTER_STATE(k)%", "%FILTER_STATE(k:PLAIN):8%", "%FILTER_STATE(k:FIELD:f)%",
-		"%REQ(:authority)%", "%RESP(x-a?x-b)%", "%START_TIME(%Y-%m-%dT%H:%M:%S)%", "%DYNAMIC_METADATA(ns:key)%"} {
+		"%REQ(:authority)%", "%RESP(x-a?x-b)%", "%START_TIME(%Y-%m-%dT%H:%M:%S)%", "%DYNAMIC_METADATA(ns:key)%",
+		"%REQ(x-a):18446744073709551615%"} {
 		id := fmt.Sprintf("accepted-arg-%d", i)
 		expectServed(t, translateYAML(t, headerRoute(id, "response", "add", "X-Value", v)), id)
 	}
