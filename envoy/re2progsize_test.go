@@ -88,9 +88,40 @@ func TestRE2ProgramSizeMatchesRE2(t *testing.T) {
 // Patterns RE2 refuses to parse are refused (Envoy's CompiledGoogleReMatcher throws on
 // !regex_.ok()).
 func TestRE2ProgramSizeRefusesInvalid(t *testing.T) {
-	for _, p := range []string{`(`, `[z-a]`, `a**`, `(?<!x)y`, `\8`, `x{1001}`} {
+	for _, p := range []string{`(`, `[z-a]`, `a**`, `(?<!x)y`, `\8`, `x{1001}`, `(?<id>[0-9]+)`, `/a/(?<rest>.*)`} {
 		if _, err := envoy.RE2ProgramSize(p); err == nil {
 			t.Errorf("%s: accepted", p)
+		}
+	}
+}
+
+// A repeated empty-width assertion is compiled once per copy by RE2 2022-06-01 (newer RE2
+// squashes x{n,m} of one to x{0,1} or x): the larger count is kept, so neither refuses what
+// the gateway accepts.
+func TestRE2ProgramSizeRepeatedAssertions(t *testing.T) {
+	for _, c := range []struct {
+		pattern string
+		size    int
+	}{
+		{`(?:^){1,3}`, 6},
+		{`(?:\B){1,3}`, 9},
+		{`(?:$){3}?`, 6},
+		{`(?:^^$){2}`, 6},
+		{`(?:(?:$){0,2}){1,3}`, 17},
+	} {
+		got, err := envoy.RE2ProgramSize(c.pattern)
+		if err != nil || got != c.size {
+			t.Errorf("%s: got %d %v, RE2 says %d", c.pattern, got, err, c.size)
+		}
+	}
+}
+
+// (?<name>...) and (?P<name>...) differ only in RE2's age; inside a class or escaped, "(?<"
+// is no group at all.
+func TestRE2NamedGroupSyntax(t *testing.T) {
+	for _, p := range []string{`(?P<id>[0-9]+)`, `[(?<]x`, `\(?<`, `[]?<(]`, `[^]](?:a)`} {
+		if _, err := envoy.RE2ProgramSize(p); err != nil {
+			t.Errorf("%s: refused: %v", p, err)
 		}
 	}
 }
