@@ -159,3 +159,19 @@ func TestRouteHostsAcceptEnvoyPrefixAndSuffixWildcards(t *testing.T) {
 		t.Errorf("rewrite.host %q accepted", r.Rewrite.Host)
 	}
 }
+
+// A unit without a number is a typo, not an overflow: only a well-formed duration too large
+// for a time.Duration is reported as out of range.
+func TestDurationUnitWithoutNumberIsNotOutOfRange(t *testing.T) {
+	for _, s := range []string{"s", ".s", "ms", "-h", "1h.m", "."} {
+		_, err := ParseDuration(s)
+		if err == nil || strings.Contains(err.Error(), "out of range") {
+			t.Errorf("%q: %v; want \"not a duration\"", s, err)
+		}
+	}
+	for _, s := range []string{"9999999999h", ".5s9999999999h", "2562048h", "9223372036854775808ns"} {
+		if _, err := ParseDuration(s); err == nil || !strings.Contains(err.Error(), "out of range") {
+			t.Errorf("%q: %v; want out of range", s, err)
+		}
+	}
+}
