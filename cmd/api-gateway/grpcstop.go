@@ -29,6 +29,11 @@ type grpcStopTiming struct {
 	max time.Duration
 }
 
+// grpcStopAbandon is how long stopGRPC waits, after Stop, for handlers to return: Stop
+// cancels their contexts, and a handler that ignores its context (a backend call without a
+// deadline) is abandoned rather than allowed to hold the process past the cap.
+const grpcStopAbandon = time.Second
+
 var defaultGRPCStop = grpcStopTiming{settle: 150 * time.Millisecond, max: 10 * time.Second}
 
 // stopGRPC stops the gRPC server fast without failing unary RPCs in flight.
@@ -55,8 +60,7 @@ func stopGRPC(g *grpc.Server, u *unaryInFlight, drains []func(), timing grpcStop
 		case <-stopped:
 			return
 		case <-deadline.C:
-			g.Stop()
-			<-stopped
+			forceStop(g, stopped)
 			return
 		case now := <-tick.C:
 			if u.n.Load() != 0 {
@@ -67,10 +71,22 @@ func stopGRPC(g *grpc.Server, u *unaryInFlight, drains []func(), timing grpcStop
 				idleSince = now
 			}
 			if now.Sub(idleSince) >= timing.settle {
-				g.Stop()
-				<-stopped
+				forceStop(g, stopped)
 				return
 			}
 		}
+	}
+}
+
+// forceStop closes every connection and waits, at most grpcStopAbandon, for GracefulStop to
+// return: it returns only once every handler has (grpc.Server waits for handlers on a
+// graceful stop), and Stop has just cancelled their contexts.
+func forceStop(g *grpc.Server, stopped <-chan struct{}) {
+	g.Stop()
+	t := time.NewTimer(grpcStopAbandon)
+	defer t.Stop()
+	select {
+	case <-stopped:
+	case <-t.C:
 	}
 }
