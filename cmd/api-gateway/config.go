@@ -153,7 +153,16 @@ func loadConfig() (config, error) {
 			c.RateLimitReserve = d
 		}
 	}
-	c.XDSAdvertiseAddr = envStr("XDS_ADVERTISE_ADDRESS", net.JoinHostPort("127.0.0.1", strconv.Itoa(c.GRPCPort)))
+	// Envoy reaches the gRPC port at 127.0.0.1 by default, unless that port listens on one
+	// specific address only (GRPC_BIND_ADDRESS or BIND_ADDRESS): nothing answers on
+	// 127.0.0.1 then, and ext_authz (failing closed) would refuse every request.
+	advertiseHost := "127.0.0.1"
+	if h := c.GRPCBindAddr; h != "" {
+		if ip := net.ParseIP(h); ip == nil || !ip.IsUnspecified() {
+			advertiseHost = h
+		}
+	}
+	c.XDSAdvertiseAddr = envStr("XDS_ADVERTISE_ADDRESS", net.JoinHostPort(advertiseHost, strconv.Itoa(c.GRPCPort)))
 	for name, p := range map[string]int{"PORT": c.Port, "METRICS_PORT": c.MetricsPort, "GRPC_PORT": c.GRPCPort} {
 		if p < 0 || p > 65535 {
 			errs = append(errs, fmt.Sprintf("%s=%d must be 0-65535", name, p))

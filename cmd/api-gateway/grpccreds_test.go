@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"os"
 	"strings"
 	"testing"
 )
@@ -46,5 +47,39 @@ func TestGRPCTLSEnvironment(t *testing.T) {
 	t.Setenv("GRPC_TLS_KEY_FILE", "")
 	if _, err := loadConfig(); err == nil || !strings.Contains(err.Error(), "GRPC_TLS_") {
 		t.Fatalf("a certificate without a key: %v", err)
+	}
+}
+
+// XDS_ADVERTISE_ADDRESS (where Envoy sends ext_authz, rate-limit and access-log RPCs)
+// defaults to 127.0.0.1:GRPC_PORT, which nothing listens on when GRPC_BIND_ADDRESS (or
+// BIND_ADDRESS) names one non-loopback address: the default follows that address then.
+func TestAdvertiseAddressFollowsASpecificGRPCBindAddress(t *testing.T) {
+	for _, tc := range []struct{ bind, grpcBind, want string }{
+		{"", "", "127.0.0.1:18000"},
+		{"0.0.0.0", "", "127.0.0.1:18000"},
+		{"", "::", "127.0.0.1:18000"},
+		{"", "127.0.0.1", "127.0.0.1:18000"},
+		{"", "10.0.0.5", "10.0.0.5:18000"},
+		{"10.0.0.6", "", "10.0.0.6:18000"},
+		{"", "fd00::5", "[fd00::5]:18000"},
+		{"", "gw.internal", "gw.internal:18000"},
+	} {
+		t.Setenv("BIND_ADDRESS", tc.bind)
+		t.Setenv("GRPC_BIND_ADDRESS", tc.grpcBind)
+		if tc.grpcBind == "" {
+			os.Unsetenv("GRPC_BIND_ADDRESS")
+		}
+		c, err := loadConfig()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.XDSAdvertiseAddr != tc.want {
+			t.Errorf("BIND_ADDRESS=%q GRPC_BIND_ADDRESS=%q: advertised %q, want %q", tc.bind, tc.grpcBind, c.XDSAdvertiseAddr, tc.want)
+		}
+	}
+	t.Setenv("GRPC_BIND_ADDRESS", "10.0.0.5")
+	t.Setenv("XDS_ADVERTISE_ADDRESS", "gw:18000")
+	if c, err := loadConfig(); err != nil || c.XDSAdvertiseAddr != "gw:18000" {
+		t.Fatalf("an explicit XDS_ADVERTISE_ADDRESS: %q %v", c.XDSAdvertiseAddr, err)
 	}
 }
