@@ -122,6 +122,7 @@ func (r *Reloader) current(first bool) (*tls.Config, error) {
 			r.log.Info("gRPC TLS files reloaded", "cert", r.o.CertFile, "client_ca", r.o.ClientCAFile)
 		}
 		r.sum, r.cur = sum, cfg
+		r.warnValidity(cfg, now)
 	}
 	return r.cur, nil
 }
@@ -219,4 +220,22 @@ func readPEM(path string) ([]byte, error) {
 		return nil, fmt.Errorf("%s is more than %d bytes, more than a PEM file of certificates or a key", path, maxPEM)
 	}
 	return b, nil
+}
+
+// warnValidity logs a certificate that clients will refuse for its dates: it is served all
+// the same (refusing it would stop the start, or keep one that is older still), but the log
+// names the cause that clients only report as a failed handshake.
+func (r *Reloader) warnValidity(cfg *tls.Config, now time.Time) {
+	if len(cfg.Certificates) == 0 || cfg.Certificates[0].Leaf == nil {
+		return
+	}
+	leaf := cfg.Certificates[0].Leaf
+	switch {
+	case now.After(leaf.NotAfter):
+		r.log.Warn("the gRPC TLS certificate has expired; clients will refuse the handshake",
+			"cert", r.o.CertFile, "not_after", leaf.NotAfter.UTC().Format(time.RFC3339))
+	case now.Before(leaf.NotBefore):
+		r.log.Warn("the gRPC TLS certificate is not valid before a later time; clients will refuse the handshake",
+			"cert", r.o.CertFile, "not_before", leaf.NotBefore.UTC().Format(time.RFC3339))
+	}
 }
