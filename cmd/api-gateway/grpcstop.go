@@ -6,18 +6,53 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/stats"
 )
 
 // unaryInFlight counts unary RPCs (Check, ShouldRateLimit, health) being handled, so shutdown
 // can wait for exactly those and not for the long-lived streams (ADS, access logs) that a
 // client keeps open for as long as the server lets it.
+//
+// It is a stats handler, not a unary interceptor: an interceptor runs only once the whole
+// request has arrived, and a Check whose body was still arriving (ext_authz with the request
+// body, over a slow path) looked like nothing in flight and was cut. stats.Begin comes with
+// the RPC's headers, before its request is read; stats.End when its handler has returned.
 type unaryInFlight struct{ n atomic.Int64 }
 
-func (u *unaryInFlight) interceptor(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-	u.n.Add(1)
-	defer u.n.Add(-1)
-	return h(ctx, req)
+// unaryKey marks, in an RPC's context, that Begin counted it (End carries no RPC type).
+type unaryKey struct{}
+
+// serverOptions are the options that make the server report its unary RPCs here.
+func (u *unaryInFlight) serverOptions() []grpc.ServerOption {
+	return []grpc.ServerOption{grpc.StatsHandler(u)}
 }
+
+func (u *unaryInFlight) TagRPC(ctx context.Context, _ *stats.RPCTagInfo) context.Context {
+	return context.WithValue(ctx, unaryKey{}, new(atomic.Bool))
+}
+
+func (u *unaryInFlight) HandleRPC(ctx context.Context, s stats.RPCStats) {
+	counted, _ := ctx.Value(unaryKey{}).(*atomic.Bool)
+	if counted == nil || s.IsClient() {
+		return
+	}
+	switch s := s.(type) {
+	case *stats.Begin:
+		if !s.IsClientStream && !s.IsServerStream && counted.CompareAndSwap(false, true) {
+			u.n.Add(1)
+		}
+	case *stats.End:
+		if counted.CompareAndSwap(true, false) {
+			u.n.Add(-1)
+		}
+	}
+}
+
+func (u *unaryInFlight) TagConn(ctx context.Context, _ *stats.ConnTagInfo) context.Context {
+	return ctx
+}
+
+func (u *unaryInFlight) HandleConn(context.Context, stats.ConnStats) {}
 
 // grpcStopTiming bounds stopGRPC; tests shorten nothing, the defaults are the production ones.
 type grpcStopTiming struct {

@@ -25,7 +25,7 @@ func TestStopGRPCFinishesUnaryAndCutsStreams(t *testing.T) {
 		time.Sleep(slow)
 		return h(ctx, req)
 	}
-	srv := grpc.NewServer(grpc.ChainUnaryInterceptor(u.interceptor, slowCheck))
+	srv := grpc.NewServer(append(u.serverOptions(), grpc.ChainUnaryInterceptor(slowCheck))...)
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(srv, hs)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -84,7 +84,7 @@ func TestStopGRPCCapHoldsWithAHandlerThatIgnoresItsContext(t *testing.T) {
 		<-release // never looks at ctx
 		return h(ctx, req)
 	}
-	srv := grpc.NewServer(grpc.ChainUnaryInterceptor(u.interceptor, hung))
+	srv := grpc.NewServer(append(u.serverOptions(), grpc.ChainUnaryInterceptor(hung))...)
 	healthpb.RegisterHealthServer(srv, health.NewServer())
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

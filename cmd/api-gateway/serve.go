@@ -111,7 +111,8 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 	a.pipe = pipeline.New(st, log)
 	a.health = health.NewServer()
 	a.api = manage.New(manage.Options{Store: st, Model: a.pipe, Logger: log, AdminTokenHash: tokenHash, CORSOrigins: cfg.CORSOrigins})
-	a.grpcOpt = append(a.grpcOpt, grpc.MaxConcurrentStreams(1<<20), grpc.ChainUnaryInterceptor(a.unary.interceptor))
+	a.grpcOpt = append(a.grpcOpt, grpc.MaxConcurrentStreams(1<<20))
+	a.grpcOpt = append(a.grpcOpt, a.unary.serverOptions()...)
 	recoverOpts, err := telemetry.GRPCRecovery(log, a.reg)
 	if err != nil {
 		return err
