@@ -125,6 +125,14 @@ func loadConfig() (config, error) {
 		ServiceName:                 envStr("OTEL_SERVICE_NAME", "api-gateway"),
 	}
 	c.GRPCBindAddr = envStr("GRPC_BIND_ADDRESS", c.BindAddr)
+	if h := c.GRPCBindAddr; len(h) > 2 && h[0] == '[' && h[len(h)-1] == ']' {
+		c.GRPCBindAddr = h[1 : len(h)-1] // "[::1]", as written in a URL
+	}
+	grpcBindOK := true
+	if h := c.GRPCBindAddr; h != "" && net.ParseIP(h) == nil && strings.ContainsAny(h, ":[]/ \t") {
+		errs = append(errs, fmt.Sprintf("GRPC_BIND_ADDRESS=%q must be an address without a port (an IP or a host name; the port is GRPC_PORT)", h))
+		grpcBindOK = false
+	}
 	c.GRPCTLS = grpctls.Options{
 		CertFile:     os.Getenv("GRPC_TLS_CERT_FILE"),
 		KeyFile:      os.Getenv("GRPC_TLS_KEY_FILE"),
@@ -157,7 +165,7 @@ func loadConfig() (config, error) {
 	// specific address only (GRPC_BIND_ADDRESS or BIND_ADDRESS): nothing answers on
 	// 127.0.0.1 then, and ext_authz (failing closed) would refuse every request.
 	advertiseHost := "127.0.0.1"
-	if h := c.GRPCBindAddr; h != "" {
+	if h := c.GRPCBindAddr; h != "" && grpcBindOK {
 		if ip := net.ParseIP(h); ip == nil || !ip.IsUnspecified() {
 			advertiseHost = h
 		}

@@ -83,3 +83,21 @@ func TestAdvertiseAddressFollowsASpecificGRPCBindAddress(t *testing.T) {
 		t.Fatalf("an explicit XDS_ADVERTISE_ADDRESS: %q %v", c.XDSAdvertiseAddr, err)
 	}
 }
+
+// GRPC_BIND_ADDRESS may be written bracketed ("[::1]", as in a URL); it is an address, not
+// host:port, and a value with a port is an environment error naming that variable, not a
+// listener error at start (or an XDS_ADVERTISE_ADDRESS error for a variable never set).
+func TestGRPCBindAddressForms(t *testing.T) {
+	os.Unsetenv("XDS_ADVERTISE_ADDRESS")
+	t.Setenv("GRPC_BIND_ADDRESS", "[fd00::5]")
+	c, err := loadConfig()
+	if err != nil || c.GRPCBindAddr != "fd00::5" || c.XDSAdvertiseAddr != "[fd00::5]:18000" {
+		t.Fatalf("bracketed IPv6: %q %q %v", c.GRPCBindAddr, c.XDSAdvertiseAddr, err)
+	}
+	for _, bad := range []string{"10.0.0.5:18000", "[::1]:18000", "a b"} {
+		t.Setenv("GRPC_BIND_ADDRESS", bad)
+		if _, err := loadConfig(); err == nil || !strings.Contains(err.Error(), "GRPC_BIND_ADDRESS") || strings.Contains(err.Error(), "XDS_ADVERTISE_ADDRESS") {
+			t.Errorf("GRPC_BIND_ADDRESS=%q: %v; want an error naming GRPC_BIND_ADDRESS", bad, err)
+		}
+	}
+}
