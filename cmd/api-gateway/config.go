@@ -161,16 +161,11 @@ func loadConfig() (config, error) {
 			c.RateLimitReserve = d
 		}
 	}
-	// Envoy reaches the gRPC port at 127.0.0.1 by default, unless that port listens on one
-	// specific address only (GRPC_BIND_ADDRESS or BIND_ADDRESS): nothing answers on
-	// 127.0.0.1 then, and ext_authz (failing closed) would refuse every request.
-	advertiseHost := "127.0.0.1"
-	if h := c.GRPCBindAddr; h != "" && grpcBindOK {
-		if ip := net.ParseIP(h); ip == nil || !ip.IsUnspecified() {
-			advertiseHost = h
-		}
+	advertiseBind := ""
+	if grpcBindOK {
+		advertiseBind = c.GRPCBindAddr
 	}
-	c.XDSAdvertiseAddr = envStr("XDS_ADVERTISE_ADDRESS", net.JoinHostPort(advertiseHost, strconv.Itoa(c.GRPCPort)))
+	c.XDSAdvertiseAddr = envStr("XDS_ADVERTISE_ADDRESS", defaultAdvertiseAddr(advertiseBind, c.GRPCPort))
 	for name, p := range map[string]int{"PORT": c.Port, "METRICS_PORT": c.MetricsPort, "GRPC_PORT": c.GRPCPort} {
 		if p < 0 || p > 65535 {
 			errs = append(errs, fmt.Sprintf("%s=%d must be 0-65535", name, p))
@@ -195,4 +190,18 @@ func loadConfig() (config, error) {
 
 func (c config) addr(port int) string {
 	return net.JoinHostPort(c.BindAddr, strconv.Itoa(port))
+}
+
+// defaultAdvertiseAddr is where Envoy reaches the gRPC port when XDS_ADVERTISE_ADDRESS is not
+// set: 127.0.0.1, unless that port listens on one specific address only (GRPC_BIND_ADDRESS
+// or BIND_ADDRESS): nothing answers on 127.0.0.1 then, and ext_authz (failing closed) would
+// refuse every request.
+func defaultAdvertiseAddr(grpcBind string, port int) string {
+	host := "127.0.0.1"
+	if grpcBind != "" {
+		if ip := net.ParseIP(grpcBind); ip == nil || !ip.IsUnspecified() {
+			host = grpcBind
+		}
+	}
+	return net.JoinHostPort(host, strconv.Itoa(port))
 }
