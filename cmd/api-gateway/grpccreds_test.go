@@ -13,7 +13,7 @@ func TestPlaintextGRPCPortBeyondLoopbackIsWarned(t *testing.T) {
 	for _, tc := range []struct {
 		bind string
 		warn bool
-	}{{"", true}, {"0.0.0.0", true}, {"10.1.2.3", true}, {"127.0.0.1", false}, {"::1", false}} {
+	}{{"", true}, {"0.0.0.0", true}, {"10.1.2.3", true}, {"127.0.0.1", false}, {"::1", false}, {"localhost", false}, {"LocalHost", false}} {
 		var out bytes.Buffer
 		if _, err := grpcCredentials(config{GRPCBindAddr: tc.bind}, newLogger("info", &out)); err != nil {
 			t.Fatal(err)
