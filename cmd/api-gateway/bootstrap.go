@@ -4,8 +4,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"strconv"
+	"strings"
 
 	"github.com/api-gateway/api-gateway/envoy"
 )
@@ -22,7 +24,7 @@ func runEnvoyBootstrap(args []string, stdout, stderr io.Writer) int {
 	format := fs.String("format", "yaml", "output format: yaml or json")
 	fs.StringVar(&o.NodeID, "node-id", "envoy-1", "Envoy node id")
 	fs.StringVar(&o.Cluster, "cluster", "edge", "node group: edge or sidecar")
-	fs.StringVar(&o.XDSAddress, "xds-address", "127.0.0.1:18000", "HOST:PORT of the control plane's gRPC port")
+	fs.StringVar(&o.XDSAddress, "xds-address", bootstrapXDSAddress(), "HOST:PORT of the control plane's gRPC port (default: XDS_ADVERTISE_ADDRESS, else from GRPC_BIND_ADDRESS and GRPC_PORT)")
 	fs.UintVar(&admin, "admin-port", 9901, "Envoy admin port")
 	fs.StringVar(&t.CAFile, "xds-tls-ca", "", "Envoy's path to the CA of the gateway's gRPC certificate (turns TLS on)")
 	fs.StringVar(&t.CertFile, "xds-tls-cert", "", "Envoy's path to its client certificate (mutual TLS)")
@@ -81,4 +83,24 @@ func bootstrapMatchesGRPCTLS(t *envoy.BootstrapTLS) error {
 		return fmt.Errorf("the gRPC port requires client certificates here (GRPC_TLS_CLIENT_CA_FILE); pass --xds-tls-cert and --xds-tls-key")
 	}
 	return nil
+}
+
+// bootstrapXDSAddress is the default --xds-address: where this environment's gateway says
+// Envoy reaches its gRPC port (XDS_ADVERTISE_ADDRESS, or the default the gateway computes
+// from GRPC_BIND_ADDRESS, BIND_ADDRESS and GRPC_PORT). Read directly, not through loadConfig,
+// so an unrelated bad variable does not stop a bootstrap; a bad GRPC_PORT or bind address
+// falls back to 127.0.0.1:18000.
+func bootstrapXDSAddress() string {
+	port := 18000
+	if p, err := strconv.Atoi(os.Getenv("GRPC_PORT")); err == nil && p > 0 && p <= 65535 {
+		port = p
+	}
+	bind := envStr("GRPC_BIND_ADDRESS", os.Getenv("BIND_ADDRESS"))
+	if len(bind) > 2 && bind[0] == '[' && bind[len(bind)-1] == ']' {
+		bind = bind[1 : len(bind)-1]
+	}
+	if net.ParseIP(bind) == nil && strings.ContainsAny(bind, ":[]/ \t") {
+		bind = ""
+	}
+	return envStr("XDS_ADVERTISE_ADDRESS", defaultAdvertiseAddr(bind, port))
 }

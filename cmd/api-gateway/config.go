@@ -125,6 +125,14 @@ func loadConfig() (config, error) {
 		ServiceName:                 envStr("OTEL_SERVICE_NAME", "api-gateway"),
 	}
 	c.GRPCBindAddr = envStr("GRPC_BIND_ADDRESS", c.BindAddr)
+	if h := c.GRPCBindAddr; len(h) > 2 && h[0] == '[' && h[len(h)-1] == ']' {
+		c.GRPCBindAddr = h[1 : len(h)-1] // "[::1]", as written in a URL
+	}
+	grpcBindOK := true
+	if h := c.GRPCBindAddr; h != "" && net.ParseIP(h) == nil && strings.ContainsAny(h, ":[]/ \t") {
+		errs = append(errs, fmt.Sprintf("GRPC_BIND_ADDRESS=%q must be an address without a port (an IP or a host name; the port is GRPC_PORT)", h))
+		grpcBindOK = false
+	}
 	c.GRPCTLS = grpctls.Options{
 		CertFile:     os.Getenv("GRPC_TLS_CERT_FILE"),
 		KeyFile:      os.Getenv("GRPC_TLS_KEY_FILE"),
@@ -153,7 +161,11 @@ func loadConfig() (config, error) {
 			c.RateLimitReserve = d
 		}
 	}
-	c.XDSAdvertiseAddr = envStr("XDS_ADVERTISE_ADDRESS", net.JoinHostPort("127.0.0.1", strconv.Itoa(c.GRPCPort)))
+	advertiseBind := ""
+	if grpcBindOK {
+		advertiseBind = c.GRPCBindAddr
+	}
+	c.XDSAdvertiseAddr = envStr("XDS_ADVERTISE_ADDRESS", defaultAdvertiseAddr(advertiseBind, c.GRPCPort))
 	for name, p := range map[string]int{"PORT": c.Port, "METRICS_PORT": c.MetricsPort, "GRPC_PORT": c.GRPCPort} {
 		if p < 0 || p > 65535 {
 			errs = append(errs, fmt.Sprintf("%s=%d must be 0-65535", name, p))
@@ -178,4 +190,18 @@ func loadConfig() (config, error) {
 
 func (c config) addr(port int) string {
 	return net.JoinHostPort(c.BindAddr, strconv.Itoa(port))
+}
+
+// defaultAdvertiseAddr is where Envoy reaches the gRPC port when XDS_ADVERTISE_ADDRESS is not
+// set: 127.0.0.1, unless that port listens on one specific address only (GRPC_BIND_ADDRESS
+// or BIND_ADDRESS): nothing answers on 127.0.0.1 then, and ext_authz (failing closed) would
+// refuse every request.
+func defaultAdvertiseAddr(grpcBind string, port int) string {
+	host := "127.0.0.1"
+	if grpcBind != "" {
+		if ip := net.ParseIP(grpcBind); ip == nil || !ip.IsUnspecified() {
+			host = grpcBind
+		}
+	}
+	return net.JoinHostPort(host, strconv.Itoa(port))
 }

@@ -6,18 +6,53 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/stats"
 )
 
 // unaryInFlight counts unary RPCs (Check, ShouldRateLimit, health) being handled, so shutdown
 // can wait for exactly those and not for the long-lived streams (ADS, access logs) that a
 // client keeps open for as long as the server lets it.
+//
+// It is a stats handler, not a unary interceptor: an interceptor runs only once the whole
+// request has arrived, and a Check whose body was still arriving (ext_authz with the request
+// body, over a slow path) looked like nothing in flight and was cut. stats.Begin comes with
+// the RPC's headers, before its request is read; stats.End when its handler has returned.
 type unaryInFlight struct{ n atomic.Int64 }
 
-func (u *unaryInFlight) interceptor(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-	u.n.Add(1)
-	defer u.n.Add(-1)
-	return h(ctx, req)
+// unaryKey marks, in an RPC's context, that Begin counted it (End carries no RPC type).
+type unaryKey struct{}
+
+// serverOptions are the options that make the server report its unary RPCs here.
+func (u *unaryInFlight) serverOptions() []grpc.ServerOption {
+	return []grpc.ServerOption{grpc.StatsHandler(u)}
 }
+
+func (u *unaryInFlight) TagRPC(ctx context.Context, _ *stats.RPCTagInfo) context.Context {
+	return context.WithValue(ctx, unaryKey{}, new(atomic.Bool))
+}
+
+func (u *unaryInFlight) HandleRPC(ctx context.Context, s stats.RPCStats) {
+	counted, _ := ctx.Value(unaryKey{}).(*atomic.Bool)
+	if counted == nil || s.IsClient() {
+		return
+	}
+	switch s := s.(type) {
+	case *stats.Begin:
+		if !s.IsClientStream && !s.IsServerStream && counted.CompareAndSwap(false, true) {
+			u.n.Add(1)
+		}
+	case *stats.End:
+		if counted.CompareAndSwap(true, false) {
+			u.n.Add(-1)
+		}
+	}
+}
+
+func (u *unaryInFlight) TagConn(ctx context.Context, _ *stats.ConnTagInfo) context.Context {
+	return ctx
+}
+
+func (u *unaryInFlight) HandleConn(context.Context, stats.ConnStats) {}
 
 // grpcStopTiming bounds stopGRPC; tests shorten nothing, the defaults are the production ones.
 type grpcStopTiming struct {
@@ -28,6 +63,11 @@ type grpcStopTiming struct {
 	// max is the hard cap: a unary RPC still running after it is hung, not in flight.
 	max time.Duration
 }
+
+// grpcStopAbandon is how long stopGRPC waits, after Stop, for handlers to return: Stop
+// cancels their contexts, and a handler that ignores its context (a backend call without a
+// deadline) is abandoned rather than allowed to hold the process past the cap.
+const grpcStopAbandon = time.Second
 
 var defaultGRPCStop = grpcStopTiming{settle: 150 * time.Millisecond, max: 10 * time.Second}
 
@@ -55,8 +95,7 @@ func stopGRPC(g *grpc.Server, u *unaryInFlight, drains []func(), timing grpcStop
 		case <-stopped:
 			return
 		case <-deadline.C:
-			g.Stop()
-			<-stopped
+			forceStop(g, stopped)
 			return
 		case now := <-tick.C:
 			if u.n.Load() != 0 {
@@ -67,10 +106,22 @@ func stopGRPC(g *grpc.Server, u *unaryInFlight, drains []func(), timing grpcStop
 				idleSince = now
 			}
 			if now.Sub(idleSince) >= timing.settle {
-				g.Stop()
-				<-stopped
+				forceStop(g, stopped)
 				return
 			}
 		}
+	}
+}
+
+// forceStop closes every connection and waits, at most grpcStopAbandon, for GracefulStop to
+// return: it returns only once every handler has (grpc.Server waits for handlers on a
+// graceful stop), and Stop has just cancelled their contexts.
+func forceStop(g *grpc.Server, stopped <-chan struct{}) {
+	g.Stop()
+	t := time.NewTimer(grpcStopAbandon)
+	defer t.Stop()
+	select {
+	case <-stopped:
+	case <-t.C:
 	}
 }

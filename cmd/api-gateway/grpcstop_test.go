@@ -25,7 +25,7 @@ func TestStopGRPCFinishesUnaryAndCutsStreams(t *testing.T) {
 		time.Sleep(slow)
 		return h(ctx, req)
 	}
-	srv := grpc.NewServer(grpc.ChainUnaryInterceptor(u.interceptor, slowCheck))
+	srv := grpc.NewServer(append(u.serverOptions(), grpc.ChainUnaryInterceptor(slowCheck))...)
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(srv, hs)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -68,5 +68,48 @@ func TestStopGRPCFinishesUnaryAndCutsStreams(t *testing.T) {
 		if _, err := watch.Recv(); err != nil {
 			break // cut by Stop, as intended
 		}
+	}
+}
+
+// max is a hard cap: a unary handler that ignores its context (a backend call without a
+// deadline) does not hold the process past it. GracefulStop waits for every handler, so
+// waiting for it after Stop used to wait for the hung handler forever.
+func TestStopGRPCCapHoldsWithAHandlerThatIgnoresItsContext(t *testing.T) {
+	var u unaryInFlight
+	release := make(chan struct{})
+	defer close(release)
+	started := make(chan struct{}, 1)
+	hung := func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+		started <- struct{}{}
+		<-release // never looks at ctx
+		return h(ctx, req)
+	}
+	srv := grpc.NewServer(append(u.serverOptions(), grpc.ChainUnaryInterceptor(hung))...)
+	healthpb.RegisterHealthServer(srv, health.NewServer())
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = srv.Serve(l) }()
+	cc, err := grpc.NewClient(l.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	go func() {
+		_, _ = healthpb.NewHealthClient(cc).Check(context.Background(), &healthpb.HealthCheckRequest{})
+	}()
+	<-started
+	timing := grpcStopTiming{settle: 150 * time.Millisecond, max: 300 * time.Millisecond}
+	done := make(chan struct{})
+	begin := time.Now()
+	go func() { stopGRPC(srv, &u, nil, timing); close(done) }()
+	select {
+	case <-done:
+		if took := time.Since(begin); took > timing.max+grpcStopAbandon+time.Second {
+			t.Fatalf("stop took %v", took)
+		}
+	case <-time.After(timing.max + grpcStopAbandon + 3*time.Second):
+		t.Fatal("stopGRPC waited for a handler that ignores its context past the cap")
 	}
 }

@@ -111,7 +111,8 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 	a.pipe = pipeline.New(st, log)
 	a.health = health.NewServer()
 	a.api = manage.New(manage.Options{Store: st, Model: a.pipe, Logger: log, AdminTokenHash: tokenHash, CORSOrigins: cfg.CORSOrigins})
-	a.grpcOpt = append(a.grpcOpt, grpc.MaxConcurrentStreams(1<<20), grpc.ChainUnaryInterceptor(a.unary.interceptor))
+	a.grpcOpt = append(a.grpcOpt, grpc.MaxConcurrentStreams(1<<20))
+	a.grpcOpt = append(a.grpcOpt, a.unary.serverOptions()...)
 	recoverOpts, err := telemetry.GRPCRecovery(log, a.reg)
 	if err != nil {
 		return err
@@ -228,7 +229,7 @@ loop:
 // reach it.
 func grpcCredentials(cfg config, log *slog.Logger) (grpc.ServerOption, error) {
 	if !cfg.GRPCTLS.Enabled() {
-		if ip := net.ParseIP(cfg.GRPCBindAddr); ip == nil || !ip.IsLoopback() {
+		if ip := net.ParseIP(cfg.GRPCBindAddr); !strings.EqualFold(cfg.GRPCBindAddr, "localhost") && (ip == nil || !ip.IsLoopback()) {
 			log.Warn("the gRPC port is plaintext and unauthenticated on every interface it listens on; "+
 				"set GRPC_TLS_CERT_FILE/GRPC_TLS_KEY_FILE (and GRPC_TLS_CLIENT_CA_FILE for mutual TLS) "+
 				"or GRPC_BIND_ADDRESS to a private address", "grpc_bind_address", cfg.GRPCBindAddr)

@@ -11,9 +11,11 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -120,6 +122,7 @@ func (r *Reloader) current(first bool) (*tls.Config, error) {
 			r.log.Info("gRPC TLS files reloaded", "cert", r.o.CertFile, "client_ca", r.o.ClientCAFile)
 		}
 		r.sum, r.cur = sum, cfg
+		r.warnValidity(cfg, now)
 	}
 	return r.cur, nil
 }
@@ -141,11 +144,11 @@ func (r *Reloader) statFiles() string {
 
 func (r *Reloader) load() (*tls.Config, [32]byte, error) {
 	var sum [32]byte
-	certPEM, err := os.ReadFile(r.o.CertFile)
+	certPEM, err := readPEM(r.o.CertFile)
 	if err != nil {
 		return nil, sum, fmt.Errorf("gRPC TLS certificate: %w", err)
 	}
-	keyPEM, err := os.ReadFile(r.o.KeyFile)
+	keyPEM, err := readPEM(r.o.KeyFile)
 	if err != nil {
 		return nil, sum, fmt.Errorf("gRPC TLS key: %w", err)
 	}
@@ -164,7 +167,7 @@ func (r *Reloader) load() (*tls.Config, [32]byte, error) {
 		NextProtos: []string{"h2"},
 	}
 	if r.o.ClientCAFile != "" {
-		caPEM, err := os.ReadFile(r.o.ClientCAFile)
+		caPEM, err := readPEM(r.o.ClientCAFile)
 		if err != nil {
 			return nil, sum, fmt.Errorf("gRPC TLS client CA: %w", err)
 		}
@@ -182,4 +185,57 @@ func (r *Reloader) load() (*tls.Config, [32]byte, error) {
 	}
 	copy(sum[:], h.Sum(nil))
 	return cfg, sum, nil
+}
+
+// maxPEM bounds one file: a certificate chain, a key or a CA bundle (Mozilla's whole root
+// store is about 250 KB) is far smaller.
+const maxPEM = 4 << 20
+
+// readPEM reads a regular file of at most maxPEM bytes. The files are read under the lock
+// every handshake waits on, so a path swapped for a FIFO (whose read blocks until a writer
+// comes), a device such as /dev/zero, or a file grown to gigabytes must fail the reload, not
+// stall or slow every new connection: opened non-blocking, checked to be a regular file,
+// and read through a limit.
+func readPEM(path string) ([]byte, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is not a regular file (%v)", path, fi.Mode().Type())
+	}
+	if fi.Size() > maxPEM {
+		return nil, fmt.Errorf("%s is %d bytes, more than a PEM file of certificates or a key (at most %d)", path, fi.Size(), maxPEM)
+	}
+	b, err := io.ReadAll(io.LimitReader(f, maxPEM+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > maxPEM {
+		return nil, fmt.Errorf("%s is more than %d bytes, more than a PEM file of certificates or a key", path, maxPEM)
+	}
+	return b, nil
+}
+
+// warnValidity logs a certificate that clients will refuse for its dates: it is served all
+// the same (refusing it would stop the start, or keep one that is older still), but the log
+// names the cause that clients only report as a failed handshake.
+func (r *Reloader) warnValidity(cfg *tls.Config, now time.Time) {
+	if len(cfg.Certificates) == 0 || cfg.Certificates[0].Leaf == nil {
+		return
+	}
+	leaf := cfg.Certificates[0].Leaf
+	switch {
+	case now.After(leaf.NotAfter):
+		r.log.Warn("the gRPC TLS certificate has expired; clients will refuse the handshake",
+			"cert", r.o.CertFile, "not_after", leaf.NotAfter.UTC().Format(time.RFC3339))
+	case now.Before(leaf.NotBefore):
+		r.log.Warn("the gRPC TLS certificate is not valid before a later time; clients will refuse the handshake",
+			"cert", r.o.CertFile, "not_before", leaf.NotBefore.UTC().Format(time.RFC3339))
+	}
 }

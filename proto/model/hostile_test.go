@@ -86,9 +86,9 @@ func TestIDsThatAreNotPathSegmentsAreRefused(t *testing.T) {
 // non-ASCII look-alikes (Cyrillic "е" in "exаmple") used to be accepted.
 func TestRouteHostsAreHostNames(t *testing.T) {
 	good := []string{"*", "api.example.com", "API.Example.org", "*.example.net", "api.example.com:8443", "api.example.com:*",
-		"*.example.net:80", "10.0.0.1", "10.0.0.1:8080", "[2001:db8::1]", "[2001:db8::1]:443", "localhost", "xn--bcher-kva.example", "example.com."}
+		"*.example.net:80", "foo.*", "*:80", "10.0.0.1", "10.0.0.1:8080", "[2001:db8::1]", "[2001:db8::1]:443", "localhost", "xn--bcher-kva.example", "example.com."}
 	bad := []string{"", "a\tb.com", "a;b.com", "a,b.com", "a\x00.com", "a.com\r\nX-Evil: 1", "a b.com", "a.com/path",
-		"ex\u0430mple.com", "bücher.example", "*\u00a0", "*.", "*.*.example.com", "foo.*", "*:80", "*:*", "a.com:**", "a.com:", "a.com:0", "a.com:65536",
+		"ex\u0430mple.com", "bücher.example", "*\u00a0", "*.", "*.*.example.com", "*:*", "a.com:**", "a.com:", "a.com:0", "a.com:65536",
 		"a.com:+80", "a.com:080", "2001:db8::1", "[2001:db8::1", "[10.0.0.1]", "*.10.0.0.1", "-a.com", "a..com",
 		strings.Repeat("a", 64) + ".com", strings.Repeat("a.", 140) + "com", "\u202egro.live"}
 	r := Route{ID: "r", Conditions: []Condition{{PathPattern: "/"}}, Targets: []Target{{Host: "h", Port: 80}}, Hosts: good}
@@ -131,5 +131,47 @@ func TestStickyPathAndOtherBadFieldsReportedTogether(t *testing.T) {
 	}
 	if len(f) != 6 {
 		t.Errorf("%d problems, want 6: %v", len(f), f)
+	}
+}
+
+// Envoy's other wildcard forms were accepted before hosts were validated and the translator
+// passes every host with a '*' through unchanged: a suffix wildcard is a leading '*' before
+// any suffix ("*-bar.foo.com", "*:8080" for any host on that port), a prefix wildcard a
+// trailing '*' ("foo.*", "foo-*"). They must still be accepted; a '*' anywhere else, two of
+// them, or a wildcard around nothing usable is not a domain Envoy can match.
+func TestRouteHostsAcceptEnvoyPrefixAndSuffixWildcards(t *testing.T) {
+	good := []string{"*-bar.example.com", "*bar.example.com", "*:8080", "*.example.com", "api.*", "api-*", "api.example.*", "10.0.0.*"}
+	bad := []string{"a*b.example.com", "*api*", "**", "*:*", "*-", "-*", ".*", "*..com", "api.*:80", "[::1]*", "api:8*", "*:0", "*:99999", "*-bar..com"}
+	r := Route{ID: "r", Conditions: []Condition{{PathPattern: "/"}}, Targets: []Target{{Host: "h", Port: 80}}, Hosts: good}
+	if errs := r.Validate(); len(errs) != 0 {
+		t.Fatalf("Envoy wildcard hosts refused: %v", errs)
+	}
+	r.Hosts = bad
+	f := fieldsOf(r.Validate())
+	for i, h := range bad {
+		if _, ok := f["hosts["+itoa(i)+"]"]; !ok {
+			t.Errorf("host %q accepted", h)
+		}
+	}
+	// rewrite.host is a Host header value: no wildcard at all.
+	r.Hosts, r.Rewrite = nil, &Rewrite{Host: "api.*"}
+	if f := fieldsOf(r.Validate()); f["rewrite.host"] == "" {
+		t.Errorf("rewrite.host %q accepted", r.Rewrite.Host)
+	}
+}
+
+// A unit without a number is a typo, not an overflow: only a well-formed duration too large
+// for a time.Duration is reported as out of range.
+func TestDurationUnitWithoutNumberIsNotOutOfRange(t *testing.T) {
+	for _, s := range []string{"s", ".s", "ms", "-h", "1h.m", "."} {
+		_, err := ParseDuration(s)
+		if err == nil || strings.Contains(err.Error(), "out of range") {
+			t.Errorf("%q: %v; want \"not a duration\"", s, err)
+		}
+	}
+	for _, s := range []string{"9999999999h", ".5s9999999999h", "2562048h", "9223372036854775808ns"} {
+		if _, err := ParseDuration(s); err == nil || !strings.Contains(err.Error(), "out of range") {
+			t.Errorf("%q: %v; want out of range", s, err)
+		}
 	}
 }

@@ -13,6 +13,9 @@ import (
 //	*                      every host (the default)
 //	api.example.com        a DNS name (ASCII; case does not matter)
 //	*.example.com          any subdomain (Envoy's suffix wildcard)
+//	*-bar.example.com      Envoy's other suffix wildcards: '*' then any name suffix, or
+//	*:8080                 ":port" (any host on that port)
+//	api.*, api-*           Envoy's prefix wildcards: a name prefix then '*'
 //	10.0.0.1, [2001:db8::1] an IP literal, IPv6 in brackets as in a Host header
 //	any of those but '*' with ":port", or ":*" for any port (Envoy's suffix wildcard; the
 //	translator adds "host:*" to every host without a port)
@@ -36,7 +39,8 @@ func hostPortProblem(h string, wildcard bool) string {
 	const form = "must be a DNS name, an IPv4 address or a bracketed IPv6 address, optionally with ':port'"
 	want := form
 	if wildcard {
-		want = "must be '*', a DNS name (optionally starting with '*.'), an IPv4 address or a bracketed IPv6 address, optionally with ':port' or ':*'"
+		want = "must be '*', a DNS name (optionally starting with '*.'), an IPv4 address or a bracketed IPv6 address, optionally with ':port' or ':*', " +
+			"or an Envoy wildcard: '*' before a name suffix or ':port' (\"*-api.example.com\", \"*:8080\"), or a name prefix before '*' (\"api.*\")"
 	}
 	switch {
 	case h == "":
@@ -54,6 +58,14 @@ func hostPortProblem(h string, wildcard bool) string {
 			// A Host header is ASCII; a Unicode name (or a Cyrillic look-alike of a Latin
 			// one) must be written in its IDNA "xn--" form, which is what clients send.
 			return "must be ASCII: write an internationalized name in its punycode form (xn--...)"
+		}
+	}
+	if wildcard && len(h) > 1 && strings.Count(h, "*") == 1 {
+		if p, ok := envoyWildcardProblem(h); ok {
+			if p != "" {
+				return want
+			}
+			return ""
 		}
 	}
 	host, port, hasPort := splitPort(h)
@@ -80,6 +92,34 @@ func hostPortProblem(h string, wildcard bool) string {
 		return want
 	}
 	return ""
+}
+
+// envoyWildcardProblem checks Envoy's suffix and prefix wildcards other than "*.name" and
+// "name:*" (which the general form covers): a leading '*' before any suffix of a host[:port]
+// ("*-bar.foo.com", "*:8080"), a trailing '*' after any prefix of a host name ("foo.*",
+// "foo-*"). Envoy matches them by suffix and prefix (RouteMatcher in Envoy's
+// source/common/router/config_impl.cc), the wildcard never matching the empty string, so
+// the '*' is checked as if it were one letter. ok is false for hosts not of these forms.
+func envoyWildcardProblem(h string) (problem string, ok bool) {
+	switch {
+	case h[0] == '*' && !strings.HasPrefix(h, "*."):
+		rest := h[1:]
+		if strings.HasPrefix(rest, ":") {
+			// "*:port": any host on that port.
+			if n, err := strconv.Atoi(rest[1:]); err != nil || n < 1 || n > 65535 || rest[1] == '0' || rest[1] == '+' {
+				return "bad port", true
+			}
+			return "", true
+		}
+		return hostPortProblem("x"+rest, false), true
+	case h[len(h)-1] == '*' && !strings.HasSuffix(h, ":*"):
+		stem := h[:len(h)-1]
+		if strings.ContainsAny(stem, ":[]") || !validHost(stem+"x") {
+			return "bad prefix", true
+		}
+		return "", true
+	}
+	return "", false
 }
 
 // splitPort splits "host:port" when the part after the last ':' can only be a port (an

@@ -108,7 +108,8 @@ const maxDays = int64(math.MaxInt64 / int64(24*time.Hour))
 
 // durationDigits is the shape of a well-formed duration string, to tell an overflow
 // from a typo in time.ParseDuration's single error.
-var durationDigits = regexp.MustCompile(`^[-+]?([0-9]*(\.[0-9]*)?(ns|us|µs|μs|ms|s|m|h))+$`)
+// Every unit needs a number before it ("12", "1.5", ".5", "1."): "s" or ".s" is a typo.
+var durationDigits = regexp.MustCompile(`^[-+]?(([0-9]+(\.[0-9]*)?|\.[0-9]+)(ns|us|µs|μs|ms|s|m|h))+$`)
 
 // ParseDuration parses a Go duration string and also accepts day suffixes ("7d").
 func ParseDuration(s string) (time.Duration, error) {
