@@ -114,11 +114,15 @@ func TestRouteHostsAreHostNames(t *testing.T) {
 // would start another attribute. Refused with the field named, like every other bad field of
 // the same route, all at once.
 func TestStickyPathAndOtherBadFieldsReportedTogether(t *testing.T) {
-	for _, p := range []string{"/cart\r\nSet-Cookie: x=1", "/a\nb", "/a;Domain=evil.com", "/a\x00", "/a\x7f", "cart", "/é", "/" + strings.Repeat("a", 1024)} {
+	for _, p := range []string{"/cart\r\nSet-Cookie: x=1", "/a\nb", "/a;Domain=evil.com", "/a\x00", "/a\x7f", "/é", "/" + strings.Repeat("a", 1024)} {
 		r := Route{ID: "r", Conditions: []Condition{{PathPattern: "/"}}, Targets: []Target{{Host: "h", Port: 80}}, StickySession: &StickySession{Path: p}}
 		if _, ok := fieldsOf(r.Validate())["sticky_session.path"]; !ok {
 			t.Errorf("sticky path %q accepted", p)
 		}
+	}
+	relative := Route{ID: "r", Conditions: []Condition{{PathPattern: "/"}}, Targets: []Target{{Host: "h", Port: 80}}, StickySession: &StickySession{Path: "cart"}}
+	if errs := relative.Validate(); len(errs) > 0 {
+		t.Errorf("a relative sticky path, which browsers take as the default path, refused: %v", errs)
 	}
 	var r Route
 	body := `{"id":"..","hosts":["a\tb"],"timeout":"99999999d","sticky_session":{"path":"/c\r\n","ttl":1e300},

@@ -148,9 +148,8 @@ func cookiePathProblem(p string) string {
 	if len(p) > 1024 {
 		return "must be at most 1024 characters"
 	}
-	if !strings.HasPrefix(p, "/") {
-		return "must start with '/'"
-	}
+	// A path without a leading '/' is not refused: browsers then use the default path
+	// (RFC 6265 5.2.4), and routes stored with one kept working before this check existed.
 	for _, r := range p {
 		if r < 0x20 || r == 0x7f || r == ';' || r > unicode.MaxASCII {
 			return "must be printable ASCII without ';' (no control characters such as CR or LF)"
