@@ -227,6 +227,7 @@ func (a *API) heartbeat(w http.ResponseWriter, r *http.Request) {
 		s.Revision = newRev
 		// A heartbeat reports liveness, not a configuration change: a refused revision is
 		// the refused object's to fix (GET /ready names it), not the live instance's.
+		// A wait that runs out is not answered either: the next heartbeat renews again.
 		_ = a.waitApplied(r.Context(), newRev)
 		writeJSON(w, http.StatusOK, s)
 		return

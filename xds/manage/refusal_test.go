@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/api-gateway/api-gateway/internal/pipeline"
 	"github.com/api-gateway/api-gateway/proto/model"
@@ -118,5 +119,38 @@ func TestConcurrentWritesAreRefusedOnlyForTheirOwnRevision(t *testing.T) {
 	}
 	if r := e.do("GET", "/ready", nil); r.code != 200 {
 		t.Fatalf("/ready: %d %s", r.code, r.raw)
+	}
+}
+
+// slow takes longer than the API's wait to apply a revision holding a tenant named "slow".
+var slow = pipeline.ConsumerFunc{N: "slow", F: func(_ context.Context, s *model.Snapshot) (func(), error) {
+	for _, tn := range s.Tenants {
+		if tn.ID == "slow" {
+			time.Sleep(400 * time.Millisecond)
+		}
+	}
+	return func() {}, nil
+}}
+
+// A write whose revision has neither applied nor been refused when the wait ends is not a
+// success: it answers 504 apply_pending with the stored revision as ETag (it is stored and
+// may still apply), and so does a delete.
+func TestWriteWhoseRevisionIsNotAppliedInTimeIsNotASuccess(t *testing.T) {
+	e := newEnvWait(t, 50*time.Millisecond, slow)
+	if r := e.do("POST", "/api/v1/management/tenants", `{"id":"other"}`); r.code != 201 {
+		t.Fatalf("a write applied in time: %d %s", r.code, r.raw)
+	}
+	r := e.do("POST", "/api/v1/management/tenants", `{"id":"slow"}`)
+	code, msg := errorOf(r)
+	if r.code != http.StatusGatewayTimeout || code != "apply_pending" || !strings.Contains(msg, "stored") || r.hdr.Get("ETag") == "" {
+		t.Fatalf("write not applied in time: %d %s", r.code, r.raw)
+	}
+	if r := e.do("GET", "/api/v1/management/tenants/slow", nil); r.code != 200 {
+		t.Fatalf("the pending write is not stored: %d", r.code)
+	}
+	time.Sleep(time.Second) // the revision applies; every revision holding "slow" is slow
+	r = e.do("DELETE", "/api/v1/management/tenants/other", nil)
+	if code, _ := errorOf(r); r.code != http.StatusGatewayTimeout || code != "apply_pending" {
+		t.Fatalf("delete not applied in time: %d %s", r.code, r.raw)
 	}
 }

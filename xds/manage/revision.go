@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/api-gateway/api-gateway/proto/model"
 	"github.com/api-gateway/api-gateway/xds/store"
@@ -47,7 +48,36 @@ const (
 	CodeRevisionRefused = "revision_refused"
 	// CodeNotApplied: the write is stored but its revision was refused; it is not in effect.
 	CodeNotApplied = "not_applied"
+	// CodeApplyPending: the write is stored but its revision had neither applied nor been
+	// refused when the wait (WriteWait) ended; it is not in effect yet.
+	CodeApplyPending = "apply_pending"
 )
+
+// pendingError is waitApplied's answer when the wait for a revision ended before the
+// revision applied or was refused.
+type pendingError struct {
+	rev    uint64
+	waited time.Duration
+}
+
+func (e *pendingError) Error() string {
+	return fmt.Sprintf("revision %d had not applied after %s", e.rev, e.waited)
+}
+
+// notInEffect answers a stored write whose revision is not in effect: 500 not_applied when
+// the revision was refused, 504 apply_pending when the wait ended first (the revision may
+// still apply; the ETag names it, GET /ready tells when the gateway caught up).
+func (a *API) notInEffect(w http.ResponseWriter, r *http.Request, kind model.Kind, id string, rev uint64, err error) {
+	var pending *pendingError
+	if !errors.As(err, &pending) {
+		a.notApplied(w, r, kind, id, err, nil)
+		return
+	}
+	w.Header().Set("ETag", fmt.Sprintf(`"%d"`, rev))
+	WriteError(w, r, http.StatusGatewayTimeout, CodeApplyPending, fmt.Sprintf(
+		"%s %s is stored (revision %d) but not in effect yet: %s; GET /ready reports when the gateway serves it",
+		kind, quote(id), rev, pending.Error()), nil)
+}
 
 // checkRevision runs the whole-revision checks on the revision putting obj would make.
 // Concurrent writes are checked together (see checkBatches).
@@ -174,6 +204,12 @@ func (a *API) settle(w http.ResponseWriter, r *http.Request, kind model.Kind, id
 	refusal := a.waitApplied(r.Context(), rev)
 	if refusal == nil {
 		return true
+	}
+	var pending *pendingError
+	if errors.As(refusal, &pending) {
+		// Not refused (yet): undoing could remove a write that is about to apply.
+		a.notInEffect(w, r, kind, id, rev, refusal)
+		return false
 	}
 	op := store.Op{Type: store.OpDelete, Kind: kind, ID: id, IfRevision: rev}
 	if prev != nil {
