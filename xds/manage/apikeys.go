@@ -80,9 +80,12 @@ func (a *API) writeKey(w http.ResponseWriter, r *http.Request, k *model.APIKey, 
 	}
 	k.UpdatedAt = now
 	k.Revision = 0
-	if err := a.checkRevision(r.Context(), model.KindAPIKeys, k); err != nil {
-		writeRefused(w, r, err, false)
-		return
+	// A revocation is never refused: a revoked key must stop working whatever else is broken.
+	if revoking := k.Revoked && (prev == nil || !prev.Revoked); !revoking {
+		if err := a.checkRevision(r.Context(), model.KindAPIKeys, k); err != nil {
+			writeRefused(w, r, err, false)
+			return
+		}
 	}
 	if dryRun(r) {
 		writeJSON(w, http.StatusOK, map[string]any{"dry_run": true, "valid": true, "object": k.Public()})

@@ -432,7 +432,7 @@ func (a *API) remove(kind model.Kind) http.HandlerFunc {
 			a.writeStoreError(w, r, kind, id, err)
 			return
 		}
-		if err := a.waitApplied(r.Context(), rev); err != nil {
+		if err := a.waitApplied(r.Context(), rev); err != nil && !(kind == model.KindAPIKeys && keysInEffect(err)) {
 			// The delete stays: undoing it would bring back an object the client removed,
 			// and deleting is how the object a refusal names is taken out.
 			a.notInEffect(w, r, kind, id, rev, err)

@@ -154,3 +154,68 @@ func TestWriteWhoseRevisionIsNotAppliedInTimeIsNotASuccess(t *testing.T) {
 		t.Fatalf("delete not applied in time: %d %s", r.code, r.raw)
 	}
 }
+
+// keysServed records the API keys of the last committed revision, as ext_authz serves them.
+type keysServed struct {
+	mu   sync.Mutex
+	keys map[string]*model.APIKey
+}
+
+func (k *keysServed) consumer() pipeline.Consumer {
+	return pipeline.ConsumerFunc{N: "keys", F: func(_ context.Context, s *model.Snapshot) (func(), error) {
+		return func() {
+			k.mu.Lock()
+			defer k.mu.Unlock()
+			k.keys = map[string]*model.APIKey{}
+			for _, key := range s.APIKeys {
+				k.keys[key.ID] = key
+			}
+		}, nil
+	}}
+}
+
+func (k *keysServed) get(id string) *model.APIKey {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.keys[id]
+}
+
+// A revoked or deleted API key stops working even while another object keeps every revision
+// refused: the revoke answers 200 and the delete 204 because the keys are served, not 409
+// with the revoke undone and the key still accepted.
+func TestKeyRevokeAndDeleteApplyWhileAnotherObjectIsRefused(t *testing.T) {
+	served := &keysServed{}
+	e := newEnvWith(t, strict, served.consumer())
+	var ids []string
+	for i := 0; i < 2; i++ {
+		r := e.do("POST", "/api/v1/management/api-keys", `{"name":"ci","scopes":["read"]}`)
+		if r.code != 201 {
+			t.Fatalf("create key: %d %s", r.code, r.raw)
+		}
+		id, _ := r.body["id"].(string)
+		ids = append(ids, id)
+	}
+	if _, err := store.Put(context.Background(), e.store, model.KindTenants, "poison", []byte(`{"id":"poison"}`), 0); err != nil {
+		t.Fatal(err)
+	}
+	r := e.do("POST", "/api/v1/management/api-keys/"+ids[0]+"/revoke", nil)
+	if r.code != http.StatusOK {
+		t.Fatalf("revoke while another object is refused: %d %s", r.code, r.raw)
+	}
+	if k := served.get(ids[0]); k == nil || !k.Revoked {
+		t.Fatalf("the revoked key is still served unrevoked: %+v", k)
+	}
+	if r := e.do("DELETE", "/api/v1/management/api-keys/"+ids[1], nil); r.code != http.StatusNoContent {
+		t.Fatalf("delete key while another object is refused: %d %s", r.code, r.raw)
+	}
+	if k := served.get(ids[1]); k != nil {
+		t.Fatal("the deleted key is still served")
+	}
+	// The refusal itself is still reported: only the keys are taken apart.
+	if r := e.do("GET", "/ready", nil); r.code != 503 {
+		t.Fatalf("/ready while refused: %d %s", r.code, r.raw)
+	}
+	if r := e.do("POST", "/api/v1/management/tenants", `{"id":"acme"}`); r.code != http.StatusConflict {
+		t.Fatalf("another write while refused: %d %s", r.code, r.raw)
+	}
+}

@@ -202,7 +202,7 @@ func firstLine(err error) string {
 // rev) and answers for it. true means the write applied and the caller answers.
 func (a *API) settle(w http.ResponseWriter, r *http.Request, kind model.Kind, id string, rev uint64, prev model.Object) bool {
 	refusal := a.waitApplied(r.Context(), rev)
-	if refusal == nil {
+	if refusal == nil || (kind == model.KindAPIKeys && keysInEffect(refusal)) {
 		return true
 	}
 	var pending *pendingError
@@ -281,6 +281,14 @@ func putSorted[T model.Object](list []T, obj T) []T {
 		i++
 	}
 	return append(out, list[i:]...)
+}
+
+// keysInEffect tells whether a refusal still serves the refused revision's API keys
+// (pipeline.RefusedError.KeysApplied): a key write then applied, whatever object keeps the
+// revision refused, and a revoked key stops working.
+func keysInEffect(refusal error) bool {
+	var k interface{ KeysInEffect() bool }
+	return errors.As(refusal, &k) && k.KeysInEffect()
 }
 
 // isRefusal tells a refused revision from a wait that ended (timeout, client gone).
