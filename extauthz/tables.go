@@ -1,6 +1,7 @@
 package extauthz
 
 import (
+	"context"
 	"fmt"
 	"sort"
 	"strings"
@@ -202,13 +203,10 @@ func (e *Engine) build(snap *model.Snapshot) (*buildResult, error) {
 		rp := &routePolicy{requireAuth: true, failOpen: auth.FailOpen, dryRun: auth.DryRun}
 		var ra *model.RouteAuth
 		var pols []*model.Policy
-		wafSettings := globalWAF
+		wafSettings := routeWAFSettings(globalWAF, r)
 		if r != nil {
 			rp.id, rp.tenant, rp.requireAuth = r.ID, r.Tenant, r.AuthRequired()
 			ra = r.Auth
-			if r.WAF != nil {
-				wafSettings = r.WAF
-			}
 		}
 		// IP: global rules, rules naming the route, rules the route names.
 		rp.ip.deny = append(rp.ip.deny, global.deny...)
@@ -292,13 +290,10 @@ func (e *Engine) build(snap *model.Snapshot) (*buildResult, error) {
 		}
 		rp.celRoute = routeVars(rp.id, rp.tenant, md)
 		if e.wafs != nil && wafSettings.IsEnabled() {
-			rid := rp.id
-			if rid == "" {
-				rid = "_default"
-			}
+			rid := wafRouteID(r)
 			rw, err := e.wafs.ForRoute(rid, wafSettings)
 			if err != nil {
-				return nil, fmt.Errorf("route %q: waf: %w", rid, err)
+				return nil, wafError(rid, err)
 			}
 			rp.waf = rw
 			if rw != nil {
@@ -320,6 +315,56 @@ func (e *Engine) build(snap *model.Snapshot) (*buildResult, error) {
 	}
 	t.def = def
 	return res, nil
+}
+
+// routeWAFSettings is the WAF of route r (nil: the default policy): its own, else the global one.
+func routeWAFSettings(global *model.WAFSettings, r *model.Route) *model.WAFSettings {
+	if r != nil && r.WAF != nil {
+		return r.WAF
+	}
+	return global
+}
+
+// wafRouteID names route r's WAF ("_default" for the default policy).
+func wafRouteID(r *model.Route) string {
+	if r == nil || r.ID == "" {
+		return "_default"
+	}
+	return r.ID
+}
+
+func wafError(rid string, err error) error { return fmt.Errorf("route %q: waf: %w", rid, err) }
+
+// CheckRevision is the engine's pipeline check (pipeline.Checker; Check is the
+// authorization service's): it refuses what Prepare refuses, a WAF that does not
+// compile (compiled WAFs are cached by the registry), without what only serving needs:
+// compiling every CEL policy, building the key and IP tables, and logging the entries those
+// leave out. The API runs it on every write; Prepare's full build cost each write a compile
+// of every policy and repeated each left-out entry's warning.
+func (e *Engine) CheckRevision(_ context.Context, snap *model.Snapshot) error {
+	if e.wafs == nil {
+		return nil
+	}
+	var global *model.WAFSettings
+	if snap.Settings != nil {
+		global = snap.Settings.WAF
+	}
+	check := func(r *model.Route) error {
+		s := routeWAFSettings(global, r)
+		if !s.IsEnabled() {
+			return nil
+		}
+		if _, err := e.wafs.Get(s); err != nil {
+			return wafError(wafRouteID(r), err)
+		}
+		return nil
+	}
+	for _, r := range snap.Routes {
+		if err := check(r); err != nil {
+			return err
+		}
+	}
+	return check(nil)
 }
 
 func (p *ipPolicy) add(action string, s *ipSet) {

@@ -7,6 +7,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/api-gateway/api-gateway/extauthz"
+	"github.com/api-gateway/api-gateway/internal/pipeline"
 	"github.com/api-gateway/api-gateway/proto/model"
 	"github.com/api-gateway/api-gateway/waf"
 	"github.com/api-gateway/api-gateway/xds/store"
@@ -90,7 +91,7 @@ func (a *app) wireAuthz() error {
 		return err
 	}
 	a.keys = extauthz.KeyMinter{}
-	a.pipe.Add(eng)
+	a.pipe.Add(pipeline.WithCheck{Consumer: eng, C: eng.CheckRevision})
 	extauthz.NewServer(eng).Register(a.grpc)
 	a.api.AddValidator(model.KindPolicies, extauthz.ValidatePolicy)
 	a.api.SetReady("extauthz", eng.Ready)
