@@ -67,10 +67,13 @@ func (c *checker) status(routeID, src string, headers map[string]string) int {
 	return int(resp.GetDeniedResponse().GetStatus().GetCode())
 }
 
-// ready returns /ready's status and body.
+// ready returns /ready's status and body as the admin sees it (with the token, a refusal's
+// reason is shown).
 func ready(t *testing.T, g *testutil.Gateway) (int, string) {
 	t.Helper()
-	res, err := http.Get(g.URL("/ready"))
+	req, _ := http.NewRequest("GET", g.URL("/ready"), nil)
+	req.Header.Set("Authorization", "Bearer "+g.Token)
+	res, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -69,12 +69,16 @@ type RefusedError struct {
 // KeysInEffect tells whether the refused revision's API keys are served (see KeysApplied).
 func (e *RefusedError) KeysInEffect() bool { return e.KeysApplied }
 
-func (e *RefusedError) Error() string {
+func (e *RefusedError) Error() string { return e.Summary() + ": " + e.Err.Error() }
+
+// Summary says which revision was refused and which is served, without the reason (which
+// names objects and their fields: not for unauthenticated readers).
+func (e *RefusedError) Summary() string {
 	served := fmt.Sprintf("revision %d is still served", e.Serving)
 	if e.Serving == 0 {
 		served = "no configuration is served yet"
 	}
-	return fmt.Sprintf("configuration revision %d was refused, %s: %v", e.Revision, served, e.Err)
+	return fmt.Sprintf("configuration revision %d was refused, %s", e.Revision, served)
 }
 
 func (e *RefusedError) Unwrap() error { return e.Err }

@@ -79,6 +79,12 @@ func TestWriteRefusedAfterStoringIsUndone(t *testing.T) {
 	if cfg, _ := checks["config"].(string); r.code != 503 || !strings.Contains(cfg, "refused") || !strings.Contains(cfg, "poison") {
 		t.Fatalf("/ready while refused: %d %s", r.code, r.raw)
 	}
+	// Without the admin token, /ready (a public probe) says a revision is refused, not why.
+	r = e.do("GET", "/ready", nil, "Authorization", "")
+	checks, _ = r.body["checks"].(map[string]any)
+	if cfg, _ := checks["config"].(string); r.code != 503 || !strings.Contains(cfg, "refused") || strings.Contains(cfg, "poison") {
+		t.Fatalf("unauthenticated /ready while refused: %d %s", r.code, r.raw)
+	}
 	if r := e.do("DELETE", "/api/v1/management/tenants/poison", nil); r.code != 204 {
 		t.Fatalf("delete the refused object: %d %s", r.code, r.raw)
 	}
