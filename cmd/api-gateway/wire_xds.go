@@ -4,7 +4,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/api-gateway/api-gateway/envoy"
 	"github.com/api-gateway/api-gateway/proto/model"
@@ -21,16 +24,7 @@ func init() {
 // revision through the pipeline, and plugs route status, the nodes endpoint and the route
 // validator into the management API.
 func (a *app) wireXDS() error {
-	s, err := server.New(server.Options{
-		Translate: translate.Options{
-			ListenerAddress: a.cfg.EnvoyListenAddr,
-			ControlPlane:    a.cfg.XDSAdvertiseAddr,
-			OTLPEndpoint:    a.cfg.OTLPEndpoint,
-			ServiceName:     a.cfg.ServiceName,
-		},
-		Logger:     a.log.With("component", "xds"),
-		Registerer: a.reg,
-	})
+	s, err := newXDSServer(a.cfg, a.log.With("component", "xds"), a.reg)
 	if err != nil {
 		return err
 	}
@@ -42,6 +36,20 @@ func (a *app) wireXDS() error {
 	a.api.SetReady("xds", s.Ready)
 	a.closers = append(a.closers, s.Close)
 	return nil
+}
+
+// newXDSServer is the xDS server of cfg (serve, and validate's whole-revision checks).
+func newXDSServer(cfg config, log *slog.Logger, reg prometheus.Registerer) (*server.Server, error) {
+	return server.New(server.Options{
+		Translate: translate.Options{
+			ListenerAddress: cfg.EnvoyListenAddr,
+			ControlPlane:    cfg.XDSAdvertiseAddr,
+			OTLPEndpoint:    cfg.OTLPEndpoint,
+			ServiceName:     cfg.ServiceName,
+		},
+		Logger:     log,
+		Registerer: reg,
+	})
 }
 
 // runEnvoyBootstrap prints an Envoy bootstrap for this control plane.

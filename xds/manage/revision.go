@@ -178,13 +178,18 @@ func withWrites(base *model.Snapshot, reqs []*checkReq) *model.Snapshot {
 	return snap
 }
 
-// checkFileRevision runs the whole-revision checks on a merged declarative file.
-func (a *API) checkFileRevision(ctx context.Context, snap *model.Snapshot) error {
+// CheckFileRevision runs the whole-revision checks on the revision the declarative file's
+// objects make (merged into the applied model), after CheckFile found no problem: what
+// ApplyFile and `api-gateway validate` refuse a file for.
+func (a *API) CheckFileRevision(ctx context.Context, name string, objs []FileObject) FileError {
 	rc, ok := a.Model.(RevisionChecker)
 	if !ok {
 		return nil
 	}
-	return rc.Check(ctx, snap)
+	if err := rc.Check(ctx, mergeSnapshot(a.snapshot(), objs)); err != nil {
+		return FileError{{File: name, Problem: "the configuration revision this file makes is refused, nothing was applied: " + err.Error()}}
+	}
+	return nil
 }
 
 // refusalDetails lists each consumer's reason (errors.Join puts one per line).
