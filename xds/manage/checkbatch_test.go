@@ -4,10 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
+	"net/http/httptest"
+	"path/filepath"
 	"sync/atomic"
 	"testing"
 
 	"github.com/api-gateway/api-gateway/proto/model"
+	"github.com/api-gateway/api-gateway/xds/store"
 )
 
 // countingChecker refuses every revision holding a tenant named "poison" and counts checks.
@@ -51,5 +56,46 @@ func TestOneBadWriteInABatchCostsLogarithmicChecks(t *testing.T) {
 	// 1 batch check + 2 per halving (log2(64) = 6).
 	if got := cc.checks.Load(); got > 13 {
 		t.Fatalf("%d checks for one bad write among %d", got, n)
+	}
+}
+
+// ctxStore is a store that, like Redis, fails a transaction whose context has ended.
+type ctxStore struct{ store.Store }
+
+func (s ctxStore) Txn(ctx context.Context, ops []store.Op) (uint64, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	return s.Store.Txn(ctx, ops)
+}
+
+// refusingModel refuses every revision.
+type refusingModel struct{ countingChecker }
+
+func (*refusingModel) WaitFor(context.Context, uint64) error { return errors.New("refused") }
+
+// A refused write is undone even when its client went away while it waited: the undo is
+// the gateway's, not the request's, and a refused write left stored keeps every later
+// revision refused.
+func TestRefusedWriteIsUndoneAfterItsClientLeft(t *testing.T) {
+	bolt, err := store.OpenBolt(filepath.Join(t.TempDir(), "gw.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { bolt.Close() })
+	st := ctxStore{bolt}
+	a := New(Options{Store: st, Model: &refusingModel{}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	rev, err := store.Create(context.Background(), st, model.KindTenants, "acme", []byte(`{"id":"acme"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	r := httptest.NewRequest("POST", "/api/v1/management/tenants", nil).WithContext(ctx)
+	if a.settle(httptest.NewRecorder(), r, model.KindTenants, "acme", rev, nil) {
+		t.Fatal("a refused write settled as applied")
+	}
+	if _, err := st.Get(context.Background(), model.KindTenants, "acme"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("the refused write is still stored: %v", err)
 	}
 }

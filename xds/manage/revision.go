@@ -244,7 +244,11 @@ func (a *API) settle(w http.ResponseWriter, r *http.Request, kind model.Kind, id
 		}
 		op = store.Op{Type: store.OpPut, Kind: kind, ID: id, Data: data, IfRevision: rev}
 	}
-	if _, err := a.Store.Txn(r.Context(), []store.Op{op}); err != nil {
+	// The undo is the gateway's, not the request's: a client leaving must not leave its
+	// refused write stored (it would keep every later revision refused).
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 5*time.Second)
+	defer cancel()
+	if _, err := a.Store.Txn(ctx, []store.Op{op}); err != nil {
 		a.notApplied(w, r, kind, id, refusal, err)
 		return false
 	}
