@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http/httptest"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 
@@ -97,5 +98,32 @@ func TestRefusedWriteIsUndoneAfterItsClientLeft(t *testing.T) {
 	}
 	if _, err := st.Get(context.Background(), model.KindTenants, "acme"); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("the refused write is still stored: %v", err)
+	}
+}
+
+// downStore is a store whose Ping fails the way Redis's does, naming its address.
+type downStore struct{ store.Store }
+
+func (downStore) Ping(context.Context) error {
+	return errors.New("dial tcp 10.9.8.7:6379: connect: connection refused")
+}
+
+// /ready is an unauthenticated probe: a store error (which names the store's address) is
+// shown with the admin token only.
+func TestReadyShowsTheStoreErrorToTheAdminOnly(t *testing.T) {
+	a := New(Options{Store: downStore{}, AdminTokenHash: HashToken("tok"), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	for _, tc := range []struct {
+		auth string
+		show bool
+	}{{"", false}, {"Bearer wrong", false}, {"Bearer tok", true}} {
+		w := httptest.NewRecorder()
+		r := httptest.NewRequest("GET", "/ready", nil)
+		if tc.auth != "" {
+			r.Header.Set("Authorization", tc.auth)
+		}
+		a.ServeHTTP(w, r)
+		if w.Code != 503 || strings.Contains(w.Body.String(), "10.9.8.7") != tc.show {
+			t.Errorf("%q: %d %s", tc.auth, w.Code, w.Body.String())
+		}
 	}
 }
