@@ -33,8 +33,10 @@ func TestCheckRevisionRefusesWhatPrepareRefusesQuietly(t *testing.T) {
 		t.Fatal(err)
 	}
 	good := revisionWithPolicies(3, &model.WAFSettings{})
-	bad := revisionWithPolicies(3, &model.WAFSettings{CustomRules: "SecRule this is not seclang"})
-	for _, snap := range []*model.Snapshot{good, bad} {
+	badRoute := revisionWithPolicies(3, &model.WAFSettings{CustomRules: "SecRule this is not seclang"})
+	bad := revisionWithPolicies(3, nil)
+	bad.Settings.WAF = &model.WAFSettings{CustomRules: "SecRule this is not seclang"}
+	for _, snap := range []*model.Snapshot{good, badRoute, bad} {
 		_, prepErr := e.Prepare(context.Background(), snap)
 		logs.Reset()
 		checkErr := e.CheckRevision(context.Background(), snap)
@@ -46,7 +48,29 @@ func TestCheckRevisionRefusesWhatPrepareRefusesQuietly(t *testing.T) {
 		}
 	}
 	if e.CheckRevision(context.Background(), bad) == nil {
-		t.Fatal("a WAF that does not compile is not refused")
+		t.Fatal("a global WAF that does not compile is not refused")
+	}
+	if err := e.CheckRevision(context.Background(), badRoute); err != nil {
+		t.Fatalf("a route's own WAF that does not compile refuses the revision: %v", err)
+	}
+}
+
+// A route whose own WAF rules do not compile (stored around the API's check, or by another
+// version) fails closed alone: it denies every request with 500, while the revision, and
+// every other route in it, applies.
+func TestRouteWithInvalidWAFDeniesAloneInsteadOfRefusingTheRevision(t *testing.T) {
+	reg := waf.NewRegistry(waf.RegistryOptions{Logger: quietLogger()})
+	h := newHarness(t, Options{WAF: reg})
+	h.apply(&model.Snapshot{Revision: 1, Routes: []*model.Route{
+		publicRoute("broken", func(r *model.Route) { r.WAF = &model.WAFSettings{CustomRules: "SecRule this is not seclang"} }),
+		publicRoute("plain", nil),
+	}})
+	resp := h.check(envoyReq{routeID: rid("broken"), path: "/broken"})
+	if httpStatus(resp) != 500 || errCode(t, resp) != ReasonWAFInvalid {
+		t.Fatalf("route with invalid WAF rules: %d %s", httpStatus(resp), resp.GetDeniedResponse().GetBody())
+	}
+	if st := httpStatus(h.check(envoyReq{routeID: rid("plain"), path: "/plain"})); st != 200 {
+		t.Fatalf("another route: %d", st)
 	}
 }
 

@@ -37,6 +37,8 @@ type routePolicy struct {
 	policies     []*compiledPolicy
 	celRoute     map[string]any
 	waf          *waf.RouteWAF
+	// wafInvalid: the route's own WAF rules do not compile; it denies (500) until fixed.
+	wafInvalid bool
 }
 
 type claimHeader struct{ claim, header string }
@@ -292,6 +294,14 @@ func (e *Engine) build(snap *model.Snapshot) (*buildResult, error) {
 		if e.wafs != nil && wafSettings.IsEnabled() {
 			rid := wafRouteID(r)
 			rw, err := e.wafs.ForRoute(rid, wafSettings)
+			if err != nil && ownWAF(r) {
+				// Fail closed, for this route only: a route whose own rules do not compile
+				// (stored around the API's check, or by another version) denies every
+				// request instead of refusing the revision every other object is in.
+				e.log.Error("route WAF rules do not compile; the route denies until fixed", "route", rid, "error", err.Error())
+				rp.wafInvalid = true
+				return rp, nil
+			}
 			if err != nil {
 				return nil, wafError(rid, err)
 			}
@@ -319,11 +329,14 @@ func (e *Engine) build(snap *model.Snapshot) (*buildResult, error) {
 
 // routeWAFSettings is the WAF of route r (nil: the default policy): its own, else the global one.
 func routeWAFSettings(global *model.WAFSettings, r *model.Route) *model.WAFSettings {
-	if r != nil && r.WAF != nil {
+	if ownWAF(r) {
 		return r.WAF
 	}
 	return global
 }
+
+// ownWAF tells whether route r has WAF settings of its own (not the global ones).
+func ownWAF(r *model.Route) bool { return r != nil && r.WAF != nil }
 
 // wafRouteID names route r's WAF ("_default" for the default policy).
 func wafRouteID(r *model.Route) string {
@@ -336,35 +349,26 @@ func wafRouteID(r *model.Route) string {
 func wafError(rid string, err error) error { return fmt.Errorf("route %q: waf: %w", rid, err) }
 
 // CheckRevision is the engine's pipeline check (pipeline.Checker; Check is the
-// authorization service's): it refuses what Prepare refuses, a WAF that does not
-// compile (compiled WAFs are cached by the registry), without what only serving needs:
-// compiling every CEL policy, building the key and IP tables, and logging the entries those
-// leave out. The API runs it on every write; Prepare's full build cost each write a compile
-// of every policy and repeated each left-out entry's warning.
+// authorization service's): it refuses what Prepare refuses, a global WAF (settings.waf)
+// that does not compile (compiled WAFs are cached by the registry; a route's own WAF that
+// does not compile only makes that route deny), without what only serving needs: compiling
+// every CEL policy, building the key and IP tables, and logging the entries those leave
+// out. The API runs it on every write; Prepare's full build cost each write a compile of
+// every policy and repeated each left-out entry's warning.
 func (e *Engine) CheckRevision(_ context.Context, snap *model.Snapshot) error {
-	if e.wafs == nil {
+	if e.wafs == nil || snap.Settings == nil || !snap.Settings.WAF.IsEnabled() {
 		return nil
 	}
-	var global *model.WAFSettings
-	if snap.Settings != nil {
-		global = snap.Settings.WAF
-	}
-	check := func(r *model.Route) error {
-		s := routeWAFSettings(global, r)
-		if !s.IsEnabled() {
-			return nil
+	if _, err := e.wafs.Get(snap.Settings.WAF); err != nil {
+		// Prepare meets the global WAF first on the first route without a WAF of its own.
+		for _, r := range snap.Routes {
+			if !ownWAF(r) {
+				return wafError(wafRouteID(r), err)
+			}
 		}
-		if _, err := e.wafs.Get(s); err != nil {
-			return wafError(wafRouteID(r), err)
-		}
-		return nil
+		return wafError(wafRouteID(nil), err)
 	}
-	for _, r := range snap.Routes {
-		if err := check(r); err != nil {
-			return err
-		}
-	}
-	return check(nil)
+	return nil
 }
 
 func (p *ipPolicy) add(action string, s *ipSet) {
