@@ -102,19 +102,19 @@ func (a *API) writeKey(w http.ResponseWriter, r *http.Request, k *model.APIKey, 
 	if prev != nil {
 		before = prev
 	}
-	if !a.settle(w, r, model.KindAPIKeys, k.ID, rev, before) {
+	var body any = k.Public()
+	if secret != "" {
+		body = CreatedKey{APIKey: k.Public(), Key: secret} // shown once: a 504 carries it too
+	}
+	if !a.settle(w, r, model.KindAPIKeys, k.ID, rev, before, body) {
 		return
 	}
 	w.Header().Set("ETag", fmt.Sprintf(`"%d"`, rev))
 	w.Header().Set("Cache-Control", "no-store")
-	if secret == "" {
-		writeJSON(w, status, k.Public())
-		return
-	}
-	if status == http.StatusCreated {
+	if secret != "" && status == http.StatusCreated {
 		w.Header().Set("Location", Prefix+"/api-keys/"+k.ID)
 	}
-	writeJSON(w, status, CreatedKey{APIKey: k.Public(), Key: secret})
+	writeJSON(w, status, body)
 }
 
 // loadKey reads a key for rotate/revoke (bodies are optional and ignored).

@@ -385,7 +385,7 @@ func (a *API) writeObject(w http.ResponseWriter, r *http.Request, kind model.Kin
 		return
 	}
 	m.Revision = rev
-	if !a.settle(w, r, kind, obj.GetID(), rev, prev) {
+	if !a.settle(w, r, kind, obj.GetID(), rev, prev, a.present(obj)) {
 		return
 	}
 	w.Header().Set("ETag", fmt.Sprintf(`"%d"`, rev))
@@ -435,7 +435,7 @@ func (a *API) remove(kind model.Kind) http.HandlerFunc {
 		if err := a.waitApplied(r.Context(), rev); err != nil && !(kind == model.KindAPIKeys && keysInEffect(err)) {
 			// The delete stays: undoing it would bring back an object the client removed,
 			// and deleting is how the object a refusal names is taken out.
-			a.notInEffect(w, r, kind, id, rev, err)
+			a.notInEffect(w, r, kind, id, rev, err, nil)
 			return
 		}
 		w.WriteHeader(http.StatusNoContent)

@@ -159,6 +159,13 @@ func TestWriteWhoseRevisionIsNotAppliedInTimeIsNotASuccess(t *testing.T) {
 	if code, _ := errorOf(r); r.code != http.StatusGatewayTimeout || code != "apply_pending" {
 		t.Fatalf("delete not applied in time: %d %s", r.code, r.raw)
 	}
+	// A created key's secret is shown once: the 504 carries it (and the id) with the error.
+	time.Sleep(time.Second)
+	r = e.do("POST", "/api/v1/management/api-keys", `{"name":"ci","scopes":["read"]}`)
+	obj, _ := r.body["object"].(map[string]any)
+	if code, _ := errorOf(r); r.code != http.StatusGatewayTimeout || code != "apply_pending" || obj["key"] == nil || obj["id"] == nil {
+		t.Fatalf("key create not applied in time: %d %s", r.code, r.raw)
+	}
 }
 
 // keysServed records the API keys of the last committed revision, as ext_authz serves them.

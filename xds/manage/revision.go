@@ -66,17 +66,25 @@ func (e *pendingError) Error() string {
 
 // notInEffect answers a stored write whose revision is not in effect: 500 not_applied when
 // the revision was refused, 504 apply_pending when the wait ended first (the revision may
-// still apply; the ETag names it, GET /ready tells when the gateway caught up).
-func (a *API) notInEffect(w http.ResponseWriter, r *http.Request, kind model.Kind, id string, rev uint64, err error) {
+// still apply; the ETag names it, GET /ready tells when the gateway caught up). stored is
+// what the write would have answered (nil for a delete): a 504 carries it as "object", so
+// a client learns a created object's id, or a created key's secret, which is shown once.
+func (a *API) notInEffect(w http.ResponseWriter, r *http.Request, kind model.Kind, id string, rev uint64, err error, stored any) {
 	var pending *pendingError
 	if !errors.As(err, &pending) {
 		a.notApplied(w, r, kind, id, err, nil)
 		return
 	}
 	w.Header().Set("ETag", fmt.Sprintf(`"%d"`, rev))
-	WriteError(w, r, http.StatusGatewayTimeout, CodeApplyPending, fmt.Sprintf(
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusGatewayTimeout)
+	_ = json.NewEncoder(w).Encode(struct {
+		ErrorBody
+		Object any `json:"object,omitempty"`
+	}{ErrorBody{Error: ErrorInfo{Code: CodeApplyPending, RequestID: RequestIDFrom(r.Context()), Message: fmt.Sprintf(
 		"%s %s is stored (revision %d) but not in effect yet: %s; GET /ready reports when the gateway serves it",
-		kind, quote(id), rev, pending.Error()), nil)
+		kind, quote(id), rev, pending.Error())}}, stored})
 }
 
 // checkRevision runs the whole-revision checks on the revision putting obj would make.
@@ -219,8 +227,9 @@ func firstLine(err error) string {
 
 // settle waits for the stored write at rev to apply; when its revision is refused it undoes
 // the write (restoring prev, or deleting a created object, only if the object is still at
-// rev) and answers for it. true means the write applied and the caller answers.
-func (a *API) settle(w http.ResponseWriter, r *http.Request, kind model.Kind, id string, rev uint64, prev model.Object) bool {
+// rev) and answers for it. true means the write applied and the caller answers; stored is
+// that answer's body, sent with a 504 when the wait ends first (notInEffect).
+func (a *API) settle(w http.ResponseWriter, r *http.Request, kind model.Kind, id string, rev uint64, prev model.Object, stored any) bool {
 	refusal := a.waitApplied(r.Context(), rev)
 	if refusal == nil || (kind == model.KindAPIKeys && keysInEffect(refusal)) {
 		return true
@@ -228,7 +237,7 @@ func (a *API) settle(w http.ResponseWriter, r *http.Request, kind model.Kind, id
 	var pending *pendingError
 	if errors.As(refusal, &pending) {
 		// Not refused (yet): undoing could remove a write that is about to apply.
-		a.notInEffect(w, r, kind, id, rev, refusal)
+		a.notInEffect(w, r, kind, id, rev, refusal, stored)
 		return false
 	}
 	op := store.Op{Type: store.OpDelete, Kind: kind, ID: id, IfRevision: rev}

@@ -93,7 +93,7 @@ func TestRefusedWriteIsUndoneAfterItsClientLeft(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	r := httptest.NewRequest("POST", "/api/v1/management/tenants", nil).WithContext(ctx)
-	if a.settle(httptest.NewRecorder(), r, model.KindTenants, "acme", rev, nil) {
+	if a.settle(httptest.NewRecorder(), r, model.KindTenants, "acme", rev, nil, nil) {
 		t.Fatal("a refused write settled as applied")
 	}
 	if _, err := st.Get(context.Background(), model.KindTenants, "acme"); !errors.Is(err, store.ErrNotFound) {
