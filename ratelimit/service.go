@@ -147,7 +147,6 @@ func (s *Service) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitReque
 		states = make([]descState, 0, len(req.Descriptors))
 	}
 	var replacing map[string]bool
-	var buf [128]byte
 	var stackEntries [8]entryView
 	for _, d := range req.Descriptors {
 		st := descState{group: -1}
@@ -158,7 +157,7 @@ func (s *Service) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitReque
 		if ov := d.GetLimit(); ov != nil {
 			st.lim = overrideLimit(req.Domain, entries, ov)
 		} else {
-			st.lim, st.shared = rules.lookup(req.Domain, entries, buf[:0])
+			st.lim, st.shared = rules.lookup(req.Domain, entries)
 		}
 		st.cost = 1
 		if req.HitsAddend > 0 {
