@@ -135,6 +135,10 @@ func (e *Engine) decide(ctx context.Context, t *tables, rp *routePolicy, r *Requ
 		}
 	}
 	// 6. WAF.
+	if rp.wafInvalid {
+		d.deny(CheckerWAF, 500, ReasonWAFInvalid, "the route's web application firewall rules are invalid")
+		return
+	}
 	if rp.waf != nil && r.Raw != nil {
 		if e.abandon(ctx, d, "waf") {
 			return

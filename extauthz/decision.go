@@ -98,6 +98,7 @@ const (
 	ReasonTenantDisabled      = "tenant_disabled"
 	ReasonPolicyDenied        = "policy_denied"
 	ReasonWAFBlocked          = "waf_blocked"
+	ReasonWAFInvalid          = "waf_invalid" // the route's own WAF rules do not compile: it denies
 	ReasonAuthUnavailable     = "auth_unavailable"
 	ReasonCredentialsMismatch = "credentials_mismatch"
 	ReasonInvalidIdentity     = "invalid_identity_value"

@@ -1,6 +1,7 @@
 package extauthz
 
 import (
+	"context"
 	"fmt"
 	"sort"
 	"strings"
@@ -36,6 +37,8 @@ type routePolicy struct {
 	policies     []*compiledPolicy
 	celRoute     map[string]any
 	waf          *waf.RouteWAF
+	// wafInvalid: the route's own WAF rules do not compile; it denies (500) until fixed.
+	wafInvalid bool
 }
 
 type claimHeader struct{ claim, header string }
@@ -213,13 +216,10 @@ func (e *Engine) build(snap *model.Snapshot) (*buildResult, error) {
 		rp := &routePolicy{requireAuth: true, failOpen: auth.FailOpen, dryRun: auth.DryRun}
 		var ra *model.RouteAuth
 		var pols []*model.Policy
-		wafSettings := globalWAF
+		wafSettings := routeWAFSettings(globalWAF, r)
 		if r != nil {
 			rp.id, rp.tenant, rp.requireAuth = r.ID, r.Tenant, r.AuthRequired()
 			ra = r.Auth
-			if r.WAF != nil {
-				wafSettings = r.WAF
-			}
 		}
 		// IP: global rules, rules naming the route, rules the route names.
 		rp.ip.deny = append(rp.ip.deny, global.deny...)
@@ -303,13 +303,18 @@ func (e *Engine) build(snap *model.Snapshot) (*buildResult, error) {
 		}
 		rp.celRoute = routeVars(rp.id, rp.tenant, md)
 		if e.wafs != nil && wafSettings.IsEnabled() {
-			rid := rp.id
-			if rid == "" {
-				rid = "_default"
-			}
+			rid := wafRouteID(r)
 			rw, err := e.wafs.ForRoute(rid, wafSettings)
+			if err != nil && ownWAF(r) {
+				// Fail closed, for this route only: a route whose own rules do not compile
+				// (stored around the API's check, or by another version) denies every
+				// request instead of refusing the revision every other object is in.
+				e.log.Error("route WAF rules do not compile; the route denies until fixed", "route", rid, "error", err.Error())
+				rp.wafInvalid = true
+				return rp, nil
+			}
 			if err != nil {
-				return nil, fmt.Errorf("route %q: waf: %w", rid, err)
+				return nil, wafError(rid, err)
 			}
 			rp.waf = rw
 			if rw != nil {
@@ -331,6 +336,50 @@ func (e *Engine) build(snap *model.Snapshot) (*buildResult, error) {
 	}
 	t.def = def
 	return res, nil
+}
+
+// routeWAFSettings is the WAF of route r (nil: the default policy): its own, else the global one.
+func routeWAFSettings(global *model.WAFSettings, r *model.Route) *model.WAFSettings {
+	if ownWAF(r) {
+		return r.WAF
+	}
+	return global
+}
+
+// ownWAF tells whether route r has WAF settings of its own (not the global ones).
+func ownWAF(r *model.Route) bool { return r != nil && r.WAF != nil }
+
+// wafRouteID names route r's WAF ("_default" for the default policy).
+func wafRouteID(r *model.Route) string {
+	if r == nil || r.ID == "" {
+		return "_default"
+	}
+	return r.ID
+}
+
+func wafError(rid string, err error) error { return fmt.Errorf("route %q: waf: %w", rid, err) }
+
+// CheckRevision is the engine's pipeline check (pipeline.Checker; Check is the
+// authorization service's): it refuses what Prepare refuses, a global WAF (settings.waf)
+// that does not compile (compiled WAFs are cached by the registry; a route's own WAF that
+// does not compile only makes that route deny), without what only serving needs: compiling
+// every CEL policy, building the key and IP tables, and logging the entries those leave
+// out. The API runs it on every write; Prepare's full build cost each write a compile of
+// every policy and repeated each left-out entry's warning.
+func (e *Engine) CheckRevision(_ context.Context, snap *model.Snapshot) error {
+	if e.wafs == nil || snap.Settings == nil || !snap.Settings.WAF.IsEnabled() {
+		return nil
+	}
+	if _, err := e.wafs.Get(snap.Settings.WAF); err != nil {
+		// Prepare meets the global WAF first on the first route without a WAF of its own.
+		for _, r := range snap.Routes {
+			if !ownWAF(r) {
+				return wafError(wafRouteID(r), err)
+			}
+		}
+		return wafError(wafRouteID(nil), err)
+	}
+	return nil
 }
 
 func (p *ipPolicy) add(action string, s *ipSet) {

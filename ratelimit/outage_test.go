@@ -197,7 +197,7 @@ func TestRedisClusterNoScriptResendsOnlyThoseCalls(t *testing.T) {
 	ctx := context.Background()
 	master := func(d []string) string {
 		st := descState{}
-		st.lim, st.shared = svc.rules.Load().lookup("test", []entryView{{d[0], d[1]}}, nil)
+		st.lim, st.shared = svc.rules.Load().lookup("test", []entryView{{d[0], d[1]}})
 		if st.lim == nil {
 			t.Fatalf("no limit for %v", d)
 		}

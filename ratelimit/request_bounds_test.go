@@ -316,11 +316,11 @@ func TestRuleBoundsRejected(t *testing.T) {
 		if !strings.Contains(err.Error(), fmt.Sprint("descriptor bad", i, ":")) {
 			t.Errorf("rule %d not reported: %v", i, err)
 		}
-		if lim, _ := rules.lookup("test", []entryView{{key: fmt.Sprint("bad", i)}}, nil); lim != nil {
+		if lim, _ := rules.lookup("test", []entryView{{key: fmt.Sprint("bad", i)}}); lim != nil {
 			t.Errorf("rule %d loaded", i)
 		}
 	}
-	if lim, _ := rules.lookup("test", []entryView{{key: "ok"}}, nil); lim == nil {
+	if lim, _ := rules.lookup("test", []entryView{{key: "ok"}}); lim == nil {
 		t.Error("the valid rule was left out")
 	}
 }

@@ -25,15 +25,21 @@ type Rules struct {
 }
 
 type rnode struct {
-	children  map[string]*rnode // "key_value" or "key"
-	wildcards []rwild           // children whose value ends in '*', in config order
+	children  map[descKey]*rnode // by key and value ("" for a descriptor without a value)
+	wildcards []rwild            // children whose value ends in '*', in config order
 	lim       *limitDef
 	share     bool   // share_threshold: matches of this wildcard share a counter
 	pattern   string // the wildcard value ("files*"), for share_threshold
 }
 
+// descKey is a descriptor's key and value. envoyproxy/ratelimit joins them ("key_value"), so
+// key "a_b" value "c" and key "a" value "b_c" were one node: one descriptor's limit applied
+// to the other's requests, and the second was refused as a duplicate.
+type descKey struct{ key, value string }
+
 type rwild struct {
-	prefix string // "key_valueprefix"
+	key    string
+	prefix string // the value before its '*'
 	node   *rnode
 }
 
@@ -95,7 +101,7 @@ func BuildRulesFromDomains(revision uint64, domains []ir.RateLimitDomain) (*Rule
 		}
 		root := r.domains[d.Name]
 		if root == nil {
-			root = &rnode{children: map[string]*rnode{}}
+			root = &rnode{children: map[descKey]*rnode{}}
 			r.domains[d.Name] = root
 		}
 		compileNodes(root, d.Name, nil, nil, d.Descriptors, &errs)
@@ -124,12 +130,13 @@ func compileNodes(parent *rnode, domain string, path, vpath []string, ds []ir.Ra
 		if d.Value != "" {
 			fk += "_" + d.Value
 		}
-		if _, dup := parent.children[fk]; dup {
+		dk := descKey{d.Key, d.Value}
+		if _, dup := parent.children[dk]; dup {
 			*errs = append(*errs, fmt.Errorf("%s: domain %s: duplicate descriptor %s", d.Source, domain,
 				strings.Join(append(append([]string(nil), path...), fk), ".")))
 			continue
 		}
-		n := &rnode{children: map[string]*rnode{}}
+		n := &rnode{children: map[descKey]*rnode{}}
 		p := append(append([]string(nil), path...), d.Key)
 		vp := append(append([]string(nil), vpath...), fk)
 		if len(d.Limits) > 0 || d.Unlimited || d.Replaces != nil || d.Name != "" {
@@ -140,12 +147,12 @@ func compileNodes(parent *rnode, domain string, path, vpath []string, ds []ir.Ra
 			}
 			n.lim = lim
 		}
-		if strings.HasSuffix(fk, "*") {
-			parent.wildcards = append(parent.wildcards, rwild{prefix: strings.TrimSuffix(fk, "*"), node: n})
+		if strings.HasSuffix(d.Value, "*") {
+			parent.wildcards = append(parent.wildcards, rwild{key: d.Key, prefix: strings.TrimSuffix(d.Value, "*"), node: n})
 			n.share, n.pattern = d.ShareThreshold, d.Value
 		}
 		compileNodes(n, domain, p, vp, d.Descriptors, errs)
-		parent.children[fk] = n
+		parent.children[dk] = n
 	}
 }
 
@@ -292,20 +299,21 @@ func currentLimit(name string, r ir.RateLimitRule) *rlsv3.RateLimitResponse_Rate
 type entryView struct{ key, value string }
 
 // lookup finds the limit of a request descriptor with envoyproxy/ratelimit's semantics:
-// at each level "key_value" first, then the first wildcard whose prefix matches, then
-// "key" alone; the limit applies only when the descriptor ends at its node. shared returns,
-// per entry, the wildcard value to count under when share_threshold applies ("" otherwise).
-func (r *Rules) lookup(domain string, entries []entryView, buf []byte) (lim *limitDef, shared []string) {
+// at each level key and value first, then the first wildcard of the key whose value prefix
+// matches, then the key alone; the limit applies only when the descriptor ends at its node.
+// shared returns, per entry, the wildcard value to count under when share_threshold applies
+// ("" otherwise). Unlike envoyproxy/ratelimit, key and value are matched apart, not joined
+// with '_' (descKey).
+func (r *Rules) lookup(domain string, entries []entryView) (lim *limitDef, shared []string) {
 	level := r.domains[domain]
 	if level == nil {
 		return nil, nil
 	}
 	for i, e := range entries {
-		buf = append(append(append(buf[:0], e.key...), '_'), e.value...)
-		next := level.children[string(buf)]
+		next := level.children[descKey{e.key, e.value}]
 		if next == nil {
 			for _, w := range level.wildcards {
-				if strings.HasPrefix(string(buf), w.prefix) {
+				if w.key == e.key && strings.HasPrefix(e.value, w.prefix) {
 					next = w.node
 					if next.share {
 						if shared == nil {
@@ -318,7 +326,7 @@ func (r *Rules) lookup(domain string, entries []entryView, buf []byte) (lim *lim
 			}
 		}
 		if next == nil {
-			next = level.children[e.key]
+			next = level.children[descKey{e.key, ""}]
 		}
 		if next != nil && next.lim != nil && i == len(entries)-1 {
 			lim = next.lim

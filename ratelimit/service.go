@@ -155,7 +155,6 @@ func (s *Service) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitReque
 		states = make([]descState, 0, len(req.Descriptors))
 	}
 	var replacing map[string]bool
-	var buf [128]byte
 	var stackEntries [8]entryView
 	for i, d := range req.Descriptors {
 		// Every cap is checked here, before anything is counted: a refused request changes
@@ -180,11 +179,11 @@ func (s *Service) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitReque
 		}
 		if ov := d.GetLimit(); ov != nil {
 			var err error
-			if st.lim, err = overrideLimit(rules, req.Domain, entries, ov, buf[:0]); err != nil {
+			if st.lim, err = overrideLimit(rules, req.Domain, entries, ov); err != nil {
 				return nil, status.Errorf(codes.InvalidArgument, "rate limit descriptor %d: %v", i, err)
 			}
 		} else {
-			st.lim, st.shared = rules.lookup(req.Domain, entries, buf[:0])
+			st.lim, st.shared = rules.lookup(req.Domain, entries)
 		}
 		if d.GetIsNegativeHits() {
 			st.cost = 0
@@ -443,7 +442,7 @@ func (s *Service) limitMetrics(lim *limitDef) *limitMetrics { return s.metrics.f
 // Its metric labels are those of the limit the configuration has for the same descriptor, or
 // "unknown" (metricUnknown) for what the configuration does not name: the request's numbers,
 // keys and domain never become label values.
-func overrideLimit(rules *Rules, domain string, entries []entryView, ov *rlcommon.RateLimitDescriptor_RateLimitOverride, buf []byte) (*limitDef, error) {
+func overrideLimit(rules *Rules, domain string, entries []entryView, ov *rlcommon.RateLimitDescriptor_RateLimitOverride) (*limitDef, error) {
 	unit := overrideUnits[ov.GetUnit()]
 	if unit == 0 {
 		return nil, nil
@@ -455,7 +454,7 @@ func overrideLimit(rules *Rules, domain string, entries []entryView, ov *rlcommo
 		unit *= time.Duration(m.GetValue())
 	}
 	lim := &limitDef{domain: metricUnknown, label: metricUnknown, algLabel: string(ir.FixedWindow)}
-	if cfg, _ := rules.lookup(domain, entries, buf); cfg != nil {
+	if cfg, _ := rules.lookup(domain, entries); cfg != nil {
 		lim.domain, lim.label = cfg.domain, cfg.label
 	} else if _, ok := rules.domains[domain]; ok {
 		lim.domain = domain

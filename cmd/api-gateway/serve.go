@@ -142,7 +142,7 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 
 	// Apply the declarative file, then the whole model, before serving anything.
 	if cfg.ConfigFile != "" {
-		if err := applyConfigFile(ctx, a, cfg.ConfigFile); err != nil {
+		if err := applyConfigFile(ctx, a, cfg.ConfigFile, false); err != nil {
 			return err
 		}
 	}
@@ -199,7 +199,7 @@ loop:
 		case <-ctx.Done():
 			break loop
 		case <-hup:
-			if err := applyConfigFile(ctx, a, cfg.ConfigFile); err != nil {
+			if err := applyConfigFile(ctx, a, cfg.ConfigFile, true); err != nil {
 				log.Error("config reload rejected; nothing changed", "file", cfg.ConfigFile, "error", err.Error())
 			} else {
 				log.Info("config reloaded", "file", cfg.ConfigFile)

@@ -6,13 +6,21 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/api-gateway/api-gateway/extauthz"
+	"github.com/api-gateway/api-gateway/internal/pipeline"
+	"github.com/api-gateway/api-gateway/proto/model"
+	"github.com/api-gateway/api-gateway/waf"
 	"github.com/api-gateway/api-gateway/xds/manage"
 )
 
-// runValidate checks a declarative file offline: strict decoding, every object's validation
-// and references between the file's objects. It prints one line per problem with the file,
+// runValidate checks a declarative file offline with the checks serve runs on it: strict
+// decoding, every object's validation, references between the file's objects, the serving
+// components' validators and the whole-revision checks (offlineAPI). It prints one line per problem with the file,
 // line, object and field, and exits 1 when there is any.
 func runValidate(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("validate", flag.ContinueOnError)
@@ -32,7 +40,15 @@ func runValidate(args []string, stdout, stderr io.Writer) int {
 	}
 	objs, probs := manage.ParseFile(*file, data)
 	if len(probs) == 0 {
-		probs = manage.New(manage.Options{Store: nil}).CheckFile(*file, objs)
+		api, closeAPI, err := offlineAPI()
+		if err != nil {
+			fmt.Fprintln(stderr, "validate:", err)
+			return 2
+		}
+		defer closeAPI()
+		if probs = api.CheckFile(*file, objs); len(probs) == 0 {
+			probs = api.CheckFileRevision(context.Background(), *file, objs)
+		}
 	}
 	if len(probs) > 0 {
 		for _, p := range probs {
@@ -45,10 +61,43 @@ func runValidate(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
+// offlineAPI is a management API running the checks serve runs on a file, with nothing
+// stored or served: the validators the serving components register (xDS routes, WAF rule
+// sets, CEL policies) and the whole-revision checks of the consumers that can refuse a
+// revision (xDS, ext_authz). Its configuration is the environment's, as serve's is.
+func offlineAPI() (*manage.API, func(), error) {
+	cfg, err := loadConfig()
+	if err != nil {
+		return nil, nil, err
+	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	reg := prometheus.NewRegistry()
+	xs, err := newXDSServer(cfg, log, reg)
+	if err != nil {
+		return nil, nil, err
+	}
+	wafs := waf.NewRegistry(waf.RegistryOptions{Logger: log})
+	eng, err := extauthz.New(extauthz.Options{Logger: log, Registerer: reg, WAF: wafs})
+	if err != nil {
+		xs.Close()
+		return nil, nil, err
+	}
+	pipe := pipeline.New(nil, log, xs, pipeline.WithCheck{Consumer: eng, C: eng.CheckRevision})
+	api := manage.New(manage.Options{Model: pipe, Logger: log})
+	api.AddValidator(model.KindRoutes, xs.ValidateRoute)
+	addAuthzChecks(api, wafs)
+	return api, func() { xs.Close() }, nil
+}
+
 // applyConfigFile applies the declarative file through the API's validation; a bad file stops
 // the start (or is ignored on SIGHUP) and changes nothing.
-func applyConfigFile(ctx context.Context, a *app, path string) error {
-	rev, err := a.api.ApplyFile(ctx, path)
+// At start (!running) the file is only stored: the pipeline's first Sync applies it.
+func applyConfigFile(ctx context.Context, a *app, path string, running bool) error {
+	apply := a.api.ApplyFile
+	if !running {
+		apply = a.api.StoreFile
+	}
+	rev, err := apply(ctx, path)
 	if err != nil {
 		var fe manage.FileError
 		if errors.As(err, &fe) {

@@ -33,13 +33,15 @@ func (a *app) wireRateLimit() error {
 	a.closers = append(a.closers, svc.Close)
 	svc.Register(a.grpc)
 	log := a.log.With("component", "ratelimit")
-	a.pipe.Add(pipeline.ConsumerFunc{N: "ratelimit", F: func(_ context.Context, snap *model.Snapshot) (func(), error) {
+	a.pipe.Add(pipeline.WithCheck{Consumer: pipeline.ConsumerFunc{N: "ratelimit", F: func(_ context.Context, snap *model.Snapshot) (func(), error) {
 		rules, err := ratelimit.BuildRules(snap)
 		if err != nil {
 			// Objects that do not build are left out and reported; the rest apply.
 			log.Warn("rate-limit objects left out", "revision", snap.Revision, "error", err.Error())
 		}
 		return func() { svc.SetRules(rules) }, nil
+	}}, C: func(context.Context, *model.Snapshot) error {
+		return nil // never refuses (objects that do not build are left out): no build, no warning per write
 	}})
 	return nil
 }

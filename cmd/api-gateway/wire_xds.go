@@ -1,7 +1,10 @@
 package main
 
 import (
+	"log/slog"
 	"os"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/api-gateway/api-gateway/proto/model"
 	"github.com/api-gateway/api-gateway/xds/server"
@@ -17,16 +20,7 @@ func init() {
 // revision through the pipeline, and plugs route status, the nodes endpoint and the route
 // validator into the management API.
 func (a *app) wireXDS() error {
-	s, err := server.New(server.Options{
-		Translate: translate.Options{
-			ListenerAddress: a.cfg.EnvoyListenAddr,
-			ControlPlane:    a.cfg.XDSAdvertiseAddr,
-			OTLPEndpoint:    a.cfg.OTLPEndpoint,
-			ServiceName:     a.cfg.ServiceName,
-		},
-		Logger:     a.log.With("component", "xds"),
-		Registerer: a.reg,
-	})
+	s, err := newXDSServer(a.cfg, a.log.With("component", "xds"), a.reg)
 	if err != nil {
 		return err
 	}
@@ -41,4 +35,18 @@ func (a *app) wireXDS() error {
 	// grpc.Server.GracefulStop would otherwise wait for (see stopGRPC).
 	a.drains = append(a.drains, func() { _ = s.Close() })
 	return nil
+}
+
+// newXDSServer is the xDS server of cfg (serve, and validate's whole-revision checks).
+func newXDSServer(cfg config, log *slog.Logger, reg prometheus.Registerer) (*server.Server, error) {
+	return server.New(server.Options{
+		Translate: translate.Options{
+			ListenerAddress: cfg.EnvoyListenAddr,
+			ControlPlane:    cfg.XDSAdvertiseAddr,
+			OTLPEndpoint:    cfg.OTLPEndpoint,
+			ServiceName:     cfg.ServiceName,
+		},
+		Logger:     log,
+		Registerer: reg,
+	})
 }

@@ -67,10 +67,19 @@ func (c *checker) status(routeID, src string, headers map[string]string) int {
 	return int(resp.GetDeniedResponse().GetStatus().GetCode())
 }
 
-// ready returns /ready's status and body.
+// poisonSettings holds a global WAF whose rules do not compile, as a replica that skipped
+// the API's checks (or another version) could store it: every route uses the global WAF,
+// so ext_authz refuses the revision (a route's own WAF that does not compile only makes
+// that route deny).
+const poisonSettings = `{"id": "global", "waf": {"custom_rules": "SecRule ARGS \"@nosuchop x\" \"id:9001,deny\""}}`
+
+// ready returns /ready's status and body as the admin sees it (with the token, a refusal's
+// reason is shown).
 func ready(t *testing.T, g *testutil.Gateway) (int, string) {
 	t.Helper()
-	res, err := http.Get(g.URL("/ready"))
+	req, _ := http.NewRequest("GET", g.URL("/ready"), nil)
+	req.Header.Set("Authorization", "Bearer "+g.Token)
+	res, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -143,11 +152,11 @@ func TestRouteIDServiceAndServiceNameZeroBothApply(t *testing.T) {
 	}
 }
 
-// A revision a consumer refuses (here: ext_authz cannot compile a route's WAF rules, stored
+// A revision a consumer refuses (here: ext_authz cannot compile the global WAF rules, stored
 // by a replica that skipped the API's checks) makes the gateway say so: /ready 503 naming the
 // refusal, api_gateway_config_revision_rejected 1, an error log. A write whose revision is
-// then refused is undone and answers 409 naming the refusal, not 2xx. Deleting the object
-// through the API applies, and the gateway is ready again.
+// then refused is undone and answers 409 naming the refusal, not 2xx. Replacing the
+// settings through the API applies, and the gateway is ready again.
 func TestRefusedRevisionIsReportedAndWritesAreNotAcknowledged(t *testing.T) {
 	r := testutil.StartRedis(t)
 	url := "redis://" + r.Addr
@@ -163,9 +172,7 @@ func TestRefusedRevisionIsReportedAndWritesAreNotAcknowledged(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { other.Close() })
-	poison := `{"id": "poison", "conditions": [{"path_prefix": "/poison"}], "targets": [{"host": "127.0.0.1", "port": 9}],
-	  "require_auth": false, "waf": {"custom_rules": "SecRule ARGS \"@nosuchop x\" \"id:9001,deny\""}}`
-	if _, err := store.Put(ctx, other, model.KindRoutes, "poison", []byte(poison), 0); err != nil {
+	if _, err := store.Put(ctx, other, model.KindSettings, model.SettingsID, []byte(poisonSettings), 0); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(10 * time.Second)
@@ -174,7 +181,7 @@ func TestRefusedRevisionIsReportedAndWritesAreNotAcknowledged(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 		code, body = ready(t, g)
 	}
-	if code != 503 || !strings.Contains(body, "extauthz") || !strings.Contains(body, "poison") || !strings.Contains(body, "refused") {
+	if code != 503 || !strings.Contains(body, "extauthz") || !strings.Contains(body, "custom_rules") || !strings.Contains(body, "refused") {
 		t.Fatalf("/ready after a refused revision: %d %s", code, body)
 	}
 	if v := metric(t, g, "api_gateway_config_revision_rejected"); v != "1" {
@@ -187,7 +194,7 @@ func TestRefusedRevisionIsReportedAndWritesAreNotAcknowledged(t *testing.T) {
 		t.Fatal("no error log for the refused revision")
 	}
 
-	// The deny rule's revision holds the poisoned route too: refused, undone, answered 409.
+	// The deny rule's revision holds the poisoned settings too: refused, undone, answered 409.
 	var refused struct {
 		Error struct {
 			Code    string `json:"code"`
@@ -195,16 +202,16 @@ func TestRefusedRevisionIsReportedAndWritesAreNotAcknowledged(t *testing.T) {
 		} `json:"error"`
 	}
 	code, raw := g.Do("POST", "/api/v1/management/ip-rules", `{"id": "deny-all", "action": "deny", "cidrs": ["0.0.0.0/0"]}`, &refused)
-	if code != 409 || refused.Error.Code != "revision_refused" || !strings.Contains(refused.Error.Message, "poison") {
+	if code != 409 || refused.Error.Code != "revision_refused" || !strings.Contains(refused.Error.Message, "custom_rules") {
 		t.Fatalf("a write whose revision is refused: %d %s", code, raw)
 	}
 	if code, _ := g.Do("GET", "/api/v1/management/ip-rules/deny-all", nil, nil); code != 404 {
 		t.Fatalf("the refused write is still stored: %d", code)
 	}
 
-	// Deleting the poisoned route applies; the deny rule then applies too.
-	if code, raw := g.Do("DELETE", "/api/v1/management/routes/poison", nil, nil); code != 204 {
-		t.Fatalf("delete the refused route: %d %s", code, raw)
+	// Replacing the poisoned settings applies; the deny rule then applies too.
+	if code, raw := g.Do("PUT", "/api/v1/management/settings", `{}`, nil); code != 200 && code != 201 {
+		t.Fatalf("replace the refused settings: %d %s", code, raw)
 	}
 	if code, body := ready(t, g); code != 200 {
 		t.Fatalf("/ready after the fix: %d %s", code, body)
@@ -222,7 +229,7 @@ func TestRefusedRevisionIsReportedAndWritesAreNotAcknowledged(t *testing.T) {
 
 // A gateway (re)started on a store whose revision the consumers refuse comes up not ready,
 // naming the refusal, instead of exiting: exiting would leave no API to take the object out.
-// Deleting it through the API applies, and the gateway is ready.
+// Replacing it through the API applies, and the gateway is ready.
 func TestGatewayStartsNotReadyOnARefusedStoredRevision(t *testing.T) {
 	r := testutil.StartRedis(t)
 	url := "redis://" + r.Addr
@@ -233,9 +240,7 @@ func TestGatewayStartsNotReadyOnARefusedStoredRevision(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	poison := `{"id": "poison", "conditions": [{"path_prefix": "/poison"}], "targets": [{"host": "127.0.0.1", "port": 9}],
-	  "require_auth": false, "waf": {"custom_rules": "SecRule ARGS \"@nosuchop x\" \"id:9001,deny\""}}`
-	_, err = store.Put(ctx, other, model.KindRoutes, "poison", []byte(poison), 0)
+	_, err = store.Put(ctx, other, model.KindSettings, model.SettingsID, []byte(poisonSettings), 0)
 	other.Close()
 	if err != nil {
 		t.Fatal(err)
@@ -277,13 +282,56 @@ func TestGatewayStartsNotReadyOnARefusedStoredRevision(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	if code, body := ready(t, g); code != 503 || !strings.Contains(body, "poison") || !strings.Contains(body, "refused") {
+	if code, body := ready(t, g); code != 503 || !strings.Contains(body, "custom_rules") || !strings.Contains(body, "refused") {
 		t.Fatalf("/ready on a refused stored revision: %d %s", code, body)
 	}
-	if code, raw := g.Do("DELETE", "/api/v1/management/routes/poison", nil, nil); code != 204 {
-		t.Fatalf("delete the refused route: %d %s", code, raw)
+	if code, raw := g.Do("PUT", "/api/v1/management/settings", `{}`, nil); code != 200 && code != 201 {
+		t.Fatalf("replace the refused settings: %d %s", code, raw)
 	}
 	if code, body := ready(t, g); code != 200 {
 		t.Fatalf("/ready after the fix: %d %s", code, body)
+	}
+}
+
+// A route whose own WAF rules do not compile, stored by a replica that skipped the API's
+// checks, fails closed alone: it denies (500) while the gateway stays ready and every other
+// write applies (here a deny-all IP rule, which must never wait for another object's fix).
+func TestRouteWithInvalidWAFStoredAroundTheAPIDeniesAlone(t *testing.T) {
+	r := testutil.StartRedis(t)
+	url := "redis://" + r.Addr
+	g := testutil.StartGateway(t, testutil.GatewayOptions{Env: []string{"REDIS_URL=" + url}})
+	c := newChecker(t, g)
+	if code, body := g.Do("POST", "/api/v1/management/routes", `{"id": "open", "conditions": [{"path_prefix": "/open"}],
+	  "targets": [{"host": "127.0.0.1", "port": 9}], "require_auth": false}`, nil); code != 201 {
+		t.Fatalf("route: %d %s", code, body)
+	}
+	ctx := context.Background()
+	other, err := store.OpenRedis(ctx, url, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { other.Close() })
+	poison := `{"id": "poison", "conditions": [{"path_prefix": "/poison"}], "targets": [{"host": "127.0.0.1", "port": 9}],
+	  "require_auth": false, "waf": {"custom_rules": "SecRule ARGS \"@nosuchop x\" \"id:9001,deny\""}}`
+	if _, err := store.Put(ctx, other, model.KindRoutes, "poison", []byte(poison), 0); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	st := c.status("poison", "10.1.1.1", nil)
+	for st != 500 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+		st = c.status("poison", "10.1.1.1", nil)
+	}
+	if st != 500 {
+		t.Fatalf("the route with invalid WAF rules: %d, want 500", st)
+	}
+	if code, body := ready(t, g); code != 200 {
+		t.Fatalf("/ready: %d %s", code, body)
+	}
+	if code, raw := g.Do("POST", "/api/v1/management/ip-rules", `{"id": "deny-all", "action": "deny", "cidrs": ["0.0.0.0/0"]}`, nil); code != 201 {
+		t.Fatalf("deny rule: %d %s", code, raw)
+	}
+	if st := c.status("open", "10.1.1.1", nil); st != 403 {
+		t.Fatalf("the deny rule must apply: %d", st)
 	}
 }

@@ -42,6 +42,16 @@ type Checker interface {
 	Check(ctx context.Context, snap *model.Snapshot) error
 }
 
+// WithCheck gives a Consumer the Check C (a Checker), for consumers whose own method set
+// cannot hold one or that refuse nothing (C returns nil).
+type WithCheck struct {
+	Consumer
+	C func(ctx context.Context, snap *model.Snapshot) error
+}
+
+// Check implements Checker.
+func (w WithCheck) Check(ctx context.Context, snap *model.Snapshot) error { return w.C(ctx, snap) }
+
 // RefusedError says a revision was refused by one or more consumers and which revision is
 // served instead.
 type RefusedError struct {
@@ -51,14 +61,24 @@ type RefusedError struct {
 	Serving uint64
 	// Err names each consumer's reason ("xds: ...").
 	Err error
+	// KeysApplied: the API keys of the refused revision are served anyway (on the served
+	// configuration): a revoked or deleted key stops working whatever else is broken.
+	KeysApplied bool
 }
 
-func (e *RefusedError) Error() string {
+// KeysInEffect tells whether the refused revision's API keys are served (see KeysApplied).
+func (e *RefusedError) KeysInEffect() bool { return e.KeysApplied }
+
+func (e *RefusedError) Error() string { return e.Summary() + ": " + e.Err.Error() }
+
+// Summary says which revision was refused and which is served, without the reason (which
+// names objects and their fields: not for unauthenticated readers).
+func (e *RefusedError) Summary() string {
 	served := fmt.Sprintf("revision %d is still served", e.Serving)
 	if e.Serving == 0 {
 		served = "no configuration is served yet"
 	}
-	return fmt.Sprintf("configuration revision %d was refused, %s: %v", e.Revision, served, e.Err)
+	return fmt.Sprintf("configuration revision %d was refused, %s", e.Revision, served)
 }
 
 func (e *RefusedError) Unwrap() error { return e.Err }
@@ -144,13 +164,26 @@ func (p *Pipeline) apply(ctx context.Context, snap *model.Snapshot) error {
 	p.prepMu.Lock()
 	commits, err := p.prepare(ctx, snap, true)
 	p.prepMu.Unlock()
+	var keyed *model.Snapshot
+	var keysApplied bool
+	if err != nil && ctx.Err() == nil {
+		keyed, commits, keysApplied = p.prepareKeys(ctx, snap)
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if err != nil {
 		if ctx.Err() != nil {
 			return err // shutting down: not a refusal
 		}
-		p.refused = &RefusedError{Revision: snap.Revision, Serving: p.applied, Err: err}
+		if keyed != nil {
+			for _, commit := range commits {
+				if commit != nil {
+					commit()
+				}
+			}
+			p.last = keyed
+		}
+		p.refused = &RefusedError{Revision: snap.Revision, Serving: p.applied, Err: err, KeysApplied: keysApplied}
 		p.rejected.Set(1)
 		p.rejectedTotal.Inc()
 		p.log.Error("revision rejected; keeping the last good configuration", "revision", snap.Revision,
@@ -172,6 +205,45 @@ func (p *Pipeline) apply(ctx context.Context, snap *model.Snapshot) error {
 	p.log.Debug("revision applied", "revision", snap.Revision, "took", time.Since(start).String())
 	p.scheduleScavenge()
 	return nil
+}
+
+// prepareKeys prepares, for a refused snap, the served configuration with snap's API keys:
+// keys are only read by ext_authz and hold no reference another object needs, so taking
+// them apart from the refused revision keeps what a key write promised (a revoked or deleted
+// key stops working, a created one works) while another object keeps the revision refused.
+// keyed is nil when there is nothing to commit; applied tells whether snap's keys are served
+// (already, or once commits run). Called without locks.
+func (p *Pipeline) prepareKeys(ctx context.Context, snap *model.Snapshot) (keyed *model.Snapshot, commits []func(), applied bool) {
+	last := p.Current()
+	if last == nil {
+		return nil, nil, false // nothing served: every request is refused anyway
+	}
+	if sameObjects(last.APIKeys, snap.APIKeys) {
+		return nil, nil, true
+	}
+	k := *last
+	k.APIKeys = snap.APIKeys
+	p.prepMu.Lock()
+	commits, err := p.prepare(ctx, &k, true)
+	p.prepMu.Unlock()
+	if err != nil {
+		p.log.Error("the refused revision's API keys could not be applied either", "revision", snap.Revision, "error", err.Error())
+		return nil, nil, false
+	}
+	return &k, commits, true
+}
+
+// sameObjects tells whether two id-sorted lists hold the same stored versions.
+func sameObjects[T model.Object](a, b []T) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i].GetID() != b[i].GetID() || a[i].GetMeta().Revision != b[i].GetMeta().Revision {
+			return false
+		}
+	}
+	return true
 }
 
 // prepare runs every consumer's Prepare (or, when !commit, its Check) on snap; the error

@@ -241,13 +241,17 @@ func (a *API) cors(w http.ResponseWriter, r *http.Request) bool {
 	return false
 }
 
+// isAdmin tells whether r carries the admin bearer token.
+func (a *API) isAdmin(r *http.Request) bool {
+	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	sum := sha256.Sum256([]byte(strings.TrimSpace(tok)))
+	return ok && subtle.ConstantTimeCompare(sum[:], a.AdminTokenHash[:]) == 1
+}
+
 // authed requires the admin bearer token. A missing or wrong token gets the same 401.
 func (a *API) authed(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		auth := r.Header.Get("Authorization")
-		tok, ok := strings.CutPrefix(auth, "Bearer ")
-		sum := sha256.Sum256([]byte(strings.TrimSpace(tok)))
-		if !ok || subtle.ConstantTimeCompare(sum[:], a.AdminTokenHash[:]) != 1 {
+		if !a.isAdmin(r) {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="api-gateway"`)
 			WriteError(w, r, http.StatusUnauthorized, CodeUnauth, "a valid admin bearer token is required", nil)
 			return
@@ -265,23 +269,34 @@ func (a *API) readyz(w http.ResponseWriter, r *http.Request) {
 	ok := true
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
+	admin := a.isAdmin(r)
 	if err := a.Store.Ping(ctx); err != nil {
-		checks["store"], ok = err.Error(), false
+		// A store error names its address (dial tcp 10.0.0.5:6379: ...): admin only.
+		checks["store"], ok = "unavailable (the error: GET /ready with the admin token, or the logs)", false
+		if admin {
+			checks["store"] = err.Error()
+		}
 	} else {
 		checks["store"] = "ok"
 	}
 	if a.Model != nil {
 		// A refused newest revision is not ready: the gateway serves an older configuration
-		// than the store holds (a revoked key may still work) until a revision applies.
+		// than the store holds (writes since are not in effect) until a revision applies.
 		var err error
 		if rr, isRR := a.Model.(ReadyReporter); isRR {
 			err = rr.Ready()
 		} else if a.Model.Current() == nil {
 			err = errors.New("no configuration applied yet")
 		}
-		if err != nil {
+		var summary interface{ Summary() string }
+		switch {
+		case err != nil && !admin && errors.As(err, &summary):
+			// /ready is unauthenticated: a refusal's reason names objects, hosts and rule
+			// text. Without the admin token it says only which revision is refused.
+			checks["config"], ok = summary.Summary()+" (the reason: GET /ready with the admin token, or the error log)", false
+		case err != nil:
 			checks["config"], ok = err.Error(), false
-		} else {
+		default:
 			checks["config"] = "ok"
 		}
 	}

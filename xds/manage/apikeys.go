@@ -80,9 +80,12 @@ func (a *API) writeKey(w http.ResponseWriter, r *http.Request, k *model.APIKey, 
 	}
 	k.UpdatedAt = now
 	k.Revision = 0
-	if err := a.checkRevision(r.Context(), model.KindAPIKeys, k); err != nil {
-		writeRefused(w, r, err, false)
-		return
+	// A revocation is never refused: a revoked key must stop working whatever else is broken.
+	if revoking := k.Revoked && (prev == nil || !prev.Revoked); !revoking {
+		if err := a.checkRevision(r.Context(), model.KindAPIKeys, k); err != nil {
+			writeRefused(w, r, err, false)
+			return
+		}
 	}
 	if dryRun(r) {
 		writeJSON(w, http.StatusOK, map[string]any{"dry_run": true, "valid": true, "object": k.Public()})
@@ -99,19 +102,19 @@ func (a *API) writeKey(w http.ResponseWriter, r *http.Request, k *model.APIKey, 
 	if prev != nil {
 		before = prev
 	}
-	if !a.settle(w, r, model.KindAPIKeys, k.ID, rev, before) {
+	var body any = k.Public()
+	if secret != "" {
+		body = CreatedKey{APIKey: k.Public(), Key: secret} // shown once: a 504 carries it too
+	}
+	if !a.settle(w, r, model.KindAPIKeys, k.ID, rev, before, body) {
 		return
 	}
 	w.Header().Set("ETag", fmt.Sprintf(`"%d"`, rev))
 	w.Header().Set("Cache-Control", "no-store")
-	if secret == "" {
-		writeJSON(w, status, k.Public())
-		return
-	}
-	if status == http.StatusCreated {
+	if secret != "" && status == http.StatusCreated {
 		w.Header().Set("Location", Prefix+"/api-keys/"+k.ID)
 	}
-	writeJSON(w, status, CreatedKey{APIKey: k.Public(), Key: secret})
+	writeJSON(w, status, body)
 }
 
 // loadKey reads a key for rotate/revoke (bodies are optional and ignored).
@@ -227,6 +230,7 @@ func (a *API) heartbeat(w http.ResponseWriter, r *http.Request) {
 		s.Revision = newRev
 		// A heartbeat reports liveness, not a configuration change: a refused revision is
 		// the refused object's to fix (GET /ready names it), not the live instance's.
+		// A wait that runs out is not answered either: the next heartbeat renews again.
 		_ = a.waitApplied(r.Context(), newRev)
 		writeJSON(w, http.StatusOK, s)
 		return

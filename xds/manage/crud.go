@@ -143,8 +143,9 @@ func (a *API) crossCheck(kind model.Kind, obj model.Object, snap *model.Snapshot
 }
 
 // waitApplied waits until the consumers serve revision rev (bounded by WriteWait). It
-// returns the refusal when the pipeline refused rev; a wait that runs out is not one (the
-// revision may still apply) and is only logged.
+// returns nil once rev (or a later revision) applied, the refusal when the pipeline refused
+// it, and a *pendingError when the wait ended first: the revision is stored and may still
+// apply or be refused, so the write must not answer success (accepted = served).
 func (a *API) waitApplied(ctx context.Context, rev uint64) error {
 	if a.Model == nil {
 		return nil
@@ -152,13 +153,13 @@ func (a *API) waitApplied(ctx context.Context, rev uint64) error {
 	wctx, cancel := context.WithTimeout(ctx, a.WriteWait)
 	defer cancel()
 	err := a.Model.WaitFor(wctx, rev)
-	if isRefusal(err) {
+	if err == nil || isRefusal(err) {
 		return err
 	}
-	if err != nil && ctx.Err() == nil {
-		a.log.WarnContext(ctx, "a write answered before its revision applied", "revision", rev, "waited", a.WriteWait.String())
+	if ctx.Err() == nil {
+		a.log.WarnContext(ctx, "a write's revision did not apply in time", "revision", rev, "waited", a.WriteWait.String())
 	}
-	return nil
+	return &pendingError{rev: rev, waited: a.WriteWait}
 }
 
 func newID() string {
@@ -384,7 +385,7 @@ func (a *API) writeObject(w http.ResponseWriter, r *http.Request, kind model.Kin
 		return
 	}
 	m.Revision = rev
-	if !a.settle(w, r, kind, obj.GetID(), rev, prev) {
+	if !a.settle(w, r, kind, obj.GetID(), rev, prev, a.present(obj)) {
 		return
 	}
 	w.Header().Set("ETag", fmt.Sprintf(`"%d"`, rev))
@@ -431,10 +432,10 @@ func (a *API) remove(kind model.Kind) http.HandlerFunc {
 			a.writeStoreError(w, r, kind, id, err)
 			return
 		}
-		if refusal := a.waitApplied(r.Context(), rev); refusal != nil {
+		if err := a.waitApplied(r.Context(), rev); err != nil && !(kind == model.KindAPIKeys && keysInEffect(err)) {
 			// The delete stays: undoing it would bring back an object the client removed,
 			// and deleting is how the object a refusal names is taken out.
-			a.notApplied(w, r, kind, id, refusal, nil)
+			a.notInEffect(w, r, kind, id, rev, err, nil)
 			return
 		}
 		w.WriteHeader(http.StatusNoContent)

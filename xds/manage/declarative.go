@@ -384,6 +384,20 @@ func mergeSnapshot(base *model.Snapshot, objs []FileObject) *model.Snapshot {
 // in it is created or replaced; a file with any problem changes nothing. API keys in a file
 // keep the secret hash of the stored key unless the file sets one.
 func (a *API) ApplyFile(ctx context.Context, path string) (uint64, error) {
+	rev, err := a.StoreFile(ctx, path)
+	if err != nil {
+		return rev, err
+	}
+	if err := a.waitApplied(ctx, rev); err != nil {
+		return rev, fmt.Errorf("the file is stored but not in effect: %w", err)
+	}
+	return rev, nil
+}
+
+// StoreFile is ApplyFile without waiting for the revision to apply: at start, before the
+// pipeline runs (its first Sync applies the file, or starts the gateway not ready on a
+// refusal), where a wait could only run out.
+func (a *API) StoreFile(ctx context.Context, path string) (uint64, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return 0, err
@@ -395,8 +409,8 @@ func (a *API) ApplyFile(ctx context.Context, path string) (uint64, error) {
 	if probs := a.CheckFile(path, objs); len(probs) > 0 {
 		return 0, probs
 	}
-	if err := a.checkFileRevision(ctx, mergeSnapshot(a.snapshot(), objs)); err != nil {
-		return 0, FileError{{File: path, Problem: "the configuration revision this file makes is refused, nothing was applied: " + err.Error()}}
+	if probs := a.CheckFileRevision(ctx, path, objs); len(probs) > 0 {
+		return 0, probs
 	}
 	now := a.Now().UTC()
 	ops := make([]store.Op, 0, len(objs))
@@ -429,14 +443,7 @@ func (a *API) ApplyFile(ctx context.Context, path string) (uint64, error) {
 	if len(ops) == 0 {
 		return a.Store.Revision(ctx)
 	}
-	rev, err := a.Store.Txn(ctx, ops)
-	if err != nil {
-		return 0, err
-	}
-	if err := a.waitApplied(ctx, rev); err != nil {
-		return rev, fmt.Errorf("the file is stored but not in effect: %w", err)
-	}
-	return rev, nil
+	return a.Store.Txn(ctx, ops)
 }
 
 func mustJSON(v any) []byte {

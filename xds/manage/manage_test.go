@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/api-gateway/api-gateway/internal/pipeline"
 	"github.com/api-gateway/api-gateway/proto/model"
@@ -49,6 +50,12 @@ func newEnv(t *testing.T) *env {
 // newEnvWith is newEnv with pipeline consumers.
 func newEnvWith(t *testing.T, consumers ...pipeline.Consumer) *env {
 	t.Helper()
+	return newEnvWait(t, 0, consumers...)
+}
+
+// newEnvWait is newEnvWith with the API's WriteWait (0: the default).
+func newEnvWait(t *testing.T, wait time.Duration, consumers ...pipeline.Consumer) *env {
+	t.Helper()
 	st, err := store.OpenBolt(filepath.Join(t.TempDir(), "gw.db"))
 	if err != nil {
 		t.Fatal(err)
@@ -56,7 +63,7 @@ func newEnvWith(t *testing.T, consumers ...pipeline.Consumer) *env {
 	t.Cleanup(func() { st.Close() })
 	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
 	pipe := pipeline.New(st, log, consumers...)
-	api := manage.New(manage.Options{Store: st, Model: pipe, Keys: sha256Minter{}, Logger: log, AdminTokenHash: manage.HashToken(token), CORSOrigins: []string{"https://console.example"}})
+	api := manage.New(manage.Options{Store: st, Model: pipe, Keys: sha256Minter{}, Logger: log, AdminTokenHash: manage.HashToken(token), CORSOrigins: []string{"https://console.example"}, WriteWait: wait})
 	if err := pipe.Sync(context.Background()); err != nil {
 		t.Fatal(err)
 	}

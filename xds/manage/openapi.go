@@ -95,6 +95,7 @@ func (a *API) OpenAPI() map[string]any {
 		}
 		if e.method != "GET" && !e.public {
 			responses["500"] = errResp("not_applied: the write is stored but its configuration revision was refused; GET /ready names the reason")
+			responses["504"] = errResp("apply_pending: the write is stored (ETag: its revision; the body's object: what success would have answered, a created key with its secret) but had not applied when the wait ended; GET /ready reports when it does")
 		}
 		if strings.Contains(e.path, "{id}") {
 			responses["404"] = errResp("no such object")

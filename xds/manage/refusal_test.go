@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/api-gateway/api-gateway/internal/pipeline"
 	"github.com/api-gateway/api-gateway/proto/model"
@@ -78,6 +79,12 @@ func TestWriteRefusedAfterStoringIsUndone(t *testing.T) {
 	if cfg, _ := checks["config"].(string); r.code != 503 || !strings.Contains(cfg, "refused") || !strings.Contains(cfg, "poison") {
 		t.Fatalf("/ready while refused: %d %s", r.code, r.raw)
 	}
+	// Without the admin token, /ready (a public probe) says a revision is refused, not why.
+	r = e.do("GET", "/ready", nil, "Authorization", "")
+	checks, _ = r.body["checks"].(map[string]any)
+	if cfg, _ := checks["config"].(string); r.code != 503 || !strings.Contains(cfg, "refused") || strings.Contains(cfg, "poison") {
+		t.Fatalf("unauthenticated /ready while refused: %d %s", r.code, r.raw)
+	}
 	if r := e.do("DELETE", "/api/v1/management/tenants/poison", nil); r.code != 204 {
 		t.Fatalf("delete the refused object: %d %s", r.code, r.raw)
 	}
@@ -118,5 +125,110 @@ func TestConcurrentWritesAreRefusedOnlyForTheirOwnRevision(t *testing.T) {
 	}
 	if r := e.do("GET", "/ready", nil); r.code != 200 {
 		t.Fatalf("/ready: %d %s", r.code, r.raw)
+	}
+}
+
+// slow takes longer than the API's wait to apply a revision holding a tenant named "slow".
+var slow = pipeline.ConsumerFunc{N: "slow", F: func(_ context.Context, s *model.Snapshot) (func(), error) {
+	for _, tn := range s.Tenants {
+		if tn.ID == "slow" {
+			time.Sleep(400 * time.Millisecond)
+		}
+	}
+	return func() {}, nil
+}}
+
+// A write whose revision has neither applied nor been refused when the wait ends is not a
+// success: it answers 504 apply_pending with the stored revision as ETag (it is stored and
+// may still apply), and so does a delete.
+func TestWriteWhoseRevisionIsNotAppliedInTimeIsNotASuccess(t *testing.T) {
+	e := newEnvWait(t, 50*time.Millisecond, slow)
+	if r := e.do("POST", "/api/v1/management/tenants", `{"id":"other"}`); r.code != 201 {
+		t.Fatalf("a write applied in time: %d %s", r.code, r.raw)
+	}
+	r := e.do("POST", "/api/v1/management/tenants", `{"id":"slow"}`)
+	code, msg := errorOf(r)
+	if r.code != http.StatusGatewayTimeout || code != "apply_pending" || !strings.Contains(msg, "stored") || r.hdr.Get("ETag") == "" {
+		t.Fatalf("write not applied in time: %d %s", r.code, r.raw)
+	}
+	if r := e.do("GET", "/api/v1/management/tenants/slow", nil); r.code != 200 {
+		t.Fatalf("the pending write is not stored: %d", r.code)
+	}
+	time.Sleep(time.Second) // the revision applies; every revision holding "slow" is slow
+	r = e.do("DELETE", "/api/v1/management/tenants/other", nil)
+	if code, _ := errorOf(r); r.code != http.StatusGatewayTimeout || code != "apply_pending" {
+		t.Fatalf("delete not applied in time: %d %s", r.code, r.raw)
+	}
+	// A created key's secret is shown once: the 504 carries it (and the id) with the error.
+	time.Sleep(time.Second)
+	r = e.do("POST", "/api/v1/management/api-keys", `{"name":"ci","scopes":["read"]}`)
+	obj, _ := r.body["object"].(map[string]any)
+	if code, _ := errorOf(r); r.code != http.StatusGatewayTimeout || code != "apply_pending" || obj["key"] == nil || obj["id"] == nil {
+		t.Fatalf("key create not applied in time: %d %s", r.code, r.raw)
+	}
+}
+
+// keysServed records the API keys of the last committed revision, as ext_authz serves them.
+type keysServed struct {
+	mu   sync.Mutex
+	keys map[string]*model.APIKey
+}
+
+func (k *keysServed) consumer() pipeline.Consumer {
+	return pipeline.ConsumerFunc{N: "keys", F: func(_ context.Context, s *model.Snapshot) (func(), error) {
+		return func() {
+			k.mu.Lock()
+			defer k.mu.Unlock()
+			k.keys = map[string]*model.APIKey{}
+			for _, key := range s.APIKeys {
+				k.keys[key.ID] = key
+			}
+		}, nil
+	}}
+}
+
+func (k *keysServed) get(id string) *model.APIKey {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.keys[id]
+}
+
+// A revoked or deleted API key stops working even while another object keeps every revision
+// refused: the revoke answers 200 and the delete 204 because the keys are served, not 409
+// with the revoke undone and the key still accepted.
+func TestKeyRevokeAndDeleteApplyWhileAnotherObjectIsRefused(t *testing.T) {
+	served := &keysServed{}
+	e := newEnvWith(t, strict, served.consumer())
+	var ids []string
+	for i := 0; i < 2; i++ {
+		r := e.do("POST", "/api/v1/management/api-keys", `{"name":"ci","scopes":["read"]}`)
+		if r.code != 201 {
+			t.Fatalf("create key: %d %s", r.code, r.raw)
+		}
+		id, _ := r.body["id"].(string)
+		ids = append(ids, id)
+	}
+	if _, err := store.Put(context.Background(), e.store, model.KindTenants, "poison", []byte(`{"id":"poison"}`), 0); err != nil {
+		t.Fatal(err)
+	}
+	r := e.do("POST", "/api/v1/management/api-keys/"+ids[0]+"/revoke", nil)
+	if r.code != http.StatusOK {
+		t.Fatalf("revoke while another object is refused: %d %s", r.code, r.raw)
+	}
+	if k := served.get(ids[0]); k == nil || !k.Revoked {
+		t.Fatalf("the revoked key is still served unrevoked: %+v", k)
+	}
+	if r := e.do("DELETE", "/api/v1/management/api-keys/"+ids[1], nil); r.code != http.StatusNoContent {
+		t.Fatalf("delete key while another object is refused: %d %s", r.code, r.raw)
+	}
+	if k := served.get(ids[1]); k != nil {
+		t.Fatal("the deleted key is still served")
+	}
+	// The refusal itself is still reported: only the keys are taken apart.
+	if r := e.do("GET", "/ready", nil); r.code != 503 {
+		t.Fatalf("/ready while refused: %d %s", r.code, r.raw)
+	}
+	if r := e.do("POST", "/api/v1/management/tenants", `{"id":"acme"}`); r.code != http.StatusConflict {
+		t.Fatalf("another write while refused: %d %s", r.code, r.raw)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/api-gateway/api-gateway/proto/model"
 	"github.com/api-gateway/api-gateway/xds/store"
@@ -47,7 +48,44 @@ const (
 	CodeRevisionRefused = "revision_refused"
 	// CodeNotApplied: the write is stored but its revision was refused; it is not in effect.
 	CodeNotApplied = "not_applied"
+	// CodeApplyPending: the write is stored but its revision had neither applied nor been
+	// refused when the wait (WriteWait) ended; it is not in effect yet.
+	CodeApplyPending = "apply_pending"
 )
+
+// pendingError is waitApplied's answer when the wait for a revision ended before the
+// revision applied or was refused.
+type pendingError struct {
+	rev    uint64
+	waited time.Duration
+}
+
+func (e *pendingError) Error() string {
+	return fmt.Sprintf("revision %d had not applied after %s", e.rev, e.waited)
+}
+
+// notInEffect answers a stored write whose revision is not in effect: 500 not_applied when
+// the revision was refused, 504 apply_pending when the wait ended first (the revision may
+// still apply; the ETag names it, GET /ready tells when the gateway caught up). stored is
+// what the write would have answered (nil for a delete): a 504 carries it as "object", so
+// a client learns a created object's id, or a created key's secret, which is shown once.
+func (a *API) notInEffect(w http.ResponseWriter, r *http.Request, kind model.Kind, id string, rev uint64, err error, stored any) {
+	var pending *pendingError
+	if !errors.As(err, &pending) {
+		a.notApplied(w, r, kind, id, err, nil)
+		return
+	}
+	w.Header().Set("ETag", fmt.Sprintf(`"%d"`, rev))
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusGatewayTimeout)
+	_ = json.NewEncoder(w).Encode(struct {
+		ErrorBody
+		Object any `json:"object,omitempty"`
+	}{ErrorBody{Error: ErrorInfo{Code: CodeApplyPending, RequestID: RequestIDFrom(r.Context()), Message: fmt.Sprintf(
+		"%s %s is stored (revision %d) but not in effect yet: %s; GET /ready reports when the gateway serves it",
+		kind, quote(id), rev, pending.Error())}}, stored})
+}
 
 // checkRevision runs the whole-revision checks on the revision putting obj would make.
 // Concurrent writes are checked together (see checkBatches).
@@ -87,8 +125,9 @@ type checkReq struct {
 // checkBatches checks the waiting writes, as many at once as arrived together: one check of
 // the applied model with all of them put in. A check costs a whole-model build, and the
 // pipeline builds once per debounced batch of writes; checking every write alone made 200
-// concurrent writers 3x slower. Only when a batch is refused is each of its writes checked
-// alone, so a write is refused for its own revision, never for a neighbour's. Two writes of
+// concurrent writers 3x slower. Only when a batch is refused is it split, down to each
+// refused write checked alone (answerChecks), so a write is refused for its own revision,
+// never for a neighbour's. Two writes of
 // the same object go in different batches (the later would hide the earlier). The store
 // revision each write makes is still waited for and undone if refused (settle), whatever a
 // batch check missed.
@@ -116,30 +155,49 @@ func (a *API) checkBatches() {
 		}
 		a.checks.mu.Unlock()
 		base := a.snapshot()
-		snap := base
-		for _, req := range batch {
-			snap = withObject(snap, req.kind, req.obj)
-		}
-		err := rc.Check(ctx, snap)
-		if err != nil && len(batch) > 1 {
-			for _, req := range batch {
-				req.done <- rc.Check(ctx, withObject(base, req.kind, req.obj))
-			}
-			continue
-		}
-		for _, req := range batch {
-			req.done <- err
-		}
+		answerChecks(ctx, rc, base, batch, rc.Check(ctx, withWrites(base, batch)))
 	}
 }
 
-// checkFileRevision runs the whole-revision checks on a merged declarative file.
-func (a *API) checkFileRevision(ctx context.Context, snap *model.Snapshot) error {
+// answerChecks answers the writes of batch, whose revision together (base with all of them)
+// was checked with err. A refused batch is split in halves, each checked again, down to the
+// write whose own revision is refused: one bad write among n costs about 2·log2(n) checks,
+// not n (checking each write alone let one client sending bad writes make every concurrent
+// writer pay a whole-model build of its own).
+func answerChecks(ctx context.Context, rc RevisionChecker, base *model.Snapshot, batch []*checkReq, err error) {
+	if err == nil || len(batch) == 1 {
+		for _, req := range batch {
+			req.done <- err
+		}
+		return
+	}
+	mid := len(batch) / 2
+	for _, half := range [][]*checkReq{batch[:mid], batch[mid:]} {
+		answerChecks(ctx, rc, base, half, rc.Check(ctx, withWrites(base, half)))
+	}
+}
+
+// withWrites returns base with the objects of reqs put in.
+func withWrites(base *model.Snapshot, reqs []*checkReq) *model.Snapshot {
+	snap := base
+	for _, req := range reqs {
+		snap = withObject(snap, req.kind, req.obj)
+	}
+	return snap
+}
+
+// CheckFileRevision runs the whole-revision checks on the revision the declarative file's
+// objects make (merged into the applied model), after CheckFile found no problem: what
+// ApplyFile and `api-gateway validate` refuse a file for.
+func (a *API) CheckFileRevision(ctx context.Context, name string, objs []FileObject) FileError {
 	rc, ok := a.Model.(RevisionChecker)
 	if !ok {
 		return nil
 	}
-	return rc.Check(ctx, snap)
+	if err := rc.Check(ctx, mergeSnapshot(a.snapshot(), objs)); err != nil {
+		return FileError{{File: name, Problem: "the configuration revision this file makes is refused, nothing was applied: " + err.Error()}}
+	}
+	return nil
 }
 
 // refusalDetails lists each consumer's reason (errors.Join puts one per line).
@@ -169,11 +227,18 @@ func firstLine(err error) string {
 
 // settle waits for the stored write at rev to apply; when its revision is refused it undoes
 // the write (restoring prev, or deleting a created object, only if the object is still at
-// rev) and answers for it. true means the write applied and the caller answers.
-func (a *API) settle(w http.ResponseWriter, r *http.Request, kind model.Kind, id string, rev uint64, prev model.Object) bool {
+// rev) and answers for it. true means the write applied and the caller answers; stored is
+// that answer's body, sent with a 504 when the wait ends first (notInEffect).
+func (a *API) settle(w http.ResponseWriter, r *http.Request, kind model.Kind, id string, rev uint64, prev model.Object, stored any) bool {
 	refusal := a.waitApplied(r.Context(), rev)
-	if refusal == nil {
+	if refusal == nil || (kind == model.KindAPIKeys && keysInEffect(refusal)) {
 		return true
+	}
+	var pending *pendingError
+	if errors.As(refusal, &pending) {
+		// Not refused (yet): undoing could remove a write that is about to apply.
+		a.notInEffect(w, r, kind, id, rev, refusal, stored)
+		return false
 	}
 	op := store.Op{Type: store.OpDelete, Kind: kind, ID: id, IfRevision: rev}
 	if prev != nil {
@@ -188,7 +253,11 @@ func (a *API) settle(w http.ResponseWriter, r *http.Request, kind model.Kind, id
 		}
 		op = store.Op{Type: store.OpPut, Kind: kind, ID: id, Data: data, IfRevision: rev}
 	}
-	if _, err := a.Store.Txn(r.Context(), []store.Op{op}); err != nil {
+	// The undo is the gateway's, not the request's: a client leaving must not leave its
+	// refused write stored (it would keep every later revision refused).
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 5*time.Second)
+	defer cancel()
+	if _, err := a.Store.Txn(ctx, []store.Op{op}); err != nil {
 		a.notApplied(w, r, kind, id, refusal, err)
 		return false
 	}
@@ -245,6 +314,14 @@ func putSorted[T model.Object](list []T, obj T) []T {
 		i++
 	}
 	return append(out, list[i:]...)
+}
+
+// keysInEffect tells whether a refusal still serves the refused revision's API keys
+// (pipeline.RefusedError.KeysApplied): a key write then applied, whatever object keeps the
+// revision refused, and a revoked key stops working.
+func keysInEffect(refusal error) bool {
+	var k interface{ KeysInEffect() bool }
+	return errors.As(refusal, &k) && k.KeysInEffect()
 }
 
 // isRefusal tells a refused revision from a wait that ended (timeout, client gone).

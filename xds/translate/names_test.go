@@ -171,3 +171,21 @@ func TestServiceInstanceWithoutAddressIsLeftOut(t *testing.T) {
 		t.Fatalf("clusters %+v", cfg.Clusters)
 	}
 }
+
+// Descriptors of one rate-limit domain are told apart by key and value, not by the two
+// joined: key "remote_address" value "x" and key "remote" value "address_x" are different
+// descriptors, and both are served.
+func TestRateLimitDescriptorsWithUnderscoresDoNotCollide(t *testing.T) {
+	limit := &model.DescriptorRateLimit{Unit: "second", RequestsPerUnit: 5}
+	snap := &model.Snapshot{Revision: 6, Settings: &model.Settings{ID: model.SettingsID}, RateLimits: []*model.RateLimit{
+		{ID: "a", Domain: "edge", Descriptors: []model.RateLimitDescriptor{{Key: "remote_address", Value: "x", RateLimit: limit}}},
+		{ID: "b", Domain: "edge", Descriptors: []model.RateLimitDescriptor{{Key: "remote", Value: "address_x", RateLimit: limit}}},
+	}}
+	domains, errs := RateLimitDomains(snap)
+	if len(errs) > 0 {
+		t.Fatalf("errors: %v", errs)
+	}
+	if len(domains) != 1 || len(domains[0].Descriptors) != 2 {
+		t.Fatalf("domains %+v", domains)
+	}
+}

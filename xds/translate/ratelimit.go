@@ -353,16 +353,18 @@ func RateLimitDomains(snap *model.Snapshot) ([]ir.RateLimitDomain, []error) {
 			domains = append(domains, ir.RateLimitDomain{Name: d.Name})
 			i = len(domains) - 1
 		}
-		have := map[string]bool{}
+		// A descriptor is its key and value, not the two joined: "a_b"="c" is not "a"="b_c".
+		type kv struct{ key, value string }
+		have := map[kv]bool{}
 		for _, x := range domains[i].Descriptors {
-			have[x.Key+"_"+x.Value] = true
+			have[kv{x.Key, x.Value}] = true
 		}
 		for _, x := range d.Descriptors {
-			if have[x.Key+"_"+x.Value] {
+			if have[kv{x.Key, x.Value}] {
 				errs = append(errs, fmt.Errorf("%s: domain %q already has descriptor %s=%s", src, d.Name, x.Key, x.Value))
 				continue
 			}
-			have[x.Key+"_"+x.Value] = true
+			have[kv{x.Key, x.Value}] = true
 			domains[i].Descriptors = append(domains[i].Descriptors, x)
 		}
 	}
