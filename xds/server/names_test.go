@@ -12,7 +12,7 @@ import (
 
 // clashingWords are ids that are, or make, another object's resource name: kind prefixes,
 // listener and route configuration names, the control-plane clusters, and target indexes.
-var clashingWords = []string{"service", "route", "grpc", "http", "0", "1", "api_gateway_grpc", "otel_collector", "service.0", "a-0", "_", "."}
+var clashingWords = []string{"service", "route", "grpc", "http", "0", "1", "api_gateway_grpc", "otel_collector", "service.0", "a-0", "_", "a.b"}
 
 // Every name producer of a whole configuration, fed ids chosen to collide under a naive
 // scheme (each word is a route id and a service name, and every other one a route host too), gives every
