@@ -108,6 +108,8 @@ type section struct {
 	directives string
 	crs        bool // directives is crsMarker: the CRS request rules are loaded here
 	screen     bool // with crs: the request screen runs before the CRS rules (screen.go)
+	// checkpoints, with crs: deadline checkpoints between CRS files (deadline.go).
+	checkpoints bool
 }
 
 // screenable reports whether the CRS rules can be screened per request: the user's rules
@@ -152,7 +154,10 @@ func (c Config) sections() []section {
 	if screen {
 		crs += ", screened per request (screen.go)"
 	}
-	out = append(out, section{name: sectionCRS, directives: crs, crs: true, screen: screen})
+	// A custom rule's skip:N could reach into the CRS, where a checkpoint would take one
+	// of its N.
+	checkpoints := !customSkipRx.MatchString(c.CustomRules)
+	out = append(out, section{name: sectionCRS, directives: crs, crs: true, screen: screen, checkpoints: checkpoints})
 	if c.CustomRulesAfter != "" {
 		out = append(out, section{name: sectionCustomAfter, directives: c.CustomRulesAfter})
 	}

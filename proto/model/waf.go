@@ -30,6 +30,10 @@ type WAFSettings struct {
 	AnomalyThreshold int `json:"anomaly_threshold,omitempty"`
 	// MaxRequestBodySize in bytes; larger bodies are rejected with 413 (default 10 MiB).
 	MaxRequestBodySize int64 `json:"max_request_body_size,omitempty"`
+	// CheckTimeout bounds the ext_authz check of the route's requests, WAF included (default
+	// 10s, at most 5m, whole milliseconds): Envoy waits that long for the verdict, then
+	// answers 503, and the WAF stops working on the request.
+	CheckTimeout Duration `json:"check_timeout,omitempty"`
 	// MaxHeaderSize in bytes: the sum of every header's name and value; larger header
 	// sections are rejected with 431 (0 = no limit besides Envoy's own).
 	MaxHeaderSize int64 `json:"max_header_size,omitempty"`
@@ -59,6 +63,8 @@ const (
 	DefaultWAFParanoiaLevel          = 1
 	DefaultWAFAnomalyThreshold       = 5
 	DefaultWAFMaxRequestBodySize     = 10 << 20
+	DefaultWAFCheckTimeout           = 10 * time.Second
+	MaxWAFCheckTimeout               = 5 * time.Minute
 	DefaultWAFMaliciousIPThreshold   = 5
 	DefaultWAFMaliciousIPWindow      = 5 * time.Minute
 	DefaultWAFMaliciousIPBanDuration = time.Hour
@@ -108,6 +114,9 @@ func (w *WAFSettings) Validate() FieldErrors {
 	}
 	if w.MaliciousIPBanDuration < 0 {
 		errs.Add("malicious_ip_ban_duration", "must not be negative")
+	}
+	if d := w.CheckTimeout.D(); d < 0 || d > MaxWAFCheckTimeout || d%time.Millisecond != 0 {
+		errs.Add("check_timeout", "must be a whole number of milliseconds between 0 and %s", MaxWAFCheckTimeout)
 	}
 	for i, c := range w.BlockedCountries {
 		if len(c) != 2 || !isASCIILetters(strings.ToUpper(c)) {
