@@ -75,6 +75,7 @@ type txGuard struct {
 	ctx     context.Context
 	key     any
 	stopped bool
+	err     error // the context's error once stopped
 }
 
 // guard registers tx under ctx; release must be called when the transaction ends. A
@@ -96,8 +97,10 @@ func (g *txGuard) release() {
 
 // expired reports whether the request's context is done, and remembers it.
 func (g *txGuard) expired() bool {
-	if !g.stopped && g.ctx.Err() != nil {
-		g.stopped = true
+	if !g.stopped {
+		if err := g.ctx.Err(); err != nil {
+			g.stopped, g.err = true, err
+		}
 	}
 	return g.stopped
 }

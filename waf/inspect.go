@@ -109,7 +109,7 @@ func (w *WAF) inspect(ctx context.Context, req *authv3.CheckRequest, onMatched f
 
 	it := tx.ProcessRequestHeaders()
 	if it == nil && g.expired() {
-		return w.unfinished(ctx.Err())
+		return w.unfinished(g.err)
 	}
 	if it == nil && len(body) > 0 && tx.IsRequestBodyAccessible() {
 		var err error
@@ -128,7 +128,10 @@ func (w *WAF) inspect(ctx context.Context, req *authv3.CheckRequest, onMatched f
 	if it == nil && g.stopped {
 		// A checkpoint found the deadline passed and removed the remaining rules: what
 		// ran is no verdict. (A rule that interrupted before that is one: a deny stands.)
-		return w.unfinished(ctx.Err())
+		if onMatched != nil {
+			onMatched(tx.MatchedRules())
+		}
+		return w.unfinished(g.err)
 	}
 	w.fillVerdict(&v, tx, it)
 	tx.ProcessLogging()
