@@ -16,7 +16,15 @@ import (
 	"github.com/corazawaf/coraza/v3/types"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+
+	"github.com/api-gateway/api-gateway/proto/model"
 )
+
+// MaxCheckRequestBytes bounds the CheckRequest message the Check server must accept: the
+// largest body a WAF route can have Envoy send whole (model.MaxWAFRequestBodySize) plus
+// room for the headers and attributes around it (Envoy's header limit is 60 KiB by
+// default, at most 8 MiB with max_request_headers_kb).
+const MaxCheckRequestBytes = model.MaxWAFRequestBodySize + 16<<20
 
 // Statuses the gateway's own limits deny with.
 const (

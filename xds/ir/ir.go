@@ -194,17 +194,9 @@ type Authz struct {
 	// larger body is refused by Envoy with 413 and never sent in part.
 	WithBody     bool
 	MaxBodyBytes uint32
-	// Timeout bounds the Check call (0: DefaultAuthzTimeout). Routes with the same timeout
-	// share one ext_authz filter instance (Envoy's timeout is per filter).
+	// Timeout bounds the Check call (0: DefaultAuthzTimeout, the filter's); another value is
+	// served as the route's own grpc_service timeout (envoy/httpfilters.go).
 	Timeout time.Duration
-}
-
-// EffectiveTimeout is the route's Check timeout.
-func (a *Authz) EffectiveTimeout() time.Duration {
-	if a.Timeout > 0 {
-		return a.Timeout
-	}
-	return DefaultAuthzTimeout
 }
 
 // Validate checks the ext_authz setting of a route with the given id.
