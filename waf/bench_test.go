@@ -129,6 +129,32 @@ func BenchmarkInspect(b *testing.B) {
 	}
 }
 
+// BenchmarkInspectUnderDeadline is BenchmarkInspect with the context a Check has in
+// production (Envoy's gRPC deadline): the transaction is registered for the deadline
+// checkpoints (deadline.go) and every checkpoint asks the context.
+func BenchmarkInspectUnderDeadline(b *testing.B) {
+	reg := NewRegistry(RegistryOptions{Logger: slog.New(slog.DiscardHandler)})
+	w, err := reg.Get(&model.WAFSettings{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
+	defer cancel()
+	for _, br := range benchRequests() {
+		req := checkRequest(br.raw(), "bench")
+		b.Run(br.name, func(b *testing.B) {
+			if v := w.Inspect(ctx, req); !v.Allowed {
+				b.Fatalf("benign request blocked: %+v", v)
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				w.Inspect(ctx, req)
+			}
+		})
+	}
+}
+
 // middlewareWAF is Coraza with CRS as its documentation sets it up for the net/http
 // middleware: coraza.conf-recommended (engine On), crs-setup, every CRS rule file, with
 // the gateway's allowed methods and content types so verdicts compare like for like.
