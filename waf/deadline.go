@@ -19,10 +19,12 @@ import (
 // checks the context itself:
 //   - before each phase and after the body, in Inspect (free);
 //   - at the start of each request phase, in the screen rule (screen.go);
-//   - inside the request body phase, at checkpoints: one rule of ours before each CRS
-//     attack file (930-944) and the blocking evaluation (949). The body phase of a large
-//     form is where the time goes (a 128 KiB form at paranoia 2: ~1.7 s), and the attack
-//     files are where it goes within the phase.
+//   - inside the request body phase, at checkpoints: one rule of ours before the CRS
+//     attack files 930 (LFI, the first), 932 (RCE), 941 (XSS) and 942 (SQLi), the largest,
+//     and before the blocking evaluation (949). The body phase of a large form is where the
+//     time goes (a 128 KiB form at paranoia 2: ~1.7 s), and the attack files are where it
+//     goes within the phase. Each checkpoint is one rule evaluation on every request, so
+//     there are five, not one per file.
 //
 // A checkpoint that finds the context done removes every rule from the transaction (the
 // per-transaction removal ctl:ruleRemoveById uses, for a range of ids): Coraza then runs
@@ -41,7 +43,7 @@ const deadlineOperatorName = "gwdeadline"
 const checkpointRuleID = 8999910
 
 // checkpointBefore are the CRS files a checkpoint precedes (by their number).
-var checkpointBefore = []string{"930", "931", "932", "933", "934", "941", "942", "943", "944", "949"}
+var checkpointBefore = []string{"930", "932", "941", "942", "949"}
 
 // withCheckpoints inserts a checkpoint rule before each CRS file of checkpointBefore in
 // the CRS text (files start with "# --- REQUEST-<n>-", crs.go).
