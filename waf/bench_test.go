@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -88,6 +89,23 @@ func (br benchRequest) httpRequest() *http.Request {
 	return r
 }
 
+// cpuClock is the process's CPU time (user + system) since a start: on a shared machine
+// the wall time of an operation depends on everyone else's load, its CPU time much less.
+type cpuClock struct{ start time.Duration }
+
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+func startCPU() cpuClock { return cpuClock{processCPU()} }
+
+// report adds cpu-us/op: the process's CPU time per operation, GC included.
+func (c cpuClock) report(b *testing.B) {
+	b.ReportMetric(float64((processCPU()-c.start).Microseconds())/float64(b.N), "cpu-us/op")
+}
+
 // latencies records per-operation durations and reports p50/p99.
 type latencies []time.Duration
 
@@ -117,6 +135,7 @@ func BenchmarkInspect(b *testing.B) {
 			}
 			lat := make(latencies, 0, 1024)
 			b.ReportAllocs()
+			cpu := startCPU()
 			b.ResetTimer()
 			for b.Loop() {
 				t0 := time.Now()
@@ -124,6 +143,7 @@ func BenchmarkInspect(b *testing.B) {
 				lat = append(lat, time.Since(t0))
 			}
 			b.StopTimer()
+			cpu.report(b)
 			lat.report(b)
 		})
 	}
@@ -147,10 +167,13 @@ func BenchmarkInspectUnderDeadline(b *testing.B) {
 				b.Fatalf("benign request blocked: %+v", v)
 			}
 			b.ReportAllocs()
+			cpu := startCPU()
 			b.ResetTimer()
 			for b.Loop() {
 				w.Inspect(ctx, req)
 			}
+			b.StopTimer()
+			cpu.report(b)
 		})
 	}
 }
