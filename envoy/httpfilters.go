@@ -2,7 +2,6 @@ package envoy
 
 import (
 	"sync"
-	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	ratelimitconfv3 "github.com/envoyproxy/go-control-plane/envoy/config/ratelimit/v3"
@@ -28,8 +27,10 @@ const (
 	cookieStateName = "envoy.http.stateful_session.cookie"
 )
 
-// authzTimeout bounds one ext_authz Check / ShouldRateLimit call.
-const authzTimeout = 2 * time.Second
+// authzTimeout bounds one ext_authz Check (on routes whose checks read no body) and one
+// ShouldRateLimit call. A route with its own Check timeout (WAF routes: the WAF's
+// check_timeout) carries it in its per-route check settings (perFilterConfig).
+const authzTimeout = ir.DefaultAuthzTimeout
 
 // httpFilter is one entry of the filter table.
 type httpFilter struct {
@@ -106,11 +107,7 @@ func (b *builder) perFilterConfig(r *ir.Route) map[string]*anypb.Any {
 		b.fail(err)
 		out[ExtAuthzFilter] = a
 	} else {
-		cs := &extauthzv3.CheckSettings{ContextExtensions: r.Authz.ContextExtensions}
-		if r.Authz.WithBody {
-			cs.WithRequestBody = &extauthzv3.BufferSettings{MaxRequestBytes: r.Authz.MaxBodyBytes, AllowPartialMessage: true, PackAsBytes: true}
-		}
-		out[ExtAuthzFilter] = b.pack(&extauthzv3.ExtAuthzPerRoute{Override: &extauthzv3.ExtAuthzPerRoute_CheckSettings{CheckSettings: cs}})
+		out[ExtAuthzFilter] = b.pack(&extauthzv3.ExtAuthzPerRoute{Override: &extauthzv3.ExtAuthzPerRoute_CheckSettings{CheckSettings: checkSettings(&r.Authz)}})
 	}
 	if s := r.Sticky; s != nil {
 		cookie := &httpv3.Cookie{Name: s.Cookie, Path: s.Path, Ttl: dur(s.TTL)}
@@ -123,4 +120,33 @@ func (b *builder) perFilterConfig(r *ir.Route) map[string]*anypb.Any {
 		}})
 	}
 	return out
+}
+
+// checkSettings is a route's ext_authz CheckSettings.
+func checkSettings(a *ir.Authz) *extauthzv3.CheckSettings {
+	cs := &extauthzv3.CheckSettings{ContextExtensions: a.ContextExtensions}
+	if a.WithBody {
+		// The whole body or nothing. With allow_partial_message false the ext_authz filter
+		// raises the stream's decoder buffer limit to max_request_bytes
+		// (setDecoderBufferLimit in source/extensions/filters/http/ext_authz/ext_authz.cc,
+		// decodeHeaders), so the listener's per_connection_buffer_limit_bytes (1 MiB) does
+		// not cap it, and a body over the limit gets Envoy's own 413 before any Check is
+		// made. With allow_partial_message true Envoy would send the first max_request_bytes
+		// and mark the request x-envoy-auth-partial-body: true
+		// (source/extensions/filters/common/ext_authz/check_request_utils.cc): the WAF would
+		// judge a body it has not seen whole. The per-route with_request_body replaces the
+		// filter's (none) since Envoy 1.29 (envoyproxy/envoy#30571).
+		cs.WithRequestBody = &extauthzv3.BufferSettings{MaxRequestBytes: a.MaxBodyBytes, AllowPartialMessage: false, PackAsBytes: true}
+	}
+	if a.Timeout > 0 && a.Timeout != authzTimeout {
+		// Envoy's ext_authz timeout is the filter's grpc_service timeout; a route that needs
+		// another one overrides the service per route (CheckSettings.grpc_service, Envoy
+		// 1.36+: createPerRouteGrpcClient in ext_authz.cc builds the client with this
+		// timeout, and Envoy sends it to the Check server as the gRPC deadline, which the WAF
+		// honors). The same cluster: only the deadline differs. One filter for every route
+		// rather than one filter instance per timeout: a route naming a filter instance that
+		// a draining listener does not have would run with no ext_authz at all.
+		cs.ServiceOverride = &extauthzv3.CheckSettings_GrpcService{GrpcService: envoyGRPC(ir.ControlPlaneCluster, a.Timeout)}
+	}
+	return cs
 }

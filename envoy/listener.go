@@ -41,6 +41,7 @@ func (b *builder) httpListener(sticky bool) *listenerv3.Listener {
 		UseRemoteAddress: wrapperspb.Bool(true),
 		AccessLog:        []*accesslogv3.AccessLog{b.accessLog()},
 	}
+	normalizePaths(h)
 	if b.cfg.OTLP != nil {
 		h.Tracing = &hcmv3.HttpConnectionManager_Tracing{Provider: &tracev3.Tracing_Http{
 			Name: otelName,
@@ -89,8 +90,37 @@ func (b *builder) apiListener(host string) *listenerv3.Listener {
 			ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: b.pack(&routerv3.Router{})},
 		}},
 	}
+	// grpc-go does not implement these (it matches :path as the client sent it, and a gRPC
+	// path is /package.Service/Method), but every HCM this gateway serves says the same.
+	normalizePaths(h)
 	return &listenerv3.Listener{
 		Name:        host,
 		ApiListener: &listenerv3.ApiListener{ApiListener: b.pack(h)},
 	}
+}
+
+// normalizePaths turns on Envoy's path normalization, Envoy Gateway's defaults
+// (internal/xds/translator/listener.go: normalize_path true, merge_slashes and
+// UNESCAPE_AND_REDIRECT from its ClientTrafficPolicy path defaults). Without it the route
+// match, the ext_authz context (route_id) and the policy the Check applies all follow the
+// path as the client spelled it: /public/../admin matches the public prefix and reaches
+// the upstream, which resolves the dots to /admin.
+//
+// Envoy applies them in the connection manager before the route is chosen and before any
+// HTTP filter runs (ConnectionManagerUtility::maybeNormalizePath in
+// source/common/http/conn_manager_utility.cc), so ext_authz sees the normalized :path:
+//   - path_with_escaped_slashes_action UNESCAPE_AND_REDIRECT: a path with %2F, %2f, %5C or
+//     %5c is answered with a 307 to the unescaped path (PathUtil::unescapeSlashes), so
+//     /app/..%2fadmin becomes a redirect to /app/../admin, which normalizes on the retry;
+//   - normalize_path: PathUtil::canonicalPath (source/common/http/path_utility.cc) decodes
+//     %XX of unreserved characters (%61 -> a, %2e -> .), turns backslashes into slashes and
+//     removes dot segments per RFC 3986 5.2.4 (/a/./b -> /a/b, /a/x/../b -> /a/b, leading
+//     /.. dropped); a path it cannot normalize is refused with 400;
+//   - merge_slashes: PathUtil::mergeSlashes collapses //admin to /admin.
+//
+// The query is left alone by all three.
+func normalizePaths(h *hcmv3.HttpConnectionManager) {
+	h.NormalizePath = wrapperspb.Bool(true)
+	h.MergeSlashes = true
+	h.PathWithEscapedSlashesAction = hcmv3.HttpConnectionManager_UNESCAPE_AND_REDIRECT
 }

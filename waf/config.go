@@ -108,6 +108,8 @@ type section struct {
 	directives string
 	crs        bool // directives is crsMarker: the CRS request rules are loaded here
 	screen     bool // with crs: the request screen runs before the CRS rules (screen.go)
+	// checkpoints, with crs: deadline checkpoints between CRS files (deadline.go).
+	checkpoints bool
 }
 
 // screenable reports whether the CRS rules can be screened per request: the user's rules
@@ -134,9 +136,13 @@ func (c Config) sections() []section {
 		engine = "DetectionOnly"
 	}
 	fmt.Fprintf(&base, "SecRuleEngine %s\n", engine)
-	fmt.Fprintf(&base, "SecRequestBodyLimit %d\n", c.MaxRequestBodySize)
-	fmt.Fprintf(&base, "SecRequestBodyInMemoryLimit %d\n", c.MaxRequestBodySize)
-	fmt.Fprintf(&base, "SecRequestBodyNoFilesLimit %d\n", c.MaxRequestBodySize)
+	// One byte over the limit: Inspect refuses a body over max_request_body_size itself, and
+	// a body of exactly the limit passes, as it passes Envoy (its buffer calls a body too
+	// large when it is longer than the limit); Coraza rejects at the limit
+	// (length+written >= SecRequestBodyLimit in Transaction.WriteRequestBody).
+	fmt.Fprintf(&base, "SecRequestBodyLimit %d\n", c.MaxRequestBodySize+1)
+	fmt.Fprintf(&base, "SecRequestBodyInMemoryLimit %d\n", c.MaxRequestBodySize+1)
+	fmt.Fprintf(&base, "SecRequestBodyNoFilesLimit %d\n", c.MaxRequestBodySize+1)
 	base.WriteString(baseDirectives)
 	fmt.Fprintf(&base, crsSettingsTemplate, c.ParanoiaLevel, c.AnomalyThreshold)
 
@@ -152,7 +158,10 @@ func (c Config) sections() []section {
 	if screen {
 		crs += ", screened per request (screen.go)"
 	}
-	out = append(out, section{name: sectionCRS, directives: crs, crs: true, screen: screen})
+	// A custom rule's skip:N could reach into the CRS, where a checkpoint would take one
+	// of its N.
+	checkpoints := !customSkipRx.MatchString(c.CustomRules)
+	out = append(out, section{name: sectionCRS, directives: crs, crs: true, screen: screen, checkpoints: checkpoints})
 	if c.CustomRulesAfter != "" {
 		out = append(out, section{name: sectionCustomAfter, directives: c.CustomRulesAfter})
 	}
@@ -183,7 +192,10 @@ func (c Config) Key() string {
 
 // baseDirectives is the engine configuration. It follows Coraza's recommended config for
 // the request side (body processors, body errors) and turns off everything ext_authz never
-// sees (response bodies) or the gateway reports elsewhere (audit log).
+// sees (response bodies) or the gateway reports elsewhere (audit log). Rule 200007 (also
+// Coraza's recommended config) refuses a request at SecArgumentsLimit: Coraza stops
+// collecting arguments there, so without it an attack placed after the 1,000th argument
+// of a form is never looked at.
 const baseDirectives = `SecRequestBodyAccess On
 SecRequestBodyLimitAction Reject
 SecRequestBodyJsonDepthLimit 1024
@@ -196,6 +208,7 @@ SecRule REQUEST_HEADERS:Content-Type "^application/json" "id:200001,phase:1,t:no
 SecRule REQUEST_HEADERS:Content-Type "^application/[a-z0-9.-]+[+]json" "id:200006,phase:1,t:none,t:lowercase,pass,nolog,ctl:requestBodyProcessor=JSON"
 SecRule REQBODY_ERROR "!@eq 0" "id:200002,phase:2,t:none,log,deny,status:400,msg:'Failed to parse request body.',logdata:'%{reqbody_error_msg}',severity:2"
 SecRule MULTIPART_STRICT_ERROR "!@eq 0" "id:200003,phase:2,t:none,log,deny,status:400,msg:'Multipart request body failed strict validation.'"
+SecRule &ARGS "@ge 1000" "id:200007,phase:2,t:none,log,deny,status:400,msg:'Failed to fully parse request body due to large argument count',severity:2"
 `
 
 // crsSettingsTemplate sets the CRS variables the settings control (paranoia level and

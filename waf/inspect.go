@@ -16,7 +16,15 @@ import (
 	"github.com/corazawaf/coraza/v3/types"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+
+	"github.com/api-gateway/api-gateway/proto/model"
 )
+
+// MaxCheckRequestBytes bounds the CheckRequest message the Check server must accept: the
+// largest body a WAF route can have Envoy send whole (model.MaxWAFRequestBodySize) plus
+// room for the headers and attributes around it (Envoy's header limit is 60 KiB by
+// default, at most 8 MiB with max_request_headers_kb).
+const MaxCheckRequestBytes = model.MaxWAFRequestBodySize + 16<<20
 
 // Statuses the gateway's own limits deny with.
 const (
@@ -24,6 +32,10 @@ const (
 	StatusHeadersTooLarge = 431
 	StatusForbidden       = 403
 )
+
+// partialBodyHeader is the header Envoy's ext_authz adds to the CheckRequest when the body
+// it sends is cut at max_request_bytes (allow_partial_message).
+const partialBodyHeader = "x-envoy-auth-partial-body"
 
 // errNoHTTP is a CheckRequest without HTTP attributes.
 var errNoHTTP = errors.New("waf: check request has no HTTP attributes")
@@ -41,6 +53,10 @@ func (w *WAF) inspect(ctx context.Context, req *authv3.CheckRequest, onMatched f
 	h := req.GetAttributes().GetRequest().GetHttp()
 	if h == nil {
 		return w.failure(errNoHTTP)
+	}
+	if err := ctx.Err(); err != nil {
+		// Envoy has given up on this check already (deadline.go).
+		return w.unfinished(err)
 	}
 	hdrs := collectHeaders(h)
 
@@ -63,12 +79,28 @@ func (w *WAF) inspect(ctx context.Context, req *authv3.CheckRequest, onMatched f
 			return v
 		}
 	}
+	if hdrs.partialBody {
+		// Envoy sent only the first max_request_bytes of the body: judging the prefix would
+		// pass an attack placed after it and fail a valid JSON or multipart body that no
+		// longer parses. The gateway never serves allow_partial_message (a larger body gets
+		// Envoy's own 413), so this is an Envoy configured by someone else, or an older
+		// config: refuse like SecRequestBodyLimitAction Reject, never inspect in part (in
+		// detect mode: recorded, the headers inspected, the prefix not).
+		w.limitViolation(&v, StatusBodyTooLarge,
+			fmt.Sprintf("request body was cut by Envoy at %d bytes (x-envoy-auth-partial-body); a partial body is never inspected", len(body)))
+		if !v.Allowed {
+			return v
+		}
+		body = nil
+	}
 
 	tx := w.newTx(experimental.Options{ID: transactionID(h), Context: ctx})
 	defer func() { _ = tx.Close() }()
 	if tx.IsRuleEngineOff() {
 		return v
 	}
+	g := guard(ctx, tx)
+	defer g.release()
 
 	attrs := req.GetAttributes()
 	srcIP, srcPort := socketAddress(attrs.GetSource().GetAddress())
@@ -84,6 +116,9 @@ func (w *WAF) inspect(ctx context.Context, req *authv3.CheckRequest, onMatched f
 	}
 
 	it := tx.ProcessRequestHeaders()
+	if it == nil && g.expired() {
+		return w.unfinished(g.err)
+	}
 	if it == nil && len(body) > 0 && tx.IsRequestBodyAccessible() {
 		var err error
 		if it, _, err = tx.WriteRequestBody(body); err != nil {
@@ -97,6 +132,14 @@ func (w *WAF) inspect(ctx context.Context, req *authv3.CheckRequest, onMatched f
 			tx.ProcessLogging()
 			return w.failure(fmt.Errorf("waf: processing request body: %w", err))
 		}
+	}
+	if it == nil && g.stopped {
+		// A checkpoint found the deadline passed and removed the remaining rules: what
+		// ran is no verdict. (A rule that interrupted before that is one: a deny stands.)
+		if onMatched != nil {
+			onMatched(tx.MatchedRules())
+		}
+		return w.unfinished(g.err)
 	}
 	w.fillVerdict(&v, tx, it)
 	tx.ProcessLogging()
@@ -113,6 +156,19 @@ func (w *WAF) limitViolation(v *Verdict, status int, msg string) {
 	v.Category = CategoryLimits
 	v.Message = msg
 	v.Allowed = w.cfg.Mode == ModeDetect
+}
+
+// StatusUnavailable is the status of a check the WAF could not finish in time.
+const StatusUnavailable = 503
+
+// unfinished is the verdict for a request whose context ended before the WAF could
+// finish (Envoy's ext_authz timeout passed): like failure, it fails closed in block mode,
+// with 503 (what Envoy itself answers on the timeout, status_on_error) and the context's
+// error. Logged at warn level: under load it is expected, not a fault.
+func (w *WAF) unfinished(err error) Verdict {
+	err = fmt.Errorf("waf: inspection stopped: %w", err)
+	w.logger.Warn("waf inspection stopped at the request's deadline", "error", err, "waf", w.key)
+	return Verdict{Allowed: w.cfg.Mode == ModeDetect, Status: StatusUnavailable, Err: err, Message: err.Error()}
 }
 
 // failure is the verdict for a request that could not be inspected: block mode fails closed.
@@ -225,6 +281,9 @@ type requestHeaders struct {
 	contentLength                string
 	list                         []header // sorted by name, pseudo headers and host removed
 	size                         int64    // bytes of names and values, host included
+	// partialBody: Envoy marked the body as cut at max_request_bytes
+	// (x-envoy-auth-partial-body other than "false").
+	partialBody bool
 }
 
 var txCounter atomic.Uint64
@@ -257,6 +316,12 @@ func collectHeaders(h *authv3.AttributeContext_HttpRequest) requestHeaders {
 		}
 		if strings.EqualFold(k, "content-length") {
 			r.contentLength = v
+		}
+		if strings.EqualFold(k, partialBodyHeader) && v != "false" {
+			// Envoy writes "true" or "false" and drops a client's own header of that name
+			// (setHttpRequest in source/extensions/filters/common/ext_authz/
+			// check_request_utils.cc); anything but "false" is not a whole body.
+			r.partialBody = true
 		}
 		r.size += int64(len(k) + len(v))
 		r.list = append(r.list, header{k, v})

@@ -26,6 +26,7 @@ func registerOperators() {
 		plugins.RegisterOperator(rxOperatorName, newGatewayRx)
 		plugins.RegisterOperator(screenOperatorName, newScreenOp)
 		plugins.RegisterOperator(captureOperatorName, newCaptureOp)
+		plugins.RegisterOperator(deadlineOperatorName, newDeadlineOp)
 	})
 }
 

@@ -104,6 +104,10 @@ type ruleRemover interface {
 
 // Evaluate screens the rules of its phase and never matches.
 func (o screenOp) Evaluate(tx plugintypes.TransactionState, _ string) bool {
+	if stopIfExpired(tx) {
+		// The request's deadline passed (deadline.go): every rule is gone already.
+		return false
+	}
 	rm, ok := tx.(ruleRemover)
 	if !ok {
 		return false

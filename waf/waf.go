@@ -105,6 +105,9 @@ func compileSections(secs []section, pl int, observer func(types.RuleMetadata)) 
 			if s.screen {
 				conf = conf.WithDirectives(screenRules(min(max(pl, 1), maxParanoiaLevel)))
 			}
+			if s.checkpoints {
+				rules = withCheckpoints(rules)
+			}
 			conf = conf.WithDirectives(rules)
 			continue
 		}
@@ -166,7 +169,7 @@ func locateError(secs []section, pl int, cause error) error {
 		cur := -1
 		for _, d := range all[:n] {
 			if d.sec != cur && cur >= 0 {
-				out = append(out, section{name: secs[cur].name, directives: b.String(), crs: secs[cur].crs})
+				out = append(out, section{name: secs[cur].name, directives: b.String(), crs: secs[cur].crs, checkpoints: secs[cur].checkpoints})
 				b.Reset()
 			}
 			cur = d.sec
@@ -174,7 +177,7 @@ func locateError(secs []section, pl int, cause error) error {
 			b.WriteByte('\n')
 		}
 		if cur >= 0 {
-			out = append(out, section{name: secs[cur].name, directives: b.String(), crs: secs[cur].crs})
+			out = append(out, section{name: secs[cur].name, directives: b.String(), crs: secs[cur].crs, checkpoints: secs[cur].checkpoints})
 		}
 		return out
 	}

@@ -29,6 +29,7 @@ import (
 	"github.com/api-gateway/api-gateway/internal/grpctls"
 	"github.com/api-gateway/api-gateway/internal/pipeline"
 	"github.com/api-gateway/api-gateway/internal/telemetry"
+	"github.com/api-gateway/api-gateway/waf"
 	"github.com/api-gateway/api-gateway/xds/manage"
 	"github.com/api-gateway/api-gateway/xds/store"
 )
@@ -113,6 +114,9 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 	a.api = manage.New(manage.Options{Store: st, Model: a.pipe, Logger: log, AdminTokenHash: tokenHash, CORSOrigins: cfg.CORSOrigins})
 	a.grpcOpt = append(a.grpcOpt, grpc.MaxConcurrentStreams(1<<20))
 	a.grpcOpt = append(a.grpcOpt, a.unary.serverOptions()...)
+	// A WAF route's CheckRequest carries the whole body, up to max_request_body_size: more
+	// than grpc-go's 4 MiB default receive limit (a larger message would fail the Check).
+	a.grpcOpt = append(a.grpcOpt, grpc.MaxRecvMsgSize(waf.MaxCheckRequestBytes))
 	recoverOpts, err := telemetry.GRPCRecovery(log, a.reg)
 	if err != nil {
 		return err

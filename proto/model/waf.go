@@ -30,6 +30,10 @@ type WAFSettings struct {
 	AnomalyThreshold int `json:"anomaly_threshold,omitempty"`
 	// MaxRequestBodySize in bytes; larger bodies are rejected with 413 (default 10 MiB).
 	MaxRequestBodySize int64 `json:"max_request_body_size,omitempty"`
+	// CheckTimeout bounds the ext_authz check of the route's requests, WAF included (default
+	// 10s, at most 5m, whole milliseconds): Envoy waits that long for the verdict, then
+	// answers 503, and the WAF stops working on the request.
+	CheckTimeout Duration `json:"check_timeout,omitempty"`
 	// MaxHeaderSize in bytes: the sum of every header's name and value; larger header
 	// sections are rejected with 431 (0 = no limit besides Envoy's own).
 	MaxHeaderSize int64 `json:"max_header_size,omitempty"`
@@ -59,11 +63,15 @@ const (
 	DefaultWAFParanoiaLevel          = 1
 	DefaultWAFAnomalyThreshold       = 5
 	DefaultWAFMaxRequestBodySize     = 10 << 20
+	DefaultWAFCheckTimeout           = 10 * time.Second
+	MaxWAFCheckTimeout               = 5 * time.Minute
 	DefaultWAFMaliciousIPThreshold   = 5
 	DefaultWAFMaliciousIPWindow      = 5 * time.Minute
 	DefaultWAFMaliciousIPBanDuration = time.Hour
-	// MaxWAFRequestBodySize bounds max_request_body_size (Coraza buffers the body in memory).
-	MaxWAFRequestBodySize = 1 << 30
+	// MaxWAFRequestBodySize bounds max_request_body_size. Coraza buffers the body in memory,
+	// Envoy buffers it for the Check, and the gRPC port must accept a message that large from
+	// any caller that reaches it (waf.MaxCheckRequestBytes): 64 MiB keeps that bounded.
+	MaxWAFRequestBodySize = 64 << 20
 )
 
 // IsEnabled reports whether the WAF is on: a present object is enabled unless enabled is false.
@@ -108,6 +116,9 @@ func (w *WAFSettings) Validate() FieldErrors {
 	}
 	if w.MaliciousIPBanDuration < 0 {
 		errs.Add("malicious_ip_ban_duration", "must not be negative")
+	}
+	if d := w.CheckTimeout.D(); d < 0 || d > MaxWAFCheckTimeout || d%time.Millisecond != 0 {
+		errs.Add("check_timeout", "must be a whole number of milliseconds between 0 and %s", MaxWAFCheckTimeout)
 	}
 	for i, c := range w.BlockedCountries {
 		if len(c) != 2 || !isASCIILetters(strings.ToUpper(c)) {

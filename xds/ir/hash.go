@@ -110,6 +110,7 @@ func (h *Hasher) Route(r *Route) {
 	h.StrMap(r.Authz.ContextExtensions)
 	h.Bool(r.Authz.WithBody)
 	h.U64(uint64(r.Authz.MaxBodyBytes))
+	h.Dur(r.Authz.Timeout)
 	h.U64(uint64(len(r.RateLimits)))
 	for _, rl := range r.RateLimits {
 		h.U64(uint64(len(rl.Entries)))

@@ -26,9 +26,9 @@ const (
 	// ExtAuthzRouteIDKey and ExtAuthzTenantKey are the ext_authz context_extensions keys.
 	ExtAuthzRouteIDKey = "route_id"
 	ExtAuthzTenantKey  = "tenant"
-	// DefaultAuthzBodyBytes is how much of a request body ext_authz buffers for a WAF route
-	// without its own max_request_body_size.
-	DefaultAuthzBodyBytes = 8 << 10
+	// DefaultAuthzTimeout bounds a Check call on a route whose checks read no body (Envoy's
+	// ext_authz filter timeout: the gRPC deadline Envoy sends with the call).
+	DefaultAuthzTimeout = 2 * time.Second
 )
 
 // Config is the whole translated configuration at one model revision.
@@ -190,10 +190,41 @@ type Sticky struct {
 type Authz struct {
 	Enabled           bool
 	ContextExtensions map[string]string
-	// WithBody buffers up to MaxBodyBytes of the body for the check (WAF routes).
+	// WithBody buffers the whole body, up to MaxBodyBytes, for the check (WAF routes): a
+	// larger body is refused by Envoy with 413 and never sent in part.
 	WithBody     bool
 	MaxBodyBytes uint32
+	// Timeout bounds the Check call (0: DefaultAuthzTimeout, the filter's); another value is
+	// served as the route's own grpc_service timeout (envoy/httpfilters.go).
+	Timeout time.Duration
 }
+
+// Validate checks the ext_authz setting of a route with the given id.
+func (a *Authz) Validate(routeID string) error {
+	if !a.Enabled {
+		if a.WithBody || a.Timeout != 0 {
+			return errors.New("ext_authz body or timeout set with ext_authz off")
+		}
+		return nil
+	}
+	if a.ContextExtensions[ExtAuthzRouteIDKey] != routeID {
+		return errors.New("ext_authz context must carry the route id")
+	}
+	if a.WithBody && a.MaxBodyBytes == 0 {
+		return errors.New("ext_authz with the body needs a body size limit")
+	}
+	if a.Timeout < 0 || a.Timeout > MaxAuthzTimeout {
+		return fmt.Errorf("ext_authz timeout %s is out of range (0-%s)", a.Timeout, MaxAuthzTimeout)
+	}
+	if a.Timeout%time.Millisecond != 0 {
+		return fmt.Errorf("ext_authz timeout %s is not a whole number of milliseconds", a.Timeout)
+	}
+	return nil
+}
+
+// MaxAuthzTimeout bounds a route's Check timeout: Envoy holds the request (and its buffered
+// body) that long.
+const MaxAuthzTimeout = 5 * time.Minute
 
 // Discovery is how a cluster finds its endpoints.
 type Discovery string
@@ -400,8 +431,8 @@ func (r *Route) Validate() error {
 	if r.Sticky != nil && r.Sticky.Cookie == "" {
 		return errors.New("sticky session needs a cookie name")
 	}
-	if r.Authz.Enabled && r.Authz.ContextExtensions[ExtAuthzRouteIDKey] != r.RouteID {
-		return errors.New("ext_authz context must carry the route id")
+	if err := r.Authz.Validate(r.RouteID); err != nil {
+		return err
 	}
 	for i, rl := range r.RateLimits {
 		if err := rl.Validate(); err != nil {

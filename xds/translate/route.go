@@ -285,10 +285,20 @@ func authz(r *model.Route, snap *model.Snapshot) ir.Authz {
 		a.ContextExtensions[ir.ExtAuthzTenantKey] = r.Tenant
 	}
 	if w := EffectiveWAF(r, snap); w.IsEnabled() {
+		// Envoy buffers exactly what the WAF inspects: the whole body up to the WAF's own
+		// max_request_body_size, and refuses a larger one with 413 (allow_partial_message
+		// false, envoy/httpfilters.go). A smaller buffer would hand the WAF a cut body: an
+		// attack past the cut unseen, a valid JSON or multipart body unparseable.
 		a.WithBody = true
-		a.MaxBodyBytes = ir.DefaultAuthzBodyBytes
+		a.MaxBodyBytes = uint32(min(int64(model.DefaultWAFMaxRequestBodySize), math.MaxUint32))
 		if w.MaxRequestBodySize > 0 {
 			a.MaxBodyBytes = uint32(min(w.MaxRequestBodySize, math.MaxUint32))
+		}
+		// Reading the body costs time in proportion to its size (a 128 KiB form at paranoia
+		// 2 is ~1.7 s of CPU): the check gets the WAF's own timeout, not the 2 s default.
+		a.Timeout = model.DefaultWAFCheckTimeout
+		if w.CheckTimeout > 0 {
+			a.Timeout = w.CheckTimeout.D()
 		}
 	}
 	return a
