@@ -66,6 +66,10 @@ func (e *Engine) Check(ctx context.Context, r *Request) *Decision {
 func (e *Engine) decide(ctx context.Context, t *tables, rp *routePolicy, r *Request, d *Decision) {
 	now := e.now()
 	d.ClientIP = clientAddr(r.Source, r.Headers["x-forwarded-for"], t.trustedHops)
+	// Credentials the gateway reads are removed upstream on every allow: fail-open, and
+	// dry-run after an earlier stage (ip, geo) denied before they were verified, included.
+	keyCred, bearer := readCredentials(r.Headers)
+	d.credentials = keyCred != "" || bearer != ""
 
 	// 1. IP rules.
 	if reason, ok := rp.ip.check(d.ClientIP, now); !ok {
@@ -87,7 +91,7 @@ func (e *Engine) decide(ctx context.Context, t *tables, rp *routePolicy, r *Requ
 		return
 	}
 	// 3. Credentials.
-	key, checker, f := e.authenticate(ctx, t, rp, r, d, now)
+	key, checker, f := e.authenticate(ctx, t, rp, d, keyCred, bearer, now)
 	anonymous := false
 	if f != nil {
 		// A dependency that failed because our own deadline passed is not the
@@ -208,16 +212,19 @@ func (e *Engine) dependencyFailed(rp *routePolicy, r *Request, d *Decision, chec
 	return false
 }
 
-// authenticate verifies the credentials the request carries and applies the route's
-// credential requirements (methods, issuers, audiences, scopes, roles).
-func (e *Engine) authenticate(ctx context.Context, t *tables, rp *routePolicy, r *Request, d *Decision, now time.Time) (*keyEntry, string, *authFailure) {
-	keyCred := apiKeyCredential(r.Headers)
-	bearer := ""
-	if a := r.Headers["authorization"]; len(a) > 7 && strings.EqualFold(a[:7], "bearer ") {
+// readCredentials returns the API key (see apiKeyCredential) and the bearer token the
+// request carries, each empty when absent.
+func readCredentials(h map[string]string) (keyCred, bearer string) {
+	if a := h["authorization"]; len(a) > 7 && strings.EqualFold(a[:7], "bearer ") {
 		bearer = strings.TrimSpace(a[7:])
 	}
-	// Credentials the gateway reads are removed upstream on every allow, fail-open included.
-	d.credentials = keyCred != "" || bearer != ""
+	return apiKeyCredential(h), bearer
+}
+
+// authenticate verifies the credentials the request carries (keyCred, bearer: see
+// readCredentials) and applies the route's credential requirements (methods, issuers,
+// audiences, scopes, roles).
+func (e *Engine) authenticate(ctx context.Context, t *tables, rp *routePolicy, d *Decision, keyCred, bearer string, now time.Time) (*keyEntry, string, *authFailure) {
 	if keyCred == "" && bearer == "" {
 		d.Identity = Identity{Method: MethodNone}
 		if rp.requireAuth {

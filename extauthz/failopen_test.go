@@ -83,3 +83,33 @@ func TestPublicRouteKeepsForeignAuthorization(t *testing.T) {
 		t.Fatalf("status %d, removed %v", httpStatus(resp), resp.GetOkResponse().GetHeadersToRemove())
 	}
 }
+
+// A dry-run route allows requests that an earlier stage (ip rules, geo) denied before the
+// credentials were read: the credentials they carry are still removed (and no identity is
+// forwarded), as on every other allow. The upstream must not get a token nobody checked.
+func TestDryRunAllowRemovesCredentialsDeniedBeforeAuthentication(t *testing.T) {
+	h := newHarness(t, Options{})
+	key, secret := newKey(t, "k", func(k *model.APIKey) { k.UserID = "u" })
+	h.apply(&model.Snapshot{Revision: 1, APIKeys: []*model.APIKey{key},
+		Routes: []*model.Route{route("trial", func(r *model.Route) {
+			r.Auth = &model.RouteAuth{DryRun: true, IPRules: []string{"ban"}}
+		})},
+		IPRules: []*model.IPRule{{ID: "ban", Action: "deny", CIDRs: []string{"203.0.113.0/24"}, Routes: []string{"trial"}}},
+	})
+	for _, hdrs := range []map[string]string{
+		{"x-api-key": secret, "x-user-id": "admin"},
+		{"authorization": "ApiKey " + secret},
+		{"authorization": "Bearer some-token"},
+	} {
+		resp := h.check(envoyReq{routeID: rid("trial"), src: "203.0.113.7", headers: hdrs})
+		if httpStatus(resp) != 200 {
+			t.Fatalf("%v: dry run status %d", hdrs, httpStatus(resp))
+		}
+		removed := removedSet(resp.GetOkResponse().GetHeadersToRemove())
+		for name := range hdrs {
+			if !removed[name] {
+				t.Errorf("%v: %s not removed (removed %v)", hdrs, name, resp.GetOkResponse().GetHeadersToRemove())
+			}
+		}
+	}
+}
