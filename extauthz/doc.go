@@ -96,8 +96,9 @@
 // OAUTH2_INTROSPECTION_ENDPOINT). Any caller can send a new token, and each new token is an
 // outbound call, so the cost is bounded: tokens over max_token_bytes are refused first;
 // outbound calls are capped (max_calls_per_second, default 50, a token bucket holding one
-// second's worth) and the excess is answered per the route's fail mode (503, or fail_open)
-// and counted in api_gateway_authz_introspection_throttled_total; concurrent checks of one
+// second's worth, per replica) and the excess is denied 503 auth_unavailable whatever the
+// route's fail mode (fail_open is for an endpoint that is down, not for a budget any
+// anonymous caller can spend) and counted in api_gateway_authz_introspection_throttled_total; concurrent checks of one
 // token share one call; answers are cached by SHA-256 digest (never the token itself), in
 // an LRU bounded in bytes (cache_bytes, default 16 MiB), active ones until exp (at most
 // cache_ttl, default 60s), inactive ones for 10s.

@@ -24,7 +24,7 @@ import (
 // Every distinct unknown token costs an outbound call, and anyone can send one, so the cost
 // an unauthenticated caller can cause is bounded three ways: tokens longer than
 // max_token_bytes are refused before we get here; outbound calls are capped per second
-// (max_calls_per_second, the excess answered per the route's fail mode); and the cache is
+// (max_calls_per_second, the excess denied 503, never failed open); and the cache is
 // bounded in bytes (cache_bytes, least recently used evicted), keyed by a digest so it never
 // holds the tokens themselves.
 type introspector struct {
@@ -52,7 +52,7 @@ const (
 	answerWeight       = 3
 )
 
-// errIntrospectionThrottled: the outbound call budget is spent; answered per fail mode.
+// errIntrospectionThrottled: the outbound call budget is spent; denied 503, never failed open.
 var errIntrospectionThrottled = errors.New("introspection: outbound call rate limit reached")
 
 func newIntrospector(c *model.Introspection, client *http.Client) *introspector {
@@ -232,6 +232,9 @@ func (e *Engine) introspect(ctx context.Context, in *introspector, tok string, n
 func (e *Engine) introFailure(err error) *authFailure {
 	if errors.Is(err, errIntrospectionThrottled) {
 		e.metrics.IntrospectionThrottled.Inc()
+		// Not a dependency failure, so never failed open: the budget is spent by whoever
+		// sends junk tokens, and fail_open must not be a door any anonymous caller opens.
+		return &authFailure{status: 503, reason: ReasonAuthUnavailable, msg: "token introspection is unavailable"}
 	}
 	return &authFailure{status: 503, reason: ReasonAuthUnavailable, msg: "token introspection is unavailable", dependency: err}
 }

@@ -62,8 +62,8 @@ type Introspection struct {
 	CacheTTL     Duration `json:"cache_ttl,omitempty"`
 	// CacheBytes bounds the answers cache (default 16 MiB).
 	CacheBytes int64 `json:"cache_bytes,omitempty"`
-	// MaxCallsPerSecond caps outbound introspection calls (default 50); the excess is
-	// answered per the route's fail mode.
+	// MaxCallsPerSecond caps outbound introspection calls per replica (default 50); the
+	// excess is denied 503 (never failed open).
 	MaxCallsPerSecond int `json:"max_calls_per_second,omitempty"`
 }
 
