@@ -43,8 +43,11 @@ const (
 	// negativeIntrospectionTTL is how long an inactive answer is kept: long enough that a
 	// client retrying a dead token is not a call per request, short enough that junk tokens
 	// do not occupy the cache.
-	negativeIntrospectionTTL   = 10 * time.Second
-	defaultIntrospectionBytes  = 16 << 20
+	negativeIntrospectionTTL  = 10 * time.Second
+	defaultIntrospectionBytes = 16 << 20
+	// minIntrospectionBytes: under it (an answer may take an eighth) nothing would be
+	// cached, and every check would be an outbound call. Settings refuse smaller values.
+	minIntrospectionBytes      = 64 << 10
 	defaultIntrospectionPerSec = 50
 	// introEntryOverhead approximates the fixed cost of one cache entry (digest, list
 	// element, entry struct, identity); answerWeight the decoded claims per byte of JSON.
@@ -65,6 +68,7 @@ func newIntrospector(c *model.Introspection, client *http.Client) *introspector 
 	if in.cacheBytes <= 0 {
 		in.cacheBytes = defaultIntrospectionBytes
 	}
+	in.cacheBytes = max(in.cacheBytes, minIntrospectionBytes)
 	if in.callsPerSec <= 0 {
 		in.callsPerSec = defaultIntrospectionPerSec
 	}

@@ -311,3 +311,25 @@ func TestThrottledIntrospectionNeverFailsOpen(t *testing.T) {
 		t.Fatalf("introspection down on a fail-open route: status %d", got)
 	}
 }
+
+// A small cache_bytes (4 KiB, under an eighth of which no answer fits) used to cache nothing
+// at all, silently: every check of every token was an outbound call, and the call budget
+// then refused everyone. Settings refuse such a value, and the cache holds at least
+// minIntrospectionBytes whatever it is given.
+func TestSmallIntrospectionCacheStillCaches(t *testing.T) {
+	in := model.Introspection{URL: "https://idp.example.com/introspect", CacheBytes: 4096}
+	s := &model.Settings{ID: model.SettingsID, Auth: &model.AuthSettings{Introspection: &in}}
+	if errs := s.Validate(); len(errs) == 0 {
+		t.Error("cache_bytes 4096 accepted")
+	}
+	h, idp := introHarness(t, model.Introspection{CacheBytes: 4096}, nil)
+	idp.add("good", map[string]any{"sub": "alice", "scope": "read"})
+	for i := 0; i < 5; i++ {
+		if got := httpStatus(h.check(envoyReq{routeID: rid("closed"), headers: bearer("good")})); got != 200 {
+			t.Fatalf("check %d: status %d", i, got)
+		}
+	}
+	if n := idp.calls.Load(); n != 1 {
+		t.Fatalf("%d introspection calls for one token, want 1", n)
+	}
+}
