@@ -94,13 +94,10 @@ func (e *Engine) decide(ctx context.Context, t *tables, rp *routePolicy, r *Requ
 	key, checker, f := e.authenticate(ctx, t, rp, d, keyCred, bearer, now)
 	anonymous := false
 	if f != nil {
-		// A dependency that failed because our own deadline passed is not the
-		// dependency's failure, and no fail-open answer is owed to anyone.
-		if f.dependency != nil && e.abandon(ctx, d, "credentials") {
-			return
-		}
 		if f.dependency != nil {
-			if !e.dependencyFailed(rp, r, d, checker, f) {
+			// A dependency that failed because our own deadline passed is not the
+			// dependency's failure, and no fail-open answer is owed to anyone.
+			if e.abandon(ctx, d, "credentials") || !e.dependencyFailed(rp, r, d, checker, f) {
 				return
 			}
 			anonymous = true // fail open: continue without an identity
@@ -163,11 +160,8 @@ func (e *Engine) decide(ctx context.Context, t *tables, rp *routePolicy, r *Requ
 			return
 		}
 		if exceeded, err := e.countQuota(ctx, key, now); err != nil {
-			if e.abandon(ctx, d, "quota") {
-				return
-			}
 			f := &authFailure{status: 503, reason: ReasonAuthUnavailable, msg: "the quota store is unavailable", dependency: err}
-			if !e.dependencyFailed(rp, r, d, CheckerQuota, f) {
+			if e.abandon(ctx, d, "quota") || !e.dependencyFailed(rp, r, d, CheckerQuota, f) {
 				return
 			}
 		} else if exceeded {
