@@ -333,3 +333,42 @@ func TestSmallIntrospectionCacheStillCaches(t *testing.T) {
 		t.Fatalf("%d introspection calls for one token, want 1", n)
 	}
 }
+
+// Many callers with many tokens, a cache small enough to evict all the time, shared calls,
+// callers giving up mid-call: every answer is its own token's (its user), never another's.
+func TestConcurrentIntrospectionAnswersStayWithTheirToken(t *testing.T) {
+	h, idp := introHarness(t, model.Introspection{CacheBytes: 64 << 10, MaxCallsPerSecond: 1 << 30}, nil)
+	const tokens, workers, rounds = 64, 16, 40
+	for i := 0; i < tokens; i++ {
+		idp.add(fmt.Sprintf("tok-%d", i), map[string]any{"sub": fmt.Sprintf("user-%d", i), "pad": strings.Repeat("p", 2000)})
+	}
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			for n := 0; n < rounds; n++ {
+				i := (w*7 + n*13) % tokens
+				ctx := context.Background()
+				var cancel context.CancelFunc = func() {}
+				if n%5 == 0 {
+					ctx, cancel = context.WithTimeout(ctx, time.Duration(n%3)*time.Millisecond)
+				}
+				d := h.engine.Check(ctx, &Request{RouteID: "closed", HasRouteID: true, Headers: bearer(fmt.Sprintf("tok-%d", i))})
+				cancel()
+				if d.Allowed && d.Identity.UserID != fmt.Sprintf("user-%d", i) {
+					t.Errorf("tok-%d answered as %q", i, d.Identity.UserID)
+					return
+				}
+				if !d.Allowed && d.Reason != ReasonDeadlineExceeded {
+					t.Errorf("tok-%d: %s", i, d.Reason)
+					return
+				}
+			}
+		}(w)
+	}
+	wg.Wait()
+	if b := h.engine.intro.size(); b > 64<<10 || b < 0 {
+		t.Fatalf("cache holds %d bytes", b)
+	}
+}
