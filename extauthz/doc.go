@@ -98,10 +98,10 @@
 // outbound calls are capped (max_calls_per_second, default 50, a token bucket holding one
 // second's worth, per replica) and the excess is denied 503 auth_unavailable whatever the
 // route's fail mode (fail_open is for an endpoint that is down, not for a budget any
-// anonymous caller can spend) and counted in api_gateway_authz_introspection_throttled_total; concurrent checks of one
-// token share one call; answers are cached by SHA-256 digest (never the token itself), in
-// an LRU bounded in bytes (cache_bytes, default 16 MiB, at least 64 KiB), active ones until exp (at most
-// cache_ttl, default 60s), inactive ones for 10s.
+// anonymous caller can spend) and counted in api_gateway_authz_introspection_throttled_total;
+// concurrent checks of one token share one call; answers are cached by SHA-256 digest (never
+// the token itself), in an LRU bounded in bytes (cache_bytes, default 16 MiB, at least
+// 64 KiB), active ones until exp (at most cache_ttl, default 60s), inactive ones for 10s.
 //
 // Every decision is logged (debug for allow, info for deny) with request_id, route_id,
 // identity, checker and reason, and counted in
