@@ -259,14 +259,14 @@ func (e *Engine) authenticate(ctx context.Context, t *tables, rp *routePolicy, d
 		switch {
 		case isJWT && len(t.issuers) > 0 && rp.accepts(allowJWT):
 			checker = CheckerJWT
-			ti, f := e.verifyJWT(ctx, t, bearer, now)
+			ti, f := e.verifyJWT(ctx, t, rp, bearer, now)
 			if f != nil {
 				return nil, checker, f
 			}
 			tid, aud = ti.identity, ti.audiences
 			d.memo, d.memoKey = &ti.memo, key
-			if rp.issuers != nil && !rp.issuers[tid.Issuer] {
-				return nil, checker, &authFailure{status: 401, reason: ReasonInvalidIssuer, msg: "the token's issuer is not accepted on this route"}
+			if f := rp.refuses(tid.Issuer, aud); f != nil { // a cached verification
+				return nil, checker, f
 			}
 		case t.introspection != nil && rp.accepts(allowIntrospection):
 			checker = CheckerIntrospection
@@ -287,7 +287,7 @@ func (e *Engine) authenticate(ctx context.Context, t *tables, rp *routePolicy, d
 			return nil, checker, &authFailure{status: 401, reason: ReasonMethodNotAccepted, msg: "bearer tokens are not accepted on this route"}
 		}
 		if len(rp.audiences) > 0 && !intersects(rp.audiences, aud) {
-			return nil, checker, &authFailure{status: 401, reason: ReasonInvalidAudience, msg: "the bearer token is not for this audience"}
+			return nil, checker, refusedAudience
 		}
 		if key != nil {
 			// A key and a token sent together must name one principal, or two callers'
@@ -462,6 +462,23 @@ func intersects(a, b []string) bool {
 		}
 	}
 	return false
+}
+
+// The route's refusals of a token (shared: an authFailure is never modified).
+var (
+	refusedIssuer   = &authFailure{status: 401, reason: ReasonInvalidIssuer, msg: "the token's issuer is not accepted on this route"}
+	refusedAudience = &authFailure{status: 401, reason: ReasonInvalidAudience, msg: "the bearer token is not for this audience"}
+)
+
+// refuses returns the route's refusal of a JWT of issuer iss for audiences aud, or nil.
+func (rp *routePolicy) refuses(iss string, aud []string) *authFailure {
+	if rp.issuers != nil && !rp.issuers[iss] {
+		return refusedIssuer
+	}
+	if len(rp.audiences) > 0 && !intersects(rp.audiences, aud) {
+		return refusedAudience
+	}
+	return nil
 }
 
 // samePrincipal reports whether two verified identities name the same user of the same

@@ -113,3 +113,42 @@ func TestDryRunAllowRemovesCredentialsDeniedBeforeAuthentication(t *testing.T) {
 		}
 	}
 }
+
+// A route that accepts only issuer A fails open when A's keys cannot be fetched, not when
+// some other configured issuer's can't: a token naming issuer B (forged, nothing checks it
+// while B's JWKS is down) used to be let through the fail-open route that does not even
+// accept B. Likewise a token for another audience. Both are refused before any key lookup.
+func TestFailOpenOnlyForIssuersAndAudiencesTheRouteAccepts(t *testing.T) {
+	h := newHarness(t, Options{})
+	ka, kb := genKey(t, "ka", "RS256"), genKey(t, "kb", "RS256")
+	up := newJWKSServer(t, ka)
+	down := newJWKSServer(t, kb)
+	down.setDown(true)
+	const other = "https://other-idp.test"
+	snap := jwtSnapshot(1, model.JWTIssuer{Issuer: testIssuer, JWKSURI: up.URL}, model.JWTIssuer{Issuer: other, JWKSURI: down.URL})
+	snap.Routes = append(snap.Routes, route("open", func(r *model.Route) {
+		r.Auth = &model.RouteAuth{FailOpen: true, Issuers: []string{testIssuer}}
+	}), route("open-aud", func(r *model.Route) {
+		r.Auth = &model.RouteAuth{FailOpen: true, Audience: []string{"orders"}}
+	}))
+	h.apply(snap)
+	exp := h.clock.Now().Add(time.Hour).Unix()
+	forged := kb.sign(t, jwt.MapClaims{"iss": other, "sub": "root", "aud": "billing", "exp": exp})
+	for _, c := range []struct{ route, reason string }{
+		{"open", ReasonInvalidIssuer},
+		{"open-aud", ReasonInvalidAudience},
+	} {
+		resp := h.check(envoyReq{routeID: rid(c.route), headers: map[string]string{"authorization": "Bearer " + forged}})
+		if httpStatus(resp) != 401 || errCode(t, resp) != c.reason {
+			t.Fatalf("%s: a token of an issuer whose JWKS is down: status %d %s", c.route, httpStatus(resp), resp.GetDeniedResponse().GetBody())
+		}
+	}
+	if down.fetches() != 0 {
+		t.Fatalf("the other issuer's JWKS was fetched %d times for a route that refuses its tokens anyway", down.fetches())
+	}
+	// A token of an accepted issuer and audience still fails open while its keys are down.
+	ok := kb.sign(t, jwt.MapClaims{"iss": other, "sub": "u", "aud": "orders", "exp": exp})
+	if got := httpStatus(h.check(envoyReq{routeID: rid("open-aud"), headers: map[string]string{"authorization": "Bearer " + ok}})); got != 200 {
+		t.Fatalf("accepted issuer, keys down, fail-open route: status %d", got)
+	}
+}
