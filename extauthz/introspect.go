@@ -160,8 +160,13 @@ func (c *introCache) spend(now time.Time, perSec float64) bool {
 	if c.budgetTime.IsZero() {
 		c.budget, c.budgetTime = perSec, now
 	}
-	if el := now.Sub(c.budgetTime); el > 0 {
+	switch el := now.Sub(c.budgetTime); {
+	case el > 0:
 		c.budget = min(perSec, c.budget+el.Seconds()*perSec)
+		c.budgetTime = now
+	case el < -time.Second:
+		// The wall clock was stepped back: refill from the new reading on, rather than not
+		// at all until the clock catches up. (Checks a little out of order are not steps.)
 		c.budgetTime = now
 	}
 	c.budget = min(c.budget, perSec) // the rate may have been lowered by a new snapshot
@@ -209,7 +214,7 @@ func (e *Engine) introspect(ctx context.Context, in *introspector, tok string, n
 		}
 		var err error
 		if leader {
-			if e.intro.spend(now, in.callsPerSec) {
+			if e.intro.spend(e.now(), in.callsPerSec) {
 				ent, err = in.call(ctx, tok, now)
 			} else {
 				err = errIntrospectionThrottled

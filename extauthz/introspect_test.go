@@ -372,3 +372,25 @@ func TestConcurrentIntrospectionAnswersStayWithTheirToken(t *testing.T) {
 		t.Fatalf("cache holds %d bytes", b)
 	}
 }
+
+// A wall clock stepped back (an injected clock without a monotonic reading, or NTP under
+// one) used to stop the call budget refilling until the clock had caught up with its last
+// reading: an hour back, an hour of 503s for every new token.
+func TestIntrospectionBudgetRefillsAfterTheClockGoesBack(t *testing.T) {
+	h, idp := introHarness(t, model.Introspection{MaxCallsPerSecond: 2}, nil)
+	for i := 0; i < 3; i++ {
+		h.check(envoyReq{routeID: rid("closed"), headers: bearer(fmt.Sprintf("a-%d", i))})
+	}
+	if n := idp.calls.Load(); n != 2 {
+		t.Fatalf("%d calls, want 2", n)
+	}
+	h.clock.Add(-time.Hour)
+	h.check(envoyReq{routeID: rid("closed"), headers: bearer("b-0")}) // still spent: no call
+	h.clock.Add(time.Second)
+	if got := httpStatus(h.check(envoyReq{routeID: rid("closed"), headers: bearer("b-1")})); got != 401 {
+		t.Fatalf("a second after the clock went back an hour: status %d, want 401 (asked, inactive)", got)
+	}
+	if n := idp.calls.Load(); n != 3 {
+		t.Fatalf("%d calls, want 3", n)
+	}
+}
