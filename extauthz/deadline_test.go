@@ -223,3 +223,43 @@ func TestAbandonedJWKSRefetchStillLoadsRotatedKeys(t *testing.T) {
 		t.Fatalf("the next k2 token, the endpoint answering again: %s %s", d.Reason, d.Message)
 	}
 }
+
+// fail_open and a deadline that passes while the JWKS fetch is slow: never an allow, for the
+// check that started the fetch and for one waiting behind it.
+func TestFailOpenRouteNeverAllowsAJWKSCheckPastItsDeadline(t *testing.T) {
+	k := genKey(t, "k1", "RS256")
+	hold := make(chan struct{})
+	var once sync.Once
+	t.Cleanup(func() { once.Do(func() { close(hold) }) })
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-hold:
+		case <-r.Context().Done():
+			return
+		}
+		_ = json.NewEncoder(w).Encode(map[string]any{"keys": []any{k.jwk()}})
+	}))
+	t.Cleanup(srv.Close)
+	h := newHarness(t, Options{})
+	snap := jwtSnapshot(1, model.JWTIssuer{Issuer: testIssuer, JWKSURI: srv.URL})
+	snap.Routes = append(snap.Routes, route("open", func(r *model.Route) { r.Auth = &model.RouteAuth{FailOpen: true} }))
+	h.apply(snap)
+	tok := k.sign(t, jwt.MapClaims{"iss": testIssuer, "sub": "u", "exp": h.clock.Now().Add(time.Hour).Unix()})
+	var wg sync.WaitGroup
+	for i := 0; i < 2; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+			defer cancel()
+			if d := h.engine.Check(ctx, &Request{RouteID: "open", HasRouteID: true, Headers: bearer(tok)}); d.Allowed || d.Reason != ReasonDeadlineExceeded {
+				t.Errorf("past its deadline on a fail-open route: allowed %v (%s), %s", d.Allowed, d.Outcome, d.Reason)
+			}
+		}()
+	}
+	wg.Wait()
+	once.Do(func() { close(hold) })
+	if d := h.engine.Check(context.Background(), &Request{RouteID: "open", HasRouteID: true, Headers: bearer(tok)}); !d.Allowed || d.Identity.UserID != "u" {
+		t.Fatalf("after the endpoint answers: allowed %v (%s), user %q", d.Allowed, d.Outcome, d.Identity.UserID)
+	}
+}
