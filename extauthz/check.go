@@ -66,6 +66,10 @@ func (e *Engine) Check(ctx context.Context, r *Request) *Decision {
 func (e *Engine) decide(ctx context.Context, t *tables, rp *routePolicy, r *Request, d *Decision) {
 	now := e.now()
 	d.ClientIP = clientAddr(r.Source, r.Headers["x-forwarded-for"], t.trustedHops)
+	// Credentials the gateway reads are removed upstream on every allow: fail-open, and
+	// dry-run after an earlier stage (ip, geo) denied before they were verified, included.
+	keyCred, bearer := readCredentials(r.Headers)
+	d.credentials = keyCred != "" || bearer != ""
 
 	// 1. IP rules.
 	if reason, ok := rp.ip.check(d.ClientIP, now); !ok {
@@ -87,16 +91,13 @@ func (e *Engine) decide(ctx context.Context, t *tables, rp *routePolicy, r *Requ
 		return
 	}
 	// 3. Credentials.
-	key, checker, f := e.authenticate(ctx, t, rp, r, d, now)
+	key, checker, f := e.authenticate(ctx, t, rp, d, keyCred, bearer, now)
 	anonymous := false
 	if f != nil {
-		// A dependency that failed because our own deadline passed is not the
-		// dependency's failure, and no fail-open answer is owed to anyone.
-		if f.dependency != nil && e.abandon(ctx, d, "credentials") {
-			return
-		}
 		if f.dependency != nil {
-			if !e.dependencyFailed(rp, r, d, checker, f) {
+			// A dependency that failed because our own deadline passed is not the
+			// dependency's failure, and no fail-open answer is owed to anyone.
+			if e.abandon(ctx, d, "credentials") || !e.dependencyFailed(rp, r, d, checker, f) {
 				return
 			}
 			anonymous = true // fail open: continue without an identity
@@ -163,11 +164,8 @@ func (e *Engine) decide(ctx context.Context, t *tables, rp *routePolicy, r *Requ
 			return
 		}
 		if exceeded, err := e.countQuota(ctx, key, now); err != nil {
-			if e.abandon(ctx, d, "quota") {
-				return
-			}
 			f := &authFailure{status: 503, reason: ReasonAuthUnavailable, msg: "the quota store is unavailable", dependency: err}
-			if !e.dependencyFailed(rp, r, d, CheckerQuota, f) {
+			if e.abandon(ctx, d, "quota") || !e.dependencyFailed(rp, r, d, CheckerQuota, f) {
 				return
 			}
 		} else if exceeded {
@@ -212,16 +210,19 @@ func (e *Engine) dependencyFailed(rp *routePolicy, r *Request, d *Decision, chec
 	return false
 }
 
-// authenticate verifies the credentials the request carries and applies the route's
-// credential requirements (methods, issuers, audiences, scopes, roles).
-func (e *Engine) authenticate(ctx context.Context, t *tables, rp *routePolicy, r *Request, d *Decision, now time.Time) (*keyEntry, string, *authFailure) {
-	keyCred := apiKeyCredential(r.Headers)
-	bearer := ""
-	if a := r.Headers["authorization"]; len(a) > 7 && strings.EqualFold(a[:7], "bearer ") {
+// readCredentials returns the API key (see apiKeyCredential) and the bearer token the
+// request carries, each empty when absent.
+func readCredentials(h map[string]string) (keyCred, bearer string) {
+	if a := h["authorization"]; len(a) > 7 && strings.EqualFold(a[:7], "bearer ") {
 		bearer = strings.TrimSpace(a[7:])
 	}
-	// Credentials the gateway reads are removed upstream on every allow, fail-open included.
-	d.credentials = keyCred != "" || bearer != ""
+	return apiKeyCredential(h), bearer
+}
+
+// authenticate verifies the credentials the request carries (keyCred, bearer: see
+// readCredentials) and applies the route's credential requirements (methods, issuers,
+// audiences, scopes, roles).
+func (e *Engine) authenticate(ctx context.Context, t *tables, rp *routePolicy, d *Decision, keyCred, bearer string, now time.Time) (*keyEntry, string, *authFailure) {
 	if keyCred == "" && bearer == "" {
 		d.Identity = Identity{Method: MethodNone}
 		if rp.requireAuth {
@@ -262,14 +263,14 @@ func (e *Engine) authenticate(ctx context.Context, t *tables, rp *routePolicy, r
 		switch {
 		case isJWT && len(t.issuers) > 0 && rp.accepts(allowJWT):
 			checker = CheckerJWT
-			ti, f := e.verifyJWT(ctx, t, bearer, now)
+			ti, f := e.verifyJWT(ctx, t, rp, bearer, now)
 			if f != nil {
 				return nil, checker, f
 			}
 			tid, aud = ti.identity, ti.audiences
 			d.memo, d.memoKey = &ti.memo, key
-			if rp.issuers != nil && !rp.issuers[tid.Issuer] {
-				return nil, checker, &authFailure{status: 401, reason: ReasonInvalidIssuer, msg: "the token's issuer is not accepted on this route"}
+			if f := rp.refuses(tid.Issuer, aud); f != nil { // a cached verification
+				return nil, checker, f
 			}
 		case t.introspection != nil && rp.accepts(allowIntrospection):
 			checker = CheckerIntrospection
@@ -290,7 +291,7 @@ func (e *Engine) authenticate(ctx context.Context, t *tables, rp *routePolicy, r
 			return nil, checker, &authFailure{status: 401, reason: ReasonMethodNotAccepted, msg: "bearer tokens are not accepted on this route"}
 		}
 		if len(rp.audiences) > 0 && !intersects(rp.audiences, aud) {
-			return nil, checker, &authFailure{status: 401, reason: ReasonInvalidAudience, msg: "the bearer token is not for this audience"}
+			return nil, checker, refusedAudience
 		}
 		if key != nil {
 			// A key and a token sent together must name one principal, or two callers'
@@ -465,6 +466,23 @@ func intersects(a, b []string) bool {
 		}
 	}
 	return false
+}
+
+// The route's refusals of a token (shared: an authFailure is never modified).
+var (
+	refusedIssuer   = &authFailure{status: 401, reason: ReasonInvalidIssuer, msg: "the token's issuer is not accepted on this route"}
+	refusedAudience = &authFailure{status: 401, reason: ReasonInvalidAudience, msg: "the bearer token is not for this audience"}
+)
+
+// refuses returns the route's refusal of a JWT of issuer iss for audiences aud, or nil.
+func (rp *routePolicy) refuses(iss string, aud []string) *authFailure {
+	if rp.issuers != nil && !rp.issuers[iss] {
+		return refusedIssuer
+	}
+	if len(rp.audiences) > 0 && !intersects(rp.audiences, aud) {
+		return refusedAudience
+	}
+	return nil
 }
 
 // samePrincipal reports whether two verified identities name the same user of the same

@@ -175,3 +175,97 @@ func TestCheckDoesNotWaitPastItsDeadlineForAnotherFetch(t *testing.T) {
 		t.Fatalf("the check that fetched: %s", d.Reason)
 	}
 }
+
+// The same with keys in hand: after a key rotation, a check whose deadline passes while the
+// refetch for the new kid is slow (or whose client hangs up on purpose) used to leave the
+// keys unrefreshed for the refetch interval (30s), every token of the new key 401
+// unknown_key. The fetch is shared work: it completes whoever stops waiting for it.
+func TestAbandonedJWKSRefetchStillLoadsRotatedKeys(t *testing.T) {
+	k1, k2 := genKey(t, "k1", "RS256"), genKey(t, "k2", "RS256")
+	var mu sync.Mutex
+	keys := []*signingKey{k1}
+	var hold chan struct{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		h, ks := hold, keys
+		mu.Unlock()
+		if h != nil {
+			select {
+			case <-h:
+			case <-r.Context().Done():
+				return
+			}
+		}
+		var out []any
+		for _, k := range ks {
+			out = append(out, k.jwk())
+		}
+		_ = json.NewEncoder(w).Encode(map[string]any{"keys": out})
+	}))
+	t.Cleanup(srv.Close)
+	h := newHarness(t, Options{})
+	h.apply(jwtSnapshot(1, model.JWTIssuer{Issuer: testIssuer, JWKSURI: srv.URL}))
+	claims := jwt.MapClaims{"iss": testIssuer, "sub": "u", "exp": h.clock.Now().Add(time.Hour).Unix()}
+	if d := h.engine.Check(context.Background(), &Request{RouteID: "r", HasRouteID: true, Headers: bearer(k1.sign(t, claims))}); !d.Allowed {
+		t.Fatalf("k1 token: %s", d.Reason)
+	}
+	// The issuer rotates to k2; its endpoint is slow for a moment.
+	h.clock.Add(time.Minute)
+	release := make(chan struct{})
+	mu.Lock()
+	keys, hold = []*signingKey{k1, k2}, release
+	mu.Unlock()
+	var once sync.Once
+	t.Cleanup(func() { once.Do(func() { close(release) }) })
+	r := &Request{RouteID: "r", HasRouteID: true, Headers: bearer(k2.sign(t, claims))}
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	if d := h.engine.Check(ctx, r); d.Allowed || d.Reason != ReasonDeadlineExceeded || time.Since(start) > time.Second {
+		t.Fatalf("the check whose deadline passed mid-refetch: allowed %v, %s after %v", d.Allowed, d.Reason, time.Since(start))
+	}
+	once.Do(func() { close(release) })
+	if d := h.engine.Check(context.Background(), r); !d.Allowed {
+		t.Fatalf("the next k2 token, the endpoint answering again: %s %s", d.Reason, d.Message)
+	}
+}
+
+// fail_open and a deadline that passes while the JWKS fetch is slow: never an allow, for the
+// check that started the fetch and for one waiting behind it.
+func TestFailOpenRouteNeverAllowsAJWKSCheckPastItsDeadline(t *testing.T) {
+	k := genKey(t, "k1", "RS256")
+	hold := make(chan struct{})
+	var once sync.Once
+	t.Cleanup(func() { once.Do(func() { close(hold) }) })
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-hold:
+		case <-r.Context().Done():
+			return
+		}
+		_ = json.NewEncoder(w).Encode(map[string]any{"keys": []any{k.jwk()}})
+	}))
+	t.Cleanup(srv.Close)
+	h := newHarness(t, Options{})
+	snap := jwtSnapshot(1, model.JWTIssuer{Issuer: testIssuer, JWKSURI: srv.URL})
+	snap.Routes = append(snap.Routes, route("open", func(r *model.Route) { r.Auth = &model.RouteAuth{FailOpen: true} }))
+	h.apply(snap)
+	tok := k.sign(t, jwt.MapClaims{"iss": testIssuer, "sub": "u", "exp": h.clock.Now().Add(time.Hour).Unix()})
+	var wg sync.WaitGroup
+	for i := 0; i < 2; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+			defer cancel()
+			if d := h.engine.Check(ctx, &Request{RouteID: "open", HasRouteID: true, Headers: bearer(tok)}); d.Allowed || d.Reason != ReasonDeadlineExceeded {
+				t.Errorf("past its deadline on a fail-open route: allowed %v (%s), %s", d.Allowed, d.Outcome, d.Reason)
+			}
+		}()
+	}
+	wg.Wait()
+	once.Do(func() { close(hold) })
+	if d := h.engine.Check(context.Background(), &Request{RouteID: "open", HasRouteID: true, Headers: bearer(tok)}); !d.Allowed || d.Identity.UserID != "u" {
+		t.Fatalf("after the endpoint answers: allowed %v (%s), user %q", d.Allowed, d.Outcome, d.Identity.UserID)
+	}
+}

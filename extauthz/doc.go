@@ -46,10 +46,12 @@
 // disabled by settings.auth.identity_headers) are always set or removed, so a client cannot
 // smuggle them; route.auth.claims_to_headers likewise; authorization and x-api-key are
 // removed unless keep_credentials, whenever the request carried a credential the gateway
-// read (fail-open allows included: the upstream never gets a token nobody checked). A value to forward that holds control characters (CR,
-// LF, NUL: header injection) denies the request (401 invalid_identity_value). IP entries
-// are compared unmapped and without IPv6 zone. Dynamic metadata (namespace envoy.filters.http.ext_authz):
-// user_id, api_key_id, tenant_id, auth_method (jwt|api_key|introspection|none), scopes.
+// reads (fail-open allows, and dry-run allows of requests an ip or geo rule denied before
+// the credentials were checked, included: the upstream never gets a token nobody checked).
+// A value to forward that holds control characters (CR, LF, NUL: header injection) denies
+// the request (401 invalid_identity_value). IP entries are compared unmapped and without
+// IPv6 zone. Dynamic metadata (namespace envoy.filters.http.ext_authz): user_id,
+// api_key_id, tenant_id, auth_method (jwt|api_key|introspection|none), scopes.
 //
 // Deny: 401 + WWW-Authenticate for missing or bad credentials, 403 for forbidden, 429 for
 // an exhausted quota, a policy rule's own status, and a JSON body
@@ -83,7 +85,9 @@
 // Issuers come from settings.auth.jwt_issuers plus JWT_ISSUER/JWT_AUDIENCE/JWKS_ENDPOINT.
 // Keys come from jwks_uri or OIDC discovery, are refreshed in the background before they go
 // stale (Cache-Control max-age, capped by refresh_interval, default 5m), and are refetched at
-// most once per refresh interval (default 30s) when a token names an unknown kid. Accepted
+// most once per refresh interval (default 30s) when a token names an unknown kid; such a
+// fetch runs to its own 5s timeout even when the check that started it gives up (its
+// deadline passed, or its client hung up), so a rotated key is not left unknown. Accepted
 // algorithms: RS/PS/ES 256/384/512 and EdDSA; "none" and HMAC never (a key verifies only
 // the algorithms of its own type and curve, and the JWK's own alg when it has one); tokens
 // with a "crit" header are refused. Verified tokens are cached by token until exp (+
@@ -96,11 +100,12 @@
 // OAUTH2_INTROSPECTION_ENDPOINT). Any caller can send a new token, and each new token is an
 // outbound call, so the cost is bounded: tokens over max_token_bytes are refused first;
 // outbound calls are capped (max_calls_per_second, default 50, a token bucket holding one
-// second's worth) and the excess is answered per the route's fail mode (503, or fail_open)
-// and counted in api_gateway_authz_introspection_throttled_total; concurrent checks of one
-// token share one call; answers are cached by SHA-256 digest (never the token itself), in
-// an LRU bounded in bytes (cache_bytes, default 16 MiB), active ones until exp (at most
-// cache_ttl, default 60s), inactive ones for 10s.
+// second's worth, per replica) and the excess is denied 503 auth_unavailable whatever the
+// route's fail mode (fail_open is for an endpoint that is down, not for a budget any
+// anonymous caller can spend) and counted in api_gateway_authz_introspection_throttled_total;
+// concurrent checks of one token share one call; answers are cached by SHA-256 digest (never
+// the token itself), in an LRU bounded in bytes (cache_bytes, default 16 MiB, at least
+// 64 KiB), active ones until exp (at most cache_ttl, default 60s), inactive ones for 10s.
 //
 // Every decision is logged (debug for allow, info for deny) with request_id, route_id,
 // identity, checker and reason, and counted in

@@ -84,7 +84,9 @@ func FuzzCheckRequest(f *testing.F) {
 		}),
 		route("hdr", func(r *model.Route) { r.Auth = &model.RouteAuth{TenantHeader: "X-Tenant"} }),
 		route("open", func(r *model.Route) { r.Auth = &model.RouteAuth{FailOpen: true} }),
+		route("trial", func(r *model.Route) { r.Auth = &model.RouteAuth{DryRun: true, IPRules: []string{"ban"}} }),
 	)
+	snap.IPRules = []*model.IPRule{{ID: "ban", Action: "deny", CIDRs: []string{"203.0.113.0/24"}, Routes: []string{"trial"}}}
 	h.apply(snap)
 	tok := sk.sign(f, jwt.MapClaims{"iss": testIssuer, "sub": "alice", "tenant_id": "acme", "scope": "read",
 		"email": "a@example.com", "exp": h.clock.Now().Add(time.Hour).Unix()})
@@ -106,6 +108,8 @@ func FuzzCheckRequest(f *testing.F) {
 	f.Add("GET", "/read", "authorization: ApiKey "+secret+"\nx-api-key: "+otherSecret, "read", true, "10.0.0.1", false)
 	f.Add("GET", "/open", "authorization: Bearer "+unchecked+"\nx-user-id: root", "open", true, "10.0.0.1", false)
 	f.Add("GET", "/open", "Authorization: Bearer "+unchecked+"\nX-Api-Key: "+secret, "open", true, "10.0.0.1", true)
+	f.Add("GET", "/trial", "authorization: ApiKey "+secret+"\nx-user-id: root", "trial", true, "203.0.113.7", false)
+	f.Add("GET", "/trial", "authorization: Bearer "+tok, "trial", true, "203.0.113.7", true)
 
 	identity := []string{"x-user-id", "x-tenant-id", "x-api-key-id", "x-auth-scopes", "x-user-email"}
 	f.Fuzz(func(t *testing.T, method, path, headers, routeID string, hasRoute bool, src string, raw bool) {
@@ -175,7 +179,8 @@ func FuzzCheckRequest(f *testing.F) {
 		if r.Headers["x-api-key"] != "" && !removed["x-api-key"] {
 			t.Fatalf("an x-api-key the gateway read is forwarded (auth_method %s)", authMethod)
 		}
-		if a := strings.ToLower(r.Headers["authorization"]); strings.HasPrefix(a, "bearer ") && strings.TrimSpace(a[7:]) != "" && !removed["authorization"] {
+		if a := strings.ToLower(r.Headers["authorization"]); (strings.HasPrefix(a, "bearer ") || strings.HasPrefix(a, "apikey ")) &&
+			strings.TrimSpace(a[7:]) != "" && !removed["authorization"] {
 			t.Fatalf("a bearer token the gateway read is forwarded (auth_method %s)", authMethod)
 		}
 	})

@@ -24,7 +24,7 @@ import (
 // Every distinct unknown token costs an outbound call, and anyone can send one, so the cost
 // an unauthenticated caller can cause is bounded three ways: tokens longer than
 // max_token_bytes are refused before we get here; outbound calls are capped per second
-// (max_calls_per_second, the excess answered per the route's fail mode); and the cache is
+// (max_calls_per_second, the excess denied 503, never failed open); and the cache is
 // bounded in bytes (cache_bytes, least recently used evicted), keyed by a digest so it never
 // holds the tokens themselves.
 type introspector struct {
@@ -43,8 +43,11 @@ const (
 	// negativeIntrospectionTTL is how long an inactive answer is kept: long enough that a
 	// client retrying a dead token is not a call per request, short enough that junk tokens
 	// do not occupy the cache.
-	negativeIntrospectionTTL   = 10 * time.Second
-	defaultIntrospectionBytes  = 16 << 20
+	negativeIntrospectionTTL  = 10 * time.Second
+	defaultIntrospectionBytes = 16 << 20
+	// minIntrospectionBytes: under it (an answer may take an eighth) nothing would be
+	// cached, and every check would be an outbound call. Settings refuse smaller values.
+	minIntrospectionBytes      = 64 << 10
 	defaultIntrospectionPerSec = 50
 	// introEntryOverhead approximates the fixed cost of one cache entry (digest, list
 	// element, entry struct, identity); answerWeight the decoded claims per byte of JSON.
@@ -52,7 +55,7 @@ const (
 	answerWeight       = 3
 )
 
-// errIntrospectionThrottled: the outbound call budget is spent; answered per fail mode.
+// errIntrospectionThrottled: the outbound call budget is spent; denied 503, never failed open.
 var errIntrospectionThrottled = errors.New("introspection: outbound call rate limit reached")
 
 func newIntrospector(c *model.Introspection, client *http.Client) *introspector {
@@ -65,6 +68,7 @@ func newIntrospector(c *model.Introspection, client *http.Client) *introspector 
 	if in.cacheBytes <= 0 {
 		in.cacheBytes = defaultIntrospectionBytes
 	}
+	in.cacheBytes = max(in.cacheBytes, minIntrospectionBytes)
 	if in.callsPerSec <= 0 {
 		in.callsPerSec = defaultIntrospectionPerSec
 	}
@@ -156,8 +160,13 @@ func (c *introCache) spend(now time.Time, perSec float64) bool {
 	if c.budgetTime.IsZero() {
 		c.budget, c.budgetTime = perSec, now
 	}
-	if el := now.Sub(c.budgetTime); el > 0 {
+	switch el := now.Sub(c.budgetTime); {
+	case el > 0:
 		c.budget = min(perSec, c.budget+el.Seconds()*perSec)
+		c.budgetTime = now
+	case el < -time.Second:
+		// The wall clock was stepped back: refill from the new reading on, rather than not
+		// at all until the clock catches up. (Checks a little out of order are not steps.)
 		c.budgetTime = now
 	}
 	c.budget = min(c.budget, perSec) // the rate may have been lowered by a new snapshot
@@ -205,7 +214,7 @@ func (e *Engine) introspect(ctx context.Context, in *introspector, tok string, n
 		}
 		var err error
 		if leader {
-			if e.intro.spend(now, in.callsPerSec) {
+			if e.intro.spend(e.now(), in.callsPerSec) {
 				ent, err = in.call(ctx, tok, now)
 			} else {
 				err = errIntrospectionThrottled
@@ -232,6 +241,9 @@ func (e *Engine) introspect(ctx context.Context, in *introspector, tok string, n
 func (e *Engine) introFailure(err error) *authFailure {
 	if errors.Is(err, errIntrospectionThrottled) {
 		e.metrics.IntrospectionThrottled.Inc()
+		// Not a dependency failure, so never failed open: the budget is spent by whoever
+		// sends junk tokens, and fail_open must not be a door any anonymous caller opens.
+		return &authFailure{status: 503, reason: ReasonAuthUnavailable, msg: "token introspection is unavailable"}
 	}
 	return &authFailure{status: 503, reason: ReasonAuthUnavailable, msg: "token introspection is unavailable", dependency: err}
 }

@@ -202,17 +202,21 @@ func (s *keySource) lookup(ctx context.Context, kid string) (*jwk, *keySet, erro
 		}
 		return nil, ks, nil
 	}
-	prevAttempt, prevNext, prevErr := s.lastAttempt, s.nextRefresh, s.lastErr
-	err := s.fetchLocked(ctx, now)
-	if err != nil && ctx.Err() != nil && ks == nil {
-		// The first fetch was cut short by this check's own deadline (or its caller went
-		// away): that says nothing about the endpoint, so the next check may fetch at once
-		// rather than every token failing for the refetch interval. With keys in hand an
-		// unknown kid waits for the interval as usual (no refetch storm from callers that
-		// hang up on purpose).
-		s.lastAttempt, s.nextRefresh, s.lastErr = prevAttempt, prevNext, prevErr
+	// The fetch is shared work: it runs to its own timeout (fetchTimeout) whoever stops
+	// waiting for it. A check that gives up (its deadline passed, or its client hung up on
+	// purpose) neither records a failure of the endpoint nor leaves a rotated key unknown
+	// for the refetch interval; and the fetches stay one per interval.
+	done := make(chan error, 1)
+	go func() {
+		defer s.unlock()
+		done <- s.fetchLocked(context.WithoutCancel(ctx), now)
+	}()
+	var err error
+	select {
+	case err = <-done:
+	case <-ctx.Done():
+		return nil, ks, ctx.Err()
 	}
-	s.unlock()
 	ks = s.current()
 	if ks == nil {
 		return nil, nil, err

@@ -125,7 +125,9 @@ type authFailure struct {
 var unverifiedParser = jwt.NewParser()
 
 // verifyJWT verifies a token against the configured issuers, using the verified-token cache.
-func (e *Engine) verifyJWT(ctx context.Context, t *tables, raw string, now time.Time) (*tokenInfo, *authFailure) {
+// A token the route refuses by its unverified issuer or audience is refused before its keys
+// are looked up (see routePolicy.refuses).
+func (e *Engine) verifyJWT(ctx context.Context, t *tables, rp *routePolicy, raw string, now time.Time) (*tokenInfo, *authFailure) {
 	if ti := e.tokens.get(raw); ti != nil {
 		if cur := ti.src.current(); cur != nil && cur.version == ti.keysVersion && now.Before(ti.exp) {
 			if is := t.issuers[ti.identity.Issuer]; is != nil && is.src == ti.src && is.fp == ti.issuerFP {
@@ -148,6 +150,13 @@ func (e *Engine) verifyJWT(ctx context.Context, t *tables, raw string, now time.
 	is := t.issuers[iss]
 	if is == nil {
 		return nil, &authFailure{status: 401, reason: ReasonInvalidIssuer, msg: "the token's issuer is not trusted"}
+	}
+	// The claims are not verified yet, so they may only refuse: a token this route refuses
+	// anyway must not reach a key lookup, whose failure (that issuer's JWKS down) would
+	// fail the route open for a token nothing checked.
+	aud, _ := claims.GetAudience()
+	if f := rp.refuses(iss, aud); f != nil {
+		return nil, f
 	}
 	alg, _ := tok.Header["alg"].(string)
 	if !is.algs[alg] {

@@ -40,7 +40,7 @@ func newMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		}, []string{"dependency", "mode"}),
 		IntrospectionThrottled: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "api_gateway_authz_introspection_throttled_total",
-			Help: "Checks whose token introspection was refused by the outbound call budget (answered per the route's fail mode).",
+			Help: "Checks whose token introspection was refused by the outbound call budget (denied 503, never failed open).",
 		}),
 		Abandoned: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "api_gateway_authz_checks_abandoned_total",

@@ -60,10 +60,10 @@ type Introspection struct {
 	ClientID     string   `json:"client_id,omitempty"`
 	ClientSecret string   `json:"client_secret,omitempty"`
 	CacheTTL     Duration `json:"cache_ttl,omitempty"`
-	// CacheBytes bounds the answers cache (default 16 MiB).
+	// CacheBytes bounds the answers cache (default 16 MiB, at least 64 KiB).
 	CacheBytes int64 `json:"cache_bytes,omitempty"`
-	// MaxCallsPerSecond caps outbound introspection calls (default 50); the excess is
-	// answered per the route's fail mode.
+	// MaxCallsPerSecond caps outbound introspection calls per replica (default 50); the
+	// excess is denied 503 (never failed open).
 	MaxCallsPerSecond int `json:"max_calls_per_second,omitempty"`
 }
 
@@ -105,6 +105,9 @@ func (s *Settings) Validate() FieldErrors {
 		}
 		if in := a.Introspection; in != nil && (in.CacheBytes < 0 || in.MaxCallsPerSecond < 0 || in.CacheTTL < 0) {
 			errs.Add("auth.introspection", "cache_ttl, cache_bytes and max_calls_per_second must not be negative")
+		}
+		if in := a.Introspection; in != nil && in.CacheBytes > 0 && in.CacheBytes < 64<<10 {
+			errs.Add("auth.introspection.cache_bytes", "must be at least 65536 (64 KiB), or 0 for the default")
 		}
 		if a.MaxTokenBytes < 0 {
 			errs.Add("auth.max_token_bytes", "must not be negative")
