@@ -169,10 +169,11 @@ func (s *Service) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitReque
 			st.cost = uint64(req.HitsAddend)
 		}
 		if h := d.GetHitsAddend(); h != nil {
-			st.cost = h.GetValue()
-			if st.cost > MaxHitsAddend {
-				return nil, status.Errorf(codes.InvalidArgument, "rate limit descriptor %d has hits_addend %d; at most %d is accepted", i, st.cost, uint64(MaxHitsAddend))
-			}
+			// A cost above maxRequests never fits a rule (limits and bursts are at most
+			// maxRequests): counted as maxRequests+1, it is denied without store work, and
+			// the stores' numbers stay below 2^53. Never refused: Envoy fails open on an
+			// error, so a refusal would admit the costliest requests uncounted.
+			st.cost = min(h.GetValue(), maxRequests+1)
 		}
 		entries := stackEntries[:0]
 		for _, e := range d.GetEntries() {
