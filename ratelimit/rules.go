@@ -81,6 +81,16 @@ func BuildRules(snap *model.Snapshot) (*Rules, error) {
 	if err != nil {
 		errs = append(errs, err)
 	}
+	if snap != nil {
+		// Envoy sends one descriptor per policy applied to a route (its own and the global
+		// ones), and the service refuses a request of more than MaxDescriptors, on which Envoy
+		// fails open: such a route would not be limited at all. Say so.
+		for _, route := range snap.Routes {
+			if n := len(translate.RouteRateLimits(route, snap)); n > MaxDescriptors {
+				errs = append(errs, fmt.Errorf("routes/%s: %d rate limits apply (its policies and limits, and the global ones); the rate-limit service accepts at most %d per request and fails open beyond: none of them limits this route", route.ID, n, MaxDescriptors))
+			}
+		}
+	}
 	return r, errors.Join(errs...)
 }
 
