@@ -14,6 +14,11 @@ const (
 	MaxDescriptorEntries = 32
 )
 
+// maxKeyTag is the longest a counter key's hash tag (domain and entries) is kept as it is;
+// a longer one is replaced by its SHA-256 (buildChecks), so the memory a counter takes in
+// Redis or in the memory store does not grow with the request's descriptor values.
+const maxKeyTag = 512
+
 // A per-descriptor hits_addend (uint64) is not capped: one above maxRequests can never fit
 // and is counted as maxRequests+1 (denied without store work), as the reference denies it.
 // Envoy sends these costs from the request itself (a body size, a token count) and fails

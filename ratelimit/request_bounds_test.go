@@ -405,3 +405,58 @@ func TestHitsAddendBeyondUint32IsCounted(t *testing.T) {
 		})
 	}
 }
+
+// TestLongDescriptorValuesKeepKeysShort: descriptor values of 1 MB (a header Envoy passes
+// through, a crafted request) made every counter key 1 MB, held in Redis or in the memory
+// store for the counter's life: 64 such descriptors stored 64 MB per request. Keys stay
+// short, and values that differ only in their last byte still count apart, on both stores.
+func TestLongDescriptorValuesKeepKeysShort(t *testing.T) {
+	for _, kind := range []storeKind{"memory", "redis"} {
+		t.Run(string(kind), func(t *testing.T) {
+			store := newTestStore(t, kind)
+			svc := newTestService(t, store, newFakeClock(base), oneRuleDomain(ir.RateLimitRule{Algorithm: ir.SlidingWindow, Requests: 2, Period: time.Hour}))
+			long := strings.Repeat("v", 1<<20)
+			var descs [][]string
+			for i := 0; i < 8; i++ {
+				descs = append(descs, []string{"k", long + fmt.Sprint(i)})
+			}
+			for i, want := range []rlsv3.RateLimitResponse_Code{rlsv3.RateLimitResponse_OK, rlsv3.RateLimitResponse_OK, rlsv3.RateLimitResponse_OVER_LIMIT} {
+				r, err := svc.ShouldRateLimit(context.Background(), req("test", descs...))
+				if err != nil || r.OverallCode != want {
+					t.Fatalf("call %d: %v %v, want %v", i, r, err, want)
+				}
+				for j, st := range r.Statuses {
+					if st.Code != want {
+						t.Fatalf("call %d descriptor %d: %v", i, j, st.Code)
+					}
+				}
+			}
+			// A value differing in its last byte is another counter.
+			if r, err := svc.ShouldRateLimit(context.Background(), req("test", []string{"k", long + "x"})); err != nil || r.OverallCode != rlsv3.RateLimitResponse_OK {
+				t.Fatalf("another long value: %v %v", r, err)
+			}
+			var keys []string
+			switch s := store.(type) {
+			case *MemoryStore:
+				for i := range s.shards {
+					for k := range s.shards[i].m {
+						keys = append(keys, k)
+					}
+				}
+			case *RedisStore:
+				var err error
+				if keys, err = s.Client().Keys(context.Background(), "*").Result(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if len(keys) != 9 {
+				t.Fatalf("%d counters, want 9", len(keys))
+			}
+			for _, k := range keys {
+				if len(k) > 1024 {
+					t.Fatalf("a counter key of %d bytes", len(k))
+				}
+			}
+		})
+	}
+}

@@ -7,6 +7,8 @@ package ratelimit
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -292,6 +294,15 @@ func (s *Service) buildChecks(domain string, entries []*rlcommon.RateLimitDescri
 		} else {
 			id = append(id, e.GetValue()...)
 		}
+	}
+	if tag := len(s.prefix) + 1; len(id)-tag > maxKeyTag {
+		// A long descriptor (a 60 KB header value, a 4 MB request) would be stored whole in
+		// every counter key it names, for as long as the counter lives: it is named by its
+		// SHA-256 instead, so a key stays under maxKeyTag+len(prefix)+suffix bytes. 0x1d
+		// starts no configured domain, so a digest never meets a key kept whole.
+		sum := sha256.Sum256(id[tag:])
+		id = append(id[:tag], 0x1d)
+		id = hex.AppendEncode(id, sum[:])
 	}
 	id = append(id, '}')
 	base := len(id)
