@@ -97,3 +97,31 @@ func TestSlidingCostOverLimitOnEmptyWindow(t *testing.T) {
 		}
 	}
 }
+
+// TestOneRequestNamingACounterTwiceInOrder: a request whose descriptors name one fixed-window
+// counter twice, one of cost 1 (sent as native commands) and one of another cost (sent to the
+// script), is decided descriptor after descriptor on Redis as in the memory store. The native
+// commands ran before the script, so the later descriptor was charged first: with 0 of 2 used,
+// [cost 2, cost 1] admitted the second and denied the first, and a cost-0 check before a cost-1
+// one saw the charge that follows it.
+func TestOneRequestNamingACounterTwiceInOrder(t *testing.T) {
+	red := newTestStore(t, "redis")
+	now := base.UnixMicro()
+	for i, costs := range [][]uint64{{2, 1}, {0, 1}, {1, 2, 1}, {1, 0, 1, 1}} {
+		mem := NewMemoryStore()
+		var groups [][]Check
+		for _, c := range costs {
+			ch := fixedCheck(fmt.Sprintf("order:%d:{k}", i), 2, now)
+			ch.Cost = c
+			groups = append(groups, []Check{ch})
+		}
+		a, _ := mem.Eval(context.Background(), now, groups)
+		b, err := red.Eval(context.Background(), now, groups)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fmt.Sprint(a) != fmt.Sprint(b) {
+			t.Errorf("costs %v:\nmemory %v\nredis  %v", costs, a, b)
+		}
+	}
+}
