@@ -31,8 +31,7 @@ type state struct {
 
 // pending is a decided but not yet applied change.
 type pending struct {
-	count uint64
-	a, b  int64
+	a, b int64
 }
 
 // decide computes a check's result on st (nil = no state) without changing it.
@@ -52,7 +51,7 @@ func decide(st *state, now int64, c *Check) (Result, pending) {
 				r.Remaining = c.Limit - n
 			}
 		}
-		return r, pending{count: n + c.Cost}
+		return r, pending{}
 	case AlgSlidingWindow:
 		sw := slideView(st, now, c.Period)
 		n := sw.sum()
