@@ -298,6 +298,9 @@ func TestRuleBoundsRejected(t *testing.T) {
 		{Algorithm: ir.SlidingWindow, Requests: 10, Period: maxSpan + time.Hour},
 		{Algorithm: ir.TokenBucket, Requests: 10, Period: time.Second, Burst: math.MaxUint64},
 		{Algorithm: ir.LeakyBucket, Requests: 1, Period: time.Hour, Burst: 1 << 40},
+		// Zero requests (a fixed window that admits nothing) still has a window end, past
+		// 2^53 µs after 2255: Redis's reset was rounded to 2 µs.
+		{Algorithm: ir.SlidingWindow, Requests: 0, Period: 280 * 365 * 24 * time.Hour},
 	}
 	d := ir.RateLimitDomain{Name: "test", Descriptors: []ir.RateLimitDescriptor{{Key: "ok", Limits: []ir.RateLimitRule{{Algorithm: ir.FixedWindow, Requests: 1, Period: time.Minute}}}}}
 	for i, r := range bad {

@@ -243,13 +243,13 @@ func ruleInBounds(r ir.RateLimitRule) error {
 	if r.Requests > maxRequests || r.Burst > maxRequests {
 		return fmt.Errorf("requests and burst may be at most %d", uint64(maxRequests))
 	}
-	if r.Calendar != ir.CalendarNone || r.Requests == 0 {
+	if r.Calendar != ir.CalendarNone {
 		return nil
 	}
-	if r.Period > maxSpan {
+	if r.Period > maxSpan { // a rule of zero requests too: its window end is a number
 		return fmt.Errorf("period may be at most %v", maxSpan)
 	}
-	if r.Algorithm == ir.TokenBucket || r.Algorithm == ir.LeakyBucket {
+	if r.Requests > 0 && (r.Algorithm == ir.TokenBucket || r.Algorithm == ir.LeakyBucket) {
 		rd := compileRule("", r)
 		if rd.burst > uint64(maxSpan.Microseconds()/rd.period) {
 			return fmt.Errorf("burst %d takes longer than %v to refill at %d per %v", rd.burst, maxSpan, r.Requests, r.Period)
