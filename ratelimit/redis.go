@@ -346,11 +346,11 @@ func namedElsewhere(groups [][]Check, gi int) bool {
 	}
 	key := groups[gi][0].Key
 	for gj, g := range groups {
-		if gj == gi {
+		if gj == gi || fixedNative(g) { // natives run in their order among themselves
 			continue
 		}
 		for i := range g {
-			if g[i].Key == key && !fixedNative(g) {
+			if g[i].Key == key {
 				return true
 			}
 		}
