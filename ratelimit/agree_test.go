@@ -125,3 +125,30 @@ func TestOneRequestNamingACounterTwiceInOrder(t *testing.T) {
 		}
 	}
 }
+
+// TestLeakyBucketBurstLoweredRemainingZero: a leaky bucket's key names its rate, not its
+// burst, so after the burst is lowered its TAT may lie past now+tau. The memory store
+// reported a denial's remaining as 2^64-8 there (a negative count converted); Redis says 0.
+func TestLeakyBucketBurstLoweredRemainingZero(t *testing.T) {
+	red := newTestStore(t, "redis")
+	now := base.UnixMicro()
+	var got []string
+	for _, s := range []Store{NewMemoryStore(), red} {
+		c := Check{Key: "lowered:{l}", Alg: AlgLeakyBucket, Period: 100_000, Burst: 10, Cost: 10}
+		a, _ := s.Eval(context.Background(), now, [][]Check{{c}})
+		c.Burst, c.Cost = 2, 1
+		b, _ := s.Eval(context.Background(), now, [][]Check{{c}})
+		c.Cost = 0
+		d, err := s.Eval(context.Background(), now, [][]Check{{c}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b[0][0].Allowed || b[0][0].Remaining != 0 || d[0][0].Remaining != 0 {
+			t.Errorf("%s: after the burst was lowered: %+v, %+v", s.Name(), b[0][0], d[0][0])
+		}
+		got = append(got, fmt.Sprint(a, b, d))
+	}
+	if got[0] != got[1] {
+		t.Errorf("memory %s\nredis  %s", got[0], got[1])
+	}
+}

@@ -125,7 +125,9 @@ func decide(st *state, now int64, c *Check) (Result, pending) {
 			r.Remaining = uint64((tau - (newTAT - now)) / c.Period)
 			r.Reset = newTAT - now
 		} else {
-			r.Remaining = uint64((tau - (tat - now)) / c.Period)
+			// tat may be past now+tau after the burst was lowered (the key names the rate, not
+			// the burst): nothing remains then.
+			r.Remaining = uint64(max(tau-(tat-now), 0) / c.Period)
 			r.Reset = tat - now
 			r.RetryAfter = newTAT - tau - now
 		}
