@@ -97,3 +97,58 @@ func TestSlidingCostOverLimitOnEmptyWindow(t *testing.T) {
 		}
 	}
 }
+
+// TestOneRequestNamingACounterTwiceInOrder: a request whose descriptors name one fixed-window
+// counter twice, one of cost 1 (sent as native commands) and one of another cost (sent to the
+// script), is decided descriptor after descriptor on Redis as in the memory store. The native
+// commands ran before the script, so the later descriptor was charged first: with 0 of 2 used,
+// [cost 2, cost 1] admitted the second and denied the first, and a cost-0 check before a cost-1
+// one saw the charge that follows it.
+func TestOneRequestNamingACounterTwiceInOrder(t *testing.T) {
+	red := newTestStore(t, "redis")
+	now := base.UnixMicro()
+	for i, costs := range [][]uint64{{2, 1}, {0, 1}, {1, 2, 1}, {1, 0, 1, 1}} {
+		mem := NewMemoryStore()
+		var groups [][]Check
+		for _, c := range costs {
+			ch := fixedCheck(fmt.Sprintf("order:%d:{k}", i), 2, now)
+			ch.Cost = c
+			groups = append(groups, []Check{ch})
+		}
+		a, _ := mem.Eval(context.Background(), now, groups)
+		b, err := red.Eval(context.Background(), now, groups)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fmt.Sprint(a) != fmt.Sprint(b) {
+			t.Errorf("costs %v:\nmemory %v\nredis  %v", costs, a, b)
+		}
+	}
+}
+
+// TestLeakyBucketBurstLoweredRemainingZero: a leaky bucket's key names its rate, not its
+// burst, so after the burst is lowered its TAT may lie past now+tau. The memory store
+// reported a denial's remaining as 2^64-8 there (a negative count converted); Redis says 0.
+func TestLeakyBucketBurstLoweredRemainingZero(t *testing.T) {
+	red := newTestStore(t, "redis")
+	now := base.UnixMicro()
+	var got []string
+	for _, s := range []Store{NewMemoryStore(), red} {
+		c := Check{Key: "lowered:{l}", Alg: AlgLeakyBucket, Period: 100_000, Burst: 10, Cost: 10}
+		a, _ := s.Eval(context.Background(), now, [][]Check{{c}})
+		c.Burst, c.Cost = 2, 1
+		b, _ := s.Eval(context.Background(), now, [][]Check{{c}})
+		c.Cost = 0
+		d, err := s.Eval(context.Background(), now, [][]Check{{c}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b[0][0].Allowed || b[0][0].Remaining != 0 || d[0][0].Remaining != 0 {
+			t.Errorf("%s: after the burst was lowered: %+v, %+v", s.Name(), b[0][0], d[0][0])
+		}
+		got = append(got, fmt.Sprint(a, b, d))
+	}
+	if got[0] != got[1] {
+		t.Errorf("memory %s\nredis  %s", got[0], got[1])
+	}
+}

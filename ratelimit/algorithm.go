@@ -31,8 +31,7 @@ type state struct {
 
 // pending is a decided but not yet applied change.
 type pending struct {
-	count uint64
-	a, b  int64
+	a, b int64
 }
 
 // decide computes a check's result on st (nil = no state) without changing it.
@@ -52,7 +51,7 @@ func decide(st *state, now int64, c *Check) (Result, pending) {
 				r.Remaining = c.Limit - n
 			}
 		}
-		return r, pending{count: n + c.Cost}
+		return r, pending{}
 	case AlgSlidingWindow:
 		sw := slideView(st, now, c.Period)
 		n := sw.sum()
@@ -126,7 +125,9 @@ func decide(st *state, now int64, c *Check) (Result, pending) {
 			r.Remaining = uint64((tau - (newTAT - now)) / c.Period)
 			r.Reset = newTAT - now
 		} else {
-			r.Remaining = uint64((tau - (tat - now)) / c.Period)
+			// tat may be past now+tau after the burst was lowered (the key names the rate, not
+			// the burst): nothing remains then.
+			r.Remaining = uint64(max(tau-(tat-now), 0) / c.Period)
 			r.Reset = tat - now
 			r.RetryAfter = newTAT - tau - now
 		}

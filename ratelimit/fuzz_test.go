@@ -63,7 +63,7 @@ func fuzzRequest(domain string, shape []byte, value string, hits uint64, reqHits
 			d.Entries = append(d.Entries, &rlcommon.RateLimitDescriptor_Entry{Key: "m", Value: value})
 		}
 		if b&0x80 != 0 {
-			costs := []uint64{hits, 0, 1, hits % 10, MaxHitsAddend, MaxHitsAddend + 1, math.MaxUint64, hits >> 32}
+			costs := []uint64{hits, 0, 1, hits % 10, math.MaxUint32, math.MaxUint32 + 1, maxRequests + 1, math.MaxUint64, hits >> 32}
 			d.HitsAddend = wrapperspb.UInt64(costs[int(b>>4)%len(costs)])
 		}
 		if b&0x40 != 0 && ovUnit != 0 {

@@ -3,6 +3,7 @@ package ratelimit
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -264,5 +265,37 @@ func TestLocalOverLimitCache(t *testing.T) {
 	clock.Set(base.Add(time.Second))
 	if code() != rlsv3.RateLimitResponse_OK || store.calls != 3 {
 		t.Fatalf("after the retry time: calls %d", store.calls)
+	}
+}
+
+// TestRouteWithTooManyPoliciesReported: a route to which more than MaxDescriptors rate limits
+// apply makes Envoy send a request the service refuses (InvalidArgument, on which Envoy fails
+// open, so nothing limits that route); BuildRules reports the route instead of leaving it
+// silently unlimited. One at the cap is not reported.
+func TestRouteWithTooManyPoliciesReported(t *testing.T) {
+	build := func(n int) (*model.Snapshot, error) {
+		snap := &model.Snapshot{Revision: 1}
+		var ids []string
+		for i := 0; i < n; i++ {
+			var p model.RateLimit
+			decodeModel(t, fmt.Sprintf(`{"id":"p%d","algorithm":"fixed_window","requests_per_unit":5,"time_unit":"1m","by":"ip"}`, i), &p)
+			snap.RateLimits = append(snap.RateLimits, &p)
+			ids = append(ids, fmt.Sprintf("%q", p.ID))
+		}
+		var r model.Route
+		decodeModel(t, `{"id":"wide","conditions":[{"path_pattern":"/w"}],"targets":[{"host":"a","port":80}],"rate_limit":{"policies":[`+strings.Join(ids, ",")+`]}}`, &r)
+		snap.Routes = []*model.Route{&r}
+		_, err := BuildRules(snap)
+		return snap, err
+	}
+	if _, err := build(MaxDescriptors); err != nil {
+		t.Fatalf("%d policies: %v", MaxDescriptors, err)
+	}
+	snap, err := build(MaxDescriptors + 1)
+	if err == nil || !strings.Contains(err.Error(), "routes/wide") {
+		t.Fatalf("%d policies: %v, want the route reported", MaxDescriptors+1, err)
+	}
+	if n := len(translate.RouteRateLimits(snap.Route("wide"), snap)); n != MaxDescriptors+1 {
+		t.Fatalf("%d descriptors", n)
 	}
 }

@@ -2,7 +2,7 @@ package ratelimit
 
 import "time"
 
-// Caps on what one ShouldRateLimit request may ask. A request past any of them is refused
+// Caps on the shape of one ShouldRateLimit request. A request past any of them is refused
 // with gRPC InvalidArgument before anything is counted: the work and the state one request can
 // cause stay bounded, so one request can never slow down or change the answers of another.
 const (
@@ -12,10 +12,17 @@ const (
 	// MaxDescriptorEntries is the most entries one descriptor may carry (one per action of
 	// one rate_limits entry; real configurations use one to five).
 	MaxDescriptorEntries = 32
-	// MaxHitsAddend is the largest cost a request may ask: the range of the request-level
-	// hits_addend field (uint32), which a per-descriptor hits_addend (uint64) may not exceed.
-	MaxHitsAddend = 1<<32 - 1
 )
+
+// maxKeyTag is the longest a counter key's hash tag (domain and entries) is kept as it is;
+// a longer one is replaced by its SHA-256 (buildChecks), so the memory a counter takes in
+// Redis or in the memory store does not grow with the request's descriptor values.
+const maxKeyTag = 512
+
+// A per-descriptor hits_addend (uint64) is not capped: one above maxRequests can never fit
+// and is counted as maxRequests+1 (denied without store work), as the reference denies it.
+// Envoy sends these costs from the request itself (a body size, a token count) and fails
+// open on an error, so refusing them would admit them uncounted.
 
 // Bounds on the configuration, checked when rules compile (compileLimit) and on limit
 // overrides: with them every number the stores compute (counts plus a cost, a bucket's

@@ -336,6 +336,28 @@ func fixedNative(g []Check) bool {
 	return len(g) == 1 && g[0].Alg == AlgFixedWindow && g[0].Cost == 1
 }
 
+// namedElsewhere reports whether another group of the same request names the counter of
+// group gi (a fixedNative group). Native commands run before the batch's scripts, so such a
+// group goes to the script with the others: a request's groups are decided in their order,
+// as the memory store decides them.
+func namedElsewhere(groups [][]Check, gi int) bool {
+	if len(groups) == 1 {
+		return false
+	}
+	key := groups[gi][0].Key
+	for gj, g := range groups {
+		if gj == gi || fixedNative(g) { // natives run in their order among themselves
+			continue
+		}
+		for i := range g {
+			if g[i].Key == key {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // nativeAmount is what a fixedNative check charges with its INCRBY: its cost, 1, and the
 // units it reserves.
 func nativeAmount(c *Check) int64 {
@@ -390,7 +412,7 @@ func (s *RedisStore) build(batch []*redisOp) ([]redisCall, []nativeCall) {
 	if s.cluster {
 		for _, op := range batch {
 			for gi, g := range op.groups {
-				if fixedNative(g) {
+				if fixedNative(g) && !namedElsewhere(op.groups, gi) {
 					natives = append(natives, nativeCall{callMember: callMember{op, gi}})
 					continue
 				}
@@ -404,7 +426,7 @@ func (s *RedisStore) build(batch []*redisOp) ([]redisCall, []nativeCall) {
 	cur := -1
 	for _, op := range batch {
 		for gi, g := range op.groups {
-			if fixedNative(g) {
+			if fixedNative(g) && !namedElsewhere(op.groups, gi) {
 				if natives == nil {
 					natives = make([]nativeCall, 0, len(batch))
 				}

@@ -32,14 +32,14 @@ func costReq(cost uint64) *rlsv3.RateLimitRequest {
 func isInvalidArgument(err error) bool { return status.Code(err) == codes.InvalidArgument }
 
 // TestHugeCostNeverWrapsACounter: a fixed window of 5 per minute with 4 hits used; a call of
-// cost 2^64-4 (which made the memory counter wrap to 0, then 30 of 30 calls passed) is refused
-// as invalid, and then exactly one more unit is admitted, on both stores. The same for every
+// cost 2^64-4 (which made the memory counter wrap to 0, then 30 of 30 calls passed) is answered
+// OVER_LIMIT without touching the counter, and then exactly one more unit is admitted, on both stores. The same for every
 // cost at the uint64 boundaries.
 func TestHugeCostNeverWrapsACounter(t *testing.T) {
 	for _, kind := range []storeKind{"memory", "redis"} {
 		t.Run(string(kind), func(t *testing.T) {
 			store := newTestStore(t, kind)
-			for _, huge := range []uint64{math.MaxUint64 - 3, math.MaxUint64, math.MaxUint64 - 4, 1 << 63, 1 << 53, MaxHitsAddend + 1} {
+			for _, huge := range []uint64{math.MaxUint64 - 3, math.MaxUint64, math.MaxUint64 - 4, 1 << 63, 1 << 53, maxRequests + 1, 1 << 32} {
 				svc := newTestService(t, store, newFakeClock(base), oneRuleDomain(ir.RateLimitRule{Algorithm: ir.FixedWindow, Requests: 5, Period: time.Minute}))
 				svc.prefix = fmt.Sprintf("wrap:%d:", huge)
 				for i := 0; i < 4; i++ {
@@ -47,8 +47,8 @@ func TestHugeCostNeverWrapsACounter(t *testing.T) {
 						t.Fatalf("cost %d: setup hit %d: %v %v", huge, i, r, err)
 					}
 				}
-				if _, err := svc.ShouldRateLimit(context.Background(), costReq(huge)); !isInvalidArgument(err) {
-					t.Fatalf("cost %d: %v, want InvalidArgument", huge, err)
+				if r, err := svc.ShouldRateLimit(context.Background(), costReq(huge)); err != nil || r.OverallCode != rlsv3.RateLimitResponse_OVER_LIMIT {
+					t.Fatalf("cost %d: %v %v, want OVER_LIMIT", huge, r, err)
 				}
 				admitted := 0
 				for i := 0; i < 30; i++ {
@@ -70,7 +70,7 @@ func TestHugeCostNeverWrapsACounter(t *testing.T) {
 
 // TestBucketsDenyCostAboveBurst: token and leaky buckets answer a cost above their burst
 // OVER_LIMIT on both stores (the memory store admitted 2^32-1 through an overflow while Redis
-// denied it), and a cost past MaxHitsAddend is refused as invalid.
+// denied it), up to a cost of 2^64-1.
 func TestBucketsDenyCostAboveBurst(t *testing.T) {
 	for _, kind := range []storeKind{"memory", "redis"} {
 		store := newTestStore(t, kind)
@@ -83,18 +83,13 @@ func TestBucketsDenyCostAboveBurst(t *testing.T) {
 			t.Run(fmt.Sprintf("%s/%s/%d", kind, rule.Algorithm, rule.Requests), func(t *testing.T) {
 				svc := newTestService(t, store, newFakeClock(base), oneRuleDomain(rule))
 				svc.prefix = fmt.Sprintf("burst:%s:%d:", rule.Algorithm, rule.Requests)
-				for _, cost := range []uint64{math.MaxUint32, math.MaxUint32 - 1, 4_000_000_001} {
+				for _, cost := range []uint64{math.MaxUint32, math.MaxUint32 - 1, 4_000_000_001, math.MaxUint64, math.MaxUint32 + 1} {
 					r, err := svc.ShouldRateLimit(context.Background(), costReq(cost))
 					if err != nil {
 						t.Fatal(err)
 					}
 					if r.OverallCode != rlsv3.RateLimitResponse_OVER_LIMIT {
 						t.Fatalf("cost %d admitted: %v", cost, r)
-					}
-				}
-				for _, cost := range []uint64{math.MaxUint64, math.MaxUint32 + 1} {
-					if _, err := svc.ShouldRateLimit(context.Background(), costReq(cost)); !isInvalidArgument(err) {
-						t.Fatalf("cost %d: %v, want InvalidArgument", cost, err)
 					}
 				}
 				// The counter is untouched: a cost of 1 passes.
@@ -107,8 +102,8 @@ func TestBucketsDenyCostAboveBurst(t *testing.T) {
 }
 
 // TestRequestCaps: a request past a documented cap (descriptors per request, entries per
-// descriptor, hits_addend) is refused InvalidArgument before any store work; one at each cap
-// is served.
+// descriptor) is refused InvalidArgument before any store work; one at each cap is served, and
+// so is a hits_addend of 2^64-1 (see TestHitsAddendBeyondUint32IsCounted).
 func TestRequestCaps(t *testing.T) {
 	store := &countingStore{Store: NewMemoryStore()}
 	svc := newTestService(t, store, newFakeClock(base), oneRuleDomain(ir.RateLimitRule{Algorithm: ir.FixedWindow, Requests: 5, Period: time.Minute}))
@@ -128,7 +123,7 @@ func TestRequestCaps(t *testing.T) {
 	}
 	for name, q := range map[string]*rlsv3.RateLimitRequest{
 		"descriptors": many(MaxDescriptors + 1), "10000 descriptors": many(10_000),
-		"entries": wide(MaxDescriptorEntries + 1), "hits_addend": costReq(MaxHitsAddend + 1),
+		"entries": wide(MaxDescriptorEntries + 1),
 	} {
 		if _, err := svc.ShouldRateLimit(context.Background(), q); !isInvalidArgument(err) {
 			t.Errorf("%s: %v, want InvalidArgument", name, err)
@@ -138,7 +133,7 @@ func TestRequestCaps(t *testing.T) {
 		t.Fatalf("refused requests reached the store %d times", store.calls)
 	}
 	for name, q := range map[string]*rlsv3.RateLimitRequest{
-		"descriptors": many(MaxDescriptors), "entries": wide(MaxDescriptorEntries), "hits_addend": costReq(MaxHitsAddend),
+		"descriptors": many(MaxDescriptors), "entries": wide(MaxDescriptorEntries), "hits_addend": costReq(math.MaxUint64),
 	} {
 		if _, err := svc.ShouldRateLimit(context.Background(), q); err != nil {
 			t.Errorf("%s at the cap: %v", name, err)
@@ -303,6 +298,9 @@ func TestRuleBoundsRejected(t *testing.T) {
 		{Algorithm: ir.SlidingWindow, Requests: 10, Period: maxSpan + time.Hour},
 		{Algorithm: ir.TokenBucket, Requests: 10, Period: time.Second, Burst: math.MaxUint64},
 		{Algorithm: ir.LeakyBucket, Requests: 1, Period: time.Hour, Burst: 1 << 40},
+		// Zero requests (a fixed window that admits nothing) still has a window end, past
+		// 2^53 µs after 2255: Redis's reset was rounded to 2 µs.
+		{Algorithm: ir.SlidingWindow, Requests: 0, Period: 280 * 365 * 24 * time.Hour},
 	}
 	d := ir.RateLimitDomain{Name: "test", Descriptors: []ir.RateLimitDescriptor{{Key: "ok", Limits: []ir.RateLimitRule{{Algorithm: ir.FixedWindow, Requests: 1, Period: time.Minute}}}}}
 	for i, r := range bad {
@@ -326,7 +324,7 @@ func TestRuleBoundsRejected(t *testing.T) {
 }
 
 // TestStoresAgreeAtNumericBounds drives both stores with the largest numbers the service lets
-// through (limits and bursts of maxRequests, costs up to MaxHitsAddend, periods of maxSpan)
+// through (limits and bursts of maxRequests, costs up to maxRequests+1, periods of maxSpan)
 // and counts near them: the Redis script's doubles must give the memory store's exact answers
 // (a count written back with Lua's tostring would lose digits past 10^14).
 func TestStoresAgreeAtNumericBounds(t *testing.T) {
@@ -348,7 +346,8 @@ func TestStoresAgreeAtNumericBounds(t *testing.T) {
 	}
 	for _, alg := range []Algorithm{AlgFixedWindow, AlgSlidingWindow, AlgTokenBucket, AlgLeakyBucket} {
 		key := string(rune(alg))
-		steps := []uint64{maxRequests - MaxHitsAddend - 3, MaxHitsAddend, 2, MaxHitsAddend, 1, 1, 0, MaxHitsAddend - 1, maxRequests, maxRequests + 1}
+		const big = math.MaxUint32
+		steps := []uint64{maxRequests - big - 3, big, 2, big, 1, 1, 0, big - 1, maxRequests, maxRequests + 1}
 		at := now
 		admitted, denied := 0, 0
 		for i, cost := range steps {
@@ -374,5 +373,93 @@ func TestStoresAgreeAtNumericBounds(t *testing.T) {
 		if admitted < 3 || denied < 3 {
 			t.Fatalf("%c: %d admitted, %d denied: the steps miss the bounds", alg, admitted, denied)
 		}
+	}
+}
+
+// TestHitsAddendBeyondUint32IsCounted: a descriptor's hits_addend is a uint64, and a limit may
+// be counted in bytes (10 GB a day, hits_addend = body size). Costs of 4-5 GB are counted like
+// any other on both stores (they were refused InvalidArgument, on which Envoy fails open: the
+// largest uploads went through uncounted), and a cost no rule can hold is OVER_LIMIT.
+func TestHitsAddendBeyondUint32IsCounted(t *testing.T) {
+	for _, kind := range []storeKind{"memory", "redis"} {
+		t.Run(string(kind), func(t *testing.T) {
+			store := &countingStore{Store: newTestStore(t, kind)}
+			for _, alg := range []ir.RateLimitAlgorithm{ir.FixedWindow, ir.SlidingWindow, ir.TokenBucket} {
+				svc := newTestService(t, store, newFakeClock(base), oneRuleDomain(ir.RateLimitRule{Algorithm: alg, Requests: 10_000_000_000, Period: 24 * time.Hour}))
+				svc.prefix = "bytes:" + string(alg) + ":"
+				for i, step := range []struct {
+					cost uint64
+					want rlsv3.RateLimitResponse_Code
+				}{
+					{5_000_000_000, rlsv3.RateLimitResponse_OK},
+					{4_294_967_296, rlsv3.RateLimitResponse_OK},
+					{math.MaxUint64, rlsv3.RateLimitResponse_OVER_LIMIT},
+					{maxRequests + 1, rlsv3.RateLimitResponse_OVER_LIMIT},
+					{705_032_705, rlsv3.RateLimitResponse_OVER_LIMIT},
+					{705_032_704, rlsv3.RateLimitResponse_OK},
+					{1, rlsv3.RateLimitResponse_OVER_LIMIT},
+				} {
+					r, err := svc.ShouldRateLimit(context.Background(), costReq(step.cost))
+					if err != nil || r.OverallCode != step.want {
+						t.Fatalf("%s step %d (cost %d): %v %v, want %v", alg, i, step.cost, r, err, step.want)
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestLongDescriptorValuesKeepKeysShort: descriptor values of 1 MB (a header Envoy passes
+// through, a crafted request) made every counter key 1 MB, held in Redis or in the memory
+// store for the counter's life: 64 such descriptors stored 64 MB per request. Keys stay
+// short, and values that differ only in their last byte still count apart, on both stores.
+func TestLongDescriptorValuesKeepKeysShort(t *testing.T) {
+	for _, kind := range []storeKind{"memory", "redis"} {
+		t.Run(string(kind), func(t *testing.T) {
+			store := newTestStore(t, kind)
+			svc := newTestService(t, store, newFakeClock(base), oneRuleDomain(ir.RateLimitRule{Algorithm: ir.SlidingWindow, Requests: 2, Period: time.Hour}))
+			long := strings.Repeat("v", 1<<20)
+			var descs [][]string
+			for i := 0; i < 8; i++ {
+				descs = append(descs, []string{"k", long + fmt.Sprint(i)})
+			}
+			for i, want := range []rlsv3.RateLimitResponse_Code{rlsv3.RateLimitResponse_OK, rlsv3.RateLimitResponse_OK, rlsv3.RateLimitResponse_OVER_LIMIT} {
+				r, err := svc.ShouldRateLimit(context.Background(), req("test", descs...))
+				if err != nil || r.OverallCode != want {
+					t.Fatalf("call %d: %v %v, want %v", i, r, err, want)
+				}
+				for j, st := range r.Statuses {
+					if st.Code != want {
+						t.Fatalf("call %d descriptor %d: %v", i, j, st.Code)
+					}
+				}
+			}
+			// A value differing in its last byte is another counter.
+			if r, err := svc.ShouldRateLimit(context.Background(), req("test", []string{"k", long + "x"})); err != nil || r.OverallCode != rlsv3.RateLimitResponse_OK {
+				t.Fatalf("another long value: %v %v", r, err)
+			}
+			var keys []string
+			switch s := store.(type) {
+			case *MemoryStore:
+				for i := range s.shards {
+					for k := range s.shards[i].m {
+						keys = append(keys, k)
+					}
+				}
+			case *RedisStore:
+				var err error
+				if keys, err = s.Client().Keys(context.Background(), "*").Result(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if len(keys) != 9 {
+				t.Fatalf("%d counters, want 9", len(keys))
+			}
+			for _, k := range keys {
+				if len(k) > 1024 {
+					t.Fatalf("a counter key of %d bytes", len(k))
+				}
+			}
+		})
 	}
 }

@@ -87,6 +87,16 @@ func BuildRules(snap *model.Snapshot) (*Rules, error) {
 	if err != nil {
 		errs = append(errs, err)
 	}
+	if snap != nil {
+		// Envoy sends one descriptor per policy applied to a route (its own and the global
+		// ones), and the service refuses a request of more than MaxDescriptors, on which Envoy
+		// fails open: such a route would not be limited at all. Say so.
+		for _, route := range snap.Routes {
+			if n := len(translate.RouteRateLimits(route, snap)); n > MaxDescriptors {
+				errs = append(errs, fmt.Errorf("routes/%s: %d rate limits apply (its policies and limits, and the global ones); the rate-limit service accepts at most %d per request and fails open beyond: none of them limits this route", route.ID, n, MaxDescriptors))
+			}
+		}
+	}
 	return r, errors.Join(errs...)
 }
 
@@ -240,13 +250,13 @@ func ruleInBounds(r ir.RateLimitRule) error {
 	if r.Requests > maxRequests || r.Burst > maxRequests {
 		return fmt.Errorf("requests and burst may be at most %d", uint64(maxRequests))
 	}
-	if r.Calendar != ir.CalendarNone || r.Requests == 0 {
+	if r.Calendar != ir.CalendarNone {
 		return nil
 	}
-	if r.Period > maxSpan {
+	if r.Period > maxSpan { // a rule of zero requests too: its window end is a number
 		return fmt.Errorf("period may be at most %v", maxSpan)
 	}
-	if r.Algorithm == ir.TokenBucket || r.Algorithm == ir.LeakyBucket {
+	if r.Requests > 0 && (r.Algorithm == ir.TokenBucket || r.Algorithm == ir.LeakyBucket) {
 		rd := compileRule("", r)
 		if rd.burst > uint64(maxSpan.Microseconds()/rd.period) {
 			return fmt.Errorf("burst %d takes longer than %v to refill at %d per %v", rd.burst, maxSpan, r.Requests, r.Period)

@@ -23,8 +23,8 @@ import "strconv"
 // answered with -1 in its checks' allowed fields and its caller gets an error, while the other
 // groups of the call (other callers' requests, packed into the same call) get their answers.
 //
-// Numbers stay below 2^53 (the service refuses costs above MaxHitsAddend and rules past
-// maxRequests and maxSpan), so Lua's doubles are exact; idiv and fdiv divide without rounding.
+// Numbers stay below 2^53 (the service sends no cost above a limit or burst and refuses rules
+// past maxRequests and maxSpan), so Lua's doubles are exact; idiv and fdiv divide without rounding.
 // Numbers written back are formatted with %d: Lua's tostring keeps 14 digits only.
 var groupScript = `
 local function idiv(a, b) return (a - math.fmod(a, b)) / b end

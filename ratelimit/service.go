@@ -7,6 +7,8 @@ package ratelimit
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -168,10 +170,11 @@ func (s *Service) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitReque
 			st.cost = uint64(req.HitsAddend)
 		}
 		if h := d.GetHitsAddend(); h != nil {
-			st.cost = h.GetValue()
-			if st.cost > MaxHitsAddend {
-				return nil, status.Errorf(codes.InvalidArgument, "rate limit descriptor %d has hits_addend %d; at most %d is accepted", i, st.cost, uint64(MaxHitsAddend))
-			}
+			// A cost above maxRequests never fits a rule (limits and bursts are at most
+			// maxRequests): counted as maxRequests+1, it is denied without store work, and
+			// the stores' numbers stay below 2^53. Never refused: Envoy fails open on an
+			// error, so a refusal would admit the costliest requests uncounted.
+			st.cost = min(h.GetValue(), maxRequests+1)
 		}
 		entries := stackEntries[:0]
 		for _, e := range d.GetEntries() {
@@ -290,6 +293,15 @@ func (s *Service) buildChecks(domain string, entries []*rlcommon.RateLimitDescri
 		} else {
 			id = append(id, e.GetValue()...)
 		}
+	}
+	if tag := len(s.prefix) + 1; len(id)-tag > maxKeyTag {
+		// A long descriptor (a 60 KB header value, a 4 MB request) would be stored whole in
+		// every counter key it names, for as long as the counter lives: it is named by its
+		// SHA-256 instead, so a key stays under maxKeyTag+len(prefix)+suffix bytes. 0x1d
+		// starts no configured domain, so a digest never meets a key kept whole.
+		sum := sha256.Sum256(id[tag:])
+		id = append(id[:tag], 0x1d)
+		id = hex.AppendEncode(id, sum[:])
 	}
 	id = append(id, '}')
 	base := len(id)
