@@ -2,6 +2,7 @@ package model
 
 import (
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -177,5 +178,30 @@ func TestDurationUnitWithoutNumberIsNotOutOfRange(t *testing.T) {
 		if _, err := ParseDuration(s); err == nil || !strings.Contains(err.Error(), "out of range") {
 			t.Errorf("%q: %v; want out of range", s, err)
 		}
+	}
+}
+
+// Every policy of a route is one descriptor of each rate-limit call; past the service's cap the
+// call would be refused and Envoy would let the request through unlimited, so the model caps a
+// route's and the settings' policies.
+func TestRateLimitPoliciesPerScopeCapped(t *testing.T) {
+	ids := func(n int) []string {
+		out := make([]string, n)
+		for i := range out {
+			out[i] = fmt.Sprintf("p%d", i)
+		}
+		return out
+	}
+	at := RouteRateLimit{Policies: ids(MaxPoliciesPerScope)}
+	if errs := at.Validate(); len(errs) > 0 {
+		t.Fatalf("%d policies refused: %v", MaxPoliciesPerScope, errs)
+	}
+	over := RouteRateLimit{Policies: ids(MaxPoliciesPerScope), Limits: []RateLimit{{RequestsPerUnit: 1, TimeUnit: Duration(time.Second)}}}
+	if _, ok := fieldsOf(over.Validate())["policies"]; !ok {
+		t.Fatalf("%d policies and a limit accepted on a route", MaxPoliciesPerScope)
+	}
+	global := GlobalRateLimit{Policies: ids(MaxPoliciesPerScope + 1)}
+	if _, ok := fieldsOf(global.Validate())["policies"]; !ok {
+		t.Fatalf("%d global policies accepted", MaxPoliciesPerScope+1)
 	}
 }

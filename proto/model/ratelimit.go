@@ -403,7 +403,17 @@ func (g *GlobalRateLimit) Validate() FieldErrors {
 	return errs
 }
 
+// MaxPoliciesPerScope bounds the policies (ids and inline limits together) of one route and of
+// the settings: each becomes one descriptor in every rate-limit call Envoy makes for the route,
+// and the rate-limit service refuses a call of more than 64 descriptors (ratelimit
+// MaxDescriptors), which Envoy would take as "allow". A route's own and the global ones together
+// stay within that.
+const MaxPoliciesPerScope = 32
+
 func validatePolicyRefs(errs *FieldErrors, ids []string, limits []RateLimit) {
+	if n := len(ids) + len(limits); n > MaxPoliciesPerScope {
+		errs.Add("policies", "%d policies and inline limits; at most %d apply to one route or to all routes", n, MaxPoliciesPerScope)
+	}
 	seen := map[string]bool{}
 	for i, id := range ids {
 		f := fmt.Sprintf("policies[%d]", i)
