@@ -36,9 +36,14 @@ vet:
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
-# Every test that can run here: unit, golden, conformance, Redis, e2e against the built binary.
+# Every test that can run here: unit, golden, conformance, Redis, e2e against the built binary;
+# then the race detector over every package that is not an e2e driver (those drive the built
+# binary from outside; their own code is the test). Under -race the WAF suite runs a sample of
+# the CRS replays (waf/race_on_test.go) and -short trims its randomized screen test.
+RACE_PKGS = $(shell $(GO) list ./... | grep -v '/e2e/')
 test: test-deps fmt-check vet
 	CI=$${CI:-} $(GO) test $(GOFLAGS_TAGS) -count=1 -timeout $(TEST_TIMEOUT) ./...
+	CI=$${CI:-} $(GO) test $(GOFLAGS_TAGS) -race -short -count=1 -timeout $(TEST_TIMEOUT) $(RACE_PKGS)
 	@# The differential test against envoyproxy/ratelimit is its own module (the reference
 	@# needs an older otelgrpc than ours); -mod=mod keeps its go.sum in step with ours.
 	cd e2e/ratelimitref && CI=$${CI:-} $(GO) test -mod=mod -count=1 -timeout 10m ./...
