@@ -31,6 +31,8 @@ const (
 	StatusBodyTooLarge    = 413
 	StatusHeadersTooLarge = 431
 	StatusForbidden       = 403
+	// StatusUnsupportedMediaType: a request body in a Content-Encoding the WAF cannot decode.
+	StatusUnsupportedMediaType = 415
 )
 
 // partialBodyHeader is the header Envoy's ext_authz adds to the CheckRequest when the body
@@ -92,6 +94,12 @@ func (w *WAF) inspect(ctx context.Context, req *authv3.CheckRequest, onMatched f
 			return v
 		}
 		body = nil
+	}
+	if len(body) > 0 && hdrs.contentEncoding != "" {
+		// Inspect what the upstream decodes, not the compressed bytes (encoding.go).
+		if body = w.decodedBody(&v, hdrs.contentEncoding, body); !v.Allowed {
+			return v
+		}
 	}
 
 	tx := w.newTx(experimental.Options{ID: transactionID(h), Context: ctx})
@@ -279,6 +287,7 @@ type requestHeaders struct {
 	method, path, protocol, host string
 	hasHost                      bool // :authority (or host) was sent, possibly empty
 	contentLength                string
+	contentEncoding              string   // every Content-Encoding header, joined with ","
 	list                         []header // sorted by name, pseudo headers and host removed
 	size                         int64    // bytes of names and values, host included
 	// partialBody: Envoy marked the body as cut at max_request_bytes
@@ -316,6 +325,12 @@ func collectHeaders(h *authv3.AttributeContext_HttpRequest) requestHeaders {
 		}
 		if strings.EqualFold(k, "content-length") {
 			r.contentLength = v
+		}
+		if strings.EqualFold(k, "content-encoding") {
+			if r.contentEncoding != "" {
+				r.contentEncoding += ","
+			}
+			r.contentEncoding += v
 		}
 		if strings.EqualFold(k, partialBodyHeader) && v != "false" {
 			// Envoy writes "true" or "false" and drops a client's own header of that name
