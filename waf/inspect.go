@@ -94,6 +94,13 @@ func (w *WAF) inspect(ctx context.Context, req *authv3.CheckRequest, onMatched f
 			return v
 		}
 		body = nil
+	} else if cl, ok := hdrs.declaredLength(); ok && cl > int64(len(body)) && v.Status == 0 {
+		// A body Envoy did not buffer for the check: with with_request_body it sends the
+		// whole body and says so (x-envoy-auth-partial-body: false). Without the header and
+		// with less than Content-Length, the route's Envoy config does not buffer bodies
+		// (an Envoy before 1.29 ignores the per-route with_request_body; a route update
+		// not yet applied): passing it would pass a body the WAF has never seen.
+		return w.failure(fmt.Errorf("waf: the request declares a %d byte body, %d bytes were sent for inspection (does Envoy buffer this route's bodies for ext_authz?)", cl, len(body)))
 	}
 	if len(body) > 0 && hdrs.contentEncoding != "" {
 		// Inspect what the upstream decodes, not the compressed bytes (encoding.go).
@@ -373,6 +380,15 @@ func collectHeaders(h *authv3.AttributeContext_HttpRequest) requestHeaders {
 	return r
 }
 
+// declaredLength is the request's Content-Length, when it has a valid one.
+func (r requestHeaders) declaredLength() (int64, bool) {
+	if r.contentLength == "" {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(r.contentLength), 10, 64)
+	return n, err == nil && n >= 0
+}
+
 // declaredBodySize is the larger of the body received and the declared Content-Length
 // (Envoy may send a truncated body when the request is larger than its buffer).
 func declaredBodySize(h *authv3.AttributeContext_HttpRequest, hdrs requestHeaders, got int) int64 {
@@ -380,10 +396,8 @@ func declaredBodySize(h *authv3.AttributeContext_HttpRequest, hdrs requestHeader
 	if h.GetSize() > n {
 		n = h.GetSize()
 	}
-	if hdrs.contentLength != "" {
-		if cl, err := strconv.ParseInt(strings.TrimSpace(hdrs.contentLength), 10, 64); err == nil && cl > n {
-			n = cl
-		}
+	if cl, ok := hdrs.declaredLength(); ok && cl > n {
+		n = cl
 	}
 	return n
 }
