@@ -158,9 +158,10 @@ func (c Config) sections() []section {
 	if screen {
 		crs += ", screened per request (screen.go)"
 	}
-	// A custom rule's skip:N could reach into the CRS, where a checkpoint would take one
-	// of its N.
-	checkpoints := !customSkipRx.MatchString(c.CustomRules)
+	// A custom rule's skip:N could reach into the CRS, and a CRS rule given a skip:N after
+	// the CRS (SecRuleUpdateActionById) counts the rules after it: a checkpoint would take
+	// one of its N.
+	checkpoints := !customSkipRx.MatchString(c.CustomRules) && !customSkipRx.MatchString(c.CustomRulesAfter)
 	out = append(out, section{name: sectionCRS, directives: crs, crs: true, screen: screen, checkpoints: checkpoints})
 	if c.CustomRulesAfter != "" {
 		out = append(out, section{name: sectionCustomAfter, directives: c.CustomRulesAfter})

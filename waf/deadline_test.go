@@ -138,17 +138,20 @@ func TestInspectDeadlineCheckpointsPlaced(t *testing.T) {
 		}
 	}
 	for _, c := range []struct {
-		custom string
-		want   bool
+		custom, after string
+		want          bool
 	}{
-		{"", true},
-		{`SecRule ARGS:x "@eq 1" "id:10001,phase:2,pass,nolog"`, true},
-		{`SecRule ARGS:x "@eq 1" "id:10001,phase:2,pass,nolog,skip:3"`, false},
+		{"", "", true},
+		{`SecRule ARGS:x "@eq 1" "id:10001,phase:2,pass,nolog"`, "", true},
+		{`SecRule ARGS:x "@eq 1" "id:10001,phase:2,pass,nolog,skip:3"`, "", false},
+		// A skip given to a CRS rule after the fact counts the rules that follow it, a
+		// checkpoint among them.
+		{"", `SecRuleUpdateActionById 941380 "skip:1"`, false},
 	} {
-		cfg := ConfigFromSettings(&model.WAFSettings{CustomRules: c.custom})
+		cfg := ConfigFromSettings(&model.WAFSettings{CustomRules: c.custom, CustomRulesAfterCRS: c.after})
 		for _, s := range cfg.sections() {
 			if s.crs && s.checkpoints != c.want {
-				t.Errorf("custom rules %q: checkpoints=%v, want %v", c.custom, s.checkpoints, c.want)
+				t.Errorf("custom rules %q, after CRS %q: checkpoints=%v, want %v", c.custom, c.after, s.checkpoints, c.want)
 			}
 		}
 	}

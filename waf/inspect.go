@@ -31,6 +31,8 @@ const (
 	StatusBodyTooLarge    = 413
 	StatusHeadersTooLarge = 431
 	StatusForbidden       = 403
+	// StatusUnsupportedMediaType: a request body in a Content-Encoding the WAF cannot decode.
+	StatusUnsupportedMediaType = 415
 )
 
 // partialBodyHeader is the header Envoy's ext_authz adds to the CheckRequest when the body
@@ -68,30 +70,12 @@ func (w *WAF) inspect(ctx context.Context, req *authv3.CheckRequest, onMatched f
 			return v
 		}
 	}
-	body := h.GetRawBody()
-	if len(body) == 0 && h.GetBody() != "" {
-		body = []byte(h.GetBody())
+	body, err := w.requestBody(&v, h, hdrs)
+	if err != nil {
+		return w.failure(err)
 	}
-	if n := declaredBodySize(h, hdrs, len(body)); n > w.cfg.MaxRequestBodySize {
-		w.limitViolation(&v, StatusBodyTooLarge,
-			fmt.Sprintf("request body is %d bytes, over the %d byte limit", n, w.cfg.MaxRequestBodySize))
-		if !v.Allowed {
-			return v
-		}
-	}
-	if hdrs.partialBody {
-		// Envoy sent only the first max_request_bytes of the body: judging the prefix would
-		// pass an attack placed after it and fail a valid JSON or multipart body that no
-		// longer parses. The gateway never serves allow_partial_message (a larger body gets
-		// Envoy's own 413), so this is an Envoy configured by someone else, or an older
-		// config: refuse like SecRequestBodyLimitAction Reject, never inspect in part (in
-		// detect mode: recorded, the headers inspected, the prefix not).
-		w.limitViolation(&v, StatusBodyTooLarge,
-			fmt.Sprintf("request body was cut by Envoy at %d bytes (x-envoy-auth-partial-body); a partial body is never inspected", len(body)))
-		if !v.Allowed {
-			return v
-		}
-		body = nil
+	if !v.Allowed {
+		return v
 	}
 
 	tx := w.newTx(experimental.Options{ID: transactionID(h), Context: ctx})
@@ -147,6 +131,48 @@ func (w *WAF) inspect(ctx context.Context, req *authv3.CheckRequest, onMatched f
 		onMatched(tx.MatchedRules())
 	}
 	return v
+}
+
+// requestBody is the body to inspect, from the CheckRequest: a body over the limit or cut
+// by Envoy is recorded in v (block mode: v is no longer allowed and the caller returns
+// it), a body with a Content-Encoding is decoded (encoding.go). err: a declared body the
+// CheckRequest does not carry.
+func (w *WAF) requestBody(v *Verdict, h *authv3.AttributeContext_HttpRequest, hdrs requestHeaders) ([]byte, error) {
+	body := h.GetRawBody()
+	if len(body) == 0 && h.GetBody() != "" {
+		body = []byte(h.GetBody())
+	}
+	if n := declaredBodySize(h, hdrs, len(body)); n > w.cfg.MaxRequestBodySize {
+		w.limitViolation(v, StatusBodyTooLarge,
+			fmt.Sprintf("request body is %d bytes, over the %d byte limit", n, w.cfg.MaxRequestBodySize))
+		if !v.Allowed {
+			return nil, nil
+		}
+	}
+	switch cl, ok := hdrs.declaredLength(); {
+	case hdrs.partialBody:
+		// Envoy sent only the first max_request_bytes of the body: judging the prefix would
+		// pass an attack placed after it and fail a valid JSON or multipart body that no
+		// longer parses. The gateway never serves allow_partial_message (a larger body gets
+		// Envoy's own 413), so this is an Envoy configured by someone else, or an older
+		// config: refuse like SecRequestBodyLimitAction Reject, never inspect in part (in
+		// detect mode: recorded, the headers inspected, the prefix not).
+		w.limitViolation(v, StatusBodyTooLarge,
+			fmt.Sprintf("request body was cut by Envoy at %d bytes (x-envoy-auth-partial-body); a partial body is never inspected", len(body)))
+		return nil, nil
+	case ok && cl > int64(len(body)) && v.Status == 0:
+		// A body Envoy did not buffer for the check: with with_request_body it sends the
+		// whole body and says so (x-envoy-auth-partial-body: false). Without the header and
+		// with less than Content-Length, the route's Envoy config does not buffer bodies
+		// (an Envoy before 1.29 ignores the per-route with_request_body; a route update
+		// not yet applied): passing it would pass a body the WAF has never seen.
+		return nil, fmt.Errorf("waf: the request declares a %d byte body, %d bytes were sent for inspection (does Envoy buffer this route's bodies for ext_authz?)", cl, len(body))
+	}
+	if len(body) > 0 && hdrs.contentEncoding != "" {
+		// Inspect what the upstream decodes, not the compressed bytes (encoding.go).
+		body = w.decodedBody(v, hdrs.contentEncoding, body)
+	}
+	return body, nil
 }
 
 // limitViolation records a breach of the gateway's own header/body size limits.
@@ -279,6 +305,7 @@ type requestHeaders struct {
 	method, path, protocol, host string
 	hasHost                      bool // :authority (or host) was sent, possibly empty
 	contentLength                string
+	contentEncoding              string   // every Content-Encoding header, joined with ","
 	list                         []header // sorted by name, pseudo headers and host removed
 	size                         int64    // bytes of names and values, host included
 	// partialBody: Envoy marked the body as cut at max_request_bytes
@@ -316,6 +343,12 @@ func collectHeaders(h *authv3.AttributeContext_HttpRequest) requestHeaders {
 		}
 		if strings.EqualFold(k, "content-length") {
 			r.contentLength = v
+		}
+		if strings.EqualFold(k, "content-encoding") {
+			if r.contentEncoding != "" {
+				r.contentEncoding += ","
+			}
+			r.contentEncoding += v
 		}
 		if strings.EqualFold(k, partialBodyHeader) && v != "false" {
 			// Envoy writes "true" or "false" and drops a client's own header of that name
@@ -358,6 +391,15 @@ func collectHeaders(h *authv3.AttributeContext_HttpRequest) requestHeaders {
 	return r
 }
 
+// declaredLength is the request's Content-Length, when it has a valid one.
+func (r requestHeaders) declaredLength() (int64, bool) {
+	if r.contentLength == "" {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(r.contentLength), 10, 64)
+	return n, err == nil && n >= 0
+}
+
 // declaredBodySize is the larger of the body received and the declared Content-Length
 // (Envoy may send a truncated body when the request is larger than its buffer).
 func declaredBodySize(h *authv3.AttributeContext_HttpRequest, hdrs requestHeaders, got int) int64 {
@@ -365,10 +407,8 @@ func declaredBodySize(h *authv3.AttributeContext_HttpRequest, hdrs requestHeader
 	if h.GetSize() > n {
 		n = h.GetSize()
 	}
-	if hdrs.contentLength != "" {
-		if cl, err := strconv.ParseInt(strings.TrimSpace(hdrs.contentLength), 10, 64); err == nil && cl > n {
-			n = cl
-		}
+	if cl, ok := hdrs.declaredLength(); ok && cl > n {
+		n = cl
 	}
 	return n
 }

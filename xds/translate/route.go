@@ -78,7 +78,11 @@ func MatchOf(c *model.Condition) (ir.Match, error) {
 	var m ir.Match
 	switch {
 	case c.PathPattern != "":
-		pm, err := model.ParsePathPattern(c.PathPattern)
+		pattern, err := normalizedMatchPath(c.PathPattern)
+		if err != nil {
+			return m, fmt.Errorf("path_pattern: %w", err)
+		}
+		pm, err := model.ParsePathPattern(pattern)
 		if err != nil {
 			return m, fmt.Errorf("path_pattern: %w", err)
 		}
@@ -91,7 +95,11 @@ func MatchOf(c *model.Condition) (ir.Match, error) {
 			m.PathKind, m.Path = ir.PathRegex, pm.Regex
 		}
 	case c.PathPrefix != "":
-		m.PathKind, m.Path = ir.PathPrefix, c.PathPrefix
+		prefix, err := normalizedMatchPath(c.PathPrefix)
+		if err != nil {
+			return m, fmt.Errorf("path_prefix: %w", err)
+		}
+		m.PathKind, m.Path = ir.PathPrefix, prefix
 	case c.PathRegex != "":
 		m.PathKind, m.Path = ir.PathRegex, c.PathRegex
 	default:
@@ -118,6 +126,66 @@ func MatchOf(c *model.Condition) (ir.Match, error) {
 	sortMatches(m.Headers)
 	sortMatches(m.Query)
 	return m, m.Validate()
+}
+
+// normalizedMatchPath spells a configured path (a prefix, an exact path, a path_pattern)
+// the way Envoy's path normalization leaves every request path before the route is chosen
+// (envoy/listener.go normalizePaths): %2F and %5C unescaped (a request with them is
+// redirected to its unescaped path), escapes of unreserved characters decoded (%7E -> ~),
+// other escapes with upper-case hex, backslashes as slashes, runs of slashes as one. A path
+// spelled otherwise would never match a request. A dot segment ("." or "..", escaped or
+// not) cannot be respelled, since Envoy removes them from requests: such a path is refused.
+// Regex paths are left as written.
+func normalizedMatchPath(p string) (string, error) {
+	var b strings.Builder
+	for i := 0; i < len(p); i++ {
+		c := p[i]
+		switch {
+		case c == '\\':
+			b.WriteByte('/')
+		case c == '%' && i+2 < len(p) && isHexDigit(p[i+1]) && isHexDigit(p[i+2]):
+			switch d := unhex(p[i+1])<<4 | unhex(p[i+2]); {
+			case d == '/' || d == '\\':
+				b.WriteByte('/')
+			case isUnreservedByte(d):
+				b.WriteByte(d)
+			default:
+				b.WriteString("%" + strings.ToUpper(p[i+1:i+3]))
+			}
+			i += 2
+		default:
+			b.WriteByte(c)
+		}
+	}
+	out := b.String()
+	for strings.Contains(out, "//") { // merge_slashes
+		out = strings.ReplaceAll(out, "//", "/")
+	}
+	for seg := range strings.SplitSeq(out, "/") {
+		if seg == "." || seg == ".." {
+			return "", fmt.Errorf("%q has a dot segment: Envoy removes them from request paths (normalize_path), so it would never match", p)
+		}
+	}
+	return out, nil
+}
+
+func isHexDigit(c byte) bool {
+	return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F'
+}
+
+func unhex(c byte) byte {
+	switch {
+	case c >= 'a':
+		return c - 'a' + 10
+	case c >= 'A':
+		return c - 'A' + 10
+	}
+	return c - '0'
+}
+
+// isUnreservedByte: RFC 3986 unreserved (ALPHA / DIGIT / "-" / "." / "_" / "~").
+func isUnreservedByte(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '.' || c == '_' || c == '~'
 }
 
 func stringMatch(name, exact, prefix, re string, present *bool, invert bool) ir.StringMatch {
