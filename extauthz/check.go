@@ -149,6 +149,11 @@ func (e *Engine) decide(ctx context.Context, t *tables, rp *routePolicy, r *Requ
 			ip = d.ClientIP.String()
 		}
 		v := rp.waf.Check(ctx, r.Raw, ip)
+		// The WAF stops where the deadline passed (its answer is then a 503 of its own):
+		// that is an abandoned check, not an attack, for the metrics and the logs.
+		if e.abandon(ctx, d, "waf") {
+			return
+		}
 		if !v.Allowed {
 			status := v.Status
 			if status == 0 {
