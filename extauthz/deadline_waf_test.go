@@ -32,7 +32,9 @@ func TestDeadlinePassedDuringWAFIsAnAbandonedCheck(t *testing.T) {
 	h.apply(&model.Snapshot{Revision: 1, Routes: []*model.Route{
 		publicRoute("guarded", func(r *model.Route) { r.WAF = &model.WAFSettings{} }),
 	}})
-	req := func() *Request { return FromCheckRequest(envoyReq{routeID: rid("guarded"), path: "/guarded?id=42"}.build()) }
+	req := func() *Request {
+		return FromCheckRequest(envoyReq{routeID: rid("guarded"), path: "/guarded?id=42"}.build())
+	}
 	count := &expiringCtx{Context: context.Background(), after: 1 << 62}
 	if d := h.engine.Check(count, req()); !d.Allowed {
 		t.Fatalf("clean request without a deadline: %s", d.Reason)
