@@ -36,6 +36,7 @@ var otherOwners = map[string]struct{ owner, typ string }{
 	"api_gateway_authz_decisions_total":             {"extauthz", "counter"},
 	"api_gateway_authz_check_duration_seconds":      {"extauthz", "histogram"},
 	"api_gateway_grpc_panics_total":                 {"internal/telemetry", "counter"},
+	"api_gateway_config_revision_rejected":          {"cmd/api-gateway (wire_pipeline.go)", "gauge"},
 }
 
 // envoyStats are the Envoy stats (as /stats/prometheus names them) the rules and dashboards

@@ -289,7 +289,14 @@ func (a *API) readyz(w http.ResponseWriter, r *http.Request) {
 			err = errors.New("no configuration applied yet")
 		}
 		var summary interface{ Summary() string }
+		// ?serving=true is the load balancer's question: does this replica serve a good
+		// configuration? A refused newest revision leaves the last good one served, so it is
+		// reported but not failed there: failing it would take every replica (each refuses
+		// the same stored revision) out of rotation at once, and ext_authz with them.
+		degraded := err != nil && r.URL.Query().Get("serving") == "true" && a.Model.Current() != nil && errors.As(err, &summary)
 		switch {
+		case degraded:
+			checks["config"] = "degraded: " + summary.Summary()
 		case err != nil && !admin && errors.As(err, &summary):
 			// /ready is unauthenticated: a refusal's reason names objects, hosts and rule
 			// text. Without the admin token it says only which revision is refused.

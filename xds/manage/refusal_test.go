@@ -85,6 +85,13 @@ func TestWriteRefusedAfterStoringIsUndone(t *testing.T) {
 	if cfg, _ := checks["config"].(string); r.code != 503 || !strings.Contains(cfg, "refused") || strings.Contains(cfg, "poison") {
 		t.Fatalf("unauthenticated /ready while refused: %d %s", r.code, r.raw)
 	}
+	// The load balancer's question (?serving=true): the last good revision is served, so this
+	// replica stays in rotation, the refusal reported.
+	r = e.do("GET", "/ready?serving=true", nil, "Authorization", "")
+	checks, _ = r.body["checks"].(map[string]any)
+	if cfg, _ := checks["config"].(string); r.code != 200 || !strings.Contains(cfg, "refused") || strings.Contains(cfg, "poison") {
+		t.Fatalf("/ready?serving=true while refused: %d %s", r.code, r.raw)
+	}
 	if r := e.do("DELETE", "/api/v1/management/tenants/poison", nil); r.code != 204 {
 		t.Fatalf("delete the refused object: %d %s", r.code, r.raw)
 	}
