@@ -205,3 +205,23 @@ func TestRateLimitPoliciesPerScopeCapped(t *testing.T) {
 		t.Fatalf("%d global policies accepted", MaxPoliciesPerScope+1)
 	}
 }
+
+// A wrong JSON type or an unknown field does not hide the other problems of the body: the
+// refused values are taken out and the rest is validated, so every bad field is named at
+// once (and nothing is named twice, nor inside a value already refused).
+func TestEveryBadFieldAtOnceWhateverItsKind(t *testing.T) {
+	body := `{"id":"r","conditions":[{"path_pattern":"/a"}],"timeout":"30 seconds","load_balance":"fastest",
+		"retries":"three","colour":"blue","targets":[{"host":"h","port":70000},{"host":7,"port":80}],
+		"sticky_session":"yes"}`
+	var r Route
+	got := fieldsOf(DecodeStrict([]byte(body), &r))
+	want := []string{"timeout", "load_balance", "retries", "colour", "targets[0].port", "targets[1].host", "sticky_session"}
+	for _, f := range want {
+		if _, ok := got[f]; !ok {
+			t.Errorf("%s not reported; got %v", f, got)
+		}
+	}
+	if len(got) != len(want) {
+		t.Errorf("reported %v, want exactly %v", got, want)
+	}
+}

@@ -30,16 +30,12 @@ func DecodeStrict(data []byte, obj any) FieldErrors {
 		errs.Add("", "the body must be a JSON object")
 		return errs
 	}
-	forms := 0
-	checkValue(&errs, &forms, "", generic, reflect.TypeOf(obj).Elem())
+	checkValue(&errs, "", generic, reflect.TypeOf(obj).Elem())
 	if len(errs) > 0 {
-		if forms == len(errs) {
-			// Every problem is a value of the right type in a bad form (an overflowing
-			// duration, a malformed time); checkValue nulled those values, so the rest
-			// decodes and is validated too, and the client sees every bad field at once.
-			errs = append(errs, validateRest(generic, obj, errs)...)
-		}
-		return errs
+		// checkValue reported and took out every value it refused (wrong type, bad form,
+		// unknown field), so the rest decodes and is validated too: the client sees every
+		// bad field at once, not the first kind of problem alone.
+		return append(errs, validateRest(generic, obj, errs)...)
 	}
 	if err := json.Unmarshal(data, obj); err != nil {
 		// A value that has the right JSON type but a bad form, such as a duration string.
@@ -75,8 +71,9 @@ func join(path, name string) string {
 	return path + "." + name
 }
 
-// validateRest decodes what is left of a body whose bad-form values were nulled and returns
-// the object's own validation problems on fields not already reported.
+// validateRest decodes what is left of a body whose refused values were taken out and returns
+// the object's own validation problems on fields not already reported, nor inside one (a
+// value taken out is not also reported for what it lacks).
 func validateRest(generic any, obj any, reported FieldErrors) FieldErrors {
 	v, ok := obj.(interface{ Validate() FieldErrors })
 	if !ok {
@@ -92,17 +89,29 @@ func validateRest(generic any, obj any, reported FieldErrors) FieldErrors {
 	}
 	var out FieldErrors
 	for _, e := range v.Validate() {
-		if !seen[e.Field] {
+		if !seen[e.Field] && !insideReported(e.Field, seen) {
 			out = append(out, e)
 		}
 	}
 	return out
 }
 
-// checkValue compares a generic JSON value with the Go type it will decode into. A value of
-// the right JSON type in a bad form (a duration or a time) is counted in forms and reported
-// true, so the caller, holding its container, nulls it (see DecodeStrict).
-func checkValue(errs *FieldErrors, forms *int, path string, v any, t reflect.Type) (badForm bool) {
+// insideReported tells whether field lies inside a reported one (targets[0].port inside
+// targets or targets[0]).
+func insideReported(field string, seen map[string]bool) bool {
+	for i := 0; i < len(field); i++ {
+		if (field[i] == '.' || field[i] == '[') && seen[field[:i]] {
+			return true
+		}
+	}
+	return false
+}
+
+// checkValue compares a generic JSON value with the Go type it will decode into. A value it
+// refuses (a wrong JSON type, or the right type in a bad form such as an overflowing
+// duration) is reported and checkValue returns true, so the caller, holding its container,
+// nulls it; unknown fields are reported and deleted (see DecodeStrict).
+func checkValue(errs *FieldErrors, path string, v any, t reflect.Type) (refused bool) {
 	if v == nil {
 		return false // null is accepted for every field and leaves the zero value
 	}
@@ -115,28 +124,26 @@ func checkValue(errs *FieldErrors, forms *int, path string, v any, t reflect.Typ
 		case string:
 			if _, err := ParseDuration(x); err != nil {
 				errs.Add(path, "%v", err)
-				*forms++
 				return true
 			}
 		case json.Number:
 			if _, err := secondsDuration(x.String()); err != nil {
 				errs.Add(path, "%v", err)
-				*forms++
 				return true
 			}
 		default:
 			errs.Add(path, "must be a duration string such as \"30s\"")
+			return true
 		}
 		return false
 	case timeType:
 		s, ok := v.(string)
 		if !ok {
 			errs.Add(path, "must be an RFC 3339 time string")
-			return false
+			return true
 		}
 		if _, err := time.Parse(time.RFC3339, s); err != nil {
 			errs.Add(path, "must be an RFC 3339 time such as 2025-01-31T00:00:00Z")
-			*forms++
 			return true
 		}
 		return false
@@ -150,16 +157,17 @@ func checkValue(errs *FieldErrors, forms *int, path string, v any, t reflect.Typ
 		m, ok := v.(map[string]any)
 		if !ok {
 			errs.Add(path, "must be an object")
-			return false
+			return true
 		}
 		fields := structFields(t)
 		for k, fv := range m {
 			ft, ok := fields[k]
 			if !ok {
 				errs.Add(join(path, k), "unknown field")
+				delete(m, k)
 				continue
 			}
-			if checkValue(errs, forms, join(path, k), fv, ft) {
+			if checkValue(errs, join(path, k), fv, ft) {
 				m[k] = nil
 			}
 		}
@@ -167,53 +175,58 @@ func checkValue(errs *FieldErrors, forms *int, path string, v any, t reflect.Typ
 		m, ok := v.(map[string]any)
 		if !ok {
 			errs.Add(path, "must be an object")
-			return false
+			return true
 		}
 		for k, fv := range m {
-			if checkValue(errs, forms, join(path, k), fv, t.Elem()) {
-				m[k] = nil
+			if checkValue(errs, join(path, k), fv, t.Elem()) {
+				delete(m, k)
 			}
 		}
 	case reflect.Slice, reflect.Array:
 		a, ok := v.([]any)
 		if !ok {
 			errs.Add(path, "must be an array")
-			return false
+			return true
 		}
 		for i, fv := range a {
-			if checkValue(errs, forms, fmt.Sprintf("%s[%d]", path, i), fv, t.Elem()) {
+			if checkValue(errs, fmt.Sprintf("%s[%d]", path, i), fv, t.Elem()) {
 				a[i] = nil
 			}
 		}
 	case reflect.String:
 		if _, ok := v.(string); !ok {
 			errs.Add(path, "must be a string")
+			return true
 		}
 	case reflect.Bool:
 		if _, ok := v.(bool); !ok {
 			errs.Add(path, "must be true or false")
+			return true
 		}
 	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
 		n, ok := v.(json.Number)
 		if !ok {
 			errs.Add(path, "must be a whole number")
-			return false
+			return true
 		}
 		if _, err := n.Int64(); err != nil {
 			errs.Add(path, "must be a whole number")
+			return true
 		}
 	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
 		n, ok := v.(json.Number)
 		if !ok || strings.HasPrefix(n.String(), "-") {
 			errs.Add(path, "must be a whole number, not negative")
-			return false
+			return true
 		}
 		if _, err := n.Int64(); err != nil {
 			errs.Add(path, "must be a whole number, not negative")
+			return true
 		}
 	case reflect.Float32, reflect.Float64:
 		if _, ok := v.(json.Number); !ok {
 			errs.Add(path, "must be a number")
+			return true
 		}
 	case reflect.Interface:
 	}
