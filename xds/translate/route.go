@@ -5,6 +5,7 @@ import (
 	"math"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/api-gateway/api-gateway/proto/model"
 	"github.com/api-gateway/api-gateway/xds/ir"
@@ -27,7 +28,7 @@ func translateRoute(r *model.Route, snap *model.Snapshot, idx *index) ([]*ir.Rou
 		HashSourceIP: r.LoadBalance == "ip_hash",
 		Timeout:      r.Timeout.D(),
 		Retry:        retry(r),
-		Authz:        authz(r, snap),
+		Authz:        authz(r, snap, idx.now),
 		RateLimits:   RouteRateLimits(r, snap),
 	}
 	if rw := r.Rewrite; rw != nil {
@@ -321,7 +322,7 @@ func EffectiveWAF(r *model.Route, snap *model.Snapshot) *model.WAFSettings {
 
 // NeedsAuthz reports whether ext_authz must see the route's requests: a credential is
 // required, or a WAF, geoblocking, an IP rule, a policy or a tenant rule applies to it.
-func NeedsAuthz(r *model.Route, snap *model.Snapshot) bool {
+func NeedsAuthz(r *model.Route, snap *model.Snapshot, now time.Time) bool {
 	if r.AuthRequired() || r.Tenant != "" {
 		return true
 	}
@@ -332,6 +333,13 @@ func NeedsAuthz(r *model.Route, snap *model.Snapshot) bool {
 		return true
 	}
 	for _, ip := range snap.IPRules {
+		// An IP rule that expired before this translation (a WAF ban of yesterday) is skipped
+		// by ext_authz too: it must not keep ext_authz on for a public route. A zero now
+		// counts every rule (the conservative answer); a rule expiring later keeps ext_authz
+		// on until the next revision, which ext_authz then skips.
+		if ip.ExpiresAt != nil && !now.IsZero() && !ip.ExpiresAt.After(now) {
+			continue
+		}
 		if len(ip.Routes) == 0 || containsStr(ip.Routes, r.ID) {
 			return true
 		}
@@ -344,8 +352,8 @@ func NeedsAuthz(r *model.Route, snap *model.Snapshot) bool {
 	return false
 }
 
-func authz(r *model.Route, snap *model.Snapshot) ir.Authz {
-	if !NeedsAuthz(r, snap) {
+func authz(r *model.Route, snap *model.Snapshot, now time.Time) ir.Authz {
+	if !NeedsAuthz(r, snap, now) {
 		return ir.Authz{}
 	}
 	a := ir.Authz{Enabled: true, ContextExtensions: map[string]string{ir.ExtAuthzRouteIDKey: r.ID}}

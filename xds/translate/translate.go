@@ -175,10 +175,11 @@ type index struct {
 	instances    map[string][]*model.Service // serving instances by service name, sorted by id
 	serviceNames []string                    // every registered name, sorted
 	known        map[string]bool
+	now          time.Time // the translation's time (zero for a model without routes or services)
 }
 
 func newIndex(snap *model.Snapshot, now time.Time) *index {
-	idx := &index{snap: snap, instances: map[string][]*model.Service{}, known: map[string]bool{}}
+	idx := &index{snap: snap, instances: map[string][]*model.Service{}, known: map[string]bool{}, now: now}
 	for _, s := range snap.Services {
 		if checkNamePart(s.Name) != nil {
 			// Not a name the API stores: its cluster name could be another's (names.go).

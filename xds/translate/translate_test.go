@@ -44,30 +44,30 @@ func TestNeedsAuthz(t *testing.T) {
 		return &model.Route{ID: "r", RequireAuth: boolPtr(false), Conditions: []model.Condition{{PathPattern: "/"}}, Targets: []model.Target{{Host: "10.0.0.1", Port: 80}}}
 	}
 	empty := &model.Snapshot{Settings: &model.Settings{ID: model.SettingsID}}
-	if NeedsAuthz(base(), empty) {
+	if NeedsAuthz(base(), empty, time.Time{}) {
 		t.Fatal("a public route without rules needs no ext_authz")
 	}
 	r := base()
 	r.RequireAuth = nil
-	if !NeedsAuthz(r, empty) {
+	if !NeedsAuthz(r, empty, time.Time{}) {
 		t.Fatal("require_auth defaults to true")
 	}
 	withIP := &model.Snapshot{Settings: empty.Settings, IPRules: []*model.IPRule{{ID: "x", Action: "deny", CIDRs: []string{"10.0.0.0/8"}, Routes: []string{"other"}}}}
-	if NeedsAuthz(base(), withIP) {
+	if NeedsAuthz(base(), withIP, time.Time{}) {
 		t.Fatal("an ip rule of another route does not apply")
 	}
 	withIP.IPRules[0].Routes = nil
-	if !NeedsAuthz(base(), withIP) {
+	if !NeedsAuthz(base(), withIP, time.Time{}) {
 		t.Fatal("a global ip rule applies")
 	}
 	disabled := &model.Snapshot{Settings: empty.Settings, Policies: []*model.Policy{{ID: "p", Disabled: true}}}
-	if NeedsAuthz(base(), disabled) {
+	if NeedsAuthz(base(), disabled, time.Time{}) {
 		t.Fatal("a disabled policy does not apply")
 	}
 	r = base()
 	r.WAF = &model.WAFSettings{Enabled: boolPtr(false)}
 	globalWAF := &model.Snapshot{Settings: &model.Settings{ID: model.SettingsID, WAF: &model.WAFSettings{}}}
-	if NeedsAuthz(r, globalWAF) || !NeedsAuthz(base(), globalWAF) {
+	if NeedsAuthz(r, globalWAF, time.Time{}) || !NeedsAuthz(base(), globalWAF, time.Time{}) {
 		t.Fatal("a route's waf object replaces the global one")
 	}
 }
@@ -136,7 +136,7 @@ func TestPublicRoutesAuthzAndIdentityHeaders(t *testing.T) {
 			Targets: []model.Target{{Host: "10.0.0.1", Port: 80}}}
 	}
 	snap := &model.Snapshot{Settings: &model.Settings{ID: model.SettingsID}}
-	if NeedsAuthz(base(), snap) {
+	if NeedsAuthz(base(), snap, time.Time{}) {
 		t.Fatal("a plain public route needs no ext_authz")
 	}
 	for name, mut := range map[string]func(r *model.Route){
@@ -149,7 +149,7 @@ func TestPublicRoutesAuthzAndIdentityHeaders(t *testing.T) {
 	} {
 		r := base()
 		mut(r)
-		if !NeedsAuthz(r, snap) {
+		if !NeedsAuthz(r, snap, time.Time{}) {
 			t.Errorf("%s: ext_authz must run", name)
 		}
 	}
@@ -160,5 +160,39 @@ func TestPublicRoutesAuthzAndIdentityHeaders(t *testing.T) {
 	want := []string{"x-api-key-id", "x-email", "x-principal", "x-tenant-id"}
 	if strings.Join(got, ",") != strings.Join(want, ",") {
 		t.Fatalf("identity headers %v, want %v", got, want)
+	}
+}
+
+// ext_authz skips an IP rule that has expired (a WAF ban of yesterday), so translation does
+// not turn ext_authz on for a public route because of one; a ban still in force does.
+func TestExpiredBanDoesNotTurnAuthzOn(t *testing.T) {
+	no := false
+	now := time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC)
+	yesterday, tomorrow := now.Add(-24*time.Hour), now.Add(24*time.Hour)
+	snap := &model.Snapshot{Revision: 1, Settings: &model.Settings{ID: model.SettingsID},
+		Routes: []*model.Route{{ID: "pub", RequireAuth: &no, Conditions: []model.Condition{{PathPattern: "/p/*"}},
+			Targets: []model.Target{{Host: "10.0.0.1", Port: 80}}}},
+		IPRules: []*model.IPRule{{ID: "waf-ban", Action: "deny", CIDRs: []string{"198.51.100.7/32"}, ExpiresAt: &yesterday}}}
+	authzOn := func() bool {
+		cfg, err := Translate(snap, Options{ControlPlane: "127.0.0.1:18000", Now: func() time.Time { return now }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, vh := range cfg.VirtualHosts {
+			for _, r := range vh.Routes {
+				if r.RouteID == "pub" {
+					return r.Authz.Enabled
+				}
+			}
+		}
+		t.Fatalf("route pub not served: %v", cfg.RouteErrors)
+		return false
+	}
+	if authzOn() {
+		t.Fatal("a ban that expired yesterday turns ext_authz on for a public route")
+	}
+	snap.IPRules[0].ExpiresAt = &tomorrow
+	if !authzOn() {
+		t.Fatal("a ban in force does not turn ext_authz on")
 	}
 }
