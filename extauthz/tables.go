@@ -89,26 +89,9 @@ func (e *Engine) build(snap *model.Snapshot) (*buildResult, error) {
 	t := &tables{rev: snap.Revision, routes: make(map[string]*routePolicy, len(snap.Routes)),
 		keys: make(map[string]*keyEntry, len(snap.APIKeys)), tenants: map[string]*model.Tenant{},
 		issuers: map[string]*issuer{}, keepCreds: auth.KeepCredentials, trustedHops: auth.TrustedProxyHops,
-		maxToken: auth.MaxTokenBytes,
-		hdrUser:  "x-user-id", hdrTenant: "x-tenant-id", hdrKey: "x-api-key-id", hdrScopes: "x-auth-scopes"}
-	for k, v := range auth.IdentityHeaders {
-		v = strings.ToLower(strings.TrimSpace(v))
-		if v == "-" {
-			v = ""
-		} else if v == "" {
-			continue
-		}
-		switch k {
-		case "user_id":
-			t.hdrUser = v
-		case "tenant_id":
-			t.hdrTenant = v
-		case "api_key_id":
-			t.hdrKey = v
-		case "scopes":
-			t.hdrScopes = v
-		}
-	}
+		maxToken: auth.MaxTokenBytes}
+	hdr := auth.IdentityHeaderNames() // the names the translator strips from clients' requests
+	t.hdrUser, t.hdrTenant, t.hdrKey, t.hdrScopes = hdr["user_id"], hdr["tenant_id"], hdr["api_key_id"], hdr["scopes"]
 	if t.maxToken <= 0 {
 		t.maxToken = defaultMaxTokenBytes
 	}

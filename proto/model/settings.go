@@ -3,6 +3,7 @@ package model
 import (
 	"fmt"
 	"net/url"
+	"strings"
 )
 
 // SettingsID is the id of the one settings object.
@@ -115,11 +116,13 @@ func (s *Settings) Validate() FieldErrors {
 		if a.TrustedProxyHops < 0 || a.TrustedProxyHops > 10 {
 			errs.Add("auth.trusted_proxy_hops", "must be 0-10")
 		}
-		for k := range a.IdentityHeaders {
-			switch k {
-			case "user_id", "tenant_id", "api_key_id", "scopes":
-			default:
+		for k, v := range a.IdentityHeaders {
+			if _, ok := DefaultIdentityHeaders[k]; !ok {
 				errs.Add("auth.identity_headers."+k, "must be user_id, tenant_id, api_key_id or scopes")
+				continue
+			}
+			if v = strings.TrimSpace(v); v != "" && v != "-" && (!headerName.MatchString(v) || v[0] == ':') {
+				errs.Add("auth.identity_headers."+k, "must be a header name, or \"-\" to send none")
 			}
 		}
 	}
@@ -136,4 +139,35 @@ var JWTAlgorithms = []string{"RS256", "RS384", "RS512", "PS256", "PS384", "PS512
 func isURL(s string) bool {
 	u, err := url.Parse(s)
 	return err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != ""
+}
+
+// DefaultIdentityHeaders are the headers ext_authz sets on allowed requests, by identity field;
+// settings.auth.identity_headers renames them.
+var DefaultIdentityHeaders = map[string]string{"user_id": "x-user-id", "tenant_id": "x-tenant-id", "api_key_id": "x-api-key-id", "scopes": "x-auth-scopes"}
+
+// IdentityHeaderNames resolves settings.auth.identity_headers (a nil AuthSettings has the
+// defaults): for each identity field the lowercase header name, or "" when it is turned off
+// ("-"). ext_authz sets these headers and the translator removes clients' copies of them, so
+// both read them here: a name read two ways would let a client smuggle its own identity.
+func (a *AuthSettings) IdentityHeaderNames() map[string]string {
+	out := make(map[string]string, len(DefaultIdentityHeaders))
+	for k, def := range DefaultIdentityHeaders {
+		out[k] = def
+	}
+	if a == nil {
+		return out
+	}
+	for k, v := range a.IdentityHeaders {
+		if _, ok := out[k]; !ok {
+			continue
+		}
+		switch v = strings.ToLower(strings.TrimSpace(v)); v {
+		case "":
+		case "-":
+			out[k] = ""
+		default:
+			out[k] = v
+		}
+	}
+	return out
 }

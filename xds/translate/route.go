@@ -389,25 +389,17 @@ func containsStr(list []string, s string) bool {
 	return false
 }
 
-// defaultIdentityHeaders are the headers ext_authz sets on allowed requests (renamed by
-// settings.auth.identity_headers).
-var defaultIdentityHeaders = map[string]string{"user_id": "x-user-id", "tenant_id": "x-tenant-id", "api_key_id": "x-api-key-id", "scopes": "x-auth-scopes"}
-
 // IdentityHeaders lists, sorted and lowercase, the headers that carry a verified identity to
 // upstreams on this route: the identity headers and the targets of claims_to_headers.
 func IdentityHeaders(r *model.Route, snap *model.Snapshot) []string {
 	var names []string
-	var custom map[string]string
-	if snap.Settings != nil && snap.Settings.Auth != nil {
-		custom = snap.Settings.Auth.IdentityHeaders
+	var auth *model.AuthSettings
+	if snap.Settings != nil {
+		auth = snap.Settings.Auth
 	}
-	for k, def := range defaultIdentityHeaders {
-		name := def
-		if v, ok := custom[k]; ok && v != "" {
-			name = v
-		}
-		if name != "-" {
-			names = append(names, strings.ToLower(name))
+	for _, name := range auth.IdentityHeaderNames() {
+		if name != "" {
+			names = append(names, name)
 		}
 	}
 	if r.Auth != nil {

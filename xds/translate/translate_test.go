@@ -196,3 +196,26 @@ func TestExpiredBanDoesNotTurnAuthzOn(t *testing.T) {
 		t.Fatal("a ban in force does not turn ext_authz on")
 	}
 }
+
+// The identity headers ext_authz sets and the ones the translator strips from clients'
+// requests are read from the settings by one function: a renamed header written with spaces
+// or capitals is stripped under the very name ext_authz sets, so a client cannot send its own.
+func TestIdentityHeadersReadOneWay(t *testing.T) {
+	snap := &model.Snapshot{Settings: &model.Settings{ID: model.SettingsID, Auth: &model.AuthSettings{
+		IdentityHeaders: map[string]string{"user_id": " X-Principal ", "scopes": "-"}}}}
+	got := IdentityHeaders(&model.Route{ID: "r"}, snap)
+	want := []string{"x-api-key-id", "x-principal", "x-tenant-id"}
+	if strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Fatalf("stripped %q, want %q", got, want)
+	}
+	names := snap.Settings.Auth.IdentityHeaderNames()
+	if names["user_id"] != "x-principal" || names["scopes"] != "" {
+		t.Fatalf("ext_authz's names %v", names)
+	}
+	for _, bad := range []string{"x principal", ":path", "x-a\r\nb"} {
+		s := model.Settings{ID: model.SettingsID, Auth: &model.AuthSettings{IdentityHeaders: map[string]string{"user_id": bad}}}
+		if len(s.Validate()) == 0 {
+			t.Errorf("identity header %q accepted", bad)
+		}
+	}
+}
