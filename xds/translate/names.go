@@ -39,28 +39,6 @@ func ClusterName(routeID string, i int) string {
 // ServiceClusterName is the cluster of the registered service name: "service/<name>".
 func ServiceClusterName(name string) string { return ServiceClusterPrefix + name }
 
-// ParseClusterName splits a cluster name made by ClusterName or ServiceClusterName back into
-// its kind ("route" or "service"), id and target index (routes only); ok is false for any
-// other name. That every name parses back to the fields it was made from is what makes the
-// naming collision-free.
-func ParseClusterName(name string) (kind, id string, index int, ok bool) {
-	if rest, found := strings.CutPrefix(name, RouteClusterPrefix); found {
-		id, num, found := strings.Cut(rest, "/")
-		if !found || checkNamePart(id) != nil {
-			return "", "", 0, false
-		}
-		i, err := strconv.Atoi(num)
-		if err != nil || i < 0 || strconv.Itoa(i) != num {
-			return "", "", 0, false
-		}
-		return "route", id, i, true
-	}
-	if rest, found := strings.CutPrefix(name, ServiceClusterPrefix); found && checkNamePart(rest) == nil {
-		return "service", rest, 0, true
-	}
-	return "", "", 0, false
-}
-
 // checkNamePart refuses an id that could make a resource name ambiguous: an empty one, or one
 // holding the separator '/'. The API never stores such ids (proto/model validID); an object
 // written around it (by hand into Redis, or by an older replica) is left out with this

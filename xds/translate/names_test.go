@@ -1,6 +1,7 @@
 package translate
 
 import (
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -42,20 +43,20 @@ func TestClusterNamesNeverCollide(t *testing.T) {
 		for i := 0; i < 12; i++ {
 			name := ClusterName(id, i)
 			claim(name, "route "+id)
-			kind, gotID, gotI, ok := ParseClusterName(name)
+			kind, gotID, gotI, ok := parseClusterName(name)
 			if !ok || kind != "route" || gotID != id || gotI != i {
 				t.Fatalf("%q parses to %q %q %d %v", name, kind, gotID, gotI, ok)
 			}
 		}
 		name := ServiceClusterName(id)
 		claim(name, "service "+id)
-		if kind, gotID, _, ok := ParseClusterName(name); !ok || kind != "service" || gotID != id {
+		if kind, gotID, _, ok := parseClusterName(name); !ok || kind != "service" || gotID != id {
 			t.Fatalf("%q parses to %q %q %v", name, kind, gotID, ok)
 		}
 	}
 	// The fixed names of the control-plane clusters are none of these.
 	for _, fixed := range []string{"api_gateway_grpc", "otel_collector"} {
-		if _, _, _, ok := ParseClusterName(fixed); ok {
+		if _, _, _, ok := parseClusterName(fixed); ok {
 			t.Fatalf("%q parses as a route or service cluster", fixed)
 		}
 	}
@@ -188,4 +189,26 @@ func TestRateLimitDescriptorsWithUnderscoresDoNotCollide(t *testing.T) {
 	if len(domains) != 1 || len(domains[0].Descriptors) != 2 {
 		t.Fatalf("domains %+v", domains)
 	}
+}
+
+// parseClusterName (the tests' inverse of the naming) splits a cluster name made by ClusterName or ServiceClusterName back into
+// its kind ("route" or "service"), id and target index (routes only); ok is false for any
+// other name. That every name parses back to the fields it was made from is what makes the
+// naming collision-free.
+func parseClusterName(name string) (kind, id string, index int, ok bool) {
+	if rest, found := strings.CutPrefix(name, RouteClusterPrefix); found {
+		id, num, found := strings.Cut(rest, "/")
+		if !found || checkNamePart(id) != nil {
+			return "", "", 0, false
+		}
+		i, err := strconv.Atoi(num)
+		if err != nil || i < 0 || strconv.Itoa(i) != num {
+			return "", "", 0, false
+		}
+		return "route", id, i, true
+	}
+	if rest, found := strings.CutPrefix(name, ServiceClusterPrefix); found && checkNamePart(rest) == nil {
+		return "service", rest, 0, true
+	}
+	return "", "", 0, false
 }
