@@ -8,7 +8,7 @@ LDFLAGS := -s -w -X main.version=$(VERSION)
 # Packages whose tests need the tools installed by test-deps.
 TEST_TIMEOUT ?= 25m
 
-.PHONY: all build run test test-deps vet fmt-check bench proto clean
+.PHONY: all build run test test-deps vet fmt-check bench clean
 
 all: build
 
@@ -51,11 +51,6 @@ test: test-deps fmt-check vet
 bench:
 	$(GO) test $(GOFLAGS_TAGS) -run '^$$' -bench . -benchmem -timeout 60m ./...
 	cd e2e/ratelimitref && $(GO) test -mod=mod -run '^$$' -bench . -benchmem -timeout 30m ./...
-
-# The config model is Go types (proto/model); the OpenAPI document is generated from them at
-# run time (GET /api/v1/management/openapi.json), so there is nothing to regenerate offline.
-proto:
-	@echo "proto/model is Go types; the OpenAPI document is generated from them at run time."
 
 clean:
 	rm -rf bin

@@ -11,8 +11,8 @@ import (
 	"github.com/compose-spec/compose-go/v2/types"
 	yaml "go.yaml.in/yaml/v3"
 
-	"github.com/api-gateway/api-gateway/proto/model"
-	"github.com/api-gateway/api-gateway/xds/manage"
+	"github.com/api-gateway/api-gateway/manage"
+	"github.com/api-gateway/api-gateway/model"
 )
 
 func loadCompose(t *testing.T) *types.Project {

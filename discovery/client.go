@@ -29,7 +29,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/api-gateway/api-gateway/proto/model"
+	"github.com/api-gateway/api-gateway/model"
 )
 
 // ServicesPath is the management API collection of service instances.

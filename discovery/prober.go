@@ -9,8 +9,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/api-gateway/api-gateway/proto/model"
-	"github.com/api-gateway/api-gateway/xds/store"
+	"github.com/api-gateway/api-gateway/model"
+	"github.com/api-gateway/api-gateway/store"
 )
 
 // Prober is the control plane's own active health check, for deployments where no Envoy

@@ -6,7 +6,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/api-gateway/api-gateway/proto/model"
+	"github.com/api-gateway/api-gateway/model"
 )
 
 // Registration is a registered instance kept alive by heartbeats.

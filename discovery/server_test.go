@@ -16,8 +16,8 @@ import (
 
 	"github.com/api-gateway/api-gateway/discovery"
 	"github.com/api-gateway/api-gateway/internal/testutil"
-	"github.com/api-gateway/api-gateway/proto/model"
-	"github.com/api-gateway/api-gateway/xds/store"
+	"github.com/api-gateway/api-gateway/model"
+	"github.com/api-gateway/api-gateway/store"
 )
 
 // clock is a settable test clock.

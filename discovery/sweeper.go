@@ -8,8 +8,8 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/api-gateway/api-gateway/proto/model"
-	"github.com/api-gateway/api-gateway/xds/store"
+	"github.com/api-gateway/api-gateway/model"
+	"github.com/api-gateway/api-gateway/store"
 )
 
 // Sweeper marks instances that missed their TTL as expired, so the next revision leaves

@@ -7,8 +7,8 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/api-gateway/api-gateway/envoy"
-	"github.com/api-gateway/api-gateway/xds/ir"
-	"github.com/api-gateway/api-gateway/xds/translate"
+	"github.com/api-gateway/api-gateway/ir"
+	"github.com/api-gateway/api-gateway/translate"
 )
 
 // A route whose Envoy resources fail ValidateAll is dropped and reported; the listener and

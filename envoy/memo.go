@@ -11,7 +11,7 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/api-gateway/api-gateway/xds/ir"
+	"github.com/api-gateway/api-gateway/ir"
 )
 
 // Memo remembers the routes, clusters, endpoint assignments and API listeners built (and

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/api-gateway/api-gateway/proto/model"
+	"github.com/api-gateway/api-gateway/model"
 )
 
 // keyEntry is one API key, precomputed for the request path.

@@ -4,7 +4,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/api-gateway/api-gateway/proto/model"
+	"github.com/api-gateway/api-gateway/model"
 )
 
 func TestAPIKeySecrets(t *testing.T) {

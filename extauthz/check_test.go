@@ -10,7 +10,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
-	"github.com/api-gateway/api-gateway/proto/model"
+	"github.com/api-gateway/api-gateway/model"
 )
 
 const testIssuer = "https://issuer.test"

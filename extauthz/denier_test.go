@@ -7,8 +7,8 @@ import (
 	"time"
 
 	"github.com/api-gateway/api-gateway/internal/pipeline"
-	"github.com/api-gateway/api-gateway/proto/model"
-	"github.com/api-gateway/api-gateway/xds/store"
+	"github.com/api-gateway/api-gateway/model"
+	"github.com/api-gateway/api-gateway/store"
 )
 
 // TestStoreIPDenier: the WAF's repeat-offender deny is written to the store as an ip-rule

@@ -10,7 +10,7 @@ import (
 
 	"github.com/api-gateway/api-gateway/internal/testutil"
 
-	"github.com/api-gateway/api-gateway/proto/model"
+	"github.com/api-gateway/api-gateway/model"
 )
 
 func removedSet(names []string) map[string]bool {

@@ -14,7 +14,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/api-gateway/api-gateway/proto/model"
+	"github.com/api-gateway/api-gateway/model"
 )
 
 // introspector checks opaque tokens with RFC 7662 token introspection. Answers are cached

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/api-gateway/api-gateway/proto/model"
+	"github.com/api-gateway/api-gateway/model"
 )
 
 // introHarness: an engine whose settings introspect at a real HTTP endpoint, with one

@@ -12,8 +12,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/api-gateway/api-gateway/proto/model"
-	"github.com/api-gateway/api-gateway/xds/store"
+	"github.com/api-gateway/api-gateway/model"
+	"github.com/api-gateway/api-gateway/store"
 )
 
 // ipSet is a set of addresses and prefixes, each with an optional expiry (zero: never).

@@ -12,7 +12,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
-	"github.com/api-gateway/api-gateway/proto/model"
+	"github.com/api-gateway/api-gateway/model"
 )
 
 // idpServer is a real RFC 7662 introspection endpoint over HTTP: it answers the claims

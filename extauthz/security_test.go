@@ -15,7 +15,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/api-gateway/api-gateway/internal/testutil"
-	"github.com/api-gateway/api-gateway/proto/model"
+	"github.com/api-gateway/api-gateway/model"
 	"github.com/api-gateway/api-gateway/waf"
 )
 

@@ -4,7 +4,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/api-gateway/api-gateway/xds/ir"
+	"github.com/api-gateway/api-gateway/ir"
 )
 
 // Descriptors are told apart by key and value: key "remote_address" value "x" and key

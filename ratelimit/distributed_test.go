@@ -13,7 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	itest "github.com/api-gateway/api-gateway/internal/testutil"
-	"github.com/api-gateway/api-gateway/xds/ir"
+	"github.com/api-gateway/api-gateway/ir"
 )
 
 // exactlyN runs 4 service instances (own gRPC servers) over the clients' shared Redis, 50

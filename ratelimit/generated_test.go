@@ -14,9 +14,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/api-gateway/api-gateway/proto/model"
-	"github.com/api-gateway/api-gateway/xds/ir"
-	"github.com/api-gateway/api-gateway/xds/translate"
+	"github.com/api-gateway/api-gateway/ir"
+	"github.com/api-gateway/api-gateway/model"
+	"github.com/api-gateway/api-gateway/translate"
 )
 
 func decodeModel(t *testing.T, js string, obj any) {

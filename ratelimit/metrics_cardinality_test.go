@@ -13,7 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
-	"github.com/api-gateway/api-gateway/xds/ir"
+	"github.com/api-gateway/api-gateway/ir"
 )
 
 // series counts the series a registry exposes.

@@ -12,7 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	itest "github.com/api-gateway/api-gateway/internal/testutil"
-	"github.com/api-gateway/api-gateway/xds/ir"
+	"github.com/api-gateway/api-gateway/ir"
 )
 
 // outageService is a service over a real Redis with the production client settings

@@ -6,7 +6,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/api-gateway/api-gateway/xds/store"
+	"github.com/api-gateway/api-gateway/store"
 )
 
 // NewRedisClient builds a go-redis UniversalClient from REDIS_URL, parsed by the one parser

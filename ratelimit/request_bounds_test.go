@@ -17,7 +17,7 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	itest "github.com/api-gateway/api-gateway/internal/testutil"
-	"github.com/api-gateway/api-gateway/xds/ir"
+	"github.com/api-gateway/api-gateway/ir"
 )
 
 func wrapUint64(v uint64) *wrapperspb.UInt64Value { return wrapperspb.UInt64(v) }

@@ -18,7 +18,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	itest "github.com/api-gateway/api-gateway/internal/testutil"
-	"github.com/api-gateway/api-gateway/xds/ir"
+	"github.com/api-gateway/api-gateway/ir"
 )
 
 // r3Service is a service over store with the given key prefix, with or without the local

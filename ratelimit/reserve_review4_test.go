@@ -14,7 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	itest "github.com/api-gateway/api-gateway/internal/testutil"
-	"github.com/api-gateway/api-gateway/xds/ir"
+	"github.com/api-gateway/api-gateway/ir"
 )
 
 // r4Step is one request of a cache comparison: at base+at, with cost.

@@ -16,7 +16,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	itest "github.com/api-gateway/api-gateway/internal/testutil"
-	"github.com/api-gateway/api-gateway/xds/ir"
+	"github.com/api-gateway/api-gateway/ir"
 )
 
 func newReservingStore(t testing.TB, addr string, hold time.Duration, clock Clock) *ReservingStore {

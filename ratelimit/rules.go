@@ -12,9 +12,9 @@ import (
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
-	"github.com/api-gateway/api-gateway/proto/model"
-	"github.com/api-gateway/api-gateway/xds/ir"
-	"github.com/api-gateway/api-gateway/xds/translate"
+	"github.com/api-gateway/api-gateway/ir"
+	"github.com/api-gateway/api-gateway/model"
+	"github.com/api-gateway/api-gateway/translate"
 )
 
 // Rules are the compiled, immutable descriptor trees of every domain. The service swaps a

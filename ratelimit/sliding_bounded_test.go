@@ -11,7 +11,7 @@ import (
 
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
 
-	"github.com/api-gateway/api-gateway/xds/ir"
+	"github.com/api-gateway/api-gateway/ir"
 )
 
 // TestSlidingWindowHugeCostIsBoundedWork: a sliding window of 1,000,000 per hour charged

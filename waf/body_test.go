@@ -4,7 +4,7 @@ import (
 	"context"
 	"testing"
 
-	"github.com/api-gateway/api-gateway/proto/model"
+	"github.com/api-gateway/api-gateway/model"
 )
 
 // TestInspectDeclaredBodyNotSent: a request that declares a body (Content-Length) whose

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/api-gateway/api-gateway/proto/model"
+	"github.com/api-gateway/api-gateway/model"
 )
 
 // Mode says what a WAF does with a request over the anomaly threshold.

@@ -21,7 +21,7 @@ import (
 	"github.com/corazawaf/coraza/v3/types"
 	"github.com/goccy/go-yaml"
 
-	"github.com/api-gateway/api-gateway/proto/model"
+	"github.com/api-gateway/api-gateway/model"
 )
 
 // crsTestSettings mirrors the configuration the CRS regression suite is written against

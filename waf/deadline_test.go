@@ -12,7 +12,7 @@ import (
 
 	"github.com/corazawaf/coraza/v3/types"
 
-	"github.com/api-gateway/api-gateway/proto/model"
+	"github.com/api-gateway/api-gateway/model"
 )
 
 // countdownCtx is a context that ends after its Err method has been asked n times: a

@@ -11,7 +11,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/api-gateway/api-gateway/proto/model"
+	"github.com/api-gateway/api-gateway/model"
 )
 
 func compress(t *testing.T, enc string, data []byte) []byte {

@@ -12,7 +12,7 @@ import (
 
 	"github.com/corazawaf/coraza/v3/types"
 
-	"github.com/api-gateway/api-gateway/proto/model"
+	"github.com/api-gateway/api-gateway/model"
 )
 
 // ruleTags compiles cfg's ruleset pruned to pl and returns the tags of every rule by id.

@@ -5,7 +5,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/api-gateway/api-gateway/proto/model"
+	"github.com/api-gateway/api-gateway/model"
 )
 
 // Registry holds one compiled WAF per distinct ruleset, shared by every route whose

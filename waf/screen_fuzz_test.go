@@ -19,7 +19,7 @@ import (
 
 	coreruleset "github.com/corazawaf/coraza-coreruleset/v4"
 
-	"github.com/api-gateway/api-gateway/proto/model"
+	"github.com/api-gateway/api-gateway/model"
 )
 
 // The request screen's differential fuzz: random requests, built from mutated CRS

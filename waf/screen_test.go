@@ -12,7 +12,7 @@ import (
 
 	"github.com/corazawaf/coraza/v3/types"
 
-	"github.com/api-gateway/api-gateway/proto/model"
+	"github.com/api-gateway/api-gateway/model"
 )
 
 // withoutScreen returns cfg's sections with the request screen turned off.

@@ -17,7 +17,7 @@ import (
 	"github.com/corazawaf/coraza/v3/experimental"
 	"github.com/corazawaf/coraza/v3/types"
 
-	"github.com/api-gateway/api-gateway/proto/model"
+	"github.com/api-gateway/api-gateway/model"
 )
 
 // WAF is one compiled ruleset. It is immutable and safe for concurrent use.

@@ -4,7 +4,7 @@ import (
 	"context"
 	"log/slog"
 
-	"github.com/api-gateway/api-gateway/xds/store"
+	"github.com/api-gateway/api-gateway/store"
 )
 
 func openRedisStore(ctx context.Context, url string, log *slog.Logger) (store.Store, error) {

@@ -29,9 +29,9 @@ import (
 	"github.com/api-gateway/api-gateway/internal/grpctls"
 	"github.com/api-gateway/api-gateway/internal/pipeline"
 	"github.com/api-gateway/api-gateway/internal/telemetry"
+	"github.com/api-gateway/api-gateway/manage"
+	"github.com/api-gateway/api-gateway/store"
 	"github.com/api-gateway/api-gateway/waf"
-	"github.com/api-gateway/api-gateway/xds/manage"
-	"github.com/api-gateway/api-gateway/xds/store"
 )
 
 // app holds what every component's wire function may use (see wirers.go).

@@ -13,9 +13,9 @@ import (
 
 	"github.com/api-gateway/api-gateway/extauthz"
 	"github.com/api-gateway/api-gateway/internal/pipeline"
-	"github.com/api-gateway/api-gateway/proto/model"
+	"github.com/api-gateway/api-gateway/manage"
+	"github.com/api-gateway/api-gateway/model"
 	"github.com/api-gateway/api-gateway/waf"
-	"github.com/api-gateway/api-gateway/xds/manage"
 )
 
 // runValidate checks a declarative file offline with the checks serve runs on it: strict

@@ -4,7 +4,7 @@ import (
 	"path/filepath"
 
 	"github.com/api-gateway/api-gateway/analytics"
-	"github.com/api-gateway/api-gateway/xds/store"
+	"github.com/api-gateway/api-gateway/store"
 )
 
 func init() { register("analytics", 20, (*app).wireAnalytics) }

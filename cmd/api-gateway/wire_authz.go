@@ -8,10 +8,10 @@ import (
 
 	"github.com/api-gateway/api-gateway/extauthz"
 	"github.com/api-gateway/api-gateway/internal/pipeline"
-	"github.com/api-gateway/api-gateway/proto/model"
+	"github.com/api-gateway/api-gateway/manage"
+	"github.com/api-gateway/api-gateway/model"
+	"github.com/api-gateway/api-gateway/store"
 	"github.com/api-gateway/api-gateway/waf"
-	"github.com/api-gateway/api-gateway/xds/manage"
-	"github.com/api-gateway/api-gateway/xds/store"
 )
 
 func init() { register("authz", 40, (*app).wireAuthz) }

@@ -4,7 +4,7 @@ import (
 	"context"
 
 	"github.com/api-gateway/api-gateway/internal/pipeline"
-	"github.com/api-gateway/api-gateway/proto/model"
+	"github.com/api-gateway/api-gateway/model"
 	"github.com/api-gateway/api-gateway/ratelimit"
 )
 

@@ -6,9 +6,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/api-gateway/api-gateway/proto/model"
+	"github.com/api-gateway/api-gateway/model"
+	"github.com/api-gateway/api-gateway/translate"
 	"github.com/api-gateway/api-gateway/xds/server"
-	"github.com/api-gateway/api-gateway/xds/translate"
 )
 
 func init() {

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/api-gateway/api-gateway/proto/model"
+	"github.com/api-gateway/api-gateway/model"
 )
 
 // edgeModel has the routes of the attack classes below: a WAF form route with default

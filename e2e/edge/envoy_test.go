@@ -28,9 +28,9 @@ import (
 
 	"github.com/api-gateway/api-gateway/envoy"
 	"github.com/api-gateway/api-gateway/extauthz"
-	"github.com/api-gateway/api-gateway/proto/model"
+	"github.com/api-gateway/api-gateway/model"
+	"github.com/api-gateway/api-gateway/translate"
 	"github.com/api-gateway/api-gateway/waf"
-	"github.com/api-gateway/api-gateway/xds/translate"
 )
 
 // edge is a gateway built from a model: the served Envoy resources and the Check server.

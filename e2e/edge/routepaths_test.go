@@ -4,8 +4,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/api-gateway/api-gateway/proto/model"
-	"github.com/api-gateway/api-gateway/xds/translate"
+	"github.com/api-gateway/api-gateway/model"
+	"github.com/api-gateway/api-gateway/translate"
 )
 
 // pathSpellingModel has routes whose configured paths are spelled in ways Envoy's path

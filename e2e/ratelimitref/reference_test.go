@@ -24,7 +24,7 @@ import (
 	"google.golang.org/grpc/health"
 	"sigs.k8s.io/yaml"
 
-	"github.com/api-gateway/api-gateway/proto/model"
+	"github.com/api-gateway/api-gateway/model"
 	"github.com/api-gateway/api-gateway/ratelimit"
 )
 

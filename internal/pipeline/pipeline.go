@@ -21,8 +21,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/api-gateway/api-gateway/proto/model"
-	"github.com/api-gateway/api-gateway/xds/store"
+	"github.com/api-gateway/api-gateway/model"
+	"github.com/api-gateway/api-gateway/store"
 )
 
 // Consumer turns a model snapshot into its own tables.

@@ -16,9 +16,9 @@ import (
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 
-	"github.com/api-gateway/api-gateway/proto/model"
+	"github.com/api-gateway/api-gateway/model"
+	"github.com/api-gateway/api-gateway/translate"
 	"github.com/api-gateway/api-gateway/xds/server/xdstest"
-	"github.com/api-gateway/api-gateway/xds/translate"
 )
 
 func pushes(h *harness, typ string) float64 {

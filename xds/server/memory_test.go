@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/api-gateway/api-gateway/proto/model"
+	"github.com/api-gateway/api-gateway/model"
 	"github.com/api-gateway/api-gateway/xds/server/xdstest"
 )
 

@@ -6,8 +6,8 @@ import (
 	"time"
 
 	"github.com/api-gateway/api-gateway/envoy"
-	"github.com/api-gateway/api-gateway/proto/model"
-	"github.com/api-gateway/api-gateway/xds/translate"
+	"github.com/api-gateway/api-gateway/model"
+	"github.com/api-gateway/api-gateway/translate"
 )
 
 // clashingWords are ids that are, or make, another object's resource name: kind prefixes,

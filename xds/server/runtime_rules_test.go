@@ -4,7 +4,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/api-gateway/api-gateway/proto/model"
+	"github.com/api-gateway/api-gateway/model"
 )
 
 // A write of a route that Envoy would refuse at load time (envoy/runtime_rules.go) is refused

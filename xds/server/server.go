@@ -30,9 +30,9 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/api-gateway/api-gateway/envoy"
-	"github.com/api-gateway/api-gateway/proto/model"
-	"github.com/api-gateway/api-gateway/xds/ir"
-	"github.com/api-gateway/api-gateway/xds/translate"
+	"github.com/api-gateway/api-gateway/ir"
+	"github.com/api-gateway/api-gateway/model"
+	"github.com/api-gateway/api-gateway/translate"
 )
 
 // Options configure the server.

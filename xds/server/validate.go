@@ -5,8 +5,8 @@ import (
 	"sort"
 
 	"github.com/api-gateway/api-gateway/envoy"
-	"github.com/api-gateway/api-gateway/proto/model"
-	"github.com/api-gateway/api-gateway/xds/translate"
+	"github.com/api-gateway/api-gateway/model"
+	"github.com/api-gateway/api-gateway/translate"
 )
 
 // ValidateRoute is the management API's validator for routes (manage.API.AddValidator):

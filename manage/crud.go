@@ -1,0 +1,443 @@
+package manage
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/api-gateway/api-gateway/model"
+	"github.com/api-gateway/api-gateway/store"
+)
+
+// ListResponse is the shape of every list.
+type ListResponse[T any] struct {
+	Items    []T    `json:"items"`
+	Count    int    `json:"count"`
+	Revision uint64 `json:"revision"`
+}
+
+// readBody reads the request body, answering 413/415/400 itself; ok=false means answered.
+func readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
+	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
+		WriteError(w, r, http.StatusUnsupportedMediaType, CodeUnsupported, "the body must be application/json", nil)
+		return nil, false
+	}
+	data, err := io.ReadAll(r.Body)
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			WriteError(w, r, http.StatusRequestEntityTooLarge, CodeTooLarge, fmt.Sprintf("the body is larger than %d bytes", MaxBody), nil)
+			return nil, false
+		}
+		WriteError(w, r, http.StatusBadRequest, CodeInvalid, "could not read the body", nil)
+		return nil, false
+	}
+	return data, true
+}
+
+// decodeObject decodes a body into a new object of the kind, reporting every field problem.
+func decodeObject(kind model.Kind, data []byte) (model.Object, model.FieldErrors) {
+	obj, err := model.New(kind)
+	if err != nil {
+		return nil, model.FieldErrors{{Field: "", Problem: err.Error()}}
+	}
+	if errs := model.DecodeStrict(data, obj); len(errs) > 0 {
+		return nil, errs
+	}
+	return obj, nil
+}
+
+// ifMatch reads the expected revision from If-Match (or the body's revision field).
+func ifMatch(r *http.Request, obj model.Object) (uint64, model.FieldErrors) {
+	var errs model.FieldErrors
+	if h := strings.TrimSpace(r.Header.Get("If-Match")); h != "" && h != "*" {
+		h = strings.Trim(strings.TrimPrefix(h, "W/"), `"`)
+		n, err := strconv.ParseUint(h, 10, 64)
+		if err != nil || n == 0 {
+			errs.Add("If-Match", "must be a revision number")
+			return 0, errs
+		}
+		return n, nil
+	}
+	if obj != nil {
+		return obj.GetMeta().Revision, nil
+	}
+	return 0, nil
+}
+
+func (a *API) snapshot() *model.Snapshot {
+	if a.Model != nil {
+		if s := a.Model.Current(); s != nil {
+			return s
+		}
+	}
+	return &model.Snapshot{Settings: &model.Settings{ID: model.SettingsID}}
+}
+
+// validate runs the object's own checks and every registered validator.
+func (a *API) validate(kind model.Kind, obj model.Object) model.FieldErrors {
+	errs := obj.Validate()
+	snap := a.snapshot()
+	errs = append(errs, a.crossCheck(kind, obj, snap)...)
+	a.mu.RLock()
+	vs := a.validators[kind]
+	a.mu.RUnlock()
+	for _, v := range vs {
+		errs = append(errs, v(obj, snap)...)
+	}
+	return errs
+}
+
+// crossCheck validates references to other objects.
+func (a *API) crossCheck(kind model.Kind, obj model.Object, snap *model.Snapshot) model.FieldErrors {
+	var errs model.FieldErrors
+	r, ok := obj.(*model.Route)
+	if !ok {
+		return nil
+	}
+	has := func(ids []string, id string) bool {
+		for _, x := range ids {
+			if x == id {
+				return true
+			}
+		}
+		return false
+	}
+	var rl, pol, ipr []string
+	for _, o := range snap.RateLimits {
+		rl = append(rl, o.ID)
+	}
+	for _, o := range snap.Policies {
+		pol = append(pol, o.ID)
+	}
+	for _, o := range snap.IPRules {
+		ipr = append(ipr, o.ID)
+	}
+	if r.RateLimit != nil {
+		for i, id := range r.RateLimit.Policies {
+			if !has(rl, id) {
+				errs.Add(fmt.Sprintf("rate_limit.policies[%d]", i), "no rate-limit %q exists", id)
+			}
+		}
+	}
+	if r.Auth != nil {
+		for i, id := range r.Auth.Policies {
+			if !has(pol, id) {
+				errs.Add(fmt.Sprintf("auth.policies[%d]", i), "no policy %q exists", id)
+			}
+		}
+		for i, id := range r.Auth.IPRules {
+			if !has(ipr, id) {
+				errs.Add(fmt.Sprintf("auth.ip_rules[%d]", i), "no ip-rule %q exists", id)
+			}
+		}
+	}
+	return errs
+}
+
+// waitApplied waits until the consumers serve revision rev (bounded by WriteWait). It
+// returns nil once rev (or a later revision) applied, the refusal when the pipeline refused
+// it, and a *pendingError when the wait ended first: the revision is stored and may still
+// apply or be refused, so the write must not answer success (accepted = served).
+func (a *API) waitApplied(ctx context.Context, rev uint64) error {
+	if a.Model == nil {
+		return nil
+	}
+	wctx, cancel := context.WithTimeout(ctx, a.WriteWait)
+	defer cancel()
+	err := a.Model.WaitFor(wctx, rev)
+	if err == nil || isRefusal(err) {
+		return err
+	}
+	if ctx.Err() == nil {
+		a.log.WarnContext(ctx, "a write's revision did not apply in time", "revision", rev, "waited", a.WriteWait.String())
+	}
+	return &pendingError{rev: rev, waited: a.WriteWait}
+}
+
+func newID() string {
+	b := make([]byte, 8)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func dryRun(r *http.Request) bool {
+	v := r.URL.Query().Get("dry_run")
+	return v == "true" || v == "1"
+}
+
+// crud registers list/create/get/replace/delete for a kind.
+func (a *API) crud(kind model.Kind, sample any, tag string) {
+	base := Prefix + "/" + string(kind)
+	a.handle(endpoint{method: "GET", path: base, summary: "List " + string(kind), tag: tag, response: sample, list: true, status: 200}, a.list(kind))
+	a.handle(endpoint{method: "POST", path: base, summary: "Create one of " + string(kind), tag: tag, request: sample, response: sample, status: 201}, a.create(kind))
+	a.handle(endpoint{method: "GET", path: base + "/{id}", summary: "Get one of " + string(kind), tag: tag, response: sample, status: 200}, a.get(kind))
+	a.handle(endpoint{method: "PUT", path: base + "/{id}", summary: "Replace one of " + string(kind) + " (If-Match: revision)", tag: tag, request: sample, response: sample, status: 200}, a.replace(kind))
+	a.handle(endpoint{method: "DELETE", path: base + "/{id}", summary: "Delete one of " + string(kind) + " (If-Match: revision)", tag: tag, status: 204}, a.remove(kind))
+}
+
+// present prepares an object for a response.
+func (a *API) present(obj model.Object) any {
+	switch o := obj.(type) {
+	case *model.APIKey:
+		return o.Public()
+	case *model.Route:
+		if a.RouteStatus != nil {
+			o.Status = a.RouteStatus(o.ID)
+		}
+	}
+	return obj
+}
+
+func (a *API) list(kind model.Kind) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		rev, err := a.Store.Revision(r.Context())
+		if err != nil {
+			a.writeStoreError(w, r, kind, "", err)
+			return
+		}
+		raws, err := a.Store.List(r.Context(), kind)
+		if err != nil {
+			a.writeStoreError(w, r, kind, "", err)
+			return
+		}
+		items := make([]any, 0, len(raws))
+		q := r.URL.Query()
+		for _, raw := range raws {
+			obj, err := decodeRaw(kind, raw)
+			if err != nil {
+				a.log.WarnContext(r.Context(), "stored object does not decode", "kind", string(kind), "id", raw.ID, "error", err.Error())
+				continue
+			}
+			if !matchFilter(obj, q.Get("name"), q.Get("tenant")) {
+				continue
+			}
+			items = append(items, a.present(obj))
+		}
+		writeJSON(w, http.StatusOK, ListResponse[any]{Items: items, Count: len(items), Revision: rev})
+	}
+}
+
+func matchFilter(obj model.Object, name, tenant string) bool {
+	switch o := obj.(type) {
+	case *model.Service:
+		return name == "" || o.Name == name
+	case *model.Route:
+		return tenant == "" || o.Tenant == tenant
+	case *model.APIKey:
+		return tenant == "" || o.Tenant == tenant
+	}
+	return true
+}
+
+func decodeRaw(kind model.Kind, raw model.RawObject) (model.Object, error) {
+	obj, err := model.New(kind)
+	if err != nil {
+		return nil, err
+	}
+	if err := json.Unmarshal(raw.Data, obj); err != nil {
+		return nil, err
+	}
+	obj.GetMeta().Revision = raw.Revision
+	return obj, nil
+}
+
+func (a *API) load(ctx context.Context, kind model.Kind, id string) (model.Object, error) {
+	raw, err := a.Store.Get(ctx, kind, id)
+	if err != nil {
+		return nil, err
+	}
+	return decodeRaw(kind, raw)
+}
+
+func (a *API) get(kind model.Kind) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		id := r.PathValue("id")
+		obj, err := a.load(r.Context(), kind, id)
+		if err != nil {
+			a.writeStoreError(w, r, kind, id, err)
+			return
+		}
+		w.Header().Set("ETag", fmt.Sprintf(`"%d"`, obj.GetMeta().Revision))
+		writeJSON(w, http.StatusOK, a.present(obj))
+	}
+}
+
+// prepareWrite decodes and validates a body for kind; answered=true means an error was written.
+func (a *API) prepareWrite(w http.ResponseWriter, r *http.Request, kind model.Kind, pathID string) (model.Object, bool) {
+	data, ok := readBody(w, r)
+	if !ok {
+		return nil, true
+	}
+	obj, errs := decodeObject(kind, data)
+	if len(errs) > 0 {
+		writeInvalid(w, r, errs)
+		return nil, true
+	}
+	if pathID != "" {
+		if obj.GetID() != "" && obj.GetID() != pathID {
+			writeInvalid(w, r, model.FieldErrors{{Field: "id", Problem: "does not match the id in the path"}})
+			return nil, true
+		}
+		obj.SetID(pathID)
+	}
+	if k, ok := obj.(*model.APIKey); ok && k.SecretHash != "" {
+		writeInvalid(w, r, model.FieldErrors{{Field: "secret_hash", Problem: "is read-only"}})
+		return nil, true
+	}
+	if rt, ok := obj.(*model.Route); ok {
+		rt.Status = nil
+	}
+	return obj, false
+}
+
+func (a *API) create(kind model.Kind) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		obj, answered := a.prepareWrite(w, r, kind, "")
+		if answered {
+			return
+		}
+		if obj.GetID() == "" {
+			obj.SetID(defaultID(obj))
+		}
+		a.writeObject(w, r, kind, obj, store.OpCreate, 0, http.StatusCreated, nil)
+	}
+}
+
+func defaultID(obj model.Object) string {
+	if s, ok := obj.(*model.Service); ok && s.Name != "" && s.Host != "" {
+		return s.DefaultID()
+	}
+	return newID()
+}
+
+func (a *API) replace(kind model.Kind) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		id := r.PathValue("id")
+		obj, answered := a.prepareWrite(w, r, kind, id)
+		if answered {
+			return
+		}
+		ifRev, errs := ifMatch(r, obj)
+		if len(errs) > 0 {
+			writeInvalid(w, r, errs)
+			return
+		}
+		prev, err := a.load(r.Context(), kind, id)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			if ifRev != 0 {
+				a.writeStoreError(w, r, kind, id, err)
+				return
+			}
+			a.writeObject(w, r, kind, obj, store.OpCreate, 0, http.StatusCreated, nil)
+			return
+		case err != nil:
+			a.writeStoreError(w, r, kind, id, err)
+			return
+		}
+		if ifRev == 0 {
+			ifRev = prev.GetMeta().Revision
+		}
+		a.writeObject(w, r, kind, obj, store.OpPut, ifRev, http.StatusOK, prev)
+	}
+}
+
+// writeObject validates, stamps and stores obj, then answers with it.
+func (a *API) writeObject(w http.ResponseWriter, r *http.Request, kind model.Kind, obj model.Object, op store.OpType, ifRev uint64, status int, prev model.Object) {
+	a.carryOver(obj, prev)
+	if errs := a.validate(kind, obj); len(errs) > 0 {
+		writeInvalid(w, r, errs)
+		return
+	}
+	now := a.Now().UTC()
+	m := obj.GetMeta()
+	m.UpdatedAt = now
+	if prev != nil {
+		m.CreatedAt = prev.GetMeta().CreatedAt
+	} else {
+		m.CreatedAt = now
+	}
+	m.Revision = 0
+	if err := a.checkRevision(r.Context(), kind, obj); err != nil {
+		writeRefused(w, r, err, false)
+		return
+	}
+	if dryRun(r) {
+		writeJSON(w, http.StatusOK, map[string]any{"dry_run": true, "valid": true, "object": a.present(obj)})
+		return
+	}
+	data, err := json.Marshal(obj)
+	if err != nil {
+		WriteError(w, r, http.StatusInternalServerError, CodeInternal, "could not encode the object", nil)
+		return
+	}
+	rev, err := a.Store.Txn(r.Context(), []store.Op{{Type: op, Kind: kind, ID: obj.GetID(), Data: data, IfRevision: ifRev}})
+	if err != nil {
+		a.writeStoreError(w, r, kind, obj.GetID(), err)
+		return
+	}
+	m.Revision = rev
+	if !a.settle(w, r, kind, obj.GetID(), rev, prev, a.present(obj)) {
+		return
+	}
+	w.Header().Set("ETag", fmt.Sprintf(`"%d"`, rev))
+	if status == http.StatusCreated {
+		w.Header().Set("Location", Prefix+"/"+string(kind)+"/"+obj.GetID())
+	}
+	writeJSON(w, status, a.present(obj))
+}
+
+// carryOver keeps server-owned fields of the previous version that a PUT cannot set.
+func (a *API) carryOver(obj, prev model.Object) {
+	switch o := obj.(type) {
+	case *model.APIKey:
+		if p, ok := prev.(*model.APIKey); ok {
+			o.SecretHash = p.SecretHash
+			if o.Revoked && p.RevokedAt != nil {
+				o.RevokedAt = p.RevokedAt
+			}
+		}
+		if o.Revoked && o.RevokedAt == nil {
+			t := a.Now().UTC()
+			o.RevokedAt = &t
+		}
+	case *model.Service:
+		if p, ok := prev.(*model.Service); ok && o.LastHeartbeat.IsZero() {
+			o.LastHeartbeat = p.LastHeartbeat
+		}
+		if o.LastHeartbeat.IsZero() {
+			o.LastHeartbeat = a.Now().UTC()
+		}
+	}
+}
+
+func (a *API) remove(kind model.Kind) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		id := r.PathValue("id")
+		ifRev, errs := ifMatch(r, nil)
+		if len(errs) > 0 {
+			writeInvalid(w, r, errs)
+			return
+		}
+		rev, err := store.Delete(r.Context(), a.Store, kind, id, ifRev)
+		if err != nil {
+			a.writeStoreError(w, r, kind, id, err)
+			return
+		}
+		if err := a.waitApplied(r.Context(), rev); err != nil && !(kind == model.KindAPIKeys && keysInEffect(err)) {
+			// The delete stays: undoing it would bring back an object the client removed,
+			// and deleting is how the object a refusal names is taken out.
+			a.notInEffect(w, r, kind, id, rev, err, nil)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	}
+}

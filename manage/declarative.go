@@ -1,0 +1,464 @@
+package manage
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+
+	yaml "go.yaml.in/yaml/v3"
+
+	"github.com/api-gateway/api-gateway/model"
+	"github.com/api-gateway/api-gateway/store"
+)
+
+// fileSections maps the declarative file's top-level keys to kinds.
+var fileSections = map[string]model.Kind{
+	"routes": model.KindRoutes, "services": model.KindServices, "api_keys": model.KindAPIKeys,
+	"rate_limits": model.KindRateLimits, "ip_rules": model.KindIPRules, "policies": model.KindPolicies,
+	"tenants": model.KindTenants, "settings": model.KindSettings,
+}
+
+// FileObject is one object read from a declarative file.
+type FileObject struct {
+	Kind model.Kind
+	Obj  model.Object
+	Line int
+}
+
+// FileProblem is one problem in a declarative file, with its line.
+type FileProblem struct {
+	File    string `json:"file"`
+	Line    int    `json:"line"`
+	Object  string `json:"object,omitempty"` // kind/id
+	Field   string `json:"field,omitempty"`
+	Problem string `json:"problem"`
+}
+
+func (p FileProblem) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s:%d:", p.File, p.Line)
+	if p.Object != "" {
+		fmt.Fprintf(&b, " %s:", p.Object)
+	}
+	if p.Field != "" {
+		fmt.Fprintf(&b, " %s:", p.Field)
+	}
+	b.WriteString(" " + p.Problem)
+	return b.String()
+}
+
+// FileError carries every problem of a rejected file.
+type FileError []FileProblem
+
+func (e FileError) Error() string {
+	lines := make([]string, len(e))
+	for i, p := range e {
+		lines[i] = p.String()
+	}
+	return strings.Join(lines, "\n")
+}
+
+// ParseFile reads a declarative YAML file: top-level keys routes, services, api_keys,
+// rate_limits, ip_rules, policies, tenants (lists) and settings (one object). A file with
+// top-level `domain` and `descriptors` is an envoyproxy/ratelimit config, loaded unchanged as
+// one rate-limit object. Every object is decoded strictly and validated on its own.
+func ParseFile(name string, data []byte) ([]FileObject, FileError) {
+	docs, probs := yamlDocuments(name, data)
+	if len(probs) > 0 {
+		return nil, probs
+	}
+	if len(docs) == 0 {
+		return nil, nil
+	}
+	doc := docs[0].Content[0]
+	if doc.Kind != yaml.MappingNode {
+		return nil, FileError{{File: name, Line: doc.Line, Problem: "the file must be a mapping with keys " + strings.Join(sectionNames(), ", ")}}
+	}
+	if mapGet(doc, "domain") != nil && mapGet(doc, "descriptors") != nil {
+		obj, probs := decodeNode(name, model.KindRateLimits, doc)
+		if obj == nil {
+			return nil, probs
+		}
+		if obj.GetID() == "" {
+			obj.SetID(sanitizeID(valueOf(mapGet(doc, "domain"))))
+		}
+		return []FileObject{{Kind: model.KindRateLimits, Obj: obj, Line: doc.Line}}, probs
+	}
+	var objs []FileObject
+	seen := map[string]int{}
+	for i := 0; i+1 < len(doc.Content); i += 2 {
+		key, val := doc.Content[i], doc.Content[i+1]
+		kind, ok := fileSections[key.Value]
+		if !ok {
+			probs = append(probs, FileProblem{File: name, Line: key.Line, Field: key.Value, Problem: "unknown section; expected one of " + strings.Join(sectionNames(), ", ")})
+			continue
+		}
+		items := []*yaml.Node{val}
+		if kind != model.KindSettings {
+			if val.Kind != yaml.SequenceNode {
+				probs = append(probs, FileProblem{File: name, Line: val.Line, Field: key.Value, Problem: "must be a list"})
+				continue
+			}
+			items = val.Content
+		}
+		for _, item := range items {
+			obj, p := decodeNode(name, kind, item)
+			probs = append(probs, p...)
+			if obj == nil {
+				continue
+			}
+			if kind == model.KindSettings {
+				obj.SetID(model.SettingsID)
+			}
+			if kind == model.KindServices && obj.GetID() == "" {
+				obj.SetID(obj.(*model.Service).DefaultID())
+			}
+			if obj.GetID() == "" {
+				probs = append(probs, FileProblem{File: name, Line: item.Line, Object: string(kind), Field: "id", Problem: "is required in a config file (ids keep objects stable across reloads)"})
+				continue
+			}
+			ref := string(kind) + "/" + obj.GetID()
+			if first, dup := seen[ref]; dup {
+				probs = append(probs, FileProblem{File: name, Line: item.Line, Object: ref, Field: "id", Problem: fmt.Sprintf("duplicate id (first at line %d)", first)})
+				continue
+			}
+			seen[ref] = item.Line
+			objs = append(objs, FileObject{Kind: kind, Obj: obj, Line: item.Line})
+		}
+	}
+	return objs, probs
+}
+
+// yamlDocuments returns the file's documents that hold something (a document that is only
+// comments, or a lone trailing "---", holds nothing) and refuses a file with more than one.
+//
+// A declarative file is the whole desired state in one mapping. Several "---" documents used
+// to be read as the first alone, silently dropping the rest. Merging them would have to
+// define what a section repeated across documents means (append? replace? settings twice?)
+// and would make a Kubernetes-style file of separate objects look supported when it is not;
+// refusing, with the line of each extra document, is unambiguous and can still grow into a
+// merge later without changing the meaning of any file accepted today.
+func yamlDocuments(name string, data []byte) ([]*yaml.Node, FileError) {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	var docs []*yaml.Node
+	var probs FileError
+	for {
+		var n yaml.Node
+		err := dec.Decode(&n)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, append(probs, FileProblem{File: name, Line: yamlErrLine(err), Problem: "not valid YAML: " + err.Error()})
+		}
+		if len(n.Content) == 0 || (n.Content[0].Kind == yaml.ScalarNode && n.Content[0].Tag == "!!null" && n.Content[0].Value == "") {
+			continue
+		}
+		if len(docs) > 0 {
+			probs = append(probs, FileProblem{File: name, Line: n.Line, Problem: fmt.Sprintf(
+				"a second YAML document (\"---\"); a config file is one document, the first starting at line %d: "+
+					"move these sections into it or use another file", docs[0].Content[0].Line)})
+		}
+		docs = append(docs, &n)
+	}
+	return docs, probs
+}
+
+func sectionNames() []string {
+	out := make([]string, 0, len(fileSections))
+	for k := range fileSections {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// decodeNode converts one YAML object to JSON and decodes it strictly, mapping field errors
+// back to lines.
+func decodeNode(file string, kind model.Kind, n *yaml.Node) (model.Object, FileError) {
+	var v any
+	if err := n.Decode(&v); err != nil {
+		return nil, FileError{{File: file, Line: n.Line, Object: string(kind), Problem: err.Error()}}
+	}
+	data, err := json.Marshal(normalizeYAML(v))
+	if err != nil {
+		return nil, FileError{{File: file, Line: n.Line, Object: string(kind), Problem: err.Error()}}
+	}
+	obj, _ := model.New(kind)
+	errs := model.DecodeStrict(data, obj)
+	if len(errs) == 0 {
+		if k, ok := obj.(*model.APIKey); ok && k.SecretHash != "" && !strings.HasPrefix(k.SecretHash, "sha256:") {
+			errs.Add("secret_hash", "must be \"sha256:<hex>\" (never put a secret itself in a file)")
+		}
+		errs = append(errs, obj.Validate()...)
+	}
+	if len(errs) == 0 {
+		return obj, nil
+	}
+	ref := string(kind)
+	if id := valueOf(mapGet(n, "id")); id != "" {
+		ref += "/" + id
+	}
+	var out FileError
+	for _, fe := range errs {
+		out = append(out, FileProblem{File: file, Line: lineOf(n, fe.Field), Object: ref, Field: fe.Field, Problem: fe.Problem})
+	}
+	return nil, out
+}
+
+// normalizeYAML turns map[any]any (from YAML) into JSON-encodable maps.
+func normalizeYAML(v any) any {
+	switch x := v.(type) {
+	case map[string]any:
+		for k, vv := range x {
+			x[k] = normalizeYAML(vv)
+		}
+		return x
+	case map[any]any:
+		m := make(map[string]any, len(x))
+		for k, vv := range x {
+			m[fmt.Sprint(k)] = normalizeYAML(vv)
+		}
+		return m
+	case []any:
+		for i := range x {
+			x[i] = normalizeYAML(x[i])
+		}
+		return x
+	}
+	return v
+}
+
+var pathSeg = regexp.MustCompile(`([^.\[\]]+)|\[(\d+)\]`)
+
+// lineOf finds the line of a field path ("targets[0].port") inside an object node.
+func lineOf(n *yaml.Node, path string) int {
+	line := n.Line
+	cur := n
+	for _, m := range pathSeg.FindAllStringSubmatch(path, -1) {
+		switch {
+		case m[1] != "" && cur.Kind == yaml.MappingNode:
+			found := false
+			for i := 0; i+1 < len(cur.Content); i += 2 {
+				if cur.Content[i].Value == m[1] {
+					line, cur, found = cur.Content[i].Line, cur.Content[i+1], true
+					break
+				}
+			}
+			if !found {
+				return line
+			}
+		case m[2] != "" && cur.Kind == yaml.SequenceNode:
+			i, _ := strconv.Atoi(m[2])
+			if i >= len(cur.Content) {
+				return line
+			}
+			cur = cur.Content[i]
+			line = cur.Line
+		default:
+			return line
+		}
+	}
+	return line
+}
+
+func mapGet(n *yaml.Node, key string) *yaml.Node {
+	if n == nil || n.Kind != yaml.MappingNode {
+		return nil
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if n.Content[i].Value == key {
+			return n.Content[i+1]
+		}
+	}
+	return nil
+}
+
+func valueOf(n *yaml.Node) string {
+	if n == nil {
+		return ""
+	}
+	return n.Value
+}
+
+var yamlLine = regexp.MustCompile(`line (\d+)`)
+
+func yamlErrLine(err error) int {
+	if m := yamlLine.FindStringSubmatch(err.Error()); m != nil {
+		n, _ := strconv.Atoi(m[1])
+		return n
+	}
+	return 1
+}
+
+func sanitizeID(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '-', r == '_', r == '.':
+			b.WriteRune(r)
+		default:
+			b.WriteByte('-')
+		}
+	}
+	if b.Len() == 0 {
+		return "ratelimit"
+	}
+	return b.String()
+}
+
+// CheckFile validates a parsed file as a whole against the live model merged with the file's
+// objects: references between objects and every component validator.
+func (a *API) CheckFile(name string, objs []FileObject) FileError {
+	snap := mergeSnapshot(a.snapshot(), objs)
+	var probs FileError
+	for _, fo := range objs {
+		errs := a.crossCheck(fo.Kind, fo.Obj, snap)
+		a.mu.RLock()
+		vs := a.validators[fo.Kind]
+		a.mu.RUnlock()
+		for _, v := range vs {
+			errs = append(errs, v(fo.Obj, snap)...)
+		}
+		for _, fe := range errs {
+			probs = append(probs, FileProblem{File: name, Line: fo.Line, Object: string(fo.Kind) + "/" + fo.Obj.GetID(), Field: fe.Field, Problem: fe.Problem})
+		}
+	}
+	return probs
+}
+
+// mergeSnapshot returns base with the file's objects put in (replacing same ids).
+func mergeSnapshot(base *model.Snapshot, objs []FileObject) *model.Snapshot {
+	raw := map[model.Kind][]model.RawObject{}
+	put := func(k model.Kind, o model.Object) {
+		data, _ := json.Marshal(o)
+		raw[k] = append(raw[k], model.RawObject{ID: o.GetID(), Revision: o.GetMeta().Revision, Data: data})
+	}
+	inFile := map[string]bool{}
+	for _, fo := range objs {
+		inFile[string(fo.Kind)+"/"+fo.Obj.GetID()] = true
+		put(fo.Kind, fo.Obj)
+	}
+	each := func(k model.Kind, o model.Object) {
+		if !inFile[string(k)+"/"+o.GetID()] {
+			put(k, o)
+		}
+	}
+	for _, o := range base.Routes {
+		each(model.KindRoutes, o)
+	}
+	for _, o := range base.Services {
+		each(model.KindServices, o)
+	}
+	for _, o := range base.APIKeys {
+		each(model.KindAPIKeys, o)
+	}
+	for _, o := range base.RateLimits {
+		each(model.KindRateLimits, o)
+	}
+	for _, o := range base.IPRules {
+		each(model.KindIPRules, o)
+	}
+	for _, o := range base.Policies {
+		each(model.KindPolicies, o)
+	}
+	for _, o := range base.Tenants {
+		each(model.KindTenants, o)
+	}
+	if base.Settings != nil && base.Settings.GetMeta().Revision != 0 {
+		each(model.KindSettings, base.Settings)
+	}
+	snap, _ := model.Decode(base.Revision, raw)
+	return snap
+}
+
+// ApplyFile reads, validates and applies a declarative file in one transaction: every object
+// in it is created or replaced; a file with any problem changes nothing. API keys in a file
+// keep the secret hash of the stored key unless the file sets one.
+func (a *API) ApplyFile(ctx context.Context, path string) (uint64, error) {
+	rev, err := a.StoreFile(ctx, path)
+	if err != nil {
+		return rev, err
+	}
+	if err := a.waitApplied(ctx, rev); err != nil {
+		return rev, fmt.Errorf("the file is stored but not in effect: %w", err)
+	}
+	return rev, nil
+}
+
+// StoreFile is ApplyFile without waiting for the revision to apply: at start, before the
+// pipeline runs (its first Sync applies the file, or starts the gateway not ready on a
+// refusal), where a wait could only run out.
+func (a *API) StoreFile(ctx context.Context, path string) (uint64, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return 0, err
+	}
+	objs, probs := ParseFile(path, data)
+	if len(probs) > 0 {
+		return 0, probs
+	}
+	if probs := a.CheckFile(path, objs); len(probs) > 0 {
+		return 0, probs
+	}
+	if probs := a.CheckFileRevision(ctx, path, objs); len(probs) > 0 {
+		return 0, probs
+	}
+	now := a.Now().UTC()
+	ops := make([]store.Op, 0, len(objs))
+	for _, fo := range objs {
+		prev, err := a.load(ctx, fo.Kind, fo.Obj.GetID())
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return 0, err
+		}
+		if prev != nil {
+			a.carryOver(fo.Obj, prev)
+			fo.Obj.GetMeta().CreatedAt = prev.GetMeta().CreatedAt
+			if k, ok := fo.Obj.(*model.APIKey); ok && k.SecretHash == "" {
+				k.SecretHash = prev.(*model.APIKey).SecretHash
+			}
+		} else {
+			a.carryOver(fo.Obj, nil)
+			fo.Obj.GetMeta().CreatedAt = now
+		}
+		m := fo.Obj.GetMeta()
+		m.UpdatedAt, m.Revision = now, 0
+		b, _ := json.Marshal(fo.Obj)
+		if prev != nil {
+			old, _ := json.Marshal(stripTimes(prev))
+			if bytes.Equal(old, mustJSON(stripTimes(fo.Obj))) {
+				continue // unchanged: no new revision, no push
+			}
+		}
+		ops = append(ops, store.Op{Type: store.OpPut, Kind: fo.Kind, ID: fo.Obj.GetID(), Data: b})
+	}
+	if len(ops) == 0 {
+		return a.Store.Revision(ctx)
+	}
+	return a.Store.Txn(ctx, ops)
+}
+
+func mustJSON(v any) []byte {
+	b, _ := json.Marshal(v)
+	return b
+}
+
+// stripTimes returns a JSON-comparable copy of an object without server-stamped fields.
+func stripTimes(o model.Object) any {
+	b, _ := json.Marshal(o)
+	var m map[string]any
+	_ = json.Unmarshal(b, &m)
+	delete(m, "created_at")
+	delete(m, "updated_at")
+	delete(m, "revision")
+	delete(m, "last_heartbeat")
+	return m
+}
