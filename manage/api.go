@@ -84,6 +84,8 @@ type endpoint struct {
 	list         bool
 	public       bool
 	status       int
+	// contentType of the request body (default application/json).
+	contentType string
 }
 
 // New builds the API.

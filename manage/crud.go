@@ -8,7 +8,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"mime"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -24,10 +26,18 @@ type ListResponse[T any] struct {
 }
 
 // readBody reads the request body, answering 413/415/400 itself; ok=false means answered.
-func readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
-	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
-		WriteError(w, r, http.StatusUnsupportedMediaType, CodeUnsupported, "the body must be application/json", nil)
-		return nil, false
+// types are the media types accepted (default application/json); a body without a
+// Content-Type is read as the first.
+func readBody(w http.ResponseWriter, r *http.Request, types ...string) ([]byte, bool) {
+	if len(types) == 0 {
+		types = []string{"application/json"}
+	}
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		mt, _, err := mime.ParseMediaType(ct)
+		if err != nil || !slices.Contains(types, mt) {
+			WriteError(w, r, http.StatusUnsupportedMediaType, CodeUnsupported, "the body must be "+strings.Join(types, " or "), nil)
+			return nil, false
+		}
 	}
 	data, err := io.ReadAll(r.Body)
 	if err != nil {
@@ -179,7 +189,8 @@ func (a *API) crud(kind model.Kind, sample any, tag string) {
 	a.handle(endpoint{method: "GET", path: base, summary: "List " + string(kind), tag: tag, response: sample, list: true, status: 200}, a.list(kind))
 	a.handle(endpoint{method: "POST", path: base, summary: "Create one of " + string(kind), tag: tag, request: sample, response: sample, status: 201}, a.create(kind))
 	a.handle(endpoint{method: "GET", path: base + "/{id}", summary: "Get one of " + string(kind), tag: tag, response: sample, status: 200}, a.get(kind))
-	a.handle(endpoint{method: "PUT", path: base + "/{id}", summary: "Replace one of " + string(kind) + " (If-Match: revision)", tag: tag, request: sample, response: sample, status: 200}, a.replace(kind))
+	a.handle(endpoint{method: "PUT", path: base + "/{id}", summary: "Replace one of " + string(kind) + ": the body is the whole object, a field left out is removed (If-Match: revision)", tag: tag, request: sample, response: sample, status: 200}, a.replace(kind))
+	a.handle(patchEndpoint(base+"/{id}", "Change some fields of one of "+string(kind), tag, sample), a.patch(kind))
 	a.handle(endpoint{method: "DELETE", path: base + "/{id}", summary: "Delete one of " + string(kind) + " (If-Match: revision)", tag: tag, status: 204}, a.remove(kind))
 }
 
@@ -276,6 +287,11 @@ func (a *API) prepareWrite(w http.ResponseWriter, r *http.Request, kind model.Ki
 	if !ok {
 		return nil, true
 	}
+	return a.prepareObject(w, r, kind, pathID, data)
+}
+
+// prepareObject is prepareWrite of a body already read (a PUT's, or a PATCH's merged object).
+func (a *API) prepareObject(w http.ResponseWriter, r *http.Request, kind model.Kind, pathID string, data []byte) (model.Object, bool) {
 	obj, errs := decodeObject(kind, data)
 	if len(errs) > 0 {
 		writeInvalid(w, r, errs)
@@ -318,36 +334,51 @@ func defaultID(obj model.Object) string {
 	return newID()
 }
 
+// replace is PUT: the body is the whole object. A field it leaves out is gone (or takes its
+// default), as in the stored object after the write; PATCH changes only the fields it names.
 func (a *API) replace(kind model.Kind) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		id := r.PathValue("id")
-		obj, answered := a.prepareWrite(w, r, kind, id)
-		if answered {
+		data, ok := readBody(w, r)
+		if !ok {
 			return
 		}
-		ifRev, errs := ifMatch(r, obj)
-		if len(errs) > 0 {
-			writeInvalid(w, r, errs)
-			return
-		}
-		prev, err := a.load(r.Context(), kind, id)
-		switch {
-		case errors.Is(err, store.ErrNotFound):
-			if ifRev != 0 {
-				a.writeStoreError(w, r, kind, id, err)
-				return
-			}
-			a.writeObject(w, r, kind, obj, store.OpCreate, 0, http.StatusCreated, nil)
-			return
-		case err != nil:
+		a.replaceBody(w, r, kind, r.PathValue("id"), data, 0)
+	}
+}
+
+// replaceBody writes data as the whole object kind/id. The expected revision is If-Match,
+// else the body's revision, else baseRev (a PATCH's: the revision it merged into), else
+// whatever is stored.
+func (a *API) replaceBody(w http.ResponseWriter, r *http.Request, kind model.Kind, id string, data []byte, baseRev uint64) {
+	obj, answered := a.prepareObject(w, r, kind, id, data)
+	if answered {
+		return
+	}
+	ifRev, errs := ifMatch(r, obj)
+	if len(errs) > 0 {
+		writeInvalid(w, r, errs)
+		return
+	}
+	if ifRev == 0 {
+		ifRev = baseRev
+	}
+	prev, err := a.load(r.Context(), kind, id)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		if ifRev != 0 {
 			a.writeStoreError(w, r, kind, id, err)
 			return
 		}
-		if ifRev == 0 {
-			ifRev = prev.GetMeta().Revision
-		}
-		a.writeObject(w, r, kind, obj, store.OpPut, ifRev, http.StatusOK, prev)
+		a.writeObject(w, r, kind, obj, store.OpCreate, 0, http.StatusCreated, nil)
+		return
+	case err != nil:
+		a.writeStoreError(w, r, kind, id, err)
+		return
 	}
+	if ifRev == 0 {
+		ifRev = prev.GetMeta().Revision
+	}
+	a.writeObject(w, r, kind, obj, store.OpPut, ifRev, http.StatusOK, prev)
 }
 
 // writeObject validates, stamps and stores obj, then answers with it.

@@ -63,7 +63,18 @@ func (a *API) OpenAPI() map[string]any {
 		if strings.Contains(e.path, "{id}") {
 			op["parameters"] = []any{map[string]any{"name": "id", "in": "path", "required": true, "schema": map[string]any{"type": "string"}}}
 		}
-		if e.request != nil {
+		switch {
+		case e.request != nil && e.contentType == MergePatchType:
+			// A merge patch is a partial object: none of the type's fields is required, a
+			// null removes one. application/json is accepted as the same document.
+			name := reflect.TypeOf(e.request).Elem().Name()
+			ref(e.request)
+			schema := map[string]any{"type": "object", "description": "JSON Merge Patch (RFC 7396) of a " + name +
+				" (#/components/schemas/" + name + "): only the fields to change; null removes a field; an array replaces the whole array; " +
+				"id, revision-stamped and server-owned fields (created_at, updated_at, secret_hash, ...) cannot be changed (400 naming the field)"}
+			op["requestBody"] = map[string]any{"required": true, "content": map[string]any{
+				MergePatchType: map[string]any{"schema": schema}, "application/json": map[string]any{"schema": schema}}}
+		case e.request != nil:
 			op["requestBody"] = map[string]any{"required": true, "content": map[string]any{"application/json": map[string]any{"schema": ref(e.request)}}}
 		}
 		status := e.status
@@ -92,6 +103,7 @@ func (a *API) OpenAPI() map[string]any {
 			responses["400"] = errResp("invalid fields; details name each one")
 			responses["409"] = errResp("duplicate id, stale revision, or revision_refused: the configuration revision the write makes cannot apply (details name each reason); nothing is stored")
 			responses["413"] = errResp("body over 1 MiB")
+			responses["415"] = errResp("a body of another media type")
 		}
 		if e.method != "GET" && !e.public {
 			responses["500"] = errResp("not_applied: the write is stored but its configuration revision was refused; GET /ready names the reason")

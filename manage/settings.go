@@ -14,7 +14,8 @@ func (a *API) settingsRoutes() {
 	path := Prefix + "/settings"
 	sample := &model.Settings{}
 	a.handle(endpoint{method: "GET", path: path, summary: "Get the global settings", tag: tag, response: sample, status: 200}, a.getSettings)
-	a.handle(endpoint{method: "PUT", path: path, summary: "Replace the global settings (If-Match: revision)", tag: tag, request: sample, response: sample, status: 200}, a.putSettings)
+	a.handle(endpoint{method: "PUT", path: path, summary: "Replace the global settings: the body is the whole object, a field left out is removed (If-Match: revision)", tag: tag, request: sample, response: sample, status: 200}, a.putSettings)
+	a.handle(patchEndpoint(path, "Change some of the global settings", tag, sample), a.patchSettings)
 }
 
 func (a *API) getSettings(w http.ResponseWriter, r *http.Request) {
@@ -29,6 +30,11 @@ func (a *API) getSettings(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("ETag", fmt.Sprintf(`"%d"`, obj.GetMeta().Revision))
 	writeJSON(w, http.StatusOK, obj)
+}
+
+func (a *API) patchSettings(w http.ResponseWriter, r *http.Request) {
+	r.SetPathValue("id", model.SettingsID)
+	a.patch(model.KindSettings)(w, r)
 }
 
 func (a *API) putSettings(w http.ResponseWriter, r *http.Request) {
