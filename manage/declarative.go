@@ -31,6 +31,8 @@ type FileObject struct {
 	Kind model.Kind
 	Obj  model.Object
 	Line int
+	// node is the object's YAML, to name the line of a field a later check reports.
+	node *yaml.Node
 }
 
 // FileProblem is one problem in a declarative file, with its line.
@@ -90,7 +92,7 @@ func ParseFile(name string, data []byte) ([]FileObject, FileError) {
 		if obj.GetID() == "" {
 			obj.SetID(sanitizeID(valueOf(mapGet(doc, "domain"))))
 		}
-		return []FileObject{{Kind: model.KindRateLimits, Obj: obj, Line: doc.Line}}, probs
+		return []FileObject{{Kind: model.KindRateLimits, Obj: obj, Line: doc.Line, node: doc}}, probs
 	}
 	var objs []FileObject
 	seen := map[string]int{}
@@ -131,7 +133,7 @@ func ParseFile(name string, data []byte) ([]FileObject, FileError) {
 				continue
 			}
 			seen[ref] = item.Line
-			objs = append(objs, FileObject{Kind: kind, Obj: obj, Line: item.Line})
+			objs = append(objs, FileObject{Kind: kind, Obj: obj, Line: item.Line, node: item})
 		}
 	}
 	return objs, probs
@@ -329,10 +331,19 @@ func (a *API) CheckFile(name string, objs []FileObject) FileError {
 			errs = append(errs, v(fo.Obj, snap)...)
 		}
 		for _, fe := range errs {
-			probs = append(probs, FileProblem{File: name, Line: fo.Line, Object: string(fo.Kind) + "/" + fo.Obj.GetID(), Field: fe.Field, Problem: fe.Problem})
+			probs = append(probs, FileProblem{File: name, Line: fo.fieldLine(fe.Field), Object: string(fo.Kind) + "/" + fo.Obj.GetID(), Field: fe.Field, Problem: fe.Problem})
 		}
 	}
 	return probs
+}
+
+// fieldLine is the line of a field of the object (the object's own line when the field is
+// not written in the file).
+func (fo FileObject) fieldLine(field string) int {
+	if fo.node == nil {
+		return fo.Line
+	}
+	return lineOf(fo.node, field)
 }
 
 // mergeSnapshot returns base with the file's objects put in (replacing same ids).

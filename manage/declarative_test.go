@@ -108,7 +108,8 @@ rate_limits:
     targets: [{host: h, port: 80}]
     rate_limit: {policies: [missing]}
 `), 0o644)
-	if _, err := e.api.ApplyFile(t.Context(), bad); err == nil || !strings.Contains(err.Error(), "bad.yaml:2: routes/r2: rate_limit.policies[0]") {
+	// The line is the field's, not the object's.
+	if _, err := e.api.ApplyFile(t.Context(), bad); err == nil || !strings.Contains(err.Error(), "bad.yaml:5: routes/r2: rate_limit.policies[0]") {
 		t.Fatalf("dangling reference: %v", err)
 	}
 	if cur, _ := e.store.Revision(t.Context()); cur != rev {
