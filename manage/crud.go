@@ -53,15 +53,53 @@ func readBody(w http.ResponseWriter, r *http.Request, types ...string) ([]byte, 
 }
 
 // decodeObject decodes a body into a new object of the kind, reporting every field problem.
+// With field problems the object is returned too, holding every value that decoded (the
+// refused ones left out), so the checks of other objects and components can still report
+// theirs (partialProblems); it is nil when the body is no object at all.
 func decodeObject(kind model.Kind, data []byte) (model.Object, model.FieldErrors) {
 	obj, err := model.New(kind)
 	if err != nil {
 		return nil, model.FieldErrors{{Field: "", Problem: err.Error()}}
 	}
-	if errs := model.DecodeStrict(data, obj); len(errs) > 0 {
-		return nil, errs
+	errs := model.DecodeStrict(data, obj)
+	for _, e := range errs {
+		if e.Field == "" {
+			return nil, errs // malformed, or not an object: nothing decoded
+		}
 	}
-	return obj, nil
+	return obj, errs
+}
+
+// partialProblems runs the checks beyond the object's own (references, component
+// validators) on an object decoded with field problems, and keeps what they find on other
+// fields: a wrong type does not hide an unknown service. A problem on a reported field, inside
+// one, or on no field (a whole-object verdict on an object missing its refused values) is
+// left out.
+func partialProblems(reported, found model.FieldErrors) model.FieldErrors {
+	seen := map[string]bool{}
+	for _, e := range reported {
+		seen[e.Field] = true
+	}
+	var out model.FieldErrors
+	for _, e := range found {
+		if e.Field == "" || seen[e.Field] || insideField(e.Field, seen) {
+			continue
+		}
+		seen[e.Field] = true
+		out = append(out, e)
+	}
+	return out
+}
+
+// insideField tells whether field lies inside one of fields (targets[0].port inside targets
+// or targets[0]).
+func insideField(field string, fields map[string]bool) bool {
+	for i := 0; i < len(field); i++ {
+		if (field[i] == '.' || field[i] == '[') && fields[field[:i]] {
+			return true
+		}
+	}
+	return false
 }
 
 // ifMatch reads the expected revision from If-Match (or the body's revision field).
@@ -93,9 +131,13 @@ func (a *API) snapshot() *model.Snapshot {
 
 // validate runs the object's own checks and every registered validator.
 func (a *API) validate(kind model.Kind, obj model.Object) model.FieldErrors {
-	errs := obj.Validate()
-	snap := a.snapshot()
-	errs = append(errs, a.crossCheck(kind, obj, snap)...)
+	return append(obj.Validate(), a.checkAgainst(kind, obj, a.snapshot())...)
+}
+
+// checkAgainst runs the checks of obj that need the rest of the model: references to other
+// objects and every registered validator.
+func (a *API) checkAgainst(kind model.Kind, obj model.Object, snap *model.Snapshot) model.FieldErrors {
+	errs := a.crossCheck(kind, obj, snap)
 	a.mu.RLock()
 	vs := a.validators[kind]
 	a.mu.RUnlock()
@@ -294,6 +336,15 @@ func (a *API) prepareWrite(w http.ResponseWriter, r *http.Request, kind model.Ki
 func (a *API) prepareObject(w http.ResponseWriter, r *http.Request, kind model.Kind, pathID string, data []byte) (model.Object, bool) {
 	obj, errs := decodeObject(kind, data)
 	if len(errs) > 0 {
+		if obj != nil {
+			if pathID != "" {
+				if obj.GetID() != "" && obj.GetID() != pathID {
+					errs.Add("id", "does not match the id in the path")
+				}
+				obj.SetID(pathID)
+			}
+			errs = append(errs, partialProblems(errs, a.checkAgainst(kind, obj, a.snapshot()))...)
+		}
 		writeInvalid(w, r, errs)
 		return nil, true
 	}

@@ -33,6 +33,11 @@ type FileObject struct {
 	Line int
 	// node is the object's YAML, to name the line of a field a later check reports.
 	node *yaml.Node
+	// reported holds the problems decoding found; an object with some is partial: it holds
+	// the values that decoded, for the checks that can still run on it (CheckFileData).
+	reported   model.FieldErrors
+	decodeErrs bool
+	ref        string
 }
 
 // FileProblem is one problem in a declarative file, with its line.
@@ -73,6 +78,18 @@ func (e FileError) Error() string {
 // top-level `domain` and `descriptors` is an envoyproxy/ratelimit config, loaded unchanged as
 // one rate-limit object. Every object is decoded strictly and validated on its own.
 func ParseFile(name string, data []byte) ([]FileObject, FileError) {
+	all, probs := parseFile(name, data)
+	var objs []FileObject
+	for _, fo := range all {
+		if len(fo.reported) == 0 {
+			objs = append(objs, fo)
+		}
+	}
+	return objs, probs
+}
+
+// parseFile is ParseFile with the partial objects too (those decoding found problems in).
+func parseFile(name string, data []byte) ([]FileObject, FileError) {
 	docs, probs := yamlDocuments(name, data)
 	if len(probs) > 0 {
 		return nil, probs
@@ -85,14 +102,15 @@ func ParseFile(name string, data []byte) ([]FileObject, FileError) {
 		return nil, FileError{{File: name, Line: doc.Line, Problem: "the file must be a mapping with keys " + strings.Join(sectionNames(), ", ")}}
 	}
 	if mapGet(doc, "domain") != nil && mapGet(doc, "descriptors") != nil {
-		obj, probs := decodeNode(name, model.KindRateLimits, doc)
+		obj, reported, decodeErrs, probs := decodeNode(name, model.KindRateLimits, doc)
 		if obj == nil {
 			return nil, probs
 		}
 		if obj.GetID() == "" {
 			obj.SetID(sanitizeID(valueOf(mapGet(doc, "domain"))))
 		}
-		return []FileObject{{Kind: model.KindRateLimits, Obj: obj, Line: doc.Line, node: doc}}, probs
+		return []FileObject{{Kind: model.KindRateLimits, Obj: obj, Line: doc.Line, node: doc, reported: reported, decodeErrs: decodeErrs,
+			ref: string(model.KindRateLimits) + "/" + obj.GetID()}}, probs
 	}
 	var objs []FileObject
 	seen := map[string]int{}
@@ -112,16 +130,26 @@ func ParseFile(name string, data []byte) ([]FileObject, FileError) {
 			items = val.Content
 		}
 		for _, item := range items {
-			obj, p := decodeNode(name, kind, item)
+			obj, reported, decodeErrs, p := decodeNode(name, kind, item)
 			probs = append(probs, p...)
 			if obj == nil {
 				continue
 			}
+			partial := len(reported) > 0
 			if kind == model.KindSettings {
 				obj.SetID(model.SettingsID)
 			}
 			if kind == model.KindServices && obj.GetID() == "" {
 				obj.SetID(obj.(*model.Service).DefaultID())
+			}
+			if partial {
+				// Checked further only when it is plainly one object (CheckFileData); its
+				// id and duplicates are not reported on top of what decoding found.
+				if ref := string(kind) + "/" + obj.GetID(); obj.GetID() != "" && seen[ref] == 0 {
+					seen[ref] = item.Line
+					objs = append(objs, FileObject{Kind: kind, Obj: obj, Line: item.Line, node: item, reported: reported, decodeErrs: decodeErrs, ref: fileRef(kind, item)})
+				}
+				continue
 			}
 			if obj.GetID() == "" {
 				probs = append(probs, FileProblem{File: name, Line: item.Line, Object: string(kind), Field: "id", Problem: "is required in a config file (ids keep objects stable across reloads)"})
@@ -133,7 +161,7 @@ func ParseFile(name string, data []byte) ([]FileObject, FileError) {
 				continue
 			}
 			seen[ref] = item.Line
-			objs = append(objs, FileObject{Kind: kind, Obj: obj, Line: item.Line, node: item})
+			objs = append(objs, FileObject{Kind: kind, Obj: obj, Line: item.Line, node: item, ref: ref})
 		}
 	}
 	return objs, probs
@@ -184,36 +212,46 @@ func sectionNames() []string {
 }
 
 // decodeNode converts one YAML object to JSON and decodes it strictly, mapping field errors
-// back to lines.
-func decodeNode(file string, kind model.Kind, n *yaml.Node) (model.Object, FileError) {
+// back to lines. An object with problems is returned too, with them as found (reported),
+// unless nothing of it decoded: the checks beyond its own still run on it (CheckFileData),
+// as the API runs them on a body with bad fields. decodeErrs tells that decoding itself
+// found problems, so the object lacks the refused values.
+func decodeNode(file string, kind model.Kind, n *yaml.Node) (obj model.Object, reported model.FieldErrors, decodeErrs bool, out FileError) {
 	var v any
 	if err := n.Decode(&v); err != nil {
-		return nil, FileError{{File: file, Line: n.Line, Object: string(kind), Problem: err.Error()}}
+		return nil, nil, false, FileError{{File: file, Line: n.Line, Object: string(kind), Problem: err.Error()}}
 	}
 	data, err := json.Marshal(normalizeYAML(v))
 	if err != nil {
-		return nil, FileError{{File: file, Line: n.Line, Object: string(kind), Problem: err.Error()}}
+		return nil, nil, false, FileError{{File: file, Line: n.Line, Object: string(kind), Problem: err.Error()}}
 	}
-	obj, _ := model.New(kind)
-	errs := model.DecodeStrict(data, obj)
-	if len(errs) == 0 {
+	obj, errs := decodeObject(kind, data)
+	decodeErrs = len(errs) > 0
+	if !decodeErrs {
 		if k, ok := obj.(*model.APIKey); ok && k.SecretHash != "" && !strings.HasPrefix(k.SecretHash, "sha256:") {
 			errs.Add("secret_hash", "must be \"sha256:<hex>\" (never put a secret itself in a file)")
 		}
 		errs = append(errs, obj.Validate()...)
 	}
 	if len(errs) == 0 {
-		return obj, nil
+		return obj, nil, false, nil
 	}
-	ref := string(kind)
-	if id := valueOf(mapGet(n, "id")); id != "" {
-		ref += "/" + id
-	}
-	var out FileError
+	ref := fileRef(kind, n)
 	for _, fe := range errs {
 		out = append(out, FileProblem{File: file, Line: lineOf(n, fe.Field), Object: ref, Field: fe.Field, Problem: fe.Problem})
 	}
-	return nil, out
+	return obj, errs, decodeErrs, out
+}
+
+// fileRef names an object of the file in its problems: kind/id as written.
+func fileRef(kind model.Kind, n *yaml.Node) string {
+	if id := valueOf(mapGet(n, "id")); id != "" {
+		return string(kind) + "/" + id
+	}
+	if kind == model.KindSettings {
+		return string(kind) + "/" + model.SettingsID // as every later check and the API name it
+	}
+	return string(kind)
 }
 
 // normalizeYAML turns map[any]any (from YAML) into JSON-encodable maps.
@@ -317,6 +355,44 @@ func sanitizeID(s string) string {
 	return b.String()
 }
 
+// CheckFileData is every check of a declarative file, the one path `serve --config`, SIGHUP
+// and `api-gateway validate -f` run: strict decoding and each object's validation, then the
+// references and component validators of the objects that decoded (so one object's wrong
+// type does not hide another object's bad reference: every problem at once, as the API
+// reports each object's), then, for a file with no problem, the whole-revision checks.
+// A reference to an object that did not decode is reported missing, as the API would
+// answer after refusing that object.
+func (a *API) CheckFileData(ctx context.Context, name string, data []byte) ([]FileObject, FileError) {
+	all, probs := parseFile(name, data)
+	var objs, partial []FileObject
+	for _, fo := range all {
+		if len(fo.reported) > 0 {
+			partial = append(partial, fo)
+		} else {
+			objs = append(objs, fo)
+		}
+	}
+	probs = append(probs, a.CheckFile(name, objs)...)
+	if len(partial) > 0 {
+		// Each object with problems is checked against the model with the file's good
+		// objects, not with the other broken ones: the API would not have stored those.
+		snap := mergeSnapshot(a.snapshot(), objs)
+		for _, fo := range partial {
+			found := a.checkAgainst(fo.Kind, fo.Obj, snap)
+			if fo.decodeErrs {
+				found = partialProblems(fo.reported, found)
+			}
+			for _, fe := range found {
+				probs = append(probs, FileProblem{File: name, Line: fo.fieldLine(fe.Field), Object: fo.ref, Field: fe.Field, Problem: fe.Problem})
+			}
+		}
+	}
+	if len(probs) > 0 {
+		return nil, probs
+	}
+	return objs, a.CheckFileRevision(ctx, name, objs)
+}
+
 // CheckFile validates a parsed file as a whole against the live model merged with the file's
 // objects: references between objects and every component validator.
 func (a *API) CheckFile(name string, objs []FileObject) FileError {
@@ -413,14 +489,8 @@ func (a *API) StoreFile(ctx context.Context, path string) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	objs, probs := ParseFile(path, data)
+	objs, probs := a.CheckFileData(ctx, path, data)
 	if len(probs) > 0 {
-		return 0, probs
-	}
-	if probs := a.CheckFile(path, objs); len(probs) > 0 {
-		return 0, probs
-	}
-	if probs := a.CheckFileRevision(ctx, path, objs); len(probs) > 0 {
 		return 0, probs
 	}
 	now := a.Now().UTC()

@@ -38,18 +38,13 @@ func runValidate(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "validate:", err)
 		return 1
 	}
-	objs, probs := manage.ParseFile(*file, data)
-	if len(probs) == 0 {
-		api, closeAPI, err := offlineAPI()
-		if err != nil {
-			fmt.Fprintln(stderr, "validate:", err)
-			return 2
-		}
-		defer closeAPI()
-		if probs = api.CheckFile(*file, objs); len(probs) == 0 {
-			probs = api.CheckFileRevision(context.Background(), *file, objs)
-		}
+	api, closeAPI, err := offlineAPI()
+	if err != nil {
+		fmt.Fprintln(stderr, "validate:", err)
+		return 2
 	}
+	defer closeAPI()
+	objs, probs := api.CheckFileData(context.Background(), *file, data)
 	if len(probs) > 0 {
 		for _, p := range probs {
 			fmt.Fprintln(stderr, p.String())
