@@ -36,6 +36,25 @@ func TestOpenAPIDocument(t *testing.T) {
 			t.Errorf("%s %s is not in the document", method, path)
 		}
 	}
+	// Every path that replaces with PUT also changes with PATCH, documented as a merge patch.
+	for path, v := range paths {
+		ops := v.(map[string]any)
+		if _, put := ops["put"]; !put || strings.HasSuffix(path, "/heartbeat") {
+			continue
+		}
+		patch, ok := ops["patch"].(map[string]any)
+		if !ok {
+			t.Errorf("%s has PUT but no PATCH", path)
+			continue
+		}
+		content := patch["requestBody"].(map[string]any)["content"].(map[string]any)
+		if _, ok := content["application/merge-patch+json"]; !ok {
+			t.Errorf("PATCH %s: no application/merge-patch+json body: %v", path, content)
+		}
+		if put := ops["put"].(map[string]any); !strings.Contains(put["summary"].(string), "left out is removed") {
+			t.Errorf("PUT %s does not say that it replaces: %q", path, put["summary"])
+		}
+	}
 	if len(e.api.SortedPaths()) < 40 {
 		t.Fatalf("only %d endpoints registered", len(e.api.SortedPaths()))
 	}

@@ -16,7 +16,7 @@ func (a *API) serviceRoutes() {
 	a.handle(endpoint{method: "GET", path: base, summary: "List service instances (filter: ?name=)", tag: tag, response: sample, list: true, status: 200}, a.list(model.KindServices))
 	a.handle(endpoint{method: "POST", path: base, summary: "Register a service instance (idempotent: the same id replaces)", tag: tag, request: sample, response: sample, status: 201}, a.register)
 	a.handle(endpoint{method: "GET", path: base + "/{id}", summary: "Get a service instance", tag: tag, response: sample, status: 200}, a.get(model.KindServices))
-	a.handle(endpoint{method: "PUT", path: base + "/{id}", summary: "Replace a service instance", tag: tag, request: sample, response: sample, status: 200}, a.replace(model.KindServices))
+	a.handle(endpoint{method: "PUT", path: base + "/{id}", summary: "Replace a service instance: the body is the whole instance, a field left out is removed", tag: tag, request: sample, response: sample, status: 200}, a.replace(model.KindServices))
 	a.handle(patchEndpoint(base+"/{id}", "Change some fields of a service instance", tag, sample), a.patch(model.KindServices))
 	a.handle(endpoint{method: "DELETE", path: base + "/{id}", summary: "Deregister a service instance", tag: tag, status: 204}, a.remove(model.KindServices))
 	a.handle(endpoint{method: "PUT", path: base + "/{id}/heartbeat", summary: "Heartbeat: the instance is alive (renews its TTL)", tag: tag, response: sample, status: 200}, a.heartbeat)
