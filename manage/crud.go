@@ -343,6 +343,9 @@ func (a *API) prepareObject(w http.ResponseWriter, r *http.Request, kind model.K
 				}
 				obj.SetID(pathID)
 			}
+			if k, ok := obj.(*model.APIKey); ok && k.SecretHash != "" {
+				errs.Add("secret_hash", "is read-only")
+			}
 			errs = append(errs, partialProblems(errs, a.checkAgainst(kind, obj, a.snapshot()))...)
 		}
 		writeInvalid(w, r, errs)

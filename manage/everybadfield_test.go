@@ -30,6 +30,10 @@ func TestEveryBadFieldAtOnceAcrossKindsOfCheck(t *testing.T) {
 	if got := detailFields(r); r.code != 400 || got["id"] == "" || got["retries"] == "" {
 		t.Fatalf("a body id that is not the path's, with a wrong type: %d %s", r.code, r.raw)
 	}
+	r = e.do("POST", "/api/v1/management/api-keys", `{"name":"ci","scopes":"all","secret_hash":"sha256:00"}`)
+	if got := detailFields(r); r.code != 400 || got["scopes"] == "" || got["secret_hash"] == "" {
+		t.Fatalf("a key body setting its hash, with a wrong type: %d %s", r.code, r.raw)
+	}
 	if g := e.do("GET", "/api/v1/management/routes", nil); g.body["count"] != float64(0) {
 		t.Fatalf("a refused write stored something: %s", g.raw)
 	}
