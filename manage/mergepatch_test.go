@@ -4,14 +4,20 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"log/slog"
 	"net/http"
+	"net/http/httptest"
+	"path/filepath"
 	"reflect"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/api-gateway/api-gateway/internal/pipeline"
 	"github.com/api-gateway/api-gateway/manage"
 	"github.com/api-gateway/api-gateway/model"
+	"github.com/api-gateway/api-gateway/store"
 )
 
 const mp = "application/merge-patch+json"
@@ -319,5 +325,74 @@ func TestPatchOnEveryCollection(t *testing.T) {
 	}
 	if s := e.do("PATCH", "/api/v1/management/settings", `{"id":"other"}`, "Content-Type", mp); s.code != 400 {
 		t.Fatalf("patching the settings id: %d %s", s.code, s.raw)
+	}
+}
+
+// racingStore is the store with another writer: armed, the next read of the object is
+// followed by that writer's change, before the reader can write.
+type racingStore struct {
+	store.Store
+	mu    sync.Mutex
+	armed func()
+}
+
+func (s *racingStore) Get(ctx context.Context, kind model.Kind, id string) (model.RawObject, error) {
+	raw, err := s.Store.Get(ctx, kind, id)
+	s.mu.Lock()
+	race := s.armed
+	s.armed = nil
+	s.mu.Unlock()
+	if race != nil {
+		race()
+	}
+	return raw, err
+}
+
+// A patch without If-Match applies to the revision it merged into: when another writer
+// changes the object between the patch's read and its write, the patch answers 409 instead
+// of overwriting that change with a merge of the older object.
+func TestPatchAfterAnotherWriteIsAConflictNotALostUpdate(t *testing.T) {
+	bolt, err := store.OpenBolt(filepath.Join(t.TempDir(), "gw.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { bolt.Close() })
+	st := &racingStore{Store: bolt}
+	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
+	pipe := pipeline.New(st, log)
+	api := manage.New(manage.Options{Store: st, Model: pipe, Keys: sha256Minter{}, Logger: log, AdminTokenHash: manage.HashToken(token)})
+	if err := pipe.Sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	go pipe.Run(ctx)
+	srv := httptest.NewServer(api)
+	t.Cleanup(srv.Close)
+	e := &env{t: t, srv: srv, store: st, api: api, pipe: pipe}
+
+	base := "/api/v1/management/tenants"
+	r := e.do("POST", base, `{"id":"acme","metadata":{"seed":"x"}}`)
+	if r.code != 201 {
+		t.Fatalf("create: %d %s", r.code, r.raw)
+	}
+	st.mu.Lock()
+	st.armed = func() {
+		if _, err := store.Put(context.Background(), bolt, model.KindTenants, "acme", []byte(`{"id":"acme","metadata":{"seed":"x","other":"writer"}}`), 0); err != nil {
+			t.Error(err)
+		}
+	}
+	st.mu.Unlock()
+	p := e.do("PATCH", base+"/acme", `{"metadata":{"mine":"v"}}`, "Content-Type", mp)
+	if p.code != http.StatusConflict {
+		t.Fatalf("a patch merged into a revision another write replaced: %d %s", p.code, p.raw)
+	}
+	if md := e.do("GET", base+"/acme", nil).body["metadata"].(map[string]any); md["other"] != "writer" {
+		t.Fatalf("the other writer's change is lost: %v", md)
+	}
+	// Read again and retried, the patch applies on top of the other change.
+	p = e.do("PATCH", base+"/acme", `{"metadata":{"mine":"v"}}`, "Content-Type", mp)
+	if md, _ := p.body["metadata"].(map[string]any); p.code != 200 || md["other"] != "writer" || md["mine"] != "v" {
+		t.Fatalf("the retried patch: %d %s", p.code, p.raw)
 	}
 }
