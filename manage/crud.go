@@ -70,11 +70,11 @@ func decodeObject(kind model.Kind, data []byte) (model.Object, model.FieldErrors
 	return obj, errs
 }
 
-// partialProblems runs the checks beyond the object's own (references, component
-// validators) on an object decoded with field problems, and keeps what they find on other
-// fields: a wrong type does not hide an unknown service. A problem on a reported field, inside
-// one, or on no field (a whole-object verdict on an object missing its refused values) is
-// left out.
+// partialProblems keeps, of what the checks beyond the object's own (references, component
+// validators) found on an object decoded with field problems (reported), the problems on
+// other fields: a wrong type does not hide an unknown service. A problem on a reported
+// field, inside one, or on no field (a whole-object verdict on an object missing its refused
+// values) is left out.
 func partialProblems(reported, found model.FieldErrors) model.FieldErrors {
 	seen := map[string]bool{}
 	for _, e := range reported {
