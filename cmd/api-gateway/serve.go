@@ -153,7 +153,8 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 		// Also mints API keys for the management API (a.keys, checked below).
 		{"authz", a.wireAuthz},
 		{"xds", a.wireXDS},
-		// Last: its sweeper and prober only write to the store, which every consumer follows.
+		// Not a consumer: its sweeper and prober write to the store (the consumers follow the
+		// revisions that makes) and start with the other runs, after the first Sync.
 		{"discovery", a.wireDiscovery},
 	}
 	for _, c := range components {
