@@ -153,8 +153,8 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 		// Also mints API keys for the management API (a.keys, checked below).
 		{"authz", a.wireAuthz},
 		{"xds", a.wireXDS},
-		// Not a consumer: its sweeper and prober write to the store (the consumers follow the
-		// revisions that makes) and start with the other runs, after the first Sync.
+		// Not a consumer: its sweeper and prober write to the store (the consumers then follow
+		// the revisions those writes make) and start with the other runs, after the first Sync.
 		{"discovery", a.wireDiscovery},
 	}
 	for _, c := range components {
