@@ -56,6 +56,12 @@ type Options struct {
 	WriteWait time.Duration
 	// Now is the clock (tests inject one).
 	Now func() time.Time
+	// RequestIDFromContext reads the id a middleware in front gave the request, answered in
+	// X-Request-Id and error bodies (nil: the client's X-Request-Id, else a new id).
+	RequestIDFromContext func(context.Context) string
+	// RequestIDContext also puts the request's id where the logger reads it (nil: only the
+	// API's own error bodies carry it).
+	RequestIDContext func(context.Context, string) context.Context
 }
 
 // API is the management API's http.Handler.
@@ -159,7 +165,10 @@ func (a *API) handle(e endpoint, h http.HandlerFunc) {
 
 // ServeHTTP serves the API with request ids, logging, CORS, body limits and recovery.
 func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	id := RequestIDFrom(r.Context()) // set by a tracing middleware in front, if any
+	var id string
+	if a.RequestIDFromContext != nil {
+		id = a.RequestIDFromContext(r.Context()) // set by a tracing middleware in front, if any
+	}
 	if id == "" {
 		id = r.Header.Get("X-Request-Id")
 	}
@@ -167,7 +176,7 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		id = newRequestID()
 	}
 	w.Header().Set("X-Request-Id", id)
-	r = r.WithContext(withRequestID(r.Context(), id))
+	r = r.WithContext(a.withRequestID(r.Context(), id))
 	rec := &statusRecorder{ResponseWriter: w, status: 200}
 	start := time.Now()
 	defer func() {
@@ -333,22 +342,21 @@ func (a *API) readyz(w http.ResponseWriter, r *http.Request) {
 
 type ctxKey struct{}
 
-// RequestIDContext is how a request id is put into the context; main replaces it so the log
-// handler finds the id (internal/telemetry).
-var RequestIDContext = func(ctx context.Context, id string) context.Context {
-	return context.WithValue(ctx, ctxKey{}, id)
+// withRequestID puts the request id into ctx: the API's own key (RequestIDFrom) and, with
+// Options.RequestIDContext, where the logger reads it.
+func (a *API) withRequestID(ctx context.Context, id string) context.Context {
+	ctx = context.WithValue(ctx, ctxKey{}, id)
+	if a.RequestIDContext != nil {
+		ctx = a.RequestIDContext(ctx, id)
+	}
+	return ctx
 }
 
-// RequestIDFromContext reads the id back; replaced together with RequestIDContext.
-var RequestIDFromContext = func(ctx context.Context) string {
+// RequestIDFrom returns the id the API gave the request ("" outside its handlers).
+func RequestIDFrom(ctx context.Context) string {
 	s, _ := ctx.Value(ctxKey{}).(string)
 	return s
 }
-
-func withRequestID(ctx context.Context, id string) context.Context { return RequestIDContext(ctx, id) }
-
-// RequestIDFrom returns the request id of the context.
-func RequestIDFrom(ctx context.Context) string { return RequestIDFromContext(ctx) }
 
 func newRequestID() string {
 	b := make([]byte, 12)

@@ -1,14 +1,18 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/api-gateway/api-gateway/internal/grpctls"
+	"github.com/api-gateway/api-gateway/model"
+	"github.com/api-gateway/api-gateway/store"
 )
 
 // config is everything the binary reads from the environment (and serve's flags).
@@ -42,16 +46,11 @@ type config struct {
 	JWTIssuer                   string
 	JWTAudience                 string
 	JWKSEndpoint                string
-	OAuth2Issuer                string
-	OAuth2AuthEndpoint          string
-	OAuth2TokenEndpoint         string
-	OAuth2UserinfoEndpoint      string
 	OAuth2IntrospectionEndpoint string
 	OAuth2ClientID              string
 	OAuth2ClientSecret          string
 
 	EnableServiceDiscovery bool
-	ServiceDiscoveryType   string
 	HealthProbe            bool
 
 	OTLPEndpoint string
@@ -113,17 +112,16 @@ func loadConfig() (config, error) {
 		JWTIssuer:                   os.Getenv("JWT_ISSUER"),
 		JWTAudience:                 os.Getenv("JWT_AUDIENCE"),
 		JWKSEndpoint:                os.Getenv("JWKS_ENDPOINT"),
-		OAuth2Issuer:                os.Getenv("OAUTH2_ISSUER"),
-		OAuth2AuthEndpoint:          os.Getenv("OAUTH2_AUTH_ENDPOINT"),
-		OAuth2TokenEndpoint:         os.Getenv("OAUTH2_TOKEN_ENDPOINT"),
-		OAuth2UserinfoEndpoint:      os.Getenv("OAUTH2_USERINFO_ENDPOINT"),
 		OAuth2IntrospectionEndpoint: os.Getenv("OAUTH2_INTROSPECTION_ENDPOINT"),
 		OAuth2ClientID:              os.Getenv("OAUTH2_CLIENT_ID"),
 		OAuth2ClientSecret:          os.Getenv("OAUTH2_CLIENT_SECRET"),
-		ServiceDiscoveryType:        envStr("SERVICE_DISCOVERY_TYPE", "store"),
 		OTLPEndpoint:                os.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT"),
 		ServiceName:                 envStr("OTEL_SERVICE_NAME", "api-gateway"),
 	}
+	if h := c.BindAddr; h != "" && net.ParseIP(strings.Trim(h, "[]")) == nil && strings.ContainsAny(h, ":[]/ \t") {
+		errs = append(errs, fmt.Sprintf("BIND_ADDRESS=%q must be an address without a port (an IP or a host name; the ports are PORT, METRICS_PORT, GRPC_PORT)", h))
+	}
+	c.BindAddr = strings.Trim(c.BindAddr, "[]") // "[::1]", as written in a URL
 	c.GRPCBindAddr = envStr("GRPC_BIND_ADDRESS", c.BindAddr)
 	if h := c.GRPCBindAddr; len(h) > 2 && h[0] == '[' && h[len(h)-1] == ']' {
 		c.GRPCBindAddr = h[1 : len(h)-1] // "[::1]", as written in a URL
@@ -146,11 +144,55 @@ func loadConfig() (config, error) {
 	}
 	c.EnableServiceDiscovery = envBool("ENABLE_SERVICE_DISCOVERY", true, &errs)
 	c.HealthProbe = envBool("HEALTH_PROBE", false, &errs)
+	// wireDiscovery reads SERVICE_DEREGISTER_AFTER itself; checked here so a bad value stops
+	// the start with every other bad variable, before anything opens.
+	deregisterAfter := strings.TrimSpace(os.Getenv("SERVICE_DEREGISTER_AFTER"))
+	if deregisterAfter != "" {
+		if d, err := model.ParseDuration(deregisterAfter); err != nil || d < 0 {
+			errs = append(errs, fmt.Sprintf("SERVICE_DEREGISTER_AFTER=%q must be a duration such as 24h (0 keeps expired instances)", deregisterAfter))
+		}
+	}
+	if !c.EnableServiceDiscovery {
+		// The sweeper and the prober are what these two configure: without them they would
+		// be accepted and do nothing.
+		if c.HealthProbe {
+			errs = append(errs, "HEALTH_PROBE=true needs ENABLE_SERVICE_DISCOVERY (it is false)")
+		}
+		if deregisterAfter != "" {
+			errs = append(errs, "SERVICE_DEREGISTER_AFTER needs ENABLE_SERVICE_DISCOVERY (it is false)")
+		}
+	}
+	errs = append(errs, retiredEnv(c.RedisURL)...)
+	if c.RedisURL != "" {
+		if _, err := store.ParseRedisURL(c.RedisURL); err != nil {
+			errs = append(errs, fmt.Sprintf("REDIS_URL: %v", err))
+		}
+	}
+	// A setting that only refines another is an error without it: it would do nothing.
+	if c.JWTIssuer == "" {
+		for _, v := range [][2]string{{"JWT_AUDIENCE", c.JWTAudience}, {"JWKS_ENDPOINT", c.JWKSEndpoint}} {
+			if v[1] != "" {
+				errs = append(errs, v[0]+" needs JWT_ISSUER (the default issuer it belongs to)")
+			}
+		}
+	}
+	if c.OAuth2IntrospectionEndpoint == "" {
+		for _, v := range [][2]string{{"OAUTH2_CLIENT_ID", c.OAuth2ClientID}, {"OAUTH2_CLIENT_SECRET", c.OAuth2ClientSecret}} {
+			if v[1] != "" {
+				errs = append(errs, v[0]+" needs OAUTH2_INTROSPECTION_ENDPOINT (the credentials are the introspection call's)")
+			}
+		}
+	}
 	if o := strings.TrimSpace(os.Getenv("CORS_ORIGINS")); o != "" {
 		for _, s := range strings.Split(o, ",") {
-			if s = strings.TrimSpace(s); s != "" {
-				c.CORSOrigins = append(c.CORSOrigins, s)
+			if s = strings.TrimSpace(s); s == "" {
+				continue
 			}
+			if err := checkOrigin(s); err != nil {
+				errs = append(errs, fmt.Sprintf("CORS_ORIGINS: %q %v", s, err))
+				continue
+			}
+			c.CORSOrigins = append(c.CORSOrigins, s)
 		}
 	}
 	if v := strings.TrimSpace(os.Getenv("RATE_LIMIT_RESERVE")); v != "" {
@@ -166,9 +208,12 @@ func loadConfig() (config, error) {
 		advertiseBind = c.GRPCBindAddr
 	}
 	c.XDSAdvertiseAddr = envStr("XDS_ADVERTISE_ADDRESS", defaultAdvertiseAddr(advertiseBind, c.GRPCPort))
-	for name, p := range map[string]int{"PORT": c.Port, "METRICS_PORT": c.MetricsPort, "GRPC_PORT": c.GRPCPort} {
-		if p < 0 || p > 65535 {
-			errs = append(errs, fmt.Sprintf("%s=%d must be 0-65535", name, p))
+	for _, p := range []struct {
+		name string
+		port int
+	}{{"PORT", c.Port}, {"METRICS_PORT", c.MetricsPort}, {"GRPC_PORT", c.GRPCPort}} {
+		if p.port < 0 || p.port > 65535 {
+			errs = append(errs, fmt.Sprintf("%s=%d must be 0-65535", p.name, p.port))
 		}
 	}
 	switch strings.ToLower(c.LogLevel) {
@@ -176,16 +221,66 @@ func loadConfig() (config, error) {
 	default:
 		errs = append(errs, fmt.Sprintf("LOG_LEVEL=%q must be debug, info, warn or error", c.LogLevel))
 	}
-	if _, _, err := net.SplitHostPort(c.EnvoyListenAddr); err != nil {
-		errs = append(errs, fmt.Sprintf("ENVOY_LISTENER_ADDRESS=%q must be host:port", c.EnvoyListenAddr))
+	if !isHostPort(c.EnvoyListenAddr) {
+		errs = append(errs, fmt.Sprintf("ENVOY_LISTENER_ADDRESS=%q must be host:port (port 1-65535)", c.EnvoyListenAddr))
 	}
-	if _, _, err := net.SplitHostPort(c.XDSAdvertiseAddr); err != nil {
-		errs = append(errs, fmt.Sprintf("XDS_ADVERTISE_ADDRESS=%q must be host:port", c.XDSAdvertiseAddr))
+	// The default is checked for its form only: it carries GRPC_PORT, which may be 0 (any port).
+	if _, _, err := net.SplitHostPort(c.XDSAdvertiseAddr); err != nil || (os.Getenv("XDS_ADVERTISE_ADDRESS") != "" && !isHostPort(c.XDSAdvertiseAddr)) {
+		errs = append(errs, fmt.Sprintf("XDS_ADVERTISE_ADDRESS=%q must be host:port (port 1-65535)", c.XDSAdvertiseAddr))
 	}
 	if len(errs) > 0 {
 		return c, fmt.Errorf("bad environment: %s", strings.Join(errs, "; "))
 	}
 	return c, nil
+}
+
+// retiredEnv refuses variables the binary no longer reads when their value asks for
+// something it would not do, instead of starting quietly without it.
+func retiredEnv(redisURL string) []string {
+	// Service registrations are objects of the store: in Redis when REDIS_URL is set, else in
+	// the embedded file. SERVICE_DISCOVERY_TYPE chose nothing beyond that; "redis" without
+	// REDIS_URL used to start on the embedded store, unshared.
+	switch v := strings.TrimSpace(os.Getenv("SERVICE_DISCOVERY_TYPE")); {
+	case v == "", strings.EqualFold(v, "store"), strings.EqualFold(v, "redis") && redisURL != "":
+		return nil
+	case strings.EqualFold(v, "redis"):
+		return []string{"SERVICE_DISCOVERY_TYPE=redis needs REDIS_URL: service registrations are kept in the store, " +
+			"which is Redis only when REDIS_URL is set (SERVICE_DISCOVERY_TYPE is no longer read; unset it)"}
+	default:
+		return []string{fmt.Sprintf("SERVICE_DISCOVERY_TYPE=%q is not a discovery backend: service registrations are kept "+
+			"in the store (embedded, or Redis with REDIS_URL); unset it", v)}
+	}
+}
+
+// checkOrigin accepts "*" or an origin as browsers send it: scheme://host[:port], nothing
+// after. Origins are compared whole, so "https://console.example/" would never match.
+func checkOrigin(o string) error {
+	if o == "*" {
+		return nil
+	}
+	u, err := url.Parse(o)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return errors.New("must be * or scheme://host[:port] (http or https)")
+	}
+	if u.User != nil || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" || strings.HasSuffix(o, "/") {
+		return errors.New("must be an origin: scheme://host[:port] with no path, query or trailing slash")
+	}
+	if p := u.Port(); p != "" {
+		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+			return errors.New("has a port outside 1-65535")
+		}
+	}
+	return nil
+}
+
+// isHostPort reports whether s is host:port with a numeric port 1-65535 (the host may be empty).
+func isHostPort(s string) bool {
+	_, p, err := net.SplitHostPort(s)
+	if err != nil {
+		return false
+	}
+	n, err := strconv.Atoi(p)
+	return err == nil && n >= 1 && n <= 65535
 }
 
 func (c config) addr(port int) string {

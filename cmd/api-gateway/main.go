@@ -9,6 +9,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"os"
 )
 
@@ -17,39 +18,36 @@ var version = "dev"
 
 func main() {
 	args := os.Args[1:]
-	cmd := "serve"
+	name := "serve"
 	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
-		cmd, args = args[0], args[1:]
+		name, args = args[0], args[1:]
 	}
-	var code int
-	switch cmd {
-	case "serve":
-		code = runServe(args)
-	case "validate":
-		code = runValidate(args, os.Stdout, os.Stderr)
-	case "healthcheck":
-		code = runHealthcheck(args)
-	case "version":
-		fmt.Println("api-gateway", version)
-	case "help", "-h", "--help":
-		usage()
-	default:
-		if sub, ok := subcommands[cmd]; ok {
-			code = sub(args)
-			break
-		}
-		fmt.Fprintf(os.Stderr, "unknown command %q\n\n", cmd)
-		usage()
-		code = 2
+	run, ok := commands(os.Stdout, os.Stderr)[name]
+	if !ok {
+		fmt.Fprintf(os.Stderr, "unknown command %q\n\n", name)
+		usage(os.Stderr)
+		os.Exit(2)
 	}
-	os.Exit(code)
+	os.Exit(run(args))
 }
 
-// subcommands registered by component wire files (e.g. envoy-bootstrap).
-var subcommands = map[string]func(args []string) int{}
+// commands is every subcommand of the binary, each with its own flags; usage lists them.
+func commands(stdout, stderr io.Writer) map[string]func(args []string) int {
+	help := func([]string) int { usage(stderr); return 0 }
+	return map[string]func(args []string) int{
+		"serve":           runServe,
+		"validate":        func(args []string) int { return runValidate(args, stdout, stderr) },
+		"envoy-bootstrap": func(args []string) int { return runEnvoyBootstrap(args, stdout, stderr) },
+		"healthcheck":     runHealthcheck,
+		"version":         func([]string) int { fmt.Fprintln(stdout, "api-gateway", version); return 0 },
+		"help":            help,
+		"-h":              help,
+		"--help":          help,
+	}
+}
 
-func usage() {
-	fmt.Fprint(os.Stderr, `usage:
+func usage(w io.Writer) {
+	fmt.Fprint(w, `usage:
   api-gateway [serve] [--config FILE]    run the control plane (default)
   api-gateway validate -f FILE           check a declarative config file; exit 1 on problems
   api-gateway envoy-bootstrap [flags]    print an Envoy bootstrap for this control plane
@@ -58,7 +56,8 @@ func usage() {
 
 Environment: PORT (8080) METRICS_PORT (9090) GRPC_PORT (18000) DATA_DIR (./data) REDIS_URL
 LOG_LEVEL (info) ADMIN_TOKEN CORS_ORIGINS GEOIP_DB JWT_ISSUER JWT_AUDIENCE JWKS_ENDPOINT
-OAUTH2_* OTEL_EXPORTER_OTLP_ENDPOINT BIND_ADDRESS GRPC_BIND_ADDRESS GRPC_TLS_CERT_FILE
-GRPC_TLS_KEY_FILE GRPC_TLS_CLIENT_CA_FILE GRPC_TLS_REQUIRE_CLIENT_CERT; see README.md.
+OAUTH2_INTROSPECTION_ENDPOINT OTEL_EXPORTER_OTLP_ENDPOINT BIND_ADDRESS GRPC_BIND_ADDRESS
+GRPC_TLS_CERT_FILE GRPC_TLS_KEY_FILE GRPC_TLS_CLIENT_CA_FILE GRPC_TLS_REQUIRE_CLIENT_CERT;
+see README.md.
 `)
 }

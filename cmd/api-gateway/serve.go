@@ -34,7 +34,7 @@ import (
 	"github.com/api-gateway/api-gateway/waf"
 )
 
-// app holds what every component's wire function may use (see wirers.go).
+// app holds what every component's wire function may use (serve lists them, in order).
 type app struct {
 	cfg     config
 	log     *slog.Logger
@@ -66,6 +66,8 @@ func runServe(args []string) int {
 	}
 	cfg.ConfigFile = *configFile
 	log := newLogger(cfg.LogLevel, os.Stderr)
+	// go-redis logs through one process-wide logger (it has no per-client option): set here,
+	// once, before any client exists.
 	redis.SetLogger(redisLogger{log})
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
@@ -80,7 +82,6 @@ func runServe(args []string) int {
 // gracefully: in-flight requests finish, the store closes cleanly.
 func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 	a := &app{cfg: cfg, log: log, reg: telemetry.NewRegistry()}
-	manage.RequestIDContext, manage.RequestIDFromContext = telemetry.WithRequestID, telemetry.RequestIDFrom
 	shutdownTracing, err := telemetry.SetupTracing(ctx, cfg.ServiceName, version)
 	if err != nil {
 		return err
@@ -111,7 +112,10 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 	}
 	a.pipe = pipeline.New(st, log)
 	a.health = health.NewServer()
-	a.api = manage.New(manage.Options{Store: st, Model: a.pipe, Logger: log, AdminTokenHash: tokenHash, CORSOrigins: cfg.CORSOrigins})
+	a.api = manage.New(manage.Options{Store: st, Model: a.pipe, Logger: log, AdminTokenHash: tokenHash, CORSOrigins: cfg.CORSOrigins,
+		// The API answers with the id telemetry.HTTPMiddleware gave the request, and its
+		// handlers log it: both read the id where the log handler does.
+		RequestIDFromContext: telemetry.RequestIDFrom, RequestIDContext: telemetry.WithRequestID})
 	a.grpcOpt = append(a.grpcOpt, grpc.MaxConcurrentStreams(1<<20))
 	a.grpcOpt = append(a.grpcOpt, a.unary.serverOptions()...)
 	// A WAF route's CheckRequest carries the whole body, up to max_request_body_size: more
@@ -134,9 +138,28 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 	a.grpc = grpc.NewServer(a.grpcOpt...)
 	healthpb.RegisterHealthServer(a.grpc, a.health)
 
-	for _, w := range wirers {
-		if err := w.fn(a); err != nil {
-			return fmt.Errorf("start %s: %w", w.name, err)
+	// The components, wired in this order. Pipeline consumers commit each revision in the
+	// order they are added (ratelimit, authz, xds): the rate-limit rules and the ext_authz
+	// tables of a revision are in place before xDS sends Envoy the routes that use them.
+	// Closers run in reverse, so a component closes before anything it was given.
+	components := []struct {
+		name string
+		wire func() error
+	}{
+		// First: the refusal metrics exist before any consumer can refuse a revision.
+		{"pipeline", a.wirePipeline},
+		{"analytics", a.wireAnalytics},
+		{"ratelimit", a.wireRateLimit},
+		// Also mints API keys for the management API (a.keys, checked below).
+		{"authz", a.wireAuthz},
+		{"xds", a.wireXDS},
+		// Not a consumer: its sweeper and prober write to the store (the consumers then follow
+		// the revisions those writes make) and start with the other runs, after the first Sync.
+		{"discovery", a.wireDiscovery},
+	}
+	for _, c := range components {
+		if err := c.wire(); err != nil {
+			return fmt.Errorf("start %s: %w", c.name, err)
 		}
 	}
 	if a.keys == nil {

@@ -7,8 +7,6 @@ import (
 	"github.com/api-gateway/api-gateway/store"
 )
 
-func init() { register("analytics", 20, (*app).wireAnalytics) }
-
 // wireAnalytics starts the access-log service (Envoy streams HTTP access logs to it), its
 // per-minute aggregates (in Redis when the store is Redis, else DATA_DIR/analytics.db) and the
 // analytics endpoints of the management API.

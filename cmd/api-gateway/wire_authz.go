@@ -14,8 +14,6 @@ import (
 	"github.com/api-gateway/api-gateway/waf"
 )
 
-func init() { register("authz", 40, (*app).wireAuthz) }
-
 // wireAuthz starts ext_authz: the engine (a pipeline consumer), the Check service on the
 // gRPC server, the WAF registry it calls last (with the repeat-offender tracker writing
 // ip-rules through the store), the CEL policy validator and the JWKS refresh loop.

@@ -12,8 +12,6 @@ import (
 	"github.com/api-gateway/api-gateway/store"
 )
 
-func init() { register("discovery", 70, (*app).wireDiscovery) }
-
 // discoveryLeaseTTL: a replica that stops renewing (crash, partition) hands the sweeping to
 // another after this long; a clean shutdown releases the lease at once.
 const discoveryLeaseTTL = 5 * time.Second

@@ -8,8 +8,6 @@ import (
 	"github.com/api-gateway/api-gateway/ratelimit"
 )
 
-func init() { register("ratelimit", 30, (*app).wireRateLimit) }
-
 // wireRateLimit starts the rate-limit service: counters in memory on one node, in Redis when
 // REDIS_URL is set; rules rebuilt from each model revision (the same translation that emits
 // the routes' rate-limit actions) and swapped in atomically.

@@ -2,7 +2,6 @@ package main
 
 import (
 	"log/slog"
-	"os"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -10,11 +9,6 @@ import (
 	"github.com/api-gateway/api-gateway/translate"
 	"github.com/api-gateway/api-gateway/xds/server"
 )
-
-func init() {
-	register("xds", 50, (*app).wireXDS)
-	subcommands["envoy-bootstrap"] = func(args []string) int { return runEnvoyBootstrap(args, os.Stdout, os.Stderr) }
-}
 
 // wireXDS serves the translated model over xDS on the gRPC port, follows each model
 // revision through the pipeline, and plugs route status, the nodes endpoint and the route
