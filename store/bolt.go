@@ -18,6 +18,9 @@ import (
 var (
 	metaBucket  = []byte("meta")
 	revisionKey = []byte("revision")
+	// liveBucket holds the liveness entries (id -> microseconds since the epoch, 8 bytes big
+	// endian), apart from every kind's bucket and from the revision.
+	liveBucket = []byte("live")
 )
 
 func kindBucket(k model.Kind) []byte { return []byte("obj/" + string(k)) }
@@ -44,6 +47,9 @@ func OpenBolt(path string) (*Bolt, error) {
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
 		if _, err := tx.CreateBucketIfNotExists(metaBucket); err != nil {
+			return err
+		}
+		if _, err := tx.CreateBucketIfNotExists(liveBucket); err != nil {
 			return err
 		}
 		for _, k := range model.Kinds {
@@ -223,6 +229,71 @@ func CheckOp(op Op, exists bool, curRev uint64) error {
 		}
 	}
 	return nil
+}
+
+// Touch records that id was alive at t, unless its entry is newer. Concurrent touches share
+// one fsync (bbolt's Batch); the revision is not touched.
+func (b *Bolt) Touch(_ context.Context, id string, t time.Time) error {
+	if id == "" {
+		return errors.New("empty id")
+	}
+	us := encodeLiveness(t)
+	err := b.db.Batch(func(tx *bolt.Tx) error {
+		bk := tx.Bucket(liveBucket)
+		if cur := bk.Get([]byte(id)); len(cur) == 8 && int64(binary.BigEndian.Uint64(cur)) >= us {
+			return nil
+		}
+		v := make([]byte, 8)
+		binary.BigEndian.PutUint64(v, uint64(us))
+		return bk.Put([]byte(id), v)
+	})
+	return b.mapErr(err)
+}
+
+// LastSeen returns the liveness entries of ids (of every id when none is given).
+func (b *Bolt) LastSeen(_ context.Context, ids ...string) (map[string]time.Time, error) {
+	out := map[string]time.Time{}
+	err := b.db.View(func(tx *bolt.Tx) error {
+		bk := tx.Bucket(liveBucket)
+		if len(ids) == 0 {
+			return bk.ForEach(func(k, v []byte) error {
+				if len(v) == 8 {
+					out[string(k)] = decodeLiveness(int64(binary.BigEndian.Uint64(v)))
+				}
+				return nil
+			})
+		}
+		for _, id := range ids {
+			if id == "" {
+				continue
+			}
+			if v := bk.Get([]byte(id)); len(v) == 8 {
+				out[id] = decodeLiveness(int64(binary.BigEndian.Uint64(v)))
+			}
+		}
+		return nil
+	})
+	return out, b.mapErr(err)
+}
+
+// Forget removes the liveness entries of ids.
+func (b *Bolt) Forget(_ context.Context, ids ...string) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	err := b.db.Batch(func(tx *bolt.Tx) error {
+		bk := tx.Bucket(liveBucket)
+		for _, id := range ids {
+			if id == "" {
+				continue
+			}
+			if err := bk.Delete([]byte(id)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	return b.mapErr(err)
 }
 
 // Ping checks the database is open.

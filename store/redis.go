@@ -26,6 +26,7 @@ import (
 //	{agw}:obj:<kind>      hash id -> object JSON
 //	{agw}:mod:<kind>      hash id -> mod revision
 //	{agw}:txn:<random>    short-lived marker that makes a retried transaction apply once
+//	{agw}:live            hash id -> last heartbeat (µs since the epoch); not versioned
 //	{agw}:changes         pub/sub channel: each new revision is published on it
 //
 // Writes run in one Lua script that checks every precondition and then writes, so concurrent
@@ -134,6 +135,7 @@ func (r *Redis) objKey(k model.Kind) string     { return r.prefix + ":obj:" + st
 func (r *Redis) modKey(k model.Kind) string     { return r.prefix + ":mod:" + string(k) }
 func (r *Redis) txnKey(id string) string        { return r.prefix + ":txn:" + id }
 func (r *Redis) kindKeys(k model.Kind) []string { return []string{r.objKey(k), r.modKey(k)} }
+func (r *Redis) liveKey() string                { return r.prefix + ":live" }
 
 // begin registers an in-flight call; Close waits for them.
 func (r *Redis) begin() error {
@@ -356,6 +358,67 @@ func (r *Redis) txn(ctx context.Context, txnID string, ops []Op) (uint64, error)
 		return 0, &OpError{Index: i, Op: ops[i], Err: cause}
 	}
 	return 0, fmt.Errorf("unexpected transaction reply %v", res)
+}
+
+// Touch records that id was alive at t, unless its entry is newer (a script compares, so
+// replicas whose heartbeats arrive out of order never move it back). It writes neither the
+// revision nor the change channel.
+func (r *Redis) Touch(ctx context.Context, id string, t time.Time) error {
+	if id == "" {
+		return errors.New("empty id")
+	}
+	if err := r.begin(); err != nil {
+		return err
+	}
+	defer r.end()
+	return mapRedisErr(touchScript.Run(ctx, r.c, []string{r.liveKey()}, id, encodeLiveness(t)).Err())
+}
+
+// LastSeen returns the liveness entries of ids (of every id when none is given).
+func (r *Redis) LastSeen(ctx context.Context, ids ...string) (map[string]time.Time, error) {
+	if err := r.begin(); err != nil {
+		return nil, err
+	}
+	defer r.end()
+	out := map[string]time.Time{}
+	if len(ids) == 0 {
+		all, err := r.c.HGetAll(ctx, r.liveKey()).Result()
+		if err != nil {
+			return nil, mapRedisErr(err)
+		}
+		for id, v := range all {
+			if us, err := strconv.ParseInt(v, 10, 64); err == nil {
+				out[id] = decodeLiveness(us)
+			}
+		}
+		return out, nil
+	}
+	vals, err := r.c.HMGet(ctx, r.liveKey(), ids...).Result()
+	if err != nil {
+		return nil, mapRedisErr(err)
+	}
+	for i, v := range vals {
+		sv, ok := v.(string)
+		if !ok {
+			continue // nil: no entry
+		}
+		if us, err := strconv.ParseInt(sv, 10, 64); err == nil {
+			out[ids[i]] = decodeLiveness(us)
+		}
+	}
+	return out, nil
+}
+
+// Forget removes the liveness entries of ids.
+func (r *Redis) Forget(ctx context.Context, ids ...string) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	if err := r.begin(); err != nil {
+		return err
+	}
+	defer r.end()
+	return mapRedisErr(r.c.HDel(ctx, r.liveKey(), ids...).Err())
 }
 
 // Ping reports whether Redis answers, reading the revision key (on Cluster, from the node

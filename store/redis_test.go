@@ -241,3 +241,40 @@ func TestOpenRedisGivesUp(t *testing.T) {
 		t.Fatal("opened a store with no redis listening")
 	}
 }
+
+// Liveness is one hash under the store's prefix: replicas on one prefix share it, a store on
+// another prefix of the same server never sees its entries, and a touch writes nothing else.
+func TestRedisLivenessSharedByReplicasOnlyUnderItsPrefix(t *testing.T) {
+	rs := testutil.StartRedis(t)
+	p := uniquePrefix()
+	a := openRedis(t, "redis://"+rs.Addr+"?prefix="+p)
+	b := openRedis(t, "redis://"+rs.Addr+"?prefix="+p)
+	other := openRedis(t, "redis://"+rs.Addr+"?prefix="+p+"x")
+	ctx := t.Context()
+	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	if err := a.Touch(ctx, "svc-1", t0); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := b.LastSeen(ctx, "svc-1"); err != nil || !got["svc-1"].Equal(t0) {
+		t.Fatalf("replica b: %v %v", got, err)
+	}
+	if got, err := other.LastSeen(ctx); err != nil || len(got) != 0 {
+		t.Fatalf("another prefix sees the entry: %v %v", got, err)
+	}
+	keys, err := a.Client().Keys(ctx, "*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range keys {
+		if k != "{"+p+"}:live" {
+			t.Fatalf("a touch wrote key %q", k)
+		}
+	}
+	// An older touch from a replica whose heartbeat arrived late does not move it back.
+	if err := b.Touch(ctx, "svc-1", t0.Add(-time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := a.LastSeen(ctx, "svc-1"); !got["svc-1"].Equal(t0) {
+		t.Fatalf("moved back: %v", got)
+	}
+}

@@ -21,6 +21,9 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 	t.Run("TxnAtomic", func(t *testing.T) { testTxnAtomic(t, open(t)) })
 	t.Run("Watch", func(t *testing.T) { testWatch(t, open(t)) })
 	t.Run("ConcurrentWriters", func(t *testing.T) { testConcurrent(t, open(t)) })
+	t.Run("LivenessIsNotARevision", func(t *testing.T) { testLivenessNoRevision(t, open(t)) })
+	t.Run("LivenessEntries", func(t *testing.T) { testLivenessEntries(t, open(t)) })
+	t.Run("SnapshotMergesLiveness", func(t *testing.T) { testSnapshotLiveness(t, open(t)) })
 }
 
 func ctx(t *testing.T) context.Context {
@@ -231,4 +234,142 @@ func NoLostUpdates(t *testing.T, writers, each int, stores ...store.Store) {
 		t.Fatalf("counter %d, acknowledged writes %d, want %d: an update was lost", n, acked.Load(), writers*each)
 	}
 	t.Logf("%d conflicts resolved by retry", conflicts.Load())
+}
+
+// testLivenessNoRevision: touches and forgets bump no revision, reach no watcher and leave
+// the model as it was.
+func testLivenessNoRevision(t *testing.T, s store.Store) {
+	c, cancel := context.WithCancel(ctx(t))
+	defer cancel()
+	if _, err := store.Create(c, s, model.KindServices, "a", []byte(`{"id":"a"}`)); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := s.Revision(c)
+	ch := s.Watch(c)
+	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	for i := 0; i < 1000; i++ {
+		if err := s.Touch(c, "a", t0.Add(time.Duration(i)*time.Millisecond)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Forget(c, "a"); err != nil {
+		t.Fatal(err)
+	}
+	if after, _ := s.Revision(c); after != before {
+		t.Fatalf("1,000 touches moved the revision %d -> %d", before, after)
+	}
+	rev, all, err := s.Load(c)
+	if err != nil || rev != before || len(all[model.KindServices]) != 1 {
+		t.Fatalf("load after touches: %d %v %v", rev, all, err)
+	}
+	o, err := s.Get(c, model.KindServices, "a")
+	if err != nil || string(o.Data) != `{"id":"a"}` {
+		t.Fatalf("touch changed the object: %+v %v", o, err)
+	}
+	// A watcher sees no revision until the next real write, and then exactly that one.
+	// (Redis's follower polls every 500 ms by default: wait past one poll.)
+	select {
+	case r := <-ch:
+		t.Fatalf("watch reported revision %d for touches alone", r)
+	case <-time.After(700 * time.Millisecond):
+	}
+	next, err := store.Put(c, s, model.KindTenants, "t", []byte(`{}`), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case r := <-ch:
+		if r != next {
+			t.Fatalf("watch reported %d, want %d", r, next)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("watch missed the write after the touches")
+	}
+}
+
+// testLivenessEntries: newest wins, reads by id and in bulk, forget, and ids made of bytes
+// that are separators elsewhere (":", braces, NUL, "/") stay their own entries.
+func testLivenessEntries(t *testing.T, s store.Store) {
+	c := ctx(t)
+	t0 := time.Date(2026, 1, 2, 3, 4, 5, 123456000, time.UTC)
+	if err := s.Touch(c, "a", t0.Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Touch(c, "a", t0); err != nil { // older: kept out
+		t.Fatal(err)
+	}
+	if err := s.Touch(c, "", t0); err == nil {
+		t.Fatal("an empty id was touched")
+	}
+	odd := []string{"a:live", "{agw}:live", "a\x00b", "obj/services", "a}", "..", "b"}
+	for i, id := range odd {
+		if err := s.Touch(c, id, t0.Add(time.Duration(i+1)*time.Second)); err != nil {
+			t.Fatalf("touch %q: %v", id, err)
+		}
+	}
+	got, err := s.LastSeen(c, "a", "missing", "b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || !got["a"].Equal(t0.Add(time.Minute)) || !got["b"].Equal(t0.Add(7*time.Second)) {
+		t.Fatalf("LastSeen(a, missing, b) = %v", got)
+	}
+	if _, ok := got["missing"]; ok {
+		t.Fatal("an id never touched has an entry")
+	}
+	all, err := s.LastSeen(c)
+	if err != nil || len(all) != 1+len(odd) {
+		t.Fatalf("LastSeen() = %v %v", all, err)
+	}
+	for i, id := range odd {
+		if !all[id].Equal(t0.Add(time.Duration(i+1) * time.Second)) {
+			t.Fatalf("%q: %v, want %v (entries collide)", id, all[id], t0.Add(time.Duration(i+1)*time.Second))
+		}
+	}
+	// No object of any kind appeared.
+	if _, objs, err := s.Load(c); err != nil || len(objs) != 0 {
+		t.Fatalf("touches made objects: %v %v", objs, err)
+	}
+	if err := s.Forget(c, "a", "never", "a:live"); err != nil {
+		t.Fatal(err)
+	}
+	all, _ = s.LastSeen(c)
+	if _, ok := all["a"]; ok || len(all) != len(odd)-1 {
+		t.Fatalf("after forget: %v", all)
+	}
+	if err := s.Forget(c); err != nil {
+		t.Fatalf("forget nothing: %v", err)
+	}
+}
+
+// testSnapshotLiveness: Snapshot shows each instance's newest heartbeat, the stored one or
+// the live one.
+func testSnapshotLiveness(t *testing.T, s store.Store) {
+	c := ctx(t)
+	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	for _, id := range []string{"old", "new"} {
+		data := fmt.Sprintf(`{"id":%q,"name":"svc","host":"10.0.0.1","port":80,"last_heartbeat":%q}`, id, t0.Format(time.RFC3339Nano))
+		if _, err := store.Create(c, s, model.KindServices, id, []byte(data)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Touch(c, "old", t0.Add(-time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Touch(c, "new", t0.Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	snap, errs, err := store.Snapshot(c, s)
+	if err != nil || len(errs) > 0 || len(snap.Services) != 2 {
+		t.Fatalf("snapshot: %v %v %v", snap, errs, err)
+	}
+	for _, sv := range snap.Services {
+		want := t0
+		if sv.ID == "new" {
+			want = t0.Add(time.Hour)
+		}
+		if !sv.LastHeartbeat.Equal(want) {
+			t.Fatalf("%s: last heartbeat %v, want %v", sv.ID, sv.LastHeartbeat, want)
+		}
+	}
 }
