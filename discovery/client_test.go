@@ -47,6 +47,7 @@ func startGateway(t *testing.T) *gateway {
 	return &gateway{store: st, url: srv.URL}
 }
 
+// service reads an instance from the store, with its last heartbeat merged from liveness.
 func (g *gateway) service(t *testing.T, id string) (*model.Service, error) {
 	t.Helper()
 	raw, err := g.store.Get(t.Context(), model.KindServices, id)
@@ -57,6 +58,12 @@ func (g *gateway) service(t *testing.T, id string) (*model.Service, error) {
 	if len(errs) > 0 || len(snap.Services) != 1 {
 		t.Fatalf("stored service does not decode: %v", errs)
 	}
+	// Heartbeats renew liveness, not the stored object: read the instance as the API shows it.
+	live, err := g.store.LastSeen(t.Context(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	store.ApplyLiveness(snap.Services, live)
 	return snap.Services[0], nil
 }
 

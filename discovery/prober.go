@@ -104,7 +104,7 @@ type ProbeResult struct {
 // changes they call for.
 func (p *Prober) Round(ctx context.Context) (ProbeResult, error) {
 	var res ProbeResult
-	svcs, err := listServices(ctx, p.Store, p.log())
+	svcs, _, err := listServices(ctx, p.Store, p.log())
 	if err != nil {
 		return res, err
 	}
@@ -182,7 +182,7 @@ func (p *Prober) Round(ctx context.Context) (ProbeResult, error) {
 		rev := j.sv.Revision
 		j.sv.Status = want
 		j.sv.UpdatedAt = p.now().UTC()
-		err := putService(ctx, p.Store, j.sv, rev)
+		_, err := putService(ctx, p.Store, j.sv, rev)
 		switch {
 		case err == nil:
 			if want == model.StatusUnhealthy {

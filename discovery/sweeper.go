@@ -15,8 +15,16 @@ import (
 // Sweeper marks instances that missed their TTL as expired, so the next revision leaves
 // them out of EDS on every replica (the translator already skips an expired instance; the
 // write is what makes every replica rebuild at that moment). With DeregisterAfter set it
-// later deletes instances that stayed expired that long. Each write is conditional on the
-// revision read, so a heartbeat that lands in between wins.
+// later deletes instances that stayed expired that long.
+//
+// An instance's last heartbeat is the newer of its stored one and its liveness entry
+// (store.Liveness): heartbeats of a serving instance write only liveness, so the sweeper
+// writes an instance only on a transition (serving -> expired, expired -> deleted). Each
+// write is conditional on the revision read, so a heartbeat that wrote the instance in
+// between (an expired one coming back) wins; and after marking an instance expired the
+// sweeper reads its liveness again and undoes the mark when a heartbeat landed meanwhile
+// (the heartbeat handler touches liveness and then reads the instance, so one of the two
+// always sees the other). Liveness entries whose instance is gone are removed.
 type Sweeper struct {
 	Store store.Store
 	Log   *slog.Logger
@@ -30,7 +38,9 @@ type Sweeper struct {
 // SweepResult counts what one sweep did.
 type SweepResult struct {
 	Expired   int // instances newly marked expired
+	Revived   int // marks undone: a heartbeat landed while the instance was being marked
 	Deleted   int // expired instances removed
+	Forgotten int // liveness entries of instances that no longer exist, removed
 	Conflicts int // instances changed meanwhile (a heartbeat): left for the next sweep
 }
 
@@ -51,21 +61,28 @@ func (s *Sweeper) log() *slog.Logger {
 // Sweep looks at every instance once.
 func (s *Sweeper) Sweep(ctx context.Context) (SweepResult, error) {
 	var res SweepResult
-	svcs, err := listServices(ctx, s.Store, s.log())
+	svcs, live, err := listServices(ctx, s.Store, s.log())
 	if err != nil {
 		return res, err
 	}
 	now := s.now()
 	var errs []error
+	present := make(map[string]bool, len(svcs))
 	for _, sv := range svcs {
+		present[sv.ID] = true
 		rev := sv.Revision
 		switch {
 		case sv.Status != model.StatusExpired && sv.Expired(now):
+			prevStatus, seen := sv.Status, sv.LastHeartbeat
 			sv.Status = model.StatusExpired
 			sv.UpdatedAt = now.UTC()
-			err := putService(ctx, s.Store, sv, rev)
+			newRev, err := putService(ctx, s.Store, sv, rev)
 			switch {
 			case err == nil:
+				if s.revive(ctx, sv, newRev, prevStatus, seen, now) {
+					res.Revived++
+					continue
+				}
 				res.Expired++
 				s.log().Info("service instance expired: no heartbeat within its TTL", "id", sv.ID, "name", sv.Name,
 					"last_heartbeat", sv.LastHeartbeat, "ttl", sv.TTL.String())
@@ -80,6 +97,7 @@ func (s *Sweeper) Sweep(ctx context.Context) (SweepResult, error) {
 			switch {
 			case err == nil:
 				res.Deleted++
+				delete(present, sv.ID) // its liveness entry goes with it, below
 				s.log().Info("expired service instance deregistered", "id", sv.ID, "name", sv.Name,
 					"last_heartbeat", sv.LastHeartbeat)
 			case errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrNotFound):
@@ -89,6 +107,21 @@ func (s *Sweeper) Sweep(ctx context.Context) (SweepResult, error) {
 			}
 		}
 	}
+	// Liveness was read before the instances: an entry whose instance is not in the list
+	// belongs to one deleted since (by the API, a file reload, or just above).
+	var gone []string
+	for id := range live {
+		if !present[id] {
+			gone = append(gone, id)
+		}
+	}
+	if len(gone) > 0 {
+		if err := s.Store.Forget(ctx, gone...); err != nil {
+			errs = append(errs, fmt.Errorf("forget liveness of removed instances: %w", err))
+		} else {
+			res.Forgotten = len(gone)
+		}
+	}
 	if s.m != nil {
 		s.m.expired.Add(float64(res.Expired))
 		s.m.deleted.Add(float64(res.Deleted))
@@ -96,11 +129,41 @@ func (s *Sweeper) Sweep(ctx context.Context) (SweepResult, error) {
 	return res, errors.Join(errs...)
 }
 
-// listServices decodes every instance; one that does not decode is logged and skipped.
-func listServices(ctx context.Context, st store.Store, log *slog.Logger) ([]*model.Service, error) {
+// revive reads sv's liveness after the sweeper wrote it expired at rev; when a heartbeat
+// newer than seen (the last heartbeat the decision used) keeps it within its TTL, it writes
+// the instance back as it was. It reports whether the instance is serving again.
+func (s *Sweeper) revive(ctx context.Context, sv *model.Service, rev uint64, prevStatus string, seen, now time.Time) bool {
+	live, err := s.Store.LastSeen(ctx, sv.ID)
+	if err != nil {
+		return false // the next heartbeat sees the mark and writes the instance back
+	}
+	t, ok := live[sv.ID]
+	if !ok || !t.After(seen) {
+		return false
+	}
+	sv.LastHeartbeat = t
+	if sv.Expired(now) {
+		return false
+	}
+	sv.Status = prevStatus
+	if _, err := putService(ctx, s.Store, sv, rev); err != nil {
+		return false // changed meanwhile: by the heartbeat that brings it back, or the next sweep
+	}
+	s.log().Info("service instance heartbeat raced its expiry; kept", "id", sv.ID, "name", sv.Name, "last_heartbeat", t)
+	return true
+}
+
+// listServices reads the liveness entries and then decodes every instance, each with its
+// last heartbeat brought up to its liveness entry; one that does not decode is logged and
+// skipped.
+func listServices(ctx context.Context, st store.Store, log *slog.Logger) ([]*model.Service, map[string]time.Time, error) {
+	live, err := st.LastSeen(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
 	raws, err := st.List(ctx, model.KindServices)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	out := make([]*model.Service, 0, len(raws))
 	for _, r := range raws {
@@ -113,16 +176,17 @@ func listServices(ctx context.Context, st store.Store, log *slog.Logger) ([]*mod
 		sv.Revision = r.Revision
 		out = append(out, sv)
 	}
-	return out, nil
+	store.ApplyLiveness(out, live)
+	return out, live, nil
 }
 
-// putService writes an instance back if it is still at revision rev.
-func putService(ctx context.Context, st store.Store, sv *model.Service, rev uint64) error {
+// putService writes an instance back if it is still at revision rev, and returns the new
+// revision.
+func putService(ctx context.Context, st store.Store, sv *model.Service, rev uint64) (uint64, error) {
 	sv.Revision = 0 // the store keeps the revision; it is not part of the stored JSON
 	data, err := json.Marshal(sv)
 	if err != nil {
-		return fmt.Errorf("encode %s: %w", sv.ID, err)
+		return 0, fmt.Errorf("encode %s: %w", sv.ID, err)
 	}
-	_, err = store.Put(ctx, st, model.KindServices, sv.ID, data, rev)
-	return err
+	return store.Put(ctx, st, model.KindServices, sv.ID, data, rev)
 }

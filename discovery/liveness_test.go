@@ -1,0 +1,140 @@
+package discovery_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/api-gateway/api-gateway/discovery"
+	"github.com/api-gateway/api-gateway/model"
+	"github.com/api-gateway/api-gateway/store"
+)
+
+// The sweeper decides on the newest heartbeat, stored or live, and writes an instance only
+// on a transition: kept alive by liveness alone it writes nothing; silent past its TTL it is
+// marked expired once (its stored heartbeat brought up to the live one); expired past
+// DeregisterAfter it is deleted and its liveness entry with it.
+func TestSweeperReadsLiveness(t *testing.T) {
+	st := openBolt(t)
+	clk := newClock()
+	t0 := clk.Now()
+	putSvc(t, st, &model.Service{ID: "a", Name: "svc", Host: "10.0.0.1", Port: 80, TTL: model.Duration(30 * time.Second), LastHeartbeat: t0})
+	sw := &discovery.Sweeper{Store: st, Log: quietLog(), Now: clk.Now, DeregisterAfter: time.Hour}
+	ctx := t.Context()
+
+	for i := 0; i < 4; i++ { // heartbeats every 10 s for 40 s: past the stored heartbeat's TTL
+		clk.Add(10 * time.Second)
+		if err := st.Touch(ctx, "a", clk.Now()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lastBeat := clk.Now()
+	rev, _ := st.Revision(ctx)
+	if res, err := sw.Sweep(ctx); err != nil || res != (discovery.SweepResult{}) {
+		t.Fatalf("sweep of a live instance: %+v %v", res, err)
+	}
+	if rev2, _ := st.Revision(ctx); rev2 != rev {
+		t.Fatalf("sweep of a live instance wrote: %d -> %d", rev, rev2)
+	}
+	clk.Add(30 * time.Second) // exactly at the TTL of the last heartbeat
+	if res, _ := sw.Sweep(ctx); res.Expired != 0 {
+		t.Fatalf("expired at its TTL: %+v", res)
+	}
+	clk.Add(time.Second)
+	if res, err := sw.Sweep(ctx); err != nil || res.Expired != 1 {
+		t.Fatalf("past the TTL: %+v %v", res, err)
+	}
+	a := getSvc(t, st, "a")
+	if a.Status != model.StatusExpired || !a.LastHeartbeat.Equal(lastBeat) {
+		t.Fatalf("marked: %+v (last heartbeat want %v)", a, lastBeat)
+	}
+	rev, _ = st.Revision(ctx)
+	if res, _ := sw.Sweep(ctx); res != (discovery.SweepResult{}) {
+		t.Fatalf("second sweep: %+v", res)
+	}
+	if rev2, _ := st.Revision(ctx); rev2 != rev {
+		t.Fatalf("idle sweep wrote: %d -> %d", rev, rev2)
+	}
+	clk.Add(time.Hour)
+	if res, err := sw.Sweep(ctx); err != nil || res.Deleted != 1 || res.Forgotten != 1 {
+		t.Fatalf("deregister: %+v %v", res, err)
+	}
+	if _, err := st.Get(ctx, model.KindServices, "a"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("not deregistered: %v", err)
+	}
+	if live, _ := st.LastSeen(ctx); len(live) != 0 {
+		t.Fatalf("liveness outlived the instance: %v", live)
+	}
+}
+
+// A liveness entry whose instance is gone (deleted by the API or a file reload while a
+// heartbeat was in flight) is removed by the next sweep; live instances keep theirs.
+func TestSweeperForgetsLivenessOfRemovedInstances(t *testing.T) {
+	st := openBolt(t)
+	clk := newClock()
+	ctx := t.Context()
+	putSvc(t, st, &model.Service{ID: "b", Name: "svc", Host: "10.0.0.2", Port: 80, LastHeartbeat: clk.Now()})
+	for _, id := range []string{"ghost", "b"} {
+		if err := st.Touch(ctx, id, clk.Now()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rev, _ := st.Revision(ctx)
+	sw := &discovery.Sweeper{Store: st, Log: quietLog(), Now: clk.Now}
+	if res, err := sw.Sweep(ctx); err != nil || res.Forgotten != 1 {
+		t.Fatalf("%+v %v", res, err)
+	}
+	live, _ := st.LastSeen(ctx)
+	if _, ok := live["b"]; !ok || len(live) != 1 {
+		t.Fatalf("liveness after the sweep: %v", live)
+	}
+	if rev2, _ := st.Revision(ctx); rev2 != rev {
+		t.Fatalf("forgetting liveness made a revision: %d -> %d", rev, rev2)
+	}
+}
+
+// heartbeatDuringMark touches the instance's liveness right after the sweeper's write marks
+// it expired: a heartbeat that read the instance before the mark (still serving, so it did
+// not write it) and touched liveness after the sweeper read it.
+type heartbeatDuringMark struct {
+	store.Store
+	clock *clock
+	once  sync.Once
+	t     *testing.T
+}
+
+func (h *heartbeatDuringMark) Txn(ctx context.Context, ops []store.Op) (uint64, error) {
+	rev, err := h.Store.Txn(ctx, ops)
+	if err == nil && len(ops) == 1 && ops[0].Kind == model.KindServices {
+		var sv model.Service
+		_ = json.Unmarshal(ops[0].Data, &sv)
+		if sv.Status == model.StatusExpired {
+			h.once.Do(func() {
+				if err := h.Store.Touch(ctx, ops[0].ID, h.clock.Now()); err != nil {
+					h.t.Error(err)
+				}
+			})
+		}
+	}
+	return rev, err
+}
+
+func TestSweeperUndoesAnExpiryRacedByAHeartbeat(t *testing.T) {
+	st := openBolt(t)
+	clk := newClock()
+	putSvc(t, st, &model.Service{ID: "a", Name: "svc", Host: "10.0.0.1", Port: 80, TTL: model.Duration(time.Second),
+		Status: model.StatusHealthy, LastHeartbeat: clk.Now()})
+	clk.Add(2 * time.Second)
+	sw := &discovery.Sweeper{Store: &heartbeatDuringMark{Store: st, clock: clk, t: t}, Log: quietLog(), Now: clk.Now}
+	res, err := sw.Sweep(t.Context())
+	if err != nil || res.Expired != 0 || res.Revived != 1 {
+		t.Fatalf("%+v %v", res, err)
+	}
+	a := getSvc(t, st, "a")
+	if a.Status != model.StatusHealthy || !a.Serving(clk.Now()) {
+		t.Fatalf("a live instance was left expired: %+v", a)
+	}
+}
