@@ -16,16 +16,14 @@ import (
 // another after this long; a clean shutdown releases the lease at once.
 const discoveryLeaseTTL = 5 * time.Second
 
-// wireDiscovery starts the server side of service discovery: the TTL sweeper and, with
+// wireDiscovery starts the server side of service discovery: the TTL sweeper (instances
+// that stop sending heartbeats leave EDS), the removal of expired WAF bans and, with
 // HEALTH_PROBE=true, the control-plane health prober. With a shared Redis only the replica
 // holding the lease key works; with the embedded store this replica works alone.
-// ENABLE_SERVICE_DISCOVERY=false turns both off (registrations still work; TTLs are then
-// only applied when something else triggers a rebuild).
+// ENABLE_SERVICE_DISCOVERY=false turns the sweeper and the prober off (registrations still
+// work; TTLs are then only applied when something else triggers a rebuild); expired bans are
+// removed either way.
 func (a *app) wireDiscovery() error {
-	if !a.cfg.EnableServiceDiscovery {
-		a.log.Info("service discovery sweeper disabled (ENABLE_SERVICE_DISCOVERY=false)")
-		return nil
-	}
 	deregisterAfter := 24 * time.Hour
 	if v := os.Getenv("SERVICE_DEREGISTER_AFTER"); v != "" {
 		d, err := model.ParseDuration(v)
@@ -54,15 +52,20 @@ func (a *app) wireDiscovery() error {
 			lease = discovery.NewRedisLease(c, "{"+store.DefaultRedisPrefix+"}:lease:discovery", discoveryLeaseTTL)
 		}
 	}
+	sweep := a.cfg.EnableServiceDiscovery
+	if !sweep {
+		a.log.Info("service discovery sweeper disabled (ENABLE_SERVICE_DISCOVERY=false); expired WAF bans are still removed")
+	}
 	srv, err := discovery.NewServer(discovery.ServerOptions{
 		Store: a.store, Log: a.log, Reg: a.reg, Lease: lease,
-		DeregisterAfter: deregisterAfter, Probe: a.cfg.HealthProbe,
+		DeregisterAfter: deregisterAfter, Probe: a.cfg.HealthProbe && sweep, NoServiceSweep: !sweep,
 	})
 	if err != nil {
 		return err
 	}
 	a.runs = append(a.runs, srv.Run)
-	a.log.Info("service discovery sweeper wired", "shared_lease", a.cfg.RedisURL != "", "health_probe", a.cfg.HealthProbe,
-		"deregister_after", deregisterAfter.String())
+	a.log.Info("service discovery sweeper wired", "services", sweep, "shared_lease", a.cfg.RedisURL != "",
+		"health_probe", a.cfg.HealthProbe && sweep, "deregister_after", deregisterAfter.String(),
+		"ban_grace", discovery.DefaultBanGrace.String())
 	return nil
 }
