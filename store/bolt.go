@@ -31,6 +31,7 @@ func kindBucket(k model.Kind) []byte { return []byte("obj/" + string(k)) }
 type Bolt struct {
 	db *bolt.DB
 	watchers
+	live *boltLiveness
 }
 
 // OpenBolt opens (creating if needed) the store file at path.
@@ -65,6 +66,10 @@ func OpenBolt(path string) (*Bolt, error) {
 	}
 	b := &Bolt{db: db}
 	b.watchers.init()
+	if b.live, err = openBoltLiveness(db, boltLivenessFlush); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("init %s: %w", path, err)
+	}
 	return b, nil
 }
 
@@ -231,81 +236,16 @@ func CheckOp(op Op, exists bool, curRev uint64) error {
 	return nil
 }
 
-// Touch records that id was alive at t, unless its entry is newer; the revision is not
-// touched. It is its own bbolt transaction, not a Batch: a heartbeat answers after one
-// fsync instead of waiting out Batch's 10 ms gathering delay.
-func (b *Bolt) Touch(_ context.Context, id string, t time.Time) error {
-	if id == "" {
-		return errors.New("empty id")
-	}
-	us := encodeLiveness(t)
-	err := b.db.Update(func(tx *bolt.Tx) error {
-		bk := tx.Bucket(liveBucket)
-		if cur := bk.Get([]byte(id)); len(cur) == 8 && int64(binary.BigEndian.Uint64(cur)) >= us {
-			return nil
-		}
-		v := make([]byte, 8)
-		binary.BigEndian.PutUint64(v, uint64(us))
-		return bk.Put([]byte(id), v)
-	})
-	return b.mapErr(err)
-}
-
-// LastSeen returns the liveness entries of ids (of every id when none is given).
-func (b *Bolt) LastSeen(_ context.Context, ids ...string) (map[string]time.Time, error) {
-	out := map[string]time.Time{}
-	err := b.db.View(func(tx *bolt.Tx) error {
-		bk := tx.Bucket(liveBucket)
-		if len(ids) == 0 {
-			return bk.ForEach(func(k, v []byte) error {
-				if len(v) == 8 {
-					out[string(k)] = decodeLiveness(int64(binary.BigEndian.Uint64(v)))
-				}
-				return nil
-			})
-		}
-		for _, id := range ids {
-			if id == "" {
-				continue
-			}
-			if v := bk.Get([]byte(id)); len(v) == 8 {
-				out[id] = decodeLiveness(int64(binary.BigEndian.Uint64(v)))
-			}
-		}
-		return nil
-	})
-	return out, b.mapErr(err)
-}
-
-// Forget removes the liveness entries of ids.
-func (b *Bolt) Forget(_ context.Context, ids ...string) error {
-	if len(ids) == 0 {
-		return nil
-	}
-	err := b.db.Batch(func(tx *bolt.Tx) error {
-		bk := tx.Bucket(liveBucket)
-		for _, id := range ids {
-			if id == "" {
-				continue
-			}
-			if err := bk.Delete([]byte(id)); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	return b.mapErr(err)
-}
-
 // Ping checks the database is open.
 func (b *Bolt) Ping(context.Context) error {
 	return b.mapErr(b.db.View(func(*bolt.Tx) error { return nil }))
 }
 
-// Close closes the file after in-flight transactions finish.
+// Close writes the liveness entries not yet on disk and closes the file after in-flight
+// transactions finish.
 func (b *Bolt) Close() error {
 	b.watchers.close()
-	return b.db.Close()
+	return errors.Join(b.live.close(), b.db.Close())
 }
 
 // Path returns the database file path.
