@@ -22,7 +22,8 @@ type Service struct {
 	Metadata map[string]string `json:"metadata,omitempty"`
 	// TTL: an instance that sends no heartbeat for this long leaves EDS. 0 = never expires.
 	TTL Duration `json:"ttl,omitempty"`
-	// LastHeartbeat is set by the server on register and heartbeat.
+	// LastHeartbeat is set by the server on register. Heartbeats record it beside the model
+	// (store.Liveness, no revision); reads and snapshots show the newer of the two.
 	LastHeartbeat time.Time `json:"last_heartbeat,omitzero"`
 	// Status is healthy (default), unhealthy (set by a health probe or by the user) or
 	// expired (set by the TTL sweeper; a heartbeat makes the instance healthy again).
