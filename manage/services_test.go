@@ -2,6 +2,7 @@ package manage_test
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"log/slog"
 	"net/http/httptest"
@@ -228,5 +229,92 @@ func TestDeregisterForgetsLiveness(t *testing.T) {
 	}
 	if hb := e.do("PUT", "/api/v1/management/services/a/heartbeat", nil); hb.code != 404 {
 		t.Fatalf("heartbeat after deregister: %d", hb.code)
+	}
+}
+
+// duringTouch runs fn once, just before the first liveness touch: what another replica (the
+// sweeper, an operator's DELETE) does between the heartbeat's read and its touch.
+type duringTouch struct {
+	store.Store
+	once sync.Once
+	fn   func(ctx context.Context)
+}
+
+func (d *duringTouch) Touch(ctx context.Context, id string, t time.Time) error {
+	d.once.Do(func() { d.fn(ctx) })
+	return d.Store.Touch(ctx, id, t)
+}
+
+func newRacingEnv(t *testing.T, fn func(st store.Store) func(ctx context.Context)) (*env, store.Store) {
+	t.Helper()
+	st, err := store.OpenBolt(filepath.Join(t.TempDir(), "gw.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	racing := &duringTouch{Store: st, fn: fn(st)}
+	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
+	pipe := pipeline.New(st, log)
+	api := manage.New(manage.Options{Store: racing, Model: pipe, Keys: sha256Minter{}, Logger: log, AdminTokenHash: manage.HashToken(token)})
+	if err := pipe.Sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	go pipe.Run(ctx)
+	t.Cleanup(cancel)
+	srv := httptest.NewServer(api)
+	t.Cleanup(srv.Close)
+	return &env{t: t, srv: srv, store: st, api: api, pipe: pipe}, st
+}
+
+// The sweeper marks the instance expired after the heartbeat read it serving and before
+// the heartbeat's touch: the heartbeat reads it again after touching and writes it back.
+func TestHeartbeatWinsOverAnExpiryMarkedMeanwhile(t *testing.T) {
+	e, st := newRacingEnv(t, func(st store.Store) func(ctx context.Context) {
+		return func(ctx context.Context) {
+			raw, err := st.Get(ctx, model.KindServices, "a")
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			marked := []byte(`{"id":"a","name":"users","host":"10.0.0.5","port":8080,"ttl":"30s","status":"expired"}`)
+			if _, err := store.Put(ctx, st, model.KindServices, "a", marked, raw.Revision); err != nil {
+				t.Error(err)
+			}
+		}
+	})
+	if r := e.do("POST", "/api/v1/management/services", `{"id":"a","name":"users","host":"10.0.0.5","port":8080,"ttl":"30s"}`); r.code != 201 {
+		t.Fatalf("register: %d %s", r.code, r.raw)
+	}
+	hb := e.do("PUT", "/api/v1/management/services/a/heartbeat", nil)
+	if hb.code != 200 || hb.body["status"] != nil {
+		t.Fatalf("heartbeat: %d %s", hb.code, hb.raw)
+	}
+	raw, _ := st.Get(t.Context(), model.KindServices, "a")
+	var s model.Service
+	_ = json.Unmarshal(raw.Data, &s)
+	if s.Status != "" {
+		t.Fatalf("a live instance was left %q", s.Status)
+	}
+}
+
+// The instance is deleted after the heartbeat read it and before its touch: the heartbeat
+// answers 404 and leaves no liveness entry behind.
+func TestHeartbeatRacingADeleteLeavesNoEntry(t *testing.T) {
+	e, st := newRacingEnv(t, func(st store.Store) func(ctx context.Context) {
+		return func(ctx context.Context) {
+			if _, err := store.Delete(ctx, st, model.KindServices, "a", 0); err != nil {
+				t.Error(err)
+			}
+		}
+	})
+	if r := e.do("POST", "/api/v1/management/services", `{"id":"a","name":"users","host":"10.0.0.5","port":8080,"ttl":"30s"}`); r.code != 201 {
+		t.Fatalf("register: %d %s", r.code, r.raw)
+	}
+	if hb := e.do("PUT", "/api/v1/management/services/a/heartbeat", nil); hb.code != 404 {
+		t.Fatalf("heartbeat of an instance deleted meanwhile: %d %s", hb.code, hb.raw)
+	}
+	if live, _ := st.LastSeen(t.Context()); len(live) != 0 {
+		t.Fatalf("entry left behind: %v", live)
 	}
 }
