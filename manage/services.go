@@ -157,13 +157,18 @@ func (a *API) heartbeat(w http.ResponseWriter, r *http.Request) {
 				a.writeStoreError(w, r, kind, id, err)
 				return
 			}
-			s, err = a.loadService(ctx, id)
+			// Only the instance is read again: its liveness is at least now, just touched.
+			obj, err := a.load(ctx, kind, id)
 			if errors.Is(err, store.ErrNotFound) {
 				a.forgetIfGone(ctx, id) // deleted between the reads: no entry left behind
 			}
 			if err != nil {
 				a.writeStoreError(w, r, kind, id, err)
 				return
+			}
+			s = obj.(*model.Service)
+			if s.LastHeartbeat.Before(now) {
+				s.LastHeartbeat = now
 			}
 			if !a.heartbeatWrites(s, now) {
 				writeJSON(w, http.StatusOK, s)
