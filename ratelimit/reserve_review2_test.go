@@ -149,7 +149,7 @@ func TestReservingClusterGiveBackRunsOnce(t *testing.T) {
 		admitted++
 	}
 	held := a.leases[c.Key].avail
-	rc := b.Inner().Client()
+	rc := b.Inner().(*RedisStore).Client()
 	if v := counter(t, rc, c.Key); v != int64(admitted+held) {
 		t.Fatalf("counter %d, want admitted %d + held %d", v, admitted, held)
 	}

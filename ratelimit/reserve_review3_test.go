@@ -406,7 +406,7 @@ func TestReservingHeldUnitsKeptWithCanceledRequest(t *testing.T) {
 	a.mu.RLock()
 	still := a.leases[c.Key].avail
 	a.mu.RUnlock()
-	v := counter(t, b.Inner().Client(), c.Key)
+	v := counter(t, b.Inner().(*RedisStore).Client(), c.Key)
 	before := admitted
 	admitted += drain(t, b, now, c)
 	admitted += drain(t, a, now, c)
@@ -465,7 +465,7 @@ func TestFixedCountersKeepExpiry(t *testing.T) {
 					t.Fatal("cost 5 admitted on a limit of 3")
 				}
 			case "giveback":
-				s.returnUnits(ctx, []keyUnits{{key: key, n: 1}})
+				s.returnUnits(ctx, []Refund{{Key: key, N: 1}})
 			case "group":
 				eval([]Check{c, {Key: key + "s", Alg: AlgSlidingWindow, Limit: 10, Period: 60_000_000, Cost: 1}})
 			case "group-over":

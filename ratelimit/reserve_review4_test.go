@@ -186,7 +186,7 @@ func TestRedisCloseGivesBackAbandonedReservation(t *testing.T) {
 	done := blockRedis(t, r.Addr, 400*time.Millisecond)
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	rc := c
-	rc.Reserve = 50
+	rc.Extra = 50
 	_, err = s.Eval(ctx, now, [][]Check{{rc}})
 	cancel()
 	if err == nil {
@@ -269,7 +269,7 @@ func TestRedisReservationOutlivesLeader(t *testing.T) {
 	waitFor("L leads", func(run, q int) bool { return run == 2 })
 	waitFor("X takes the queue", func(run, q int) bool { return q == 0 })
 	c := fixedCheck("r4nb:r:{k}", 1000, now)
-	c.Reserve = 50
+	c.Extra = 50
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
 	rStart := time.Now()

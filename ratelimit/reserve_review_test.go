@@ -155,7 +155,7 @@ func TestReservingGiveBackWithLostReplyNotKept(t *testing.T) {
 	if held == 0 {
 		t.Fatal("a holds nothing")
 	}
-	rc := b.Inner().Client()
+	rc := b.Inner().(*RedisStore).Client()
 	if v := counter(t, rc, c.Key); v != int64(admitted+held) {
 		t.Fatalf("counter %d, want %d", v, admitted+held)
 	}
@@ -286,7 +286,7 @@ func TestReservingHugeCostCharged(t *testing.T) {
 			t.Errorf("call %d, cost %d:\nredis     %+v\nreserving %+v", i, cost, a, b)
 		}
 	}
-	rc := res.Inner().Client()
+	rc := res.Inner().(*RedisStore).Client()
 	res.sweep(now, true)
 	if p, q := counter(t, rc, "review:huge:p:{k}"), counter(t, rc, "review:huge:r:{k}"); p != q {
 		t.Errorf("counters after giving back: redis store %d, reserving store %d", p, q)
@@ -348,7 +348,7 @@ func TestReservingNativeOnlyForCostOne(t *testing.T) {
 		t.Fatal(err)
 	}
 	big := c
-	big.Cost, big.Reserve = 31, 1 // what ReservingStore sends for a cost-31 request that asks for a unit
+	big.Cost, big.Extra = 31, 1 // what ReservingStore sends for a cost-31 request that asks for a unit
 	rs, err := s.Eval(context.Background(), now, [][]Check{{big}, {c}})
 	if err != nil {
 		t.Fatal(err)
@@ -404,7 +404,7 @@ func TestReservingOneInstanceBurst(t *testing.T) {
 			held := res.leases[c.Key].avail
 			res.mu.Unlock()
 			t.Fatalf("round %d: limit %d, %d concurrent calls on one instance: %d denied; the instance still holds %d units, counter %d",
-				round, limit, limit, denied.Load(), held, counter(t, res.Inner().Client(), c.Key))
+				round, limit, limit, denied.Load(), held, counter(t, res.Inner().(*RedisStore).Client(), c.Key))
 		}
 	}
 }

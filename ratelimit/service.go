@@ -51,10 +51,9 @@ type Service struct {
 	rules   atomic.Pointer[Rules]
 	metrics *metrics
 	cache   *overCache
-	// holder: the store holds reserved units of some counters (ReservingStore): a cached
-	// denial is not used for them, and is used for at most denyTTL (units held elsewhere come
-	// back soon).
-	holder  unitHolder
+	// holder: the store can admit some counters before a denial's retry-after (see
+	// earlyAdmitter): a cached denial is not used for them, and is used for at most denyTTL.
+	holder  earlyAdmitter
 	denyTTL int64
 	obsOK   prometheus.Observer
 	obsErr  prometheus.Observer
@@ -96,7 +95,7 @@ func New(opts Options) (*Service, error) {
 	if !opts.DisableLocalCache {
 		s.cache = newOverCache()
 	}
-	if h, ok := opts.Store.(unitHolder); ok {
+	if h, ok := opts.Store.(earlyAdmitter); ok {
 		s.holder, s.denyTTL = h, h.denialTTL()
 	}
 	s.rules.Store(&Rules{domains: map[string]*rnode{}})
