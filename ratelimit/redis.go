@@ -75,6 +75,7 @@ type redisOp struct {
 	now    int64
 	groups [][]Check
 	res    [][]Result
+	res1   [1][]Result // res of a call of one group
 	err    error
 	done   chan struct{}
 	// state: opPending until the pipeline claims the answer for the caller (opAnswered) or
@@ -314,8 +315,9 @@ type redisCall struct {
 // nativeCall is a fixedNative group: its SET NX PX and INCRBY.
 type nativeCall struct {
 	callMember
-	set  *redis.BoolCmd
-	incr *redis.IntCmd
+	// The commands live in the batch's array of natives (no allocation of their own).
+	set  noRetryBool
+	incr noRetryInt
 }
 
 // fixedNative reports whether group g goes out as native commands instead of a script: one
@@ -491,7 +493,11 @@ func (s *RedisStore) run(batch []*redisOp) {
 	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
 	for _, op := range batch {
-		op.res = make([][]Result, len(op.groups))
+		if len(op.groups) == 1 {
+			op.res = op.res1[:] // the common call: no allocation of its own
+		} else {
+			op.res = make([][]Result, len(op.groups))
+		}
 	}
 	calls, natives := s.build(batch)
 	err := s.exec(ctx, calls, natives)
@@ -643,10 +649,10 @@ func (s *RedisStore) exec(ctx context.Context, calls []redisCall, natives []nati
 			ttl := max(ceilDiv(ch.WindowEnd-n.op.now, 1000), 0) + 60000
 			b := len(args)
 			args = append(args, "set", key, 0, "px", ttl, "nx", "incrby", key, nativeAmount(ch))
-			n.set = redis.NewBoolCmd(ctx, args[b:b+6]...)
-			n.incr = redis.NewIntCmd(ctx, args[b+6:b+9]...)
-			_ = pipe.Process(ctx, noRetry{n.set})
-			_ = pipe.Process(ctx, noRetry{n.incr})
+			n.set.BoolCmd = *redis.NewBoolCmd(ctx, args[b:b+6]...)
+			n.incr.IntCmd = *redis.NewIntCmd(ctx, args[b+6:b+9]...)
+			_ = pipe.Process(ctx, &n.set)
+			_ = pipe.Process(ctx, &n.incr)
 		}
 	}
 	for i := range calls {
@@ -664,6 +670,15 @@ func (s *RedisStore) exec(ctx context.Context, calls []redisCall, natives []nati
 type noRetry struct{ redis.Cmder }
 
 func (noRetry) NoRetry() bool { return true }
+
+// noRetryBool and noRetryInt are noRetry for the native commands, held by value.
+type noRetryBool struct{ redis.BoolCmd }
+
+func (*noRetryBool) NoRetry() bool { return true }
+
+type noRetryInt struct{ redis.IntCmd }
+
+func (*noRetryInt) NoRetry() bool { return true }
 
 // evalCmd is the EVAL or EVALSHA command of a script (what go-redis's Eval builds).
 func evalCmd(ctx context.Context, name, script string, keys []string, args []any) *redis.Cmd {
