@@ -10,6 +10,7 @@ import (
 	"math/bits"
 	"net"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -82,6 +83,21 @@ type redisOp struct {
 	// the caller gives up first (opAbandoned): extra units charged for an abandoned call
 	// are refunded (nobody holds them).
 	state atomic.Int32
+}
+
+// opPool recycles the ops their callers took the answer of (an abandoned op is never
+// recycled: its pipeline may still hold it).
+var opPool = sync.Pool{New: func() any { return &redisOp{done: make(chan struct{}, 1)} }}
+
+// answer returns op's answer to its caller and recycles op (the pipeline is done with it).
+func (op *redisOp) answer() ([][]Result, error) {
+	res, err := op.res, op.err
+	if len(res) == 1 && &res[0] == &op.res1[0] {
+		res = [][]Result{res[0]} // res1 is recycled with op
+	}
+	*op = redisOp{done: op.done}
+	opPool.Put(op)
+	return res, err
 }
 
 const (
@@ -168,7 +184,8 @@ func (s *RedisStore) Close() error {
 // Eval queues the call and, when a pipeline slot is free, sends the queue itself; then
 // waits for its answer.
 func (s *RedisStore) Eval(ctx context.Context, now int64, groups [][]Check) ([][]Result, error) {
-	op := &redisOp{ctx: ctx, now: now, groups: groups, done: make(chan struct{}, 1)}
+	op := opPool.Get().(*redisOp)
+	op.ctx, op.now, op.groups = ctx, now, groups
 	s.active.Add(1)
 	defer s.active.Add(-1)
 	s.mu.Lock()
@@ -193,13 +210,13 @@ func (s *RedisStore) Eval(ctx context.Context, now int64, groups [][]Check) ([][
 	}
 	select {
 	case <-op.done:
-		return op.res, op.err
+		return op.answer()
 	case <-ctx.Done():
 		if op.state.CompareAndSwap(opPending, opAbandoned) {
 			return nil, ctx.Err()
 		}
 		<-op.done // answered meanwhile: take the answer (it may carry extra units)
-		return op.res, op.err
+		return op.answer()
 	}
 }
 
@@ -597,17 +614,18 @@ func (s *RedisStore) run(batch []*redisOp) {
 		s.returnUnits(ctx, back)
 	}
 	// Then each answer goes to its caller, unless the caller has given up: the extra units
-	// charged for it go back too, after the others are answered.
-	abandoned := false
+	// charged for it go back too, after the others are answered. An answered op is its
+	// caller's from then on (it goes back to opPool): only the abandoned ones are read after.
+	var abandoned []*redisOp
 	for _, op := range batch {
 		if !op.state.CompareAndSwap(opPending, opAnswered) {
-			abandoned = true
+			abandoned = append(abandoned, op)
 		}
 		op.done <- struct{}{}
 	}
-	if abandoned {
+	if len(abandoned) > 0 {
 		if late := extraBack(nil, natives, func(op *redisOp) bool {
-			return op.err == nil && op.state.Load() == opAbandoned
+			return slices.Contains(abandoned, op) && op.err == nil
 		}); len(late) > 0 {
 			// On a goroutine of its own: the caller that sent this batch has its answer.
 			s.late.Add(1)
