@@ -54,8 +54,10 @@ type ReserveOptions struct {
 //  3. Conservation: units are charged to the counter before they are held, and leave a
 //     lease only by admitting a request (admit) or by a refund (release). Across instances,
 //     counter = admitted + Σ avail + units whose refund failed after it may have run.
-//  4. A visit in flight pins its lease (inflight > 0): it is neither dropped nor released
-//     until the visit ends; asking is set only while one of those visits asks for units.
+//  4. A visit in flight (inflight > 0) keeps its lease until the window ends: a sweep
+//     neither releases nor forgets it, and a check of another window or limit goes to the
+//     inner store as it is instead of replacing it; asking is set only while one of those
+//     visits asks for units.
 //  5. Units are held for at most Hold plus a sweep period (a quarter hold) after the visit
 //     that reserved them, unless a visit is still in flight: Sweep(now ≥ expires) releases
 //     every idle lease whose hold has passed, and forgets one whose window has ended.
