@@ -11,10 +11,8 @@ import (
 // a request of another cost on a counter whose answer depends on it goes to the store, and
 // the entry is dropped, as is one of another limit or burst (a configuration change). A cost
 // above what a sliding window or bucket can ever hold is not cached (it never passes).
-// Nothing but time can make such a counter admit earlier, so the answer is exact; with
-// reservations (ReservingStore) units given back can, so there a denial is used for a quarter
-// hold at most (it still reports the true time to wait), and not while this instance holds
-// units of the counter.
+// Nothing but time can make such a counter admit earlier, so the answer is exact, unless the
+// store says otherwise (earlyAdmitter).
 type overCache struct {
 	seed   maphash.Seed
 	shards [32]overShard
@@ -43,6 +41,15 @@ func newOverCache() *overCache {
 		c.shards[i].m = map[string]overEntry{}
 	}
 	return c
+}
+
+// earlyAdmitter is a store that can admit a counter's request before the retry-after it
+// answered, because units charged for someone else come back (ReservingStore): the cache
+// uses its denials for at most denialTTL (the answer still reports the true time to wait),
+// and none for a counter the store admits from locally (holds).
+type earlyAdmitter interface {
+	holds(key string) bool // key's counter may be admitted here without the store
+	denialTTL() int64      // µs: how long a cached denial may be used
 }
 
 // denied reports whether key denies a request of cost at now: the entry (until: when it

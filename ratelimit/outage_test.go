@@ -201,7 +201,7 @@ func TestRedisClusterNoScriptResendsOnlyThoseCalls(t *testing.T) {
 		if st.lim == nil {
 			t.Fatalf("no limit for %v", d)
 		}
-		key := svc.buildChecks("test", req("test", d).Descriptors[0].GetEntries(), &st, base, base.UnixMicro())[0].Key
+		key := svc.buildChecks("test", req("test", d).Descriptors[0].GetEntries(), &st, base, base.UnixMicro(), make([]Check, len(st.lim.rules)))[0].Key
 		n, err := cc.MasterForKey(ctx, key)
 		if err != nil {
 			t.Fatal(err)

@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"math"
 	"math/bits"
+	"net"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -74,12 +76,28 @@ type redisOp struct {
 	now    int64
 	groups [][]Check
 	res    [][]Result
+	res1   [1][]Result // res of a call of one group
 	err    error
 	done   chan struct{}
 	// state: opPending until the pipeline claims the answer for the caller (opAnswered) or
-	// the caller gives up first (opAbandoned): units reserved for an abandoned call are
-	// given back (nobody holds them).
+	// the caller gives up first (opAbandoned): extra units charged for an abandoned call
+	// are refunded (nobody holds them).
 	state atomic.Int32
+}
+
+// opPool recycles the ops their callers took the answer of (an abandoned op is never
+// recycled: its pipeline may still hold it).
+var opPool = sync.Pool{New: func() any { return &redisOp{done: make(chan struct{}, 1)} }}
+
+// answer returns op's answer to its caller and recycles op (the pipeline is done with it).
+func (op *redisOp) answer() ([][]Result, error) {
+	res, err := op.res, op.err
+	if len(res) == 1 && &res[0] == &op.res1[0] {
+		res = [][]Result{res[0]} // res1 is recycled with op
+	}
+	*op = redisOp{done: op.done}
+	opPool.Put(op)
+	return res, err
 }
 
 const (
@@ -166,7 +184,8 @@ func (s *RedisStore) Close() error {
 // Eval queues the call and, when a pipeline slot is free, sends the queue itself; then
 // waits for its answer.
 func (s *RedisStore) Eval(ctx context.Context, now int64, groups [][]Check) ([][]Result, error) {
-	op := &redisOp{ctx: ctx, now: now, groups: groups, done: make(chan struct{}, 1)}
+	op := opPool.Get().(*redisOp)
+	op.ctx, op.now, op.groups = ctx, now, groups
 	s.active.Add(1)
 	defer s.active.Add(-1)
 	s.mu.Lock()
@@ -181,8 +200,8 @@ func (s *RedisStore) Eval(ctx context.Context, now int64, groups [][]Check) ([][
 	}
 	s.mu.Unlock()
 	if lead {
-		if reserves(op) {
-			// A call that reserves units is sent by another goroutine: its pipeline may
+		if chargesExtra(op) {
+			// A call that asks for extra units is sent by another goroutine: its pipeline may
 			// outlive this caller's deadline (see run), the caller must not.
 			go s.send(nil)
 		} else {
@@ -191,13 +210,13 @@ func (s *RedisStore) Eval(ctx context.Context, now int64, groups [][]Check) ([][
 	}
 	select {
 	case <-op.done:
-		return op.res, op.err
+		return op.answer()
 	case <-ctx.Done():
 		if op.state.CompareAndSwap(opPending, opAbandoned) {
 			return nil, ctx.Err()
 		}
-		<-op.done // answered meanwhile: take the answer (it may hold reserved units)
-		return op.res, op.err
+		<-op.done // answered meanwhile: take the answer (it may carry extra units)
+		return op.answer()
 	}
 }
 
@@ -262,7 +281,7 @@ const leadSlack = time.Millisecond
 
 // outlives reports whether a call of batch would keep its pipeline waiting past lead's
 // deadline (plus leadSlack): a later deadline, none (the store's timeout), or units to
-// reserve (their pipeline waits for the reply, see run).
+// charge extra (their pipeline waits for the reply, see run).
 func outlives(batch []*redisOp, lead *redisOp) bool {
 	ld, ok := lead.ctx.Deadline()
 	if !ok {
@@ -272,7 +291,7 @@ func outlives(batch []*redisOp, lead *redisOp) bool {
 		if op == lead {
 			continue
 		}
-		if reserves(op) {
+		if chargesExtra(op) {
 			return true
 		}
 		if d, ok := op.ctx.Deadline(); !ok || d.After(ld.Add(leadSlack)) {
@@ -290,10 +309,10 @@ func (s *RedisStore) release() {
 	}
 }
 
-// reserves reports whether op asks Redis for units (Check.Reserve).
-func reserves(op *redisOp) bool {
+// chargesExtra reports whether op asks Redis for extra units (Check.Extra).
+func chargesExtra(op *redisOp) bool {
 	for _, g := range op.groups {
-		if len(g) == 1 && g[0].Reserve > 0 {
+		if len(g) == 1 && g[0].Extra > 0 {
 			return true
 		}
 	}
@@ -313,19 +332,20 @@ type redisCall struct {
 // nativeCall is a fixedNative group: its SET NX PX and INCRBY.
 type nativeCall struct {
 	callMember
-	set  *redis.BoolCmd
-	incr *redis.IntCmd
+	// The commands live in the batch's array of natives (no allocation of their own).
+	set  noRetryBool
+	incr noRetryInt
 }
 
 // fixedNative reports whether group g goes out as native commands instead of a script: one
-// fixed-window check of cost 1, the most common group, possibly with units to reserve (see
-// ReservingStore). It is sent as SET key 0 NX PX ttl (creates the counter with the expiry the
+// fixed-window check of cost 1, the most common group, possibly with extra units to charge
+// (Check.Extra). It is sent as SET key 0 NX PX ttl (creates the counter with the expiry the
 // scripts give it and does nothing once it exists; sent first, so a counter never lives
 // without an expiry, even if the connection drops between the two) and INCRBY key
-// 1+reserve: Redis runs them several times cheaper than the same work in Lua (redis.call and
+// 1+extra: Redis runs them several times cheaper than the same work in Lua (redis.call and
 // the script call itself cost more than the commands).
 // Unlike the scripts it charges first and decides on the reply: the units over the limit
-// (all of them when the check is denied, the reserve that does not fit when it admits) are
+// (all of them when the check is denied, the extra units that do not fit when it admits) are
 // taken back before the batch is answered, so a caller that follows sees the exact count,
 // and the answer is the one the scripts give. With cost 1 the counter only goes past the
 // limit meanwhile when it has reached it (denied) or when this check takes the last units
@@ -359,9 +379,9 @@ func namedElsewhere(groups [][]Check, gi int) bool {
 }
 
 // nativeAmount is what a fixedNative check charges with its INCRBY: its cost, 1, and the
-// units it reserves.
+// extra units it asks for.
 func nativeAmount(c *Check) int64 {
-	return 1 + int64(min(c.Reserve, math.MaxInt32))
+	return 1 + int64(min(c.Extra, math.MaxInt32))
 }
 
 // nativeResult is the answer to a fixedNative check whose INCRBY returned v, and the units
@@ -380,7 +400,7 @@ func nativeResult(c *Check, now, v int64) (r Result, back int64) {
 		return r, a
 	}
 	granted := min(a-cost, limit-prior-cost)
-	r.Allowed, r.Reserved = true, uint64(granted)
+	r.Allowed, r.Extra = true, uint64(granted)
 	r.Remaining = uint64(limit - prior - cost - granted)
 	return r, a - cost - granted
 }
@@ -471,9 +491,9 @@ func (s *RedisStore) run(batch []*redisOp) {
 			continue
 		}
 		d, ok := op.ctx.Deadline()
-		if !ok || d.After(limit) || reserves(op) {
-			// A call that reserves units waits for its answer whether its caller does or not:
-			// the units are given back when nobody takes them, which needs the reply. (A
+		if !ok || d.After(limit) || chargesExtra(op) {
+			// A call that asks for extra units waits for its answer whether its caller does or
+			// not: the units are refunded when nobody takes them, which needs the reply. (A
 			// caller that sends a batch itself hands it to a goroutine when it holds such a
 			// call, see outlives.)
 			d = limit
@@ -490,7 +510,11 @@ func (s *RedisStore) run(batch []*redisOp) {
 	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
 	for _, op := range batch {
-		op.res = make([][]Result, len(op.groups))
+		if len(op.groups) == 1 {
+			op.res = op.res1[:] // the common call: no allocation of its own
+		} else {
+			op.res = make([][]Result, len(op.groups))
+		}
 	}
 	calls, natives := s.build(batch)
 	err := s.exec(ctx, calls, natives)
@@ -511,7 +535,7 @@ func (s *RedisStore) run(batch []*redisOp) {
 			}
 		}
 	}
-	var back []keyUnits
+	var back []Refund
 	if len(natives) > 0 {
 		rs := make([]Result, len(natives)) // one allocation for the batch's answers
 		for i := range natives {
@@ -527,7 +551,7 @@ func (s *RedisStore) run(batch []*redisOp) {
 			var b int64
 			rs[i], b = nativeResult(&n.op.groups[n.gi][0], n.op.now, n.incr.Val())
 			if b > 0 {
-				back = append(back, keyUnits{key: n.op.groups[n.gi][0].Key, n: b})
+				back = append(back, Refund{Key: n.op.groups[n.gi][0].Key, N: b})
 			}
 			n.op.res[n.gi] = rs[i : i+1 : i+1]
 		}
@@ -580,27 +604,28 @@ func (s *RedisStore) run(batch []*redisOp) {
 			}
 		}
 	}
-	// Units reserved for a call that fails as a whole (another of its groups failed) go back:
+	// Extra units charged for a call that fails as a whole (another of its groups failed) go back:
 	// nobody will hold them.
-	back = reservedBack(back, natives, func(op *redisOp) bool { return op.err != nil })
+	back = extraBack(back, natives, func(op *redisOp) bool { return op.err != nil })
 	if len(back) > 0 {
 		// Take the units over the limit back before anyone in the batch gets an answer, so
 		// whoever calls after a denial sees the exact count (see fixedNative). Not re-sent if
 		// it fails, like any write.
 		s.returnUnits(ctx, back)
 	}
-	// Then each answer goes to its caller, unless the caller has given up: the units reserved
-	// for it go back too, after the others are answered.
-	abandoned := false
+	// Then each answer goes to its caller, unless the caller has given up: the extra units
+	// charged for it go back too, after the others are answered. An answered op is its
+	// caller's from then on (it goes back to opPool): only the abandoned ones are read after.
+	var abandoned []*redisOp
 	for _, op := range batch {
 		if !op.state.CompareAndSwap(opPending, opAnswered) {
-			abandoned = true
+			abandoned = append(abandoned, op)
 		}
 		op.done <- struct{}{}
 	}
-	if abandoned {
-		if late := reservedBack(nil, natives, func(op *redisOp) bool {
-			return op.err == nil && op.state.Load() == opAbandoned
+	if len(abandoned) > 0 {
+		if late := extraBack(nil, natives, func(op *redisOp) bool {
+			return slices.Contains(abandoned, op) && op.err == nil
 		}); len(late) > 0 {
 			// On a goroutine of its own: the caller that sent this batch has its answer.
 			s.late.Add(1)
@@ -614,16 +639,16 @@ func (s *RedisStore) run(batch []*redisOp) {
 	}
 }
 
-// reservedBack appends the units reserved by the natives of the calls that match.
-func reservedBack(back []keyUnits, natives []nativeCall, match func(*redisOp) bool) []keyUnits {
+// extraBack appends the extra units charged by the natives of the calls that match.
+func extraBack(back []Refund, natives []nativeCall, match func(*redisOp) bool) []Refund {
 	for i := range natives {
 		n := &natives[i]
 		// match first: an answered call's results belong to its caller from then on.
 		if !match(n.op) {
 			continue
 		}
-		if r := n.op.res[n.gi]; r != nil && r[0].Reserved > 0 {
-			back = append(back, keyUnits{key: n.op.groups[n.gi][0].Key, n: int64(r[0].Reserved)})
+		if r := n.op.res[n.gi]; r != nil && r[0].Extra > 0 {
+			back = append(back, Refund{Key: n.op.groups[n.gi][0].Key, N: int64(r[0].Extra)})
 		}
 	}
 	return back
@@ -642,10 +667,10 @@ func (s *RedisStore) exec(ctx context.Context, calls []redisCall, natives []nati
 			ttl := max(ceilDiv(ch.WindowEnd-n.op.now, 1000), 0) + 60000
 			b := len(args)
 			args = append(args, "set", key, 0, "px", ttl, "nx", "incrby", key, nativeAmount(ch))
-			n.set = redis.NewBoolCmd(ctx, args[b:b+6]...)
-			n.incr = redis.NewIntCmd(ctx, args[b+6:b+9]...)
-			_ = pipe.Process(ctx, noRetry{n.set})
-			_ = pipe.Process(ctx, noRetry{n.incr})
+			n.set.BoolCmd = *redis.NewBoolCmd(ctx, args[b:b+6]...)
+			n.incr.IntCmd = *redis.NewIntCmd(ctx, args[b+6:b+9]...)
+			_ = pipe.Process(ctx, &n.set)
+			_ = pipe.Process(ctx, &n.incr)
 		}
 	}
 	for i := range calls {
@@ -664,6 +689,15 @@ type noRetry struct{ redis.Cmder }
 
 func (noRetry) NoRetry() bool { return true }
 
+// noRetryBool and noRetryInt are noRetry for the native commands, held by value.
+type noRetryBool struct{ redis.BoolCmd }
+
+func (*noRetryBool) NoRetry() bool { return true }
+
+type noRetryInt struct{ redis.IntCmd }
+
+func (*noRetryInt) NoRetry() bool { return true }
+
 // evalCmd is the EVAL or EVALSHA command of a script (what go-redis's Eval builds).
 func evalCmd(ctx context.Context, name, script string, keys []string, args []any) *redis.Cmd {
 	a := make([]any, 0, 3+len(keys)+len(args))
@@ -679,40 +713,52 @@ func evalCmd(ctx context.Context, name, script string, keys []string, args []any
 	return cmd
 }
 
-// keyUnits is a number of units to give back to a fixed-window counter: charged over its
-// limit, or reserved and not used (l: the ReservingStore lease that held them; err: why
-// giving them back failed).
-type keyUnits struct {
-	key string
-	n   int64
-	l   *lease
-	err error
-}
-
 // returnScript gives units back to a counter that still exists: one that expired, or was
 // lost with a Redis restart, is not recreated without an expiry.
 const returnScript = `if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('DECRBY', KEYS[1], ARGV[1]) end
 return 0`
 
 // returnUnits gives units back, one script call per counter in one pipeline, and returns
-// those that could not be given back, with the error.
-func (s *RedisStore) returnUnits(ctx context.Context, units []keyUnits) []keyUnits {
+// the units given back and the indexes of the refunds that failed, with their errors.
+func (s *RedisStore) returnUnits(ctx context.Context, units []Refund) (refunded int64, failed []int, errs []error) {
 	pipe := s.client.Pipeline()
 	cmds := make([]*redis.Cmd, len(units))
 	for i, u := range units {
-		cmds[i] = evalCmd(ctx, "eval", returnScript, []string{u.key}, []any{u.n})
+		cmds[i] = evalCmd(ctx, "eval", returnScript, []string{u.Key}, []any{u.N})
 		_ = pipe.Process(ctx, noRetry{cmds[i]})
 	}
 	_, _ = pipe.Exec(ctx)
-	var failed []keyUnits
 	for i, c := range cmds {
 		if err := c.Err(); err != nil {
-			u := units[i]
-			u.err = err
-			failed = append(failed, u)
+			failed, errs = append(failed, i), append(errs, err)
+			continue
+		}
+		refunded += units[i].N
+	}
+	return refunded, failed, errs
+}
+
+// Refund gives units back (see RefundStore), within the store's Timeout.
+func (s *RedisStore) Refund(ctx context.Context, units []Refund) (refunded int64, unsent []int) {
+	if len(units) == 0 {
+		return 0, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.opts.Timeout)
+	defer cancel()
+	refunded, failed, errs := s.returnUnits(ctx, units)
+	for k, i := range failed {
+		if notSent(errs[k]) {
+			unsent = append(unsent, i)
 		}
 	}
-	return failed
+	return refunded, unsent
+}
+
+// notSent reports whether err means the command never reached Redis: no connection could be
+// made, or the client is closed.
+func notSent(err error) bool {
+	var op *net.OpError
+	return (errors.As(err, &op) && op.Op == "dial") || errors.Is(err, redis.ErrPoolTimeout) || errors.Is(err, redis.ErrClosed)
 }
 
 // noScriptCalls returns copies of the calls Redis answered NOSCRIPT (in order).

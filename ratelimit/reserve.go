@@ -2,13 +2,10 @@ package ratelimit
 
 import (
 	"context"
-	"errors"
-	"net"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/redis/go-redis/v9"
 )
 
 // ReserveOptions tune a ReservingStore.
@@ -26,27 +23,47 @@ type ReserveOptions struct {
 	Clock Clock
 }
 
-// ReservingStore lets one instance admit most requests of a busy fixed-window counter
-// without a round trip to Redis, and never more than the limit across instances.
+// ReservingStore is a Store decorator that lets one instance admit most requests of a busy
+// fixed-window counter without a round trip to the store it decorates (Redis), and never
+// more than the limit across instances (RATE_LIMIT_RESERVE).
 //
-// When a single-check fixed-window group of cost 1 goes to Redis, it asks for extra units
-// with it (Check.Reserve); Redis charges them to the counter only when they fit under the
-// limit (see fixedNative), so the units held by all instances plus those admitted never
-// exceed the limit. Later requests for that counter are admitted from the units held,
-// locally, until they run out; then the next visit reserves again. The size of a reservation
-// follows the counter's rate here (see size), and is at most a sixteenth of what the counter
-// has left, so a counter near its limit is charged one request at a time, as without
-// reservation. Units not used within Hold, or when the store closes, are given back to the
-// counter.
+// When a single-check fixed-window group of cost 1 goes to the inner store, it asks for
+// extra units with it (Check.Extra); the inner store charges them to the counter only as far
+// as they fit under the limit, so the units held by all instances plus those admitted never
+// exceed the limit. Later requests for that counter are admitted from the units held here
+// (a lease), locally, until they run out; then the next visit asks again. The size of a
+// reservation follows the counter's rate here (see size), and is at most a sixteenth of
+// what the counter has left, so a counter near its limit is charged one request at a time,
+// as without reservation. Units not used within Hold, or when the store closes, are
+// refunded (RefundStore.Refund).
 //
 // The trade: a request that finds no units here while another instance holds some can be
-// denied although the limit is not reached, for at most 1.5 × Hold after they were reserved. Requests on one
-// instance, one at a time, get the answers the Redis store gives (same admissions, same
-// remaining counts), and the counter in Redis never lets the instances together admit more
-// than the limit. Other algorithms and checks of cost 0 go to the store as they are; a
-// request that names one counter twice first gives its units back and goes as it is.
+// denied although the limit is not reached, for at most 1.5 × Hold after they were
+// reserved. Requests on one instance, one at a time, get the answers the inner store gives
+// (same admissions, same remaining counts), and the counter never lets the instances
+// together admit more than the limit. Other algorithms and checks of cost 0 go to the
+// inner store as they are; a request that names one counter twice first gives its units
+// back and goes as it is.
+//
+// Lease invariants (mu held; asserted by checkInvariants, see reserve_invariants_test.go):
+//
+//  1. One lease per counter key, for one window and one limit: a check of another window
+//     end or limit never takes units from it (the lease is replaced, its units refunded).
+//  2. avail ≤ count ≤ limit: the units held are part of the counter as this instance last
+//     saw it, which never passes the limit.
+//  3. Conservation: units are charged to the counter before they are held, and leave a
+//     lease only by admitting a request (admit) or by a refund (release). Across instances,
+//     counter = admitted + Σ avail + units whose refund failed after it may have run.
+//  4. A visit in flight (inflight > 0) keeps its lease until the window ends: a sweep
+//     neither releases nor forgets it, and a check of another window or limit goes to the
+//     inner store as it is instead of replacing it; asking is set only while one of those
+//     visits asks for units.
+//  5. Units are held for at most Hold plus a sweep period (a quarter hold) after the visit
+//     that reserved them, unless a visit is still in flight: Sweep(now ≥ expires) releases
+//     every idle lease whose hold has passed, and forgets one whose window has ended.
+//  6. At most maxLeases leases; past it new counters go to the inner store as they are.
 type ReservingStore struct {
-	inner *RedisStore
+	inner RefundStore
 	opts  ReserveOptions
 	hold  int64 // µs
 
@@ -68,25 +85,9 @@ type ReservingStore struct {
 // counters are charged as without reservation until idle leases are forgotten.
 const maxLeases = 1 << 16
 
-// lease is what this instance knows and holds of one fixed-window counter.
-type lease struct {
-	windowEnd int64
-	limit     uint64
-	avail     uint64 // units charged to the counter and not yet admitted here
-	count     uint64 // the counter after this instance's last visit
-	grant     uint64 // units reserved at the last visit that asked
-	visit     int64  // µs: that visit (0: none yet)
-	used      uint64 // units admitted since then (the visit's own request included)
-	expires   int64  // µs: after it, avail goes back
-	touched   int64  // µs: last request (a lease idle for two holds is forgotten)
-	inflight  int    // visits in flight (the lease is kept while any is)
-	// asking is closed when the visit in flight that asks for units is answered (nil when
-	// none is): one visit at a time asks.
-	asking chan struct{}
-}
-
-// NewReservingStore wraps a Redis store. Hold must be positive.
-func NewReservingStore(inner *RedisStore, opts ReserveOptions) *ReservingStore {
+// NewReservingStore wraps a store that charges extra units and refunds them (the Redis
+// store). Hold must be positive.
+func NewReservingStore(inner RefundStore, opts ReserveOptions) *ReservingStore {
 	if opts.Max == 0 {
 		opts.Max = 256
 	}
@@ -107,28 +108,6 @@ func NewReservingStore(inner *RedisStore, opts ReserveOptions) *ReservingStore {
 // Name returns the inner store's name ("redis").
 func (s *ReservingStore) Name() string { return s.inner.Name() }
 
-// size is the number of units a visit to a counter asks for: what lasts a hold at the rate
-// its units were used since the last reservation (what is left at the end goes back), at
-// most four times that reservation plus one (a counter's first reservations grow 1, 5, 21,
-// …) and Max; none on the first visit (a counter seen once is charged as without reservation).
-func (s *ReservingStore) size(l *lease, now int64) uint64 {
-	if l.visit == 0 {
-		return 0
-	}
-	el := uint64(max(now-l.visit, 1))
-	want := l.used * uint64(s.hold) / el
-	if l.used > 0 && uint64(s.hold) > (1<<63)/l.used {
-		want = s.opts.Max // the product would overflow: a very busy counter
-	}
-	return min(want, 4*l.grant+1, s.opts.Max)
-}
-
-// unitHolder is a store that holds reserved units (the service's over-limit cache asks it).
-type unitHolder interface {
-	holds(key string) bool // units of key's counter are held here
-	denialTTL() int64      // µs: how long a cached denial may be used (a quarter hold)
-}
-
 func (s *ReservingStore) holds(key string) bool {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
@@ -141,8 +120,8 @@ func (s *ReservingStore) denialTTL() int64 { return max(s.hold/4, 1) }
 // Collectors returns the store's metrics (the service registers them).
 func (s *ReservingStore) Collectors() []prometheus.Collector { return []prometheus.Collector{s.units} }
 
-// Inner returns the Redis store.
-func (s *ReservingStore) Inner() *RedisStore { return s.inner }
+// Inner returns the store it decorates.
+func (s *ReservingStore) Inner() RefundStore { return s.inner }
 
 // Close waits for the requests in flight, gives every unit held back and closes the Redis
 // store. Later requests get an error.
@@ -162,97 +141,6 @@ func (s *ReservingStore) Close() error {
 	return s.inner.Close()
 }
 
-func (s *ReservingStore) sweeper() {
-	defer close(s.done)
-	t := time.NewTicker(max(s.opts.Hold/4, 10*time.Millisecond))
-	defer t.Stop()
-	for {
-		select {
-		case <-s.stop:
-			return
-		case <-t.C:
-			s.Sweep(s.opts.Clock.Now().UnixMicro())
-		}
-	}
-}
-
-// Sweep gives back the units of reservations expired at now (µs) and forgets counters whose
-// window has ended.
-func (s *ReservingStore) Sweep(now int64) { s.sweep(now, false) }
-
-// sweep is Sweep; all gives back every unit held (Close).
-func (s *ReservingStore) sweep(now int64, all bool) {
-	var back []keyUnits
-	s.mu.Lock()
-	for key, l := range s.leases {
-		switch {
-		case now >= l.windowEnd:
-			delete(s.leases, key) // the counter is gone with its window
-		case l.inflight > 0:
-		case all || (now >= l.expires && l.avail > 0):
-			back = s.release(back, key, l)
-			if all {
-				delete(s.leases, key)
-			}
-		case now-l.touched >= 2*s.hold && l.avail == 0:
-			delete(s.leases, key)
-		}
-	}
-	s.mu.Unlock()
-	s.giveBack(context.Background(), back)
-}
-
-// release takes the units l holds out of it, to be given back (mu held).
-func (s *ReservingStore) release(back []keyUnits, key string, l *lease) []keyUnits {
-	if l.avail == 0 {
-		return back
-	}
-	back = append(back, keyUnits{key: key, n: int64(l.avail), l: l})
-	l.count -= min(l.avail, l.count)
-	l.avail = 0
-	return back
-}
-
-// giveBack returns unused units to their counters, within the store's timeout. Units whose
-// give-back surely did not reach Redis (no connection) go back to their lease, if it is
-// still the counter's, for a later sweep; after any other failure (a timeout: it may have
-// run) they are dropped: the counter may keep them until its window ends, which can only
-// deny, never over-admit.
-func (s *ReservingStore) giveBack(ctx context.Context, back []keyUnits) {
-	if len(back) == 0 {
-		return
-	}
-	ctx, cancel := context.WithTimeout(ctx, s.inner.opts.Timeout)
-	defer cancel()
-	failed := s.inner.returnUnits(ctx, back)
-	n := int64(0)
-	for _, u := range back {
-		n += u.n
-	}
-	for _, u := range failed {
-		n -= u.n
-	}
-	s.returned.Add(float64(n))
-	if len(failed) == 0 {
-		return
-	}
-	s.mu.Lock()
-	for _, u := range failed {
-		if u.err != nil && notSent(u.err) && u.l != nil && s.leases[u.key] == u.l {
-			u.l.avail += uint64(u.n)
-			u.l.count += uint64(u.n)
-		}
-	}
-	s.mu.Unlock()
-}
-
-// notSent reports whether err means the command never reached Redis: no connection could be
-// made, or the client is closed.
-func notSent(err error) bool {
-	var op *net.OpError
-	return (errors.As(err, &op) && op.Op == "dial") || errors.Is(err, redis.ErrPoolTimeout) || errors.Is(err, redis.ErrClosed)
-}
-
 // taking is a fixed-window check of a group sent to Redis with units held here.
 type taking struct {
 	fi, ci int    // forwarded group and check
@@ -266,7 +154,7 @@ type taking struct {
 // leaseFor returns the lease of c's counter, creating it when create is set; nil when there
 // is none or it is busy with another window or limit. A lease of another window or limit
 // is dropped (the units it holds go back, unless their counter ended with its window).
-func (s *ReservingStore) leaseFor(c *Check, create bool, back *[]keyUnits) *lease {
+func (s *ReservingStore) leaseFor(c *Check, create bool, back *[]heldUnits) *lease {
 	l := s.leases[c.Key]
 	if l != nil && (l.windowEnd != c.WindowEnd || l.limit != c.Limit) {
 		if l.inflight > 0 {
@@ -324,13 +212,24 @@ func repeated(groups [][]Check) map[string]bool {
 // a counter is busy. A check sent to Redis uses the units held first and charges only the
 // rest, so one instance's answers are those of the Redis store.
 func (s *ReservingStore) Eval(ctx context.Context, now int64, groups [][]Check) ([][]Result, error) {
+	if len(groups) == 1 && len(groups[0]) == 1 {
+		if r, ok := s.evalLocal(&groups[0][0], now); ok {
+			a := &struct {
+				out [1][]Result
+				res [1]Result
+			}{}
+			a.res[0] = r
+			a.out[0] = a.res[:]
+			return a.out[:], nil
+		}
+	}
 	dup := repeated(groups)
 	out := make([][]Result, len(groups))
 	var fwd [][]Check
 	var fwdIdx []int // groups index of each forwarded group
 	var takings []taking
 	var local []taking // admitted here (fi = groups index); given back if the store fails
-	var back []keyUnits
+	var back []heldUnits
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -367,17 +266,17 @@ func (s *ReservingStore) Eval(ctx context.Context, now int64, groups [][]Check) 
 				continue
 			}
 			t := taking{fi: fi, ci: ci, l: l, cost: c.Cost, taken: min(l.avail, c.Cost), single: single}
-			var reserve uint64
+			var extra uint64
 			if single && l.asking == nil && c.Cost-t.taken == 1 {
-				reserve = min(s.size(l, now), (c.Limit-min(l.count, c.Limit))/16)
-				t.asked = reserve > 0
+				extra = min(s.size(l, now), (c.Limit-min(l.count, c.Limit))/16)
+				t.asked = extra > 0
 			}
 			if t.taken > 0 || t.asked {
 				if !copied {
 					fg, copied = append([]Check(nil), g...), true
 				}
 				fg[ci].Cost -= t.taken
-				fg[ci].Reserve = reserve
+				fg[ci].Extra = extra
 			}
 			l.avail -= t.taken
 			l.inflight++
@@ -461,17 +360,17 @@ func (s *ReservingStore) Eval(ctx context.Context, now int64, groups [][]Check) 
 		l.count = max(l.count, limit-min(r.Remaining, limit))
 		if t.single && admitted && (t.asked || l.visit == 0) {
 			// The rate is measured from here: units reserved now, used from now on.
-			l.visit, l.grant, l.used = now, r.Reserved, 0
+			l.visit, l.grant, l.used = now, r.Extra, 0
 		}
 		if admitted {
 			l.used += fwd[t.fi][t.ci].Cost + t.taken
 			l.touched = now
 		}
-		if r.Reserved > 0 {
-			s.reserved.Add(float64(r.Reserved))
-			l.avail += r.Reserved
+		if r.Extra > 0 {
+			s.reserved.Add(float64(r.Extra))
+			l.avail += r.Extra
 			l.expires = now + s.hold
-			r.Reserved = 0
+			r.Extra = 0
 		}
 	}
 	var waits []taking
@@ -506,6 +405,26 @@ func (s *ReservingStore) Eval(ctx context.Context, now int64, groups [][]Check) 
 	return out, nil
 }
 
+// evalLocal admits a request of one check from the units held here, when its lease covers
+// it as it is (same window, same limit, enough units): the common request, answered as the
+// general path below would, without its bookkeeping. ok is false when the request must take
+// that path (and nothing was changed).
+func (s *ReservingStore) evalLocal(c *Check, now int64) (r Result, ok bool) {
+	if c.Alg != AlgFixedWindow || c.Cost == 0 || now >= c.WindowEnd {
+		return Result{}, false
+	}
+	s.mu.Lock()
+	l := s.leases[c.Key]
+	if s.closed || l == nil || l.windowEnd != c.WindowEnd || l.limit != c.Limit || l.avail < c.Cost {
+		s.mu.Unlock()
+		return Result{}, false
+	}
+	r = l.admit(c.Cost, now)
+	s.mu.Unlock()
+	s.used.Add(float64(c.Cost))
+	return r, true
+}
+
 // endLocal ends the local admissions of a request that also went to Redis (mu held); undo
 // puts their units back in their leases (the request failed).
 func endLocal(local []taking, undo bool) {
@@ -537,14 +456,6 @@ func (s *ReservingStore) useHeld(t taking, r *Result, now int64, n *uint64) bool
 	*r = t.l.admit(t.cost, now)
 	*n += t.cost
 	return true
-}
-
-// admit admits a request of cost from the units held (mu held; l.avail >= cost).
-func (l *lease) admit(cost uint64, now int64) Result {
-	l.avail -= cost
-	l.used += cost
-	l.touched = now
-	return Result{Allowed: true, Remaining: l.limit - min(l.count-l.avail, l.limit), Reset: l.windowEnd - now}
 }
 
 func allAllowed(rs []Result) bool {

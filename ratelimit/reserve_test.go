@@ -95,13 +95,13 @@ func TestReservingAnswersLikeRedis(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		before := res.Inner().BatchSizes()
+		before := res.Inner().(*RedisStore).BatchSizes()
 		b, err := res.Eval(context.Background(), now, [][]Check{mk("r:")})
 		if err != nil {
 			t.Fatal(err)
 		}
 		sent++
-		if fmt.Sprint(before) == fmt.Sprint(res.Inner().BatchSizes()) {
+		if fmt.Sprint(before) == fmt.Sprint(res.Inner().(*RedisStore).BatchSizes()) {
 			local++
 		}
 		if fmt.Sprint(a) != fmt.Sprint(b) {
@@ -114,7 +114,7 @@ func TestReservingAnswersLikeRedis(t *testing.T) {
 	}
 	// Held units go back: every counter of the current windows matches the plain store's.
 	res.sweep(now, true)
-	rc := res.Inner().Client()
+	rc := res.Inner().(*RedisStore).Client()
 	for k := 0; k < len(limits)*2; k++ {
 		p, q := check("p:", k, AlgFixedWindow, now, 1), check("r:", k, AlgFixedWindow, now, 1)
 		if a, b := counter(t, rc, p.Key), counter(t, rc, q.Key); a != b {
@@ -213,7 +213,7 @@ func reservingDistributed(t *testing.T, newStore func(Clock) *ReservingStore) {
 		key = k
 	}
 	stores[0].mu.Unlock()
-	if v := counter(t, stores[0].Inner().Client(), key); v != 1000 {
+	if v := counter(t, stores[0].Inner().(*RedisStore).Client(), key); v != 1000 {
 		t.Errorf("counter %d, want 1000", v)
 	}
 }
@@ -243,7 +243,7 @@ func TestReservingGivesBackUnusedUnits(t *testing.T) {
 		}
 	}
 	held := a.leases[c.Key].avail
-	rc := a.Inner().Client()
+	rc := a.Inner().(*RedisStore).Client()
 	if held == 0 || counter(t, rc, c.Key) != int64(20+held) {
 		t.Fatalf("a holds %d, counter %d", held, counter(t, rc, c.Key))
 	}
@@ -288,7 +288,7 @@ func TestReservingGivesBackUnusedUnits(t *testing.T) {
 		t.Fatal("nothing held")
 	}
 	a.Close()
-	if v := counter(t, b.Inner().Client(), c.Key); v != 10 {
+	if v := counter(t, b.Inner().(*RedisStore).Client(), c.Key); v != 10 {
 		t.Fatalf("counter %d after close, want 10 (held %d)", v, held)
 	}
 }
@@ -336,7 +336,7 @@ func TestReservingRedisDown(t *testing.T) {
 		}
 	}
 	held = s.leases[c.Key].avail
-	rc := s.Inner().Client()
+	rc := s.Inner().(*RedisStore).Client()
 	before := counter(t, rc, c.Key)
 	r.Stop()
 	now += 300_000

@@ -51,10 +51,9 @@ type Service struct {
 	rules   atomic.Pointer[Rules]
 	metrics *metrics
 	cache   *overCache
-	// holder: the store holds reserved units of some counters (ReservingStore): a cached
-	// denial is not used for them, and is used for at most denyTTL (units held elsewhere come
-	// back soon).
-	holder  unitHolder
+	// holder: the store can admit some counters before a denial's retry-after (see
+	// earlyAdmitter): a cached denial is not used for them, and is used for at most denyTTL.
+	holder  earlyAdmitter
 	denyTTL int64
 	obsOK   prometheus.Observer
 	obsErr  prometheus.Observer
@@ -96,7 +95,7 @@ func New(opts Options) (*Service, error) {
 	if !opts.DisableLocalCache {
 		s.cache = newOverCache()
 	}
-	if h, ok := opts.Store.(unitHolder); ok {
+	if h, ok := opts.Store.(earlyAdmitter); ok {
 		s.holder, s.denyTTL = h, h.denialTTL()
 	}
 	s.rules.Store(&Rules{domains: map[string]*rnode{}})
@@ -201,16 +200,36 @@ func (s *Service) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitReque
 		}
 		states = append(states, st)
 	}
-	var groups [][]Check
+	nchecks := 0
 	for i := range states {
 		st := &states[i]
 		if st.lim != nil && st.lim.name != "" && replacing[st.lim.name] {
 			st.lim = nil
 		}
+		if st.lim != nil && !st.lim.unlimited {
+			nchecks += len(st.lim.rules)
+		}
+	}
+	// The checks of every descriptor share one array, and the groups another; a request of
+	// one check (the common one) gets both in one allocation.
+	var groups [][]Check
+	var slab []Check
+	if nchecks == 1 {
+		a := &struct {
+			groups [1][]Check
+			checks [1]Check
+		}{}
+		groups, slab = a.groups[:0], a.checks[:]
+	} else if nchecks > 1 {
+		groups, slab = make([][]Check, 0, len(states)), make([]Check, nchecks)
+	}
+	for i := range states {
+		st := &states[i]
 		if st.lim == nil || st.lim.unlimited {
 			continue
 		}
-		st.checks = s.buildChecks(req.Domain, req.Descriptors[i].GetEntries(), st, nowT, now)
+		n := len(st.lim.rules)
+		st.checks, slab = s.buildChecks(req.Domain, req.Descriptors[i].GetEntries(), st, nowT, now, slab[:n:n]), slab[n:]
 		if st.cost > 0 {
 			for ci := range st.checks {
 				if neverFits(&st.checks[ci], st.cost) {
@@ -270,8 +289,8 @@ func cacheable(ch *Check, cost uint64) bool {
 	}
 }
 
-// buildChecks returns the store checks of a descriptor: one per rule of its limit.
-func (s *Service) buildChecks(domain string, entries []*rlcommon.RateLimitDescriptor_Entry, st *descState, nowT time.Time, now int64) []Check {
+// buildChecks fills checks (one per rule of the descriptor's limit) and returns it.
+func (s *Service) buildChecks(domain string, entries []*rlcommon.RateLimitDescriptor_Entry, st *descState, nowT time.Time, now int64, checks []Check) []Check {
 	n := len(s.prefix) + len(domain) + 4
 	for _, e := range entries {
 		n += len(e.GetKey()) + len(e.GetValue()) + 2
@@ -305,7 +324,6 @@ func (s *Service) buildChecks(domain string, entries []*rlcommon.RateLimitDescri
 	}
 	id = append(id, '}')
 	base := len(id)
-	checks := make([]Check, len(st.lim.rules))
 	for i := range st.lim.rules {
 		r := &st.lim.rules[i]
 		id = append(id[:base], r.suffix...)
@@ -342,26 +360,47 @@ func fixedWindow(r *ruleDef, nowT time.Time, now int64) (int64, int64) {
 	return start, start + r.period
 }
 
+// oneResponse is the response to a request of one descriptor, in one allocation.
+type oneResponse struct {
+	resp rlsv3.RateLimitResponse
+	st   [1]*rlsv3.RateLimitResponse_DescriptorStatus
+	ds   [1]rlsv3.RateLimitResponse_DescriptorStatus
+	dur  [1]durationpb.Duration
+}
+
+// newResponse returns an OK response with room for n statuses (their messages and their
+// durations allocated together, not one by one).
+func newResponse(n int) (*rlsv3.RateLimitResponse, []rlsv3.RateLimitResponse_DescriptorStatus, []durationpb.Duration) {
+	if n == 1 {
+		o := &oneResponse{}
+		o.resp.Statuses = o.st[:]
+		return &o.resp, o.ds[:], o.dur[:]
+	}
+	resp := &rlsv3.RateLimitResponse{Statuses: make([]*rlsv3.RateLimitResponse_DescriptorStatus, n)}
+	return resp, make([]rlsv3.RateLimitResponse_DescriptorStatus, n), make([]durationpb.Duration, n)
+}
+
 func (s *Service) respond(req *rlsv3.RateLimitRequest, states []descState, results [][]Result, storeErr error, now int64) *rlsv3.RateLimitResponse {
-	resp := &rlsv3.RateLimitResponse{OverallCode: rlsv3.RateLimitResponse_OK,
-		Statuses: make([]*rlsv3.RateLimitResponse_DescriptorStatus, len(states))}
+	resp, dss, durs := newResponse(len(states))
+	resp.OverallCode = rlsv3.RateLimitResponse_OK
 	var best headerInfo
 	bestOver := false
 	for i := range states {
 		st := &states[i]
+		ds := &dss[i]
+		resp.Statuses[i] = ds
 		if st.lim == nil {
-			resp.Statuses[i] = &rlsv3.RateLimitResponse_DescriptorStatus{Code: rlsv3.RateLimitResponse_OK}
+			ds.Code = rlsv3.RateLimitResponse_OK
 			continue
 		}
 		lm := s.limitMetrics(st.lim)
 		if st.lim.unlimited {
 			lm.c[rUnlimited].Inc()
-			resp.Statuses[i] = &rlsv3.RateLimitResponse_DescriptorStatus{Code: rlsv3.RateLimitResponse_OK, LimitRemaining: math.MaxUint32}
+			ds.Code, ds.LimitRemaining = rlsv3.RateLimitResponse_OK, math.MaxUint32
 			continue
 		}
 		var hi headerInfo
 		hi.lim = st.lim
-		ds := &rlsv3.RateLimitResponse_DescriptorStatus{}
 		switch {
 		case st.never != 0:
 			hi.rule = &st.lim.rules[st.never-1]
@@ -382,7 +421,6 @@ func (s *Service) respond(req *rlsv3.RateLimitRequest, states []descState, resul
 				lm.c[rFailOpen].Inc()
 				lm.fo.Inc()
 			}
-			resp.Statuses[i] = ds
 			continue
 		default:
 			res := results[st.group]
@@ -413,7 +451,9 @@ func (s *Service) respond(req *rlsv3.RateLimitRequest, states []descState, resul
 		ds.CurrentLimit = hi.rule.current
 		ds.LimitRemaining = uint32(min(hi.remaining, math.MaxUint32))
 		if hi.reset > 0 {
-			ds.DurationUntilReset = durationpb.New(time.Duration(hi.reset) * time.Microsecond)
+			d := time.Duration(hi.reset) * time.Microsecond
+			durs[i].Seconds, durs[i].Nanos = int64(d/time.Second), int32(d%time.Second)
+			ds.DurationUntilReset = &durs[i]
 		}
 		switch {
 		case !hi.denied:
@@ -431,7 +471,6 @@ func (s *Service) respond(req *rlsv3.RateLimitRequest, states []descState, resul
 				lm.c[rCached].Inc()
 			}
 		}
-		resp.Statuses[i] = ds
 		if st.lim.headers.Any() {
 			over := ds.Code == rlsv3.RateLimitResponse_OVER_LIMIT
 			switch {

@@ -31,11 +31,11 @@ type Check struct {
 	// WindowEnd: fixed windows only, when the window (and its count) ends.
 	WindowEnd int64
 	Cost      uint64
-	// Reserve: a fixed-window check of Cost 1 alone in its group may ask for extra units,
-	// charged with it as far as they fit under the limit, for the caller to admit later
-	// requests without a round trip (see ReservingStore). Otherwise, and in a store that does
-	// not reserve, it is ignored and none are granted.
-	Reserve uint64
+	// Extra: a fixed-window check of Cost 1 alone in its group may ask for up to Extra more
+	// units, charged with it as far as they fit under the limit (Result.Extra says how many).
+	// Otherwise, and in a store that does not charge extra units, it is ignored and none
+	// are charged.
+	Extra uint64
 }
 
 // Result is a check's outcome.
@@ -47,9 +47,9 @@ type Result struct {
 	Reset int64
 	// RetryAfter: when denied, time until the same request could be admitted.
 	RetryAfter int64
-	// Reserved: units charged beyond Cost for the caller (at most Check.Reserve; only when
+	// Extra: units charged beyond Cost for the caller (at most Check.Extra; only when
 	// Allowed). Remaining already counts them as used.
-	Reserved uint64
+	Extra uint64
 }
 
 // Store evaluates groups of checks. A group is atomic: it is charged only when every check
@@ -60,6 +60,30 @@ type Store interface {
 	// Name is "memory" or "redis" (metrics label).
 	Name() string
 	Close() error
+}
+
+// Refund is a number of units to subtract from a fixed-window counter.
+type Refund struct {
+	Key string
+	N   int64
+}
+
+// RefundStore is a Store whose fixed-window counters can be charged extra units with a
+// check (Check.Extra) and given units back. What the units are for is the caller's business
+// (see ReservingStore).
+//
+// A store that grants extra units and cannot hand them to their caller (the caller gave
+// up, or another group of its request failed) refunds them itself: units it reports in a
+// Result belong to whoever receives that Result.
+type RefundStore interface {
+	Store
+	// Refund subtracts units from counters that still exist (a counter that expired is not
+	// recreated), within the store's own timeout when ctx has none sooner. It returns the
+	// units refunded and the indexes of the refunds that surely never reached the store
+	// (they may be sent again); a refund that failed otherwise may have been applied and is
+	// dropped (the counter keeps the units until its window ends: it can only deny more,
+	// never admit more).
+	Refund(ctx context.Context, units []Refund) (refunded int64, unsent []int)
 }
 
 // ceilDiv returns ceil(a/b) for a >= 0, b > 0.

@@ -48,6 +48,12 @@ descriptors:
       requests_per_unit: 4000000000` + extra + "\n"
 }
 
+// benchConns is the number of gRPC connections the callers share (Envoy keeps a few per
+// upstream; one connection would measure a single HTTP/2 stream's framing, not the server).
+const benchConns = 4
+
+// serveRLS serves srv on a free port and returns a client that spreads calls round-robin
+// over benchConns connections.
 func serveRLS(b testing.TB, srv rlsv3.RateLimitServiceServer) rlsv3.RateLimitServiceClient {
 	b.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -58,12 +64,26 @@ func serveRLS(b testing.TB, srv rlsv3.RateLimitServiceServer) rlsv3.RateLimitSer
 	rlsv3.RegisterRateLimitServiceServer(g, srv)
 	go g.Serve(l)
 	b.Cleanup(g.Stop)
-	conn, err := grpc.NewClient(l.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		b.Fatal(err)
+	rr := &roundRobin{}
+	for range benchConns {
+		conn, err := grpc.NewClient(l.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { conn.Close() })
+		rr.clients = append(rr.clients, rlsv3.NewRateLimitServiceClient(conn))
 	}
-	b.Cleanup(func() { conn.Close() })
-	return rlsv3.NewRateLimitServiceClient(conn)
+	return rr
+}
+
+// roundRobin sends each call on the next of its clients.
+type roundRobin struct {
+	clients []rlsv3.RateLimitServiceClient
+	next    atomic.Uint32
+}
+
+func (r *roundRobin) ShouldRateLimit(ctx context.Context, in *rlsv3.RateLimitRequest, opts ...grpc.CallOption) (*rlsv3.RateLimitResponse, error) {
+	return r.clients[r.next.Add(1)%uint32(len(r.clients))].ShouldRateLimit(ctx, in, opts...)
 }
 
 var benchRequests = func() []*rlsv3.RateLimitRequest {
@@ -75,7 +95,8 @@ var benchRequests = func() []*rlsv3.RateLimitRequest {
 	return out
 }()
 
-// closedLoop: 32 concurrent callers (parallelism 16 × GOMAXPROCS 2), one descriptor, 1,000 keys.
+// closedLoop: 32 concurrent callers (parallelism 16 × GOMAXPROCS 2) over benchConns
+// connections, one descriptor, 1,000 keys.
 func closedLoop(b *testing.B, c rlsv3.RateLimitServiceClient) {
 	var next atomic.Uint64
 	b.SetParallelism(max(1, 32/max(1, runtimeProcs())))

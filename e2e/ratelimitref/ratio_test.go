@@ -3,6 +3,7 @@ package ratelimitref
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -40,6 +41,19 @@ func redisCPU(c *redis.Client) float64 {
 		}
 	}
 	return total
+}
+
+// median returns the median of v (0 for none).
+func median(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := slices.Clone(v)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
 // meanBatch returns calls per pipeline.
@@ -97,16 +111,19 @@ func BenchmarkRatios(b *testing.B) {
 // BenchmarkRatiosSteady compares the floor, the reference, and ours in memory, in Redis and
 // in Redis with fixed-window reservations under continuous load: each round of a server
 // follows 1.5 s of the same load, not counted, so what is measured is its steady state
-// (reservations follow each counter's rate, which takes a moment to learn).
+// (reservations follow each counter's rate, which takes a moment to learn). On a machine
+// whose load changes (other jobs on shared cores), read the median of each round's ratio to
+// the floor, and the ratio of CPU per call (floor's over the server's, this process and
+// redis-server together): what the throughput ratio is when the machine is not shared.
 func BenchmarkRatiosSteady(b *testing.B) {
 	var servers []benchServer
 	for _, s := range benchServers() {
 		switch s.name {
-		case "floor", "reference/window=150µs", "ours/memory/fixed_window", "ours/redis/fixed_window", "ours/redis/fixed_window/reserve=1s":
+		case "floor", "reference/window=0s", "reference/window=150µs", "ours/memory/fixed_window", "ours/redis/fixed_window", "ours/redis/fixed_window/reserve=1s":
 			servers = append(servers, s)
 		}
 	}
-	ratios(b, servers, 3, 1500*time.Millisecond, 1500*time.Millisecond)
+	ratios(b, servers, 5, time.Second, 1500*time.Millisecond)
 }
 
 // ratios measures servers in rounds of d each (after warm of unmeasured load) and prints
@@ -125,6 +142,7 @@ func ratios(b *testing.B, servers []benchServer, rounds int, d, warm time.Durati
 	rc := redis.NewClient(&redis.Options{Addr: r.Addr})
 	defer rc.Close()
 	sum := make([]float64, len(servers))
+	perRound := make([][]float64, len(servers)) // each round's calls/s over the floor's in that round
 	goCPU := make([]float64, len(servers))
 	redCPU := make([]float64, len(servers))
 	calls := make([]float64, len(servers))
@@ -135,13 +153,14 @@ func ratios(b *testing.B, servers []benchServer, rounds int, d, warm time.Durati
 			case *ratelimit.RedisStore:
 				return rs.BatchSizes()
 			case *ratelimit.ReservingStore:
-				return rs.Inner().BatchSizes()
+				return rs.Inner().(*ratelimit.RedisStore).BatchSizes()
 			}
 		}
 		return nil
 	}
 	b.ResetTimer()
 	for round := 0; round < rounds; round++ {
+		qpsRound := make([]float64, len(servers))
 		for i := range servers {
 			if warm > 0 {
 				if _, err := throughput(clients[i], warm); err != nil {
@@ -165,6 +184,14 @@ func ratios(b *testing.B, servers []benchServer, rounds int, d, warm time.Durati
 				}
 			}
 			sum[i] += qps
+			qpsRound[i] = qps
+		}
+		for i, s := range servers {
+			if s.name == "floor" {
+				for j := range servers {
+					perRound[j] = append(perRound[j], qpsRound[j]/qpsRound[i])
+				}
+			}
 		}
 	}
 	b.StopTimer()
@@ -179,10 +206,17 @@ func ratios(b *testing.B, servers []benchServer, rounds int, d, warm time.Durati
 	}
 	// CPU per call (this process: callers + server; plus redis-server) does not depend on
 	// how busy the machine is, so it is the steadier comparison on a shared machine.
+	floorCPU := 0.0
+	for i, s := range servers {
+		if s.name == "floor" {
+			floorCPU = (goCPU[i] + redCPU[i]) / calls[i]
+		}
+	}
 	for i, s := range servers {
 		qps := sum[i] / float64(rounds)
-		fmt.Printf("ratio: %-28s %7.0f calls/s %5.2fx reference %6.1f%% of floor | CPU/call: process %5.1fµs redis %4.1fµs\n",
-			s.name, qps, qps/refQPS, 100*qps/floorQPS, 1e6*goCPU[i]/calls[i], 1e6*redCPU[i]/calls[i])
+		fmt.Printf("ratio: %-28s %7.0f calls/s %5.2fx reference %6.1f%% of floor (median of rounds %5.1f%%) | CPU/call: process %5.1fµs redis %4.1fµs, floor's over it %5.1f%%\n",
+			s.name, qps, qps/refQPS, 100*qps/floorQPS, 100*median(perRound[i]), 1e6*goCPU[i]/calls[i], 1e6*redCPU[i]/calls[i],
+			100*floorCPU/((goCPU[i]+redCPU[i])/calls[i]))
 		if batches[i] != nil {
 			fmt.Printf("       %-28s pipelines by calls carried (1,2,3-4,5-8,..,129-256): %v, mean %.1f\n", "", batches[i], meanBatch(calls[i], batches[i]))
 		}
