@@ -135,7 +135,7 @@ func (e *Engine) build(snap *model.Snapshot) (*buildResult, error) {
 	}
 
 	// IP rules.
-	var global ipPolicy
+	global := &ipPolicy{}
 	perRoute := map[string]*ipPolicy{}
 	byID := map[string]*model.IPRule{}
 	sets := map[string]*ipSet{}
@@ -150,7 +150,7 @@ func (e *Engine) build(snap *model.Snapshot) (*buildResult, error) {
 		}
 		byID[r.ID], sets[r.ID] = r, s
 		if len(r.Routes) == 0 {
-			global.add(r.Action, s)
+			global.addMerged(r.Action, s)
 			continue
 		}
 		for _, rid := range r.Routes {
@@ -204,9 +204,8 @@ func (e *Engine) build(snap *model.Snapshot) (*buildResult, error) {
 			rp.id, rp.tenant, rp.requireAuth = r.ID, r.Tenant, r.AuthRequired()
 			ra = r.Auth
 		}
-		// IP: global rules, rules naming the route, rules the route names.
-		rp.ip.deny = append(rp.ip.deny, global.deny...)
-		rp.ip.allow = append(rp.ip.allow, global.allow...)
+		// IP: global rules (shared), rules naming the route, rules the route names.
+		rp.ip.global = global
 		if r != nil {
 			if p := perRoute[r.ID]; p != nil {
 				rp.ip.deny = append(rp.ip.deny, p.deny...)
