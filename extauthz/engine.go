@@ -11,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/api-gateway/api-gateway/internal/pipeline"
 	"github.com/api-gateway/api-gateway/model"
 	"github.com/api-gateway/api-gateway/waf"
 )
@@ -57,6 +58,12 @@ type Engine struct {
 
 	srcMu   sync.Mutex
 	sources map[string]*keySource
+
+	// buildMu serializes builds; policies are the last build's compiled policies by id
+	// (reused while their rules are the same), policyCompiles counts compiles.
+	buildMu        sync.Mutex
+	policies       map[string]*compiledPolicy
+	policyCompiles atomic.Uint64
 }
 
 // New returns an engine with no tables: until the first Prepare/commit every Check is
@@ -95,6 +102,24 @@ func (e *Engine) Prepare(_ context.Context, snap *model.Snapshot) (func(), error
 	if err != nil {
 		return nil, err
 	}
+	return e.commit(res), nil
+}
+
+// PrepareRevision implements pipeline.RevisionConsumer: it compiles the revision's IR (the
+// model translated once for every consumer) into new tables without touching the live ones.
+func (e *Engine) PrepareRevision(_ context.Context, rev *pipeline.Revision) (func(), error) {
+	res, err := e.buildIR(rev.IR, rev.Snap)
+	if err != nil {
+		return nil, err
+	}
+	return e.commit(res), nil
+}
+
+// PolicyCompiles counts the policies compiled since the engine was made (a policy whose
+// rules did not change is not compiled again).
+func (e *Engine) PolicyCompiles() uint64 { return e.policyCompiles.Load() }
+
+func (e *Engine) commit(res *buildResult) func() {
 	return func() {
 		e.cur.Store(res.t)
 		e.srcMu.Lock()
@@ -103,7 +128,7 @@ func (e *Engine) Prepare(_ context.Context, snap *model.Snapshot) (func(), error
 		if e.wafs != nil {
 			e.wafs.Retain(res.wafs...)
 		}
-	}, nil
+	}
 }
 
 // Ready reports whether tables are loaded (for GET /ready).

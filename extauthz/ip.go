@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/api-gateway/api-gateway/ir"
 	"github.com/api-gateway/api-gateway/model"
 	"github.com/api-gateway/api-gateway/store"
 )
@@ -159,10 +160,10 @@ func (p *ipPolicy) check(a netip.Addr, now time.Time) (reason string, ok bool) {
 
 // addMerged adds s to the policy's one set of that action (a global policy holds one deny
 // and one allow set: a lookup is one map probe however many bans there are).
-func (p *ipPolicy) addMerged(action string, s *ipSet) {
-	list := &p.deny
-	if action == "allow" {
-		list = &p.allow
+func (p *ipPolicy) addMerged(deny bool, s *ipSet) {
+	list := &p.allow
+	if deny {
+		list = &p.deny
 	}
 	if len(*list) == 0 {
 		*list = []*ipSet{{}}
@@ -170,21 +171,16 @@ func (p *ipPolicy) addMerged(action string, s *ipSet) {
 	(*list)[0].merge(s)
 }
 
-// ruleSet converts one ip-rule into a set; expired rules give nil. An entry that does not
-// parse is reported and left out, but the rule stays with its other entries: dropping the
-// whole rule would drop a deny, or turn an allow list into "everyone" (fail open).
-func ruleSet(r *model.IPRule, now time.Time) (*ipSet, error) {
-	var exp time.Time
-	if r.ExpiresAt != nil {
-		exp = *r.ExpiresAt
-		if !now.Before(exp) {
-			return nil, nil
-		}
-	}
+// ruleSet converts one ip-rule into a set, each entry with the rule's expiry (the IR holds
+// only rules in force at translation; an entry is checked against the clock at each request).
+// An entry that does not parse is reported and left out, but the rule stays with its other
+// entries: dropping the whole rule would drop a deny, or turn an allow list into "everyone"
+// (fail open).
+func ruleSet(r *ir.IPRule) (*ipSet, error) {
 	s := &ipSet{}
 	var errs []error
 	for _, c := range r.CIDRs {
-		if err := s.add(c, exp); err != nil {
+		if err := s.add(c, r.Expiry); err != nil {
 			errs = append(errs, fmt.Errorf("ip-rules/%s: %q: %w", r.ID, c, err))
 		}
 	}

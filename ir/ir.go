@@ -53,6 +53,18 @@ type Config struct {
 	RouteErrors map[string]string
 	// Routes lists the ids of the routes that were translated (sorted).
 	Routes []string
+	// Authz is what ext_authz compiles: each translated route's settings and the sets every
+	// route shares (nil only in a Config written by hand).
+	Authz *AuthzConfig
+	// RateLimit is what the rate-limit service compiles.
+	RateLimit RateLimitConfig
+}
+
+// RateLimitConfig holds every rate-limit domain served and the objects left out of them
+// (one line each, naming the object).
+type RateLimitConfig struct {
+	Domains  []RateLimitDomain
+	Problems []string
 }
 
 // Listener is an HTTP listener address.
@@ -348,6 +360,9 @@ func (c *Config) Validate() error {
 		if s.Name == "" || !clusters[s.Cluster] {
 			errs = append(errs, fmt.Errorf("service host %q: cluster %q does not exist", s.Name, s.Cluster))
 		}
+	}
+	if err := c.Authz.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("authz: %w", err))
 	}
 	return errors.Join(errs...)
 }

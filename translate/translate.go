@@ -37,6 +37,38 @@ const ListenerName = "http"
 // Translate turns the snapshot into the IR. The error is about the options only; route
 // problems are in Config.RouteErrors.
 func Translate(snap *model.Snapshot, o Options) (*ir.Config, error) {
+	return NewTranslator(o).Translate(snap)
+}
+
+// Translator translates revisions one after another, reusing the translation of every route
+// whose inputs did not change (the memo key, inputs.routeKey, names the route's revision and
+// every other object or derived fact its translation reads). A WAF ban changes the global IP
+// set, not whether one exists; a heartbeat changes a service's instances, which only clusters
+// hold: neither translates a route again. Not safe for concurrent use.
+type Translator struct {
+	opts  Options
+	memo  map[string]*routePart // by route id: the last translation of each route
+	stats Stats
+}
+
+// Stats count route translations since the Translator was made.
+type Stats struct {
+	// Translated routes (their memo entry was missing or stale) and Reused ones.
+	Translated uint64
+	Reused     uint64
+}
+
+// NewTranslator returns a Translator with an empty memo.
+func NewTranslator(o Options) *Translator {
+	return &Translator{opts: o, memo: map[string]*routePart{}}
+}
+
+// Stats returns the counts so far.
+func (t *Translator) Stats() Stats { return t.stats }
+
+// Translate turns the snapshot into the IR (see the package Translate).
+func (t *Translator) Translate(snap *model.Snapshot) (*ir.Config, error) {
+	o := t.opts
 	cfg, err := base(snap, o)
 	if err != nil {
 		return nil, err
@@ -45,11 +77,14 @@ func Translate(snap *model.Snapshot, o Options) (*ir.Config, error) {
 	if o.Now != nil {
 		now = o.Now
 	}
-	t := time.Time{}
-	if len(snap.Routes) > 0 || len(snap.Services) > 0 {
-		t = now()
+	tm := time.Time{}
+	if len(snap.Routes) > 0 || len(snap.Services) > 0 || len(snap.IPRules) > 0 {
+		tm = now()
 	}
-	idx := newIndex(snap, t)
+	idx := newIndex(snap, tm)
+	in := newInputs(snap, tm)
+	cfg.Authz = in.authzConfig()
+	memo := make(map[string]*routePart, len(snap.Routes))
 	byHost := map[string][]*ir.Route{}
 	// taken holds every cluster name given out: a name is given once, or the whole revision
 	// would fail validation. The naming (names.go) makes a second claim impossible for ids
@@ -63,8 +98,21 @@ func Translate(snap *model.Snapshot, o Options) (*ir.Config, error) {
 		err := checkNamePart(r.ID)
 		var routes []*ir.Route
 		var clusters []*ir.Cluster
+		var part *routePart
 		if err == nil {
-			routes, clusters, err = translateRoute(r, snap, idx)
+			key, ok := in.routeKey(r)
+			if prev := t.memo[r.ID]; ok && prev != nil && prev.key == key {
+				part = prev
+				t.stats.Reused++
+			} else {
+				part = translateRoutePart(r, in)
+				part.key = key
+				t.stats.Translated++
+			}
+			if ok {
+				memo[r.ID] = part
+			}
+			routes, clusters, err = finishRoute(r, idx, part)
 		}
 		for _, h := range routeHosts(r) {
 			if err == nil {
@@ -85,10 +133,12 @@ func Translate(snap *model.Snapshot, o Options) (*ir.Config, error) {
 		}
 		cfg.Routes = append(cfg.Routes, r.ID)
 		cfg.Clusters = append(cfg.Clusters, clusters...)
+		cfg.Authz.Routes = append(cfg.Authz.Routes, part.auth)
 		for _, h := range routeHosts(r) {
 			byHost[h] = append(byHost[h], routes...)
 		}
 	}
+	t.memo = memo
 	cfg.VirtualHosts = virtualHosts(byHost)
 	for _, name := range idx.serviceNames {
 		c := serviceCluster(name, idx.instances[name])
@@ -97,13 +147,19 @@ func Translate(snap *model.Snapshot, o Options) (*ir.Config, error) {
 	}
 	sort.Slice(cfg.Clusters, func(i, j int) bool { return cfg.Clusters[i].Name < cfg.Clusters[j].Name })
 	sort.Strings(cfg.Routes)
+	sort.Slice(cfg.Authz.Routes, func(i, j int) bool { return cfg.Authz.Routes[i].RouteID < cfg.Authz.Routes[j].RouteID })
+	domains, errs := RateLimitDomains(snap)
+	cfg.RateLimit.Domains = domains
+	for _, e := range errs {
+		cfg.RateLimit.Problems = append(cfg.RateLimit.Problems, e.Error())
+	}
 	return cfg, nil
 }
 
 // TranslateRoute translates one route against the snapshot (the API's dry run): its Envoy
 // routes (one per condition) and clusters.
 func TranslateRoute(r *model.Route, snap *model.Snapshot, now time.Time) ([]*ir.Route, []*ir.Cluster, error) {
-	return translateRoute(r, snap, newIndex(snap, now))
+	return translateRoute(r, newIndex(snap, now), newInputs(snap, now))
 }
 
 func base(snap *model.Snapshot, o Options) (*ir.Config, error) {
@@ -117,14 +173,20 @@ func base(snap *model.Snapshot, o Options) (*ir.Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listener address: %w", err)
 	}
-	ch, cp, err := splitHostPort(o.ControlPlane)
-	if err != nil {
-		return nil, fmt.Errorf("control plane address: %w", err)
+	var control ir.Address
+	if o.ControlPlane != "" {
+		// Empty: no address (a consumer that reads no address, ext_authz, translates
+		// without one; the Config then fails validation for Envoy).
+		ch, cp, err := splitHostPort(o.ControlPlane)
+		if err != nil {
+			return nil, fmt.Errorf("control plane address: %w", err)
+		}
+		control = ir.Address{Host: ch, Port: cp}
 	}
 	cfg := &ir.Config{
 		Revision:     snap.Revision,
 		Listener:     ir.Listener{Name: ListenerName, Address: lh, Port: lp},
-		ControlPlane: ir.Address{Host: ch, Port: cp},
+		ControlPlane: control,
 		ServiceName:  o.ServiceName,
 		RouteErrors:  map[string]string{},
 	}

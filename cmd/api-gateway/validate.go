@@ -82,7 +82,8 @@ func offlineAPI() (*manage.API, func(), error) {
 		xs.Close()
 		return nil, nil, err
 	}
-	pipe := pipeline.New(nil, log, xs, pipeline.WithCheck{Consumer: eng, C: eng.CheckRevision})
+	pipe := pipeline.New(nil, log, xs, eng)
+	pipe.SetTranslate(translateOptions(cfg))
 	api := manage.New(manage.Options{Model: pipe, Logger: log})
 	api.AddValidator(model.KindRoutes, xs.ValidateRoute)
 	addAuthzChecks(api, wafs)

@@ -7,7 +7,6 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/api-gateway/api-gateway/extauthz"
-	"github.com/api-gateway/api-gateway/internal/pipeline"
 	"github.com/api-gateway/api-gateway/manage"
 	"github.com/api-gateway/api-gateway/model"
 	"github.com/api-gateway/api-gateway/store"
@@ -67,7 +66,7 @@ func (a *app) wireAuthz() error {
 		return err
 	}
 	a.keys = extauthz.KeyMinter{}
-	a.pipe.Add(pipeline.WithCheck{Consumer: eng, C: eng.CheckRevision})
+	a.pipe.Add(eng) // compiles the pipeline's IR; its CheckRevision refuses a global WAF that does not compile
 	extauthz.NewServer(eng).Register(a.grpc)
 	a.api.SetReady("extauthz", eng.Ready)
 	a.runs = append(a.runs, eng.Run)

@@ -25,6 +25,9 @@ func (a *app) wireXDS() error {
 		return err
 	}
 	s.Register(a.grpc)
+	// The pipeline translates each revision once, with the addresses xDS serves, for every
+	// consumer (xds, ext_authz, ratelimit).
+	a.pipe.SetTranslate(translateOptions(a.cfg))
 	a.pipe.Add(s)
 	a.api.RouteStatus = s.RouteStatus
 	a.api.Mount("GET /api/v1/management/xds/nodes", s.NodesHandler())
@@ -39,14 +42,15 @@ func (a *app) wireXDS() error {
 
 // newXDSServer is the xDS server of cfg (serve, and validate's whole-revision checks).
 func newXDSServer(cfg config, log *slog.Logger, reg prometheus.Registerer) (*server.Server, error) {
-	return server.New(server.Options{
-		Translate: translate.Options{
-			ListenerAddress: cfg.EnvoyListenAddr,
-			ControlPlane:    cfg.XDSAdvertiseAddr,
-			OTLPEndpoint:    cfg.OTLPEndpoint,
-			ServiceName:     cfg.ServiceName,
-		},
-		Logger:     log,
-		Registerer: reg,
-	})
+	return server.New(server.Options{Translate: translateOptions(cfg), Logger: log, Registerer: reg})
+}
+
+// translateOptions are the translation options of cfg: the addresses Envoy is given.
+func translateOptions(cfg config) translate.Options {
+	return translate.Options{
+		ListenerAddress: cfg.EnvoyListenAddr,
+		ControlPlane:    cfg.XDSAdvertiseAddr,
+		OTLPEndpoint:    cfg.OTLPEndpoint,
+		ServiceName:     cfg.ServiceName,
+	}
 }
