@@ -114,7 +114,8 @@ func (t *Translator) Translate(snap *model.Snapshot) (*ir.Config, error) {
 			}
 			routes, clusters, err = finishRoute(r, idx, part)
 		}
-		for _, h := range routeHosts(r) {
+		hosts := RouteHosts(r)
+		for _, h := range hosts {
 			if err == nil {
 				err = checkHost(h)
 			}
@@ -134,7 +135,7 @@ func (t *Translator) Translate(snap *model.Snapshot) (*ir.Config, error) {
 		cfg.Routes = append(cfg.Routes, r.ID)
 		cfg.Clusters = append(cfg.Clusters, clusters...)
 		cfg.Authz.Routes = append(cfg.Authz.Routes, part.auth)
-		for _, h := range routeHosts(r) {
+		for _, h := range hosts {
 			byHost[h] = append(byHost[h], routes...)
 		}
 	}
@@ -262,7 +263,10 @@ func newIndex(snap *model.Snapshot, now time.Time) *index {
 	return idx
 }
 
-func routeHosts(r *model.Route) []string {
+// RouteHosts lists the hosts of route r, lower case, sorted, each once ("*" for a route that
+// names none): the virtual hosts it is translated into. The one reading of a route's hosts
+// (the API's conflict check reads it too).
+func RouteHosts(r *model.Route) []string {
 	if len(r.Hosts) == 0 {
 		return []string{"*"}
 	}

@@ -2,7 +2,6 @@ package server
 
 import (
 	"fmt"
-	"sort"
 
 	"github.com/api-gateway/api-gateway/envoy"
 	"github.com/api-gateway/api-gateway/model"
@@ -87,7 +86,7 @@ func (s *Server) conflictKeys(snap *model.Snapshot) map[string][]string {
 				continue
 			}
 			k := translate.MatchKey(m)
-			for h := range hostSet(o) {
+			for _, h := range translate.RouteHosts(o) {
 				keys[h+"\x00"+k] = append(keys[h+"\x00"+k], o.ID)
 			}
 		}
@@ -100,11 +99,7 @@ func (s *Server) conflictKeys(snap *model.Snapshot) map[string][]string {
 func (s *Server) conflicts(r *model.Route, snap *model.Snapshot) model.FieldErrors {
 	var errs model.FieldErrors
 	index := s.conflictKeys(snap)
-	hosts := make([]string, 0, len(r.Hosts)+1)
-	for h := range hostSet(r) {
-		hosts = append(hosts, h)
-	}
-	sort.Strings(hosts)
+	hosts := translate.RouteHosts(r) // the virtual hosts translation puts the route in
 	for i := range r.Conditions {
 		m, err := translate.MatchOf(&r.Conditions[i])
 		if err != nil {
@@ -122,25 +117,4 @@ func (s *Server) conflicts(r *model.Route, snap *model.Snapshot) model.FieldErro
 		}
 	}
 	return errs
-}
-
-func hostSet(r *model.Route) map[string]bool {
-	out := map[string]bool{}
-	if len(r.Hosts) == 0 {
-		out["*"] = true
-	}
-	for _, h := range r.Hosts {
-		out[lower(h)] = true
-	}
-	return out
-}
-
-func lower(s string) string {
-	b := []byte(s)
-	for i, c := range b {
-		if c >= 'A' && c <= 'Z' {
-			b[i] = c + 32
-		}
-	}
-	return string(b)
 }
