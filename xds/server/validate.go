@@ -86,8 +86,8 @@ func (s *Server) conflictKeys(snap *model.Snapshot) map[string][]string {
 				continue
 			}
 			k := translate.MatchKey(m)
-			for _, h := range translate.RouteHosts(o) {
-				keys[h+"\x00"+k] = append(keys[h+"\x00"+k], o.ID)
+			for _, d := range routeDomains(o) {
+				keys[d+"\x00"+k] = append(keys[d+"\x00"+k], o.ID)
 			}
 		}
 	}
@@ -108,13 +108,26 @@ func (s *Server) conflicts(r *model.Route, snap *model.Snapshot) model.FieldErro
 		k := translate.MatchKey(m)
 		reported := map[string]bool{}
 		for _, h := range hosts {
-			for _, id := range index[h+"\x00"+k] {
-				if id != r.ID && !reported[id] {
-					reported[id] = true
-					errs.Add(fmt.Sprintf("conditions[%d]", i), "conflicts with route %q: same host %q and the same match", id, h)
+			// Routes whose hosts share an Envoy domain ("api.test" and "api.test:*") land in
+			// one virtual host: the same match there is a conflict too.
+			for _, d := range translate.Domains(h) {
+				for _, id := range index[d+"\x00"+k] {
+					if id != r.ID && !reported[id] {
+						reported[id] = true
+						errs.Add(fmt.Sprintf("conditions[%d]", i), "conflicts with route %q: same host %q and the same match", id, h)
+					}
 				}
 			}
 		}
 	}
 	return errs
+}
+
+// routeDomains lists the Envoy domains of a route's hosts (translate.Domains of each).
+func routeDomains(r *model.Route) []string {
+	var out []string
+	for _, h := range translate.RouteHosts(r) {
+		out = append(out, translate.Domains(h)...)
+	}
+	return out
 }
