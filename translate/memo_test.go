@@ -20,6 +20,10 @@ func memoModel() *model.Snapshot {
 	svc := func(id, host string, rev uint64) *model.Service {
 		return &model.Service{ID: id, Name: "svc-a", Host: host, Port: 8080, Meta: model.Meta{Revision: rev}}
 	}
+	ttl := func(s *model.Service) *model.Service {
+		s.TTL, s.LastHeartbeat = model.Duration(time.Hour), memoT0
+		return s
+	}
 	route := func(id string, rev uint64, mod func(*model.Route)) *model.Route {
 		r := &model.Route{ID: id, Conditions: []model.Condition{{PathPrefix: "/" + id}}, Targets: []model.Target{{Service: "svc-a"}},
 			RequireAuth: &f, Meta: model.Meta{Revision: rev}}
@@ -31,7 +35,7 @@ func memoModel() *model.Snapshot {
 	return &model.Snapshot{Revision: 100,
 		Settings: &model.Settings{ID: model.SettingsID, Meta: model.Meta{Revision: 1},
 			RateLimit: &model.GlobalRateLimit{Policies: []string{"rl-g"}}},
-		Services: []*model.Service{svc("a1", "10.0.0.1", 2), svc("a2", "10.0.0.2", 3)},
+		Services: []*model.Service{svc("a1", "10.0.0.1", 2), ttl(svc("a2", "10.0.0.2", 3))},
 		Routes: []*model.Route{
 			route("auth", 4, func(r *model.Route) {
 				t := true
@@ -93,6 +97,10 @@ func TestTranslatorMemoIsExact(t *testing.T) {
 		}, true},
 		{"instance moved", func(s *model.Snapshot, _ *time.Time) {
 			s.Services[1].Host, s.Services[1].Revision = "10.0.0.9", next()
+		}, true},
+		{"instance TTL lapses", func(_ *model.Snapshot, now *time.Time) { *now = now.Add(90 * time.Minute) }, true},
+		{"instance unhealthy", func(s *model.Snapshot, _ *time.Time) {
+			s.Services[0].Status, s.Services[0].Revision = "unhealthy", next()
 		}, true},
 		{"instance added", func(s *model.Snapshot, _ *time.Time) {
 			s.Services = append(s.Services, &model.Service{ID: "a3", Name: "svc-a", Host: "10.0.0.3", Port: 8080, Meta: model.Meta{Revision: next()}})

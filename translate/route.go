@@ -21,20 +21,31 @@ type routePart struct {
 	auth        *ir.RouteAuthz
 }
 
+// clusterPart is a route's memoized clusters: they read the route and the serving instances
+// of the services it targets (key: their revisions), nothing else.
+type clusterPart struct {
+	key      string
+	clusters []*ir.Cluster
+	err      error
+}
+
 // translateRoute turns one model route into its Envoy routes (one per condition) and the
 // clusters of its targets.
 func translateRoute(r *model.Route, idx *index, in *inputs) ([]*ir.Route, []*ir.Cluster, error) {
 	part := translateRoutePart(r, in)
-	return finishRoute(r, idx, part)
+	return finishRoute(part, func() ([]*ir.Cluster, error) {
+		clusters, _, err := routeClusters(r, idx)
+		return clusters, err
+	})
 }
 
 // finishRoute adds the clusters to a route part; the errors come in the order a whole
 // translation meets them: the route's own checks, its targets, its conditions.
-func finishRoute(r *model.Route, idx *index, part *routePart) ([]*ir.Route, []*ir.Cluster, error) {
+func finishRoute(part *routePart, clustersOf func() ([]*ir.Cluster, error)) ([]*ir.Route, []*ir.Cluster, error) {
 	if part.validateErr != nil {
 		return nil, nil, part.validateErr
 	}
-	clusters, _, err := routeClusters(r, idx)
+	clusters, err := clustersOf()
 	if err != nil {
 		return nil, nil, err
 	}

@@ -46,9 +46,10 @@ func Translate(snap *model.Snapshot, o Options) (*ir.Config, error) {
 // set, not whether one exists; a heartbeat changes a service's instances, which only clusters
 // hold: neither translates a route again. Not safe for concurrent use.
 type Translator struct {
-	opts  Options
-	memo  map[string]*routePart // by route id: the last translation of each route
-	stats Stats
+	opts     Options
+	memo     map[string]*routePart   // by route id: the last translation of each route
+	clusters map[string]*clusterPart // by route id: the last clusters of each route
+	stats    Stats
 }
 
 // Stats count route translations since the Translator was made.
@@ -60,7 +61,7 @@ type Stats struct {
 
 // NewTranslator returns a Translator with an empty memo.
 func NewTranslator(o Options) *Translator {
-	return &Translator{opts: o, memo: map[string]*routePart{}}
+	return &Translator{opts: o, memo: map[string]*routePart{}, clusters: map[string]*clusterPart{}}
 }
 
 // Stats returns the counts so far.
@@ -85,6 +86,7 @@ func (t *Translator) Translate(snap *model.Snapshot) (*ir.Config, error) {
 	in := newInputs(snap, tm)
 	cfg.Authz = in.authzConfig()
 	memo := make(map[string]*routePart, len(snap.Routes))
+	clusterMemo := make(map[string]*clusterPart, len(snap.Routes))
 	byHost := map[string][]*ir.Route{}
 	// taken holds every cluster name given out: a name is given once, or the whole revision
 	// would fail validation. The naming (names.go) makes a second claim impossible for ids
@@ -112,7 +114,18 @@ func (t *Translator) Translate(snap *model.Snapshot) (*ir.Config, error) {
 			if ok {
 				memo[r.ID] = part
 			}
-			routes, clusters, err = finishRoute(r, idx, part)
+			routes, clusters, err = finishRoute(part, func() ([]*ir.Cluster, error) {
+				key, ok := idx.clusterKey(r)
+				if prev := t.clusters[r.ID]; ok && prev != nil && prev.key == key {
+					clusterMemo[r.ID] = prev
+					return prev.clusters, prev.err
+				}
+				cs, _, err := routeClusters(r, idx)
+				if ok {
+					clusterMemo[r.ID] = &clusterPart{key: key, clusters: cs, err: err}
+				}
+				return cs, err
+			})
 		}
 		hosts := RouteHosts(r)
 		for _, h := range hosts {
@@ -139,7 +152,7 @@ func (t *Translator) Translate(snap *model.Snapshot) (*ir.Config, error) {
 			byHost[h] = append(byHost[h], routes...)
 		}
 	}
-	t.memo = memo
+	t.memo, t.clusters = memo, clusterMemo
 	cfg.VirtualHosts = virtualHosts(byHost)
 	for _, name := range idx.serviceNames {
 		c := serviceCluster(name, idx.instances[name])
@@ -239,6 +252,43 @@ type index struct {
 	serviceNames []string                    // every registered name, sorted
 	known        map[string]bool
 	now          time.Time // the translation's time (zero for a model without routes or services)
+	// serving is each service's serving instances as a memo key part (see clusterKey).
+	serving map[string]string
+}
+
+// clusterKey is the memo key of route r's clusters: the route's revision and, for each
+// service it targets, the revisions of that service's serving instances (an instance that
+// stops serving, by its TTL or health, leaves the list). ok is false when one of them has
+// no revision.
+func (idx *index) clusterKey(r *model.Route) (string, bool) {
+	var k keyWriter
+	k.obj("route:"+r.ID, r.Revision)
+	for i := range r.Targets {
+		name := r.Targets[i].Service
+		if name == "" {
+			continue
+		}
+		fp, ok := idx.serving[name]
+		if !ok {
+			var sk keyWriter
+			for _, s := range idx.instances[name] {
+				sk.obj(s.ID, s.Revision)
+			}
+			fp = sk.b.String()
+			if sk.bad {
+				fp = "\x00bad"
+			}
+			if idx.serving == nil {
+				idx.serving = map[string]string{}
+			}
+			idx.serving[name] = fp
+		}
+		if fp == "\x00bad" {
+			return "", false
+		}
+		k.str("service:" + name + "=" + fp)
+	}
+	return k.b.String(), !k.bad
 }
 
 func newIndex(snap *model.Snapshot, now time.Time) *index {
