@@ -115,6 +115,34 @@ func (e *Engine) PrepareRevision(_ context.Context, rev *pipeline.Revision) (fun
 	return e.commit(res), nil
 }
 
+// CheckObject is ext_authz's object check (pipeline.ObjectChecker): a policy's CEL rules
+// must compile, and so must a route's or the settings' WAF rule set. The registry compiles
+// (and caches, for the next revision) each distinct rule set once; only on failure is it
+// compiled again by waf.ValidateSettings to name the bad field and line.
+func (e *Engine) CheckObject(obj model.Object, snap *model.Snapshot) model.FieldErrors {
+	switch o := obj.(type) {
+	case *model.Policy:
+		return ValidatePolicy(o, snap)
+	case *model.Route:
+		return e.checkWAF(o.WAF)
+	case *model.Settings:
+		return e.checkWAF(o.WAF)
+	}
+	return nil
+}
+
+func (e *Engine) checkWAF(s *model.WAFSettings) model.FieldErrors {
+	if e.wafs == nil || !s.IsEnabled() || len(s.Validate()) > 0 {
+		return nil // no WAF here, or the model reports shape errors itself
+	}
+	if _, err := e.wafs.Get(s); err == nil {
+		return nil
+	}
+	var errs model.FieldErrors
+	errs.Nest("waf", waf.ValidateSettings(s))
+	return errs
+}
+
 // PolicyCompiles counts the policies compiled since the engine was made (a policy whose
 // rules did not change is not compiled again).
 func (e *Engine) PolicyCompiles() uint64 { return e.policyCompiles.Load() }

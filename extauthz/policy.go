@@ -133,8 +133,7 @@ func compilePolicy(p *ir.Policy) (*compiledPolicy, model.FieldErrors) {
 	return cp, errs
 }
 
-// ValidatePolicy compiles a policy's CEL rules; register it with the management API
-// (a.api.AddValidator(model.KindPolicies, extauthz.ValidatePolicy)).
+// ValidatePolicy compiles a policy's CEL rules (part of Engine.CheckObject).
 func ValidatePolicy(obj model.Object, _ *model.Snapshot) model.FieldErrors {
 	p, ok := obj.(*model.Policy)
 	if !ok {

@@ -6,7 +6,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/api-gateway/api-gateway/model"
 	"github.com/api-gateway/api-gateway/translate"
 	"github.com/api-gateway/api-gateway/xds/server"
 )
@@ -31,7 +30,10 @@ func (a *app) wireXDS() error {
 	a.pipe.Add(s)
 	a.api.RouteStatus = s.RouteStatus
 	a.api.Mount("GET /api/v1/management/xds/nodes", s.NodesHandler())
-	a.api.AddValidator(model.KindRoutes, s.ValidateRoute)
+	// The consumers' object checks (xds: routes; ext_authz: CEL policies, WAF rule sets):
+	// one validator the API runs on every write, asking every consumer the pipeline holds
+	// when it runs (validate -f registers the same, offlineAPI).
+	addConsumerChecks(a.api, a.pipe)
 	a.api.SetReady("xds", s.Ready)
 	a.closers = append(a.closers, s.Close)
 	// Cancelling the xDS server's context at shutdown ends every ADS stream, which

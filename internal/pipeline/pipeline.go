@@ -124,6 +124,27 @@ func (c ConsumerFunc) Prepare(ctx context.Context, snap *model.Snapshot) (func()
 	return c.F(ctx, snap)
 }
 
+// ObjectChecker is a consumer's check of one object against the snapshot it would join,
+// before it is stored: what that consumer would refuse or fail to apply, with the fields to
+// fix (xds: the route's translation and Envoy build, conflicts, unknown services; ext_authz:
+// CEL rules, WAF rule sets). The API, dry_run, the YAML file and `validate -f` call the
+// pipeline's CheckObject, which runs every consumer's.
+type ObjectChecker interface {
+	CheckObject(obj model.Object, snap *model.Snapshot) model.FieldErrors
+}
+
+// CheckObject runs every consumer's object check (ObjectChecker) and returns all their
+// problems at once.
+func (p *Pipeline) CheckObject(obj model.Object, snap *model.Snapshot) model.FieldErrors {
+	var errs model.FieldErrors
+	for _, c := range p.consumers {
+		if oc, ok := c.(ObjectChecker); ok {
+			errs = append(errs, oc.CheckObject(obj, snap)...)
+		}
+	}
+	return errs
+}
+
 // RevisionFunc adapts a function of the revision to a RevisionConsumer; C, when set, is its
 // CheckRevision (else a check runs F and drops the commit).
 type RevisionFunc struct {

@@ -8,6 +8,15 @@ import (
 	"github.com/api-gateway/api-gateway/translate"
 )
 
+// CheckObject is the xDS consumer's object check (pipeline.ObjectChecker): a route is
+// checked by ValidateRoute; other objects are checked with the whole revision.
+func (s *Server) CheckObject(obj model.Object, snap *model.Snapshot) model.FieldErrors {
+	if r, ok := obj.(*model.Route); ok {
+		return s.ValidateRoute(r, snap)
+	}
+	return nil
+}
+
 // ValidateRoute is the management API's validator for routes (manage.API.AddValidator):
 // targets must name registered services, the route must not conflict with another (same
 // host and same match), and its translation must pass Envoy's and grpc-go's validation.
