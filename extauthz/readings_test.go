@@ -157,3 +157,37 @@ func TestEffectiveWAFOneReading(t *testing.T) {
 		}
 	}
 }
+
+// Every field of a route's WAF settings reaches the waf package through the IR, but those
+// the IR resolves elsewhere (enabled: whether there is a WAF; geoblocking: the geo lists):
+// a field added to model.WAFSettings and not to ir.WAF fails here.
+func TestWAFSettingsCrossTheIR(t *testing.T) {
+	on := true
+	w := &model.WAFSettings{Enabled: &on, Mode: model.WAFModeDetect, ParanoiaLevel: 2, AnomalyThreshold: 7,
+		MaxRequestBodySize: 1 << 16, CheckTimeout: model.Duration(3 * time.Second), MaxHeaderSize: 1 << 14,
+		ExcludeRules: []int{920350}, CustomRules: `SecRule ARGS "@contains x" "id:9001,phase:2,deny"`,
+		CustomRulesAfterCRS: `SecRuleUpdateTargetById 942100 "!ARGS:q"`, BlockMaliciousIPs: true, MaliciousIPThreshold: 3,
+		MaliciousIPWindow: model.Duration(time.Minute), MaliciousIPBanDuration: model.Duration(time.Hour),
+		GeoblockingEnabled: true, BlockedCountries: []string{"kp"}}
+	v := reflect.ValueOf(w).Elem()
+	for i := 0; i < v.NumField(); i++ {
+		if v.Field(i).IsZero() {
+			t.Fatalf("set %s in this test: every field must cross the IR", v.Type().Field(i).Name)
+		}
+	}
+	snap := &model.Snapshot{Revision: 1, Routes: []*model.Route{route("r", func(r *model.Route) { r.WAF = w })}}
+	cfg := readingsTranslate(t, snap)
+	ra := cfg.Authz.Routes[0]
+	if ra.WAF == nil || !ra.OwnWAF {
+		t.Fatalf("no own WAF in the IR: %+v", ra)
+	}
+	got := wafSettings(ra.WAF)
+	want := *w
+	want.GeoblockingEnabled, want.BlockedCountries = false, nil // the geo lists hold them
+	if !reflect.DeepEqual(*got, want) {
+		t.Fatalf("WAF settings changed crossing the IR:\n got %+v\nwant %+v", *got, want)
+	}
+	if !slices.Equal(ra.GeoDeny, []string{"KP"}) {
+		t.Fatalf("geoblocking: %v", ra.GeoDeny)
+	}
+}
