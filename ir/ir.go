@@ -1,5 +1,7 @@
-// Package ir is the gateway's small intermediate representation of Envoy configuration:
-// what translate produces from the model and what the envoy builders turn into protos.
+// Package ir is the gateway's small intermediate representation: what translate produces
+// from the model, once per revision, and what every consumer compiles: the envoy builders
+// (routes, clusters, listeners), ext_authz (AuthzConfig: each route's settings resolved, the
+// global IP rules and policies held once) and the rate-limit service (RateLimitConfig).
 // It imports neither REST nor Envoy types. Every type has a Validate method; a Config whose
 // parts validate can be built into Envoy resources without further checks of the model.
 package ir
