@@ -39,7 +39,7 @@ func TestCheckRevisionRefusesWhatPrepareRefusesQuietly(t *testing.T) {
 	for _, snap := range []*model.Snapshot{good, badRoute, bad} {
 		_, prepErr := e.Prepare(context.Background(), snap)
 		logs.Reset()
-		checkErr := e.CheckRevision(context.Background(), snap)
+		checkErr := e.CheckSnapshot(context.Background(), snap)
 		if fmt.Sprint(prepErr) != fmt.Sprint(checkErr) {
 			t.Fatalf("Prepare: %v; CheckRevision: %v", prepErr, checkErr)
 		}
@@ -47,10 +47,10 @@ func TestCheckRevisionRefusesWhatPrepareRefusesQuietly(t *testing.T) {
 			t.Fatalf("CheckRevision logged: %s", logs.String())
 		}
 	}
-	if e.CheckRevision(context.Background(), bad) == nil {
+	if e.CheckSnapshot(context.Background(), bad) == nil {
 		t.Fatal("a global WAF that does not compile is not refused")
 	}
-	if err := e.CheckRevision(context.Background(), badRoute); err != nil {
+	if err := e.CheckSnapshot(context.Background(), badRoute); err != nil {
 		t.Fatalf("a route's own WAF that does not compile refuses the revision: %v", err)
 	}
 }
@@ -90,7 +90,7 @@ func BenchmarkRevisionCheck(b *testing.B) {
 	})
 	b.Run("check", func(b *testing.B) {
 		for i := 0; i < b.N; i++ {
-			if err := e.CheckRevision(context.Background(), snap); err != nil {
+			if err := e.CheckSnapshot(context.Background(), snap); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -9,6 +9,7 @@ import (
 	"github.com/api-gateway/api-gateway/internal/pipeline"
 	"github.com/api-gateway/api-gateway/model"
 	"github.com/api-gateway/api-gateway/store"
+	"github.com/api-gateway/api-gateway/translate"
 )
 
 // TestStoreIPDenier: the WAF's repeat-offender deny is written to the store as an ip-rule
@@ -21,6 +22,8 @@ func TestStoreIPDenier(t *testing.T) {
 	t.Cleanup(func() { st.Close() })
 	h := newHarness(t, Options{})
 	pipe := pipeline.New(st, quietLogger(), h.engine)
+	// The pipeline's translation decides which rules are in force: on the test's clock.
+	pipe.SetTranslate(translate.Options{Now: h.clock.Now})
 	ctx := context.Background()
 	data := []byte(`{"id":"r","conditions":[{"path_prefix":"/"}],"targets":[{"host":"10.0.0.1","port":80}],"require_auth":false}`)
 	if _, err := store.Put(ctx, st, model.KindRoutes, "r", data, 0); err != nil {

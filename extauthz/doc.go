@@ -3,10 +3,12 @@
 //
 // # Tables
 //
-// The engine is a pipeline.Consumer. Prepare builds immutable tables from a model snapshot
-// (per-route policies with IP sets, country lists, compiled CEL programs, WAF checkers; API
-// keys by prefix id with their hashes decoded; issuers) and the commit swaps them in with one
-// atomic pointer store. Nothing reads the store on the request path; a change applies on the
+// The engine is a pipeline.RevisionConsumer. PrepareRevision compiles the revision's IR
+// (ir.AuthzConfig: translate's one reading of the model, each route's settings resolved, the
+// global IP rules and policies held once) into immutable tables (per-route policies with IP
+// sets, country lists, compiled CEL programs, WAF checkers; API keys by prefix id with their
+// hashes decoded; issuers, read from the snapshot) and the commit swaps them in with one
+// atomic pointer store. A policy whose rules did not change is not compiled again. Nothing reads the store on the request path; a change applies on the
 // next Check after the swap. The route is found by context_extensions["route_id"]; an
 // unknown route id is denied (403 unknown_route); no route_id at all uses the global default
 // (settings.auth; credentials required).

@@ -11,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/api-gateway/api-gateway/internal/pipeline"
 	"github.com/api-gateway/api-gateway/model"
 	"github.com/api-gateway/api-gateway/waf"
 )
@@ -57,6 +58,12 @@ type Engine struct {
 
 	srcMu   sync.Mutex
 	sources map[string]*keySource
+
+	// buildMu serializes builds; policies are the last build's compiled policies by id
+	// (reused while their rules are the same), policyCompiles counts compiles.
+	buildMu        sync.Mutex
+	policies       map[string]*compiledPolicy
+	policyCompiles atomic.Uint64
 }
 
 // New returns an engine with no tables: until the first Prepare/commit every Check is
@@ -95,6 +102,52 @@ func (e *Engine) Prepare(_ context.Context, snap *model.Snapshot) (func(), error
 	if err != nil {
 		return nil, err
 	}
+	return e.commit(res), nil
+}
+
+// PrepareRevision implements pipeline.RevisionConsumer: it compiles the revision's IR (the
+// model translated once for every consumer) into new tables without touching the live ones.
+func (e *Engine) PrepareRevision(_ context.Context, rev *pipeline.Revision) (func(), error) {
+	res, err := e.buildIR(rev.IR, rev.Snap)
+	if err != nil {
+		return nil, err
+	}
+	return e.commit(res), nil
+}
+
+// CheckObject is ext_authz's object check (pipeline.ObjectChecker): a policy's CEL rules
+// must compile, and so must a route's or the settings' WAF rule set. The registry compiles
+// (and caches, for the next revision) each distinct rule set once; only on failure is it
+// compiled again by waf.ValidateSettings to name the bad field and line.
+func (e *Engine) CheckObject(obj model.Object, snap *model.Snapshot) model.FieldErrors {
+	switch o := obj.(type) {
+	case *model.Policy:
+		return ValidatePolicy(o, snap)
+	case *model.Route:
+		return e.checkWAF(o.WAF)
+	case *model.Settings:
+		return e.checkWAF(o.WAF)
+	}
+	return nil
+}
+
+func (e *Engine) checkWAF(s *model.WAFSettings) model.FieldErrors {
+	if e.wafs == nil || !s.IsEnabled() || len(s.Validate()) > 0 {
+		return nil // no WAF here, or the model reports shape errors itself
+	}
+	if _, err := e.wafs.Get(s); err == nil {
+		return nil
+	}
+	var errs model.FieldErrors
+	errs.Nest("waf", waf.ValidateSettings(s))
+	return errs
+}
+
+// PolicyCompiles counts the policies compiled since the engine was made (a policy whose
+// rules did not change is not compiled again).
+func (e *Engine) PolicyCompiles() uint64 { return e.policyCompiles.Load() }
+
+func (e *Engine) commit(res *buildResult) func() {
 	return func() {
 		e.cur.Store(res.t)
 		e.srcMu.Lock()
@@ -103,7 +156,7 @@ func (e *Engine) Prepare(_ context.Context, snap *model.Snapshot) (func(), error
 		if e.wafs != nil {
 			e.wafs.Retain(res.wafs...)
 		}
-	}, nil
+	}
 }
 
 // Ready reports whether tables are loaded (for GET /ready).

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/api-gateway/api-gateway/ir"
 	"github.com/api-gateway/api-gateway/model"
 	"github.com/api-gateway/api-gateway/store"
 )
@@ -112,45 +113,74 @@ func (s *ipSet) contains(a netip.Addr, now time.Time) bool {
 	return false
 }
 
+// merge adds every entry of o to s (each address keeps its longer-lived expiry).
+func (s *ipSet) merge(o *ipSet) {
+	for a, exp := range o.addrs {
+		s.addAddr(a, exp)
+	}
+	s.prefixes = append(s.prefixes, o.prefixes...)
+}
+
 // ipPolicy is the IP checker's table for one route: deny entries, and allow entries that,
-// when present, make the route an allow list. Deny wins over allow.
+// when present, make the route an allow list. Deny wins over allow. The global rules (those
+// naming no route) are one shared policy every route points to: held once, not copied per
+// route (8,000 routes and 8,000 WAF bans were 64 million set references).
 type ipPolicy struct {
-	deny  []*ipSet
-	allow []*ipSet
+	global *ipPolicy
+	deny   []*ipSet
+	allow  []*ipSet
 }
 
 func (p *ipPolicy) check(a netip.Addr, now time.Time) (reason string, ok bool) {
-	for _, s := range p.deny {
-		if s.contains(a, now) {
-			return ReasonIPDenied, false
+	var g *ipPolicy
+	if p.global != nil {
+		g = p.global
+	} else {
+		g = &ipPolicy{}
+	}
+	for _, list := range [2][]*ipSet{g.deny, p.deny} {
+		for _, s := range list {
+			if s.contains(a, now) {
+				return ReasonIPDenied, false
+			}
 		}
 	}
-	if len(p.allow) == 0 {
+	if len(p.allow) == 0 && len(g.allow) == 0 {
 		return "", true
 	}
-	for _, s := range p.allow {
-		if s.contains(a, now) {
-			return "", true
+	for _, list := range [2][]*ipSet{g.allow, p.allow} {
+		for _, s := range list {
+			if s.contains(a, now) {
+				return "", true
+			}
 		}
 	}
 	return ReasonIPNotAllowed, false
 }
 
-// ruleSet converts one ip-rule into a set; expired rules give nil. An entry that does not
-// parse is reported and left out, but the rule stays with its other entries: dropping the
-// whole rule would drop a deny, or turn an allow list into "everyone" (fail open).
-func ruleSet(r *model.IPRule, now time.Time) (*ipSet, error) {
-	var exp time.Time
-	if r.ExpiresAt != nil {
-		exp = *r.ExpiresAt
-		if !now.Before(exp) {
-			return nil, nil
-		}
+// addMerged adds s to the policy's one set of that action (a global policy holds one deny
+// and one allow set: a lookup is one map probe however many bans there are).
+func (p *ipPolicy) addMerged(deny bool, s *ipSet) {
+	list := &p.allow
+	if deny {
+		list = &p.deny
 	}
+	if len(*list) == 0 {
+		*list = []*ipSet{{}}
+	}
+	(*list)[0].merge(s)
+}
+
+// ruleSet converts one ip-rule into a set, each entry with the rule's expiry (the IR holds
+// only rules in force at translation; an entry is checked against the clock at each request).
+// An entry that does not parse is reported and left out, but the rule stays with its other
+// entries: dropping the whole rule would drop a deny, or turn an allow list into "everyone"
+// (fail open).
+func ruleSet(r *ir.IPRule) (*ipSet, error) {
 	s := &ipSet{}
 	var errs []error
 	for _, c := range r.CIDRs {
-		if err := s.add(c, exp); err != nil {
+		if err := s.add(c, r.Expiry); err != nil {
 			errs = append(errs, fmt.Errorf("ip-rules/%s: %q: %w", r.ID, c, err))
 		}
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/google/cel-go/ext"
 	"github.com/google/cel-go/interpreter"
 
+	"github.com/api-gateway/api-gateway/ir"
 	"github.com/api-gateway/api-gateway/model"
 )
 
@@ -80,6 +81,9 @@ type compiledRule struct {
 type compiledPolicy struct {
 	id    string
 	rules []compiledRule
+	// src is what it was compiled from (the memo's key: a policy whose rules are the same
+	// is not compiled again).
+	src []ir.PolicyRule
 }
 
 // compileRule compiles one expression; the error is fit for a field error.
@@ -104,8 +108,8 @@ func compileRule(expr string) (cel.Program, error) {
 	return env.Program(ast, cel.EvalOptions(cel.OptOptimize), cel.CostLimit(maxRuleCost))
 }
 
-func compilePolicy(p *model.Policy) (*compiledPolicy, model.FieldErrors) {
-	cp := &compiledPolicy{id: p.ID}
+func compilePolicy(p *ir.Policy) (*compiledPolicy, model.FieldErrors) {
+	cp := &compiledPolicy{id: p.ID, src: p.Rules}
 	var errs model.FieldErrors
 	for i, r := range p.Rules {
 		name := r.Name
@@ -120,7 +124,7 @@ func compilePolicy(p *model.Policy) (*compiledPolicy, model.FieldErrors) {
 			cp.rules = append(cp.rules, compiledRule{name: name, deny: true, status: 500, message: "security policy is invalid"})
 			continue
 		}
-		cr := compiledRule{name: name, prg: prg, deny: r.Action != "allow", status: r.Status, message: r.Message}
+		cr := compiledRule{name: name, prg: prg, deny: r.Deny, status: r.Status, message: r.Message}
 		if cr.status == 0 {
 			cr.status = 403
 		}
@@ -129,14 +133,17 @@ func compilePolicy(p *model.Policy) (*compiledPolicy, model.FieldErrors) {
 	return cp, errs
 }
 
-// ValidatePolicy compiles a policy's CEL rules; register it with the management API
-// (a.api.AddValidator(model.KindPolicies, extauthz.ValidatePolicy)).
+// ValidatePolicy compiles a policy's CEL rules (part of Engine.CheckObject).
 func ValidatePolicy(obj model.Object, _ *model.Snapshot) model.FieldErrors {
 	p, ok := obj.(*model.Policy)
 	if !ok {
 		return nil
 	}
-	_, errs := compilePolicy(p)
+	ip := &ir.Policy{ID: p.ID}
+	for _, r := range p.Rules {
+		ip.Rules = append(ip.Rules, ir.PolicyRule{Expression: r.Expression})
+	}
+	_, errs := compilePolicy(ip)
 	return errs
 }
 

@@ -3,11 +3,13 @@ package extauthz
 import (
 	"context"
 	"fmt"
-	"sort"
-	"strings"
+	"slices"
 	"time"
 
+	"github.com/api-gateway/api-gateway/internal/pipeline"
+	"github.com/api-gateway/api-gateway/ir"
 	"github.com/api-gateway/api-gateway/model"
+	"github.com/api-gateway/api-gateway/translate"
 	"github.com/api-gateway/api-gateway/waf"
 )
 
@@ -74,28 +76,44 @@ type buildResult struct {
 	t       *tables
 	sources map[string]*keySource
 	wafs    []*waf.WAF
+	// policies are the compiled policies by id, the memo of the next build.
+	policies map[string]*compiledPolicy
 }
 
+// build translates snap (the one reading of the model, translate) and compiles it: the
+// engine's own Prepare, for a caller without a pipeline.
 func (e *Engine) build(snap *model.Snapshot) (*buildResult, error) {
-	now := e.now()
-	auth := &model.AuthSettings{}
-	var globalWAF *model.WAFSettings
-	if snap.Settings != nil {
-		if snap.Settings.Auth != nil {
-			auth = snap.Settings.Auth
-		}
-		globalWAF = snap.Settings.WAF
+	cfg, err := translate.NewTranslator(translate.Options{Now: e.now}).Translate(snap)
+	if err != nil {
+		return nil, err
 	}
-	t := &tables{rev: snap.Revision, routes: make(map[string]*routePolicy, len(snap.Routes)),
+	return e.buildIR(cfg, snap)
+}
+
+// buildIR compiles a revision's IR into tables: IP sets, CEL programs, WAF handles, key
+// tables. It decides nothing about a route that the IR states (translate does): the
+// snapshot is read for the raw objects only (API keys, tenants, JWT issuers, introspection).
+// A policy whose rules did not change since the last build is not compiled again.
+func (e *Engine) buildIR(cfg *ir.Config, snap *model.Snapshot) (*buildResult, error) {
+	e.buildMu.Lock()
+	defer e.buildMu.Unlock()
+	az := cfg.Authz
+	if az == nil {
+		return nil, fmt.Errorf("revision %d: the configuration has no ext_authz part", cfg.Revision)
+	}
+	auth := &model.AuthSettings{}
+	if snap.Settings != nil && snap.Settings.Auth != nil {
+		auth = snap.Settings.Auth
+	}
+	t := &tables{rev: snap.Revision, routes: make(map[string]*routePolicy, len(az.Routes)),
 		keys: make(map[string]*keyEntry, len(snap.APIKeys)), tenants: map[string]*model.Tenant{},
-		issuers: map[string]*issuer{}, keepCreds: auth.KeepCredentials, trustedHops: auth.TrustedProxyHops,
-		maxToken: auth.MaxTokenBytes}
-	hdr := auth.IdentityHeaderNames() // the names the translator strips from clients' requests
-	t.hdrUser, t.hdrTenant, t.hdrKey, t.hdrScopes = hdr["user_id"], hdr["tenant_id"], hdr["api_key_id"], hdr["scopes"]
+		issuers: map[string]*issuer{}, keepCreds: az.KeepCredentials, trustedHops: az.TrustedProxyHops,
+		maxToken: az.MaxTokenBytes}
+	t.hdrUser, t.hdrTenant, t.hdrKey, t.hdrScopes = az.Identity.UserID, az.Identity.TenantID, az.Identity.APIKeyID, az.Identity.Scopes
 	if t.maxToken <= 0 {
 		t.maxToken = defaultMaxTokenBytes
 	}
-	res := &buildResult{t: t, sources: map[string]*keySource{}}
+	res := &buildResult{t: t, sources: map[string]*keySource{}, policies: make(map[string]*compiledPolicy, len(az.Policies))}
 
 	// Issuers: settings first, then the environment's default issuer unless already listed.
 	iss := append([]model.JWTIssuer(nil), auth.JWTIssuers...)
@@ -134,161 +152,71 @@ func (e *Engine) build(snap *model.Snapshot) (*buildResult, error) {
 		t.tenants[tn.ID] = tn
 	}
 
-	// IP rules.
-	var global ipPolicy
-	perRoute := map[string]*ipPolicy{}
-	byID := map[string]*model.IPRule{}
+	// IP rules: the global ones merged into one shared policy, the others one set each.
+	global := &ipPolicy{}
+	rules := make(map[string]*ir.IPRule, len(az.IPRules))
 	sets := map[string]*ipSet{}
-	for _, r := range snap.IPRules {
-		s, err := ruleSet(r, now)
+	for _, r := range az.IPRules {
+		s, err := ruleSet(r)
 		if err != nil {
 			// The entries that parse still apply; an allow rule left with none allows no one.
 			e.log.Warn("ip rule entries left out", "ip_rule", r.ID, "error", err.Error())
 		}
-		if s == nil {
-			continue // expired
-		}
-		byID[r.ID], sets[r.ID] = r, s
-		if len(r.Routes) == 0 {
-			global.add(r.Action, s)
+		if r.Global {
+			global.addMerged(r.Deny, s)
 			continue
 		}
-		for _, rid := range r.Routes {
-			p := perRoute[rid]
-			if p == nil {
-				p = &ipPolicy{}
-				perRoute[rid] = p
-			}
-			p.add(r.Action, s)
-		}
+		rules[r.ID], sets[r.ID] = r, s
 	}
 
-	// Policies, compiled once each.
-	compiled := map[string]*compiledPolicy{}
-	var globalPolicies []*model.Policy
-	routePolicies := map[string][]*model.Policy{}
-	for _, p := range snap.Policies {
-		if p.Disabled {
-			continue
-		}
-		cp, errs := compilePolicy(p)
-		if len(errs) > 0 {
-			// Fail closed: a rule that does not compile denies (500) on the routes it covers
-			// (compilePolicy keeps it in its place as a denying rule).
-			e.log.Error("policy has rules that do not compile; they deny until fixed", "policy", p.ID, "error", errs.Error())
-		}
-		compiled[p.ID] = cp
-		if len(p.Rules) == 0 {
-			cp.rules = nil
-		}
-		if len(p.Routes) == 0 {
-			globalPolicies = append(globalPolicies, p)
-		}
-		for _, rid := range p.Routes {
-			routePolicies[rid] = append(routePolicies[rid], p)
-		}
-	}
-	byPolicyID := map[string]*model.Policy{}
-	for _, p := range snap.Policies {
-		if !p.Disabled {
-			byPolicyID[p.ID] = p
-		}
+	// Policies, compiled once each, and only when their rules changed.
+	for _, p := range az.Policies {
+		res.policies[p.ID] = e.compiled(p)
 	}
 
-	mk := func(r *model.Route) (*routePolicy, error) {
-		rp := &routePolicy{requireAuth: true, failOpen: auth.FailOpen, dryRun: auth.DryRun}
-		var ra *model.RouteAuth
-		var pols []*model.Policy
-		wafSettings := routeWAFSettings(globalWAF, r)
-		if r != nil {
-			rp.id, rp.tenant, rp.requireAuth = r.ID, r.Tenant, r.AuthRequired()
-			ra = r.Auth
-		}
-		// IP: global rules, rules naming the route, rules the route names.
-		rp.ip.deny = append(rp.ip.deny, global.deny...)
-		rp.ip.allow = append(rp.ip.allow, global.allow...)
-		if r != nil {
-			if p := perRoute[r.ID]; p != nil {
-				rp.ip.deny = append(rp.ip.deny, p.deny...)
-				rp.ip.allow = append(rp.ip.allow, p.allow...)
+	mk := func(ra *ir.RouteAuthz) (*routePolicy, error) {
+		rp := &routePolicy{id: ra.RouteID, tenant: ra.Tenant, requireAuth: ra.RequireAuth, failOpen: ra.FailOpen,
+			dryRun: ra.DryRun, scopes: ra.Scopes, roles: ra.Roles, audiences: ra.Audiences, tenantHeader: ra.TenantHeader}
+		for _, m := range ra.Methods {
+			switch m {
+			case ir.MethodJWT:
+				rp.methods |= allowJWT
+			case ir.MethodAPIKey:
+				rp.methods |= allowAPIKey
+			case ir.MethodIntrospection:
+				rp.methods |= allowIntrospection
 			}
 		}
-		seen := map[string]bool{}
-		if ra != nil {
-			rp.failOpen = rp.failOpen || ra.FailOpen
-			rp.dryRun = rp.dryRun || ra.DryRun
-			for _, m := range ra.Methods {
-				switch m {
-				case "jwt":
-					rp.methods |= allowJWT
-				case "api_key":
-					rp.methods |= allowAPIKey
-				case "introspection":
-					rp.methods |= allowIntrospection
-				}
-			}
-			rp.scopes, rp.roles, rp.audiences = ra.Scopes, ra.Roles, ra.Audience
-			if len(ra.Issuers) > 0 {
-				rp.issuers = map[string]bool{}
-				for _, i := range ra.Issuers {
-					rp.issuers[i] = true
-				}
-			}
-			rp.tenantHeader = strings.ToLower(ra.TenantHeader)
-			for c, h := range ra.ClaimsToHeaders {
-				rp.claims = append(rp.claims, claimHeader{claim: c, header: strings.ToLower(h)})
-			}
-			sort.Slice(rp.claims, func(i, j int) bool { return rp.claims[i].claim < rp.claims[j].claim })
-			for _, id := range ra.IPRules {
-				r, s := byID[id], sets[id]
-				if r == nil {
-					continue // unknown or expired: nothing to enforce
-				}
-				if len(r.Routes) == 0 {
-					continue // already global
-				}
-				rp.ip.add(r.Action, s)
-			}
-			for _, id := range ra.Policies {
-				if p := byPolicyID[id]; p != nil && !seen[id] {
-					seen[id] = true
-					pols = append(pols, p)
-				}
+		if len(ra.Issuers) > 0 {
+			rp.issuers = make(map[string]bool, len(ra.Issuers))
+			for _, i := range ra.Issuers {
+				rp.issuers[i] = true
 			}
 		}
-		if r != nil {
-			for _, p := range routePolicies[r.ID] {
-				if !seen[p.ID] {
-					seen[p.ID] = true
-					pols = append(pols, p)
-				}
+		for _, c := range ra.ClaimsToHeaders {
+			rp.claims = append(rp.claims, claimHeader{claim: c.Claim, header: c.Header})
+		}
+		rp.ip.global = global
+		for _, id := range ra.IPRules {
+			if r := rules[id]; r != nil {
+				rp.ip.add(r.Deny, sets[id])
 			}
 		}
-		for _, p := range globalPolicies {
-			if !seen[p.ID] {
-				seen[p.ID] = true
-				pols = append(pols, p)
-			}
-		}
-		for _, p := range pols {
-			addCountries(&rp.geo.allow, p.AllowCountries)
-			addCountries(&rp.geo.deny, p.DenyCountries)
-			if cp := compiled[p.ID]; cp != nil && len(cp.rules) > 0 {
+		addCountries(&rp.geo.allow, ra.GeoAllow)
+		addCountries(&rp.geo.deny, ra.GeoDeny)
+		for _, id := range ra.Policies {
+			if cp := res.policies[id]; cp != nil && len(cp.rules) > 0 {
 				rp.policies = append(rp.policies, cp)
 			}
 		}
-		if wafSettings != nil && wafSettings.GeoblockingEnabled {
-			addCountries(&rp.geo.deny, wafSettings.BlockedCountries)
-		}
-		var md map[string]string
-		if r != nil {
-			md = r.Metadata
-		}
-		rp.celRoute = routeVars(rp.id, rp.tenant, md)
-		if e.wafs != nil && wafSettings.IsEnabled() {
-			rid := wafRouteID(r)
-			rw, err := e.wafs.ForRoute(rid, wafSettings)
-			if err != nil && ownWAF(r) {
+		rp.celRoute = routeVars(rp.id, rp.tenant, ra.Metadata)
+		if e.wafs != nil && ra.WAF != nil {
+			rid := ra.RouteID
+			if rid == "" {
+				rid = "_default"
+			}
+			rw, err := e.wafs.ForRoute(rid, wafSettings(ra.WAF))
+			if err != nil && ra.OwnWAF {
 				// Fail closed, for this route only: a route whose own rules do not compile
 				// (stored around the API's check, or by another version) denies every
 				// request instead of refusing the revision every other object is in.
@@ -306,27 +234,50 @@ func (e *Engine) build(snap *model.Snapshot) (*buildResult, error) {
 		}
 		return rp, nil
 	}
-	for _, r := range snap.Routes {
-		rp, err := mk(r)
+	for _, ra := range az.Routes {
+		rp, err := mk(ra)
 		if err != nil {
 			return nil, err
 		}
-		t.routes[r.ID] = rp
+		t.routes[ra.RouteID] = rp
 	}
-	def, err := mk(nil)
+	def := az.Default
+	if def == nil {
+		def = &ir.RouteAuthz{RequireAuth: true}
+	}
+	rp, err := mk(def)
 	if err != nil {
 		return nil, err
 	}
-	t.def = def
+	t.def = rp
+	e.policies = res.policies
 	return res, nil
 }
 
-// routeWAFSettings is the WAF of route r (nil: the default policy): its own, else the global one.
-func routeWAFSettings(global *model.WAFSettings, r *model.Route) *model.WAFSettings {
-	if ownWAF(r) {
-		return r.WAF
+// compiled returns policy p compiled: the previous build's when its rules are the same.
+// Called with buildMu held.
+func (e *Engine) compiled(p *ir.Policy) *compiledPolicy {
+	if cp := e.policies[p.ID]; cp != nil && slices.Equal(cp.src, p.Rules) {
+		return cp
 	}
-	return global
+	e.policyCompiles.Add(1)
+	cp, errs := compilePolicy(p)
+	if len(errs) > 0 {
+		// Fail closed: a rule that does not compile denies (500) on the routes it covers
+		// (compilePolicy keeps it in its place as a denying rule).
+		e.log.Error("policy has rules that do not compile; they deny until fixed", "policy", p.ID, "error", errs.Error())
+	}
+	return cp
+}
+
+// wafSettings is the model's form of an effective WAF, as the waf package reads it.
+func wafSettings(w *ir.WAF) *model.WAFSettings {
+	on := true
+	return &model.WAFSettings{Enabled: &on, Mode: w.Mode, ParanoiaLevel: w.ParanoiaLevel, AnomalyThreshold: w.AnomalyThreshold,
+		MaxRequestBodySize: w.MaxRequestBodySize, CheckTimeout: model.Duration(w.CheckTimeout), MaxHeaderSize: w.MaxHeaderSize,
+		ExcludeRules: w.ExcludeRules, CustomRules: w.CustomRules, CustomRulesAfterCRS: w.CustomRulesAfterCRS,
+		BlockMaliciousIPs: w.BlockMaliciousIPs, MaliciousIPThreshold: w.MaliciousIPThreshold,
+		MaliciousIPWindow: model.Duration(w.MaliciousIPWindow), MaliciousIPBanDuration: model.Duration(w.MaliciousIPBanDuration)}
 }
 
 // ownWAF tells whether route r has WAF settings of its own (not the global ones).
@@ -342,33 +293,49 @@ func wafRouteID(r *model.Route) string {
 
 func wafError(rid string, err error) error { return fmt.Errorf("route %q: waf: %w", rid, err) }
 
-// CheckRevision is the engine's pipeline check (pipeline.Checker; Check is the
-// authorization service's): it refuses what Prepare refuses, a global WAF (settings.waf)
-// that does not compile (compiled WAFs are cached by the registry; a route's own WAF that
-// does not compile only makes that route deny), without what only serving needs: compiling
-// every CEL policy, building the key and IP tables, and logging the entries those leave
-// out. The API runs it on every write; Prepare's full build cost each write a compile of
-// every policy and repeated each left-out entry's warning.
-func (e *Engine) CheckRevision(_ context.Context, snap *model.Snapshot) error {
+// CheckRevision is the engine's pipeline check (pipeline.RevisionChecker; Check is the
+// authorization service's): it refuses what PrepareRevision refuses, a global WAF
+// (settings.waf) that does not compile (compiled WAFs are cached by the registry; a route's
+// own WAF that does not compile only makes that route deny), without what only serving
+// needs: compiling every CEL policy, building the key and IP tables, and logging the entries
+// those leave out. The API runs it on every write.
+func (e *Engine) CheckRevision(_ context.Context, rev *pipeline.Revision) error {
+	return e.checkIR(rev.IR)
+}
+
+// CheckSnapshot is CheckRevision for a caller without a pipeline: it translates snap first.
+func (e *Engine) CheckSnapshot(_ context.Context, snap *model.Snapshot) error {
 	if e.wafs == nil || snap.Settings == nil || !snap.Settings.WAF.IsEnabled() {
+		return nil // no global WAF: nothing to refuse, nothing to translate
+	}
+	cfg, err := translate.NewTranslator(translate.Options{Now: e.now}).Translate(snap)
+	if err != nil {
+		return err
+	}
+	return e.checkIR(cfg)
+}
+
+func (e *Engine) checkIR(cfg *ir.Config) error {
+	az := cfg.Authz
+	if e.wafs == nil || az == nil || az.Default == nil || az.Default.WAF == nil {
 		return nil
 	}
-	if _, err := e.wafs.Get(snap.Settings.WAF); err != nil {
+	if _, err := e.wafs.Get(wafSettings(az.Default.WAF)); err != nil {
 		// Prepare meets the global WAF first on the first route without a WAF of its own.
-		for _, r := range snap.Routes {
-			if !ownWAF(r) {
-				return wafError(wafRouteID(r), err)
+		for _, ra := range az.Routes {
+			if ra.WAF != nil && !ra.OwnWAF {
+				return wafError(ra.RouteID, err)
 			}
 		}
-		return wafError(wafRouteID(nil), err)
+		return wafError("_default", err)
 	}
 	return nil
 }
 
-func (p *ipPolicy) add(action string, s *ipSet) {
-	if action == "allow" {
-		p.allow = append(p.allow, s)
-	} else {
+func (p *ipPolicy) add(deny bool, s *ipSet) {
+	if deny {
 		p.deny = append(p.deny, s)
+	} else {
+		p.allow = append(p.allow, s)
 	}
 }

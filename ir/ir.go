@@ -1,5 +1,7 @@
-// Package ir is the gateway's small intermediate representation of Envoy configuration:
-// what translate produces from the model and what the envoy builders turn into protos.
+// Package ir is the gateway's small intermediate representation: what translate produces
+// from the model, once per revision, and what every consumer compiles: the envoy builders
+// (routes, clusters, listeners), ext_authz (AuthzConfig: each route's settings resolved, the
+// global IP rules and policies held once) and the rate-limit service (RateLimitConfig).
 // It imports neither REST nor Envoy types. Every type has a Validate method; a Config whose
 // parts validate can be built into Envoy resources without further checks of the model.
 package ir
@@ -53,6 +55,18 @@ type Config struct {
 	RouteErrors map[string]string
 	// Routes lists the ids of the routes that were translated (sorted).
 	Routes []string
+	// Authz is what ext_authz compiles: each translated route's settings and the sets every
+	// route shares (nil only in a Config written by hand).
+	Authz *AuthzConfig
+	// RateLimit is what the rate-limit service compiles.
+	RateLimit RateLimitConfig
+}
+
+// RateLimitConfig holds every rate-limit domain served and the objects left out of them
+// (one line each, naming the object).
+type RateLimitConfig struct {
+	Domains  []RateLimitDomain
+	Problems []string
 }
 
 // Listener is an HTTP listener address.
@@ -348,6 +362,9 @@ func (c *Config) Validate() error {
 		if s.Name == "" || !clusters[s.Cluster] {
 			errs = append(errs, fmt.Errorf("service host %q: cluster %q does not exist", s.Name, s.Cluster))
 		}
+	}
+	if err := c.Authz.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("authz: %w", err))
 	}
 	return errors.Join(errs...)
 }

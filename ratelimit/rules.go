@@ -100,6 +100,32 @@ func BuildRules(snap *model.Snapshot) (*Rules, error) {
 	return r, errors.Join(errs...)
 }
 
+// BuildRulesFromIR compiles the rate-limit part of a revision's IR (the pipeline translates
+// the model once for every consumer): its domains, and the problems translation found.
+func BuildRulesFromIR(cfg *ir.Config) (*Rules, error) {
+	var errs []error
+	for _, p := range cfg.RateLimit.Problems {
+		errs = append(errs, errors.New(p))
+	}
+	r, err := BuildRulesFromDomains(cfg.Revision, cfg.RateLimit.Domains)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	// Envoy sends one descriptor per policy applied to a route (its own and the global
+	// ones), and the service refuses a request of more than MaxDescriptors, on which Envoy
+	// fails open: such a route would not be limited at all. Say so.
+	seen := map[string]bool{}
+	for _, vh := range cfg.VirtualHosts {
+		for _, route := range vh.Routes {
+			if n := len(route.RateLimits); n > MaxDescriptors && !seen[route.RouteID] {
+				seen[route.RouteID] = true
+				errs = append(errs, fmt.Errorf("routes/%s: %d rate limits apply (its policies and limits, and the global ones); the rate-limit service accepts at most %d per request and fails open beyond: none of them limits this route", route.RouteID, n, MaxDescriptors))
+			}
+		}
+	}
+	return r, errors.Join(errs...)
+}
+
 // BuildRulesFromDomains compiles IR domains.
 func BuildRulesFromDomains(revision uint64, domains []ir.RateLimitDomain) (*Rules, error) {
 	r := &Rules{Revision: revision, domains: map[string]*rnode{}}

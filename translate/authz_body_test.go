@@ -29,7 +29,7 @@ func TestAuthzBodyAndTimeoutFollowWAF(t *testing.T) {
 		{"no waf", nil, false, 0, 0},
 	} {
 		r := &model.Route{ID: "r", RequireAuth: boolPtr(true), WAF: c.waf}
-		a := authz(r, snap, time.Time{})
+		a := newInputs(snap, time.Time{}).authz(r)
 		if a.WithBody != c.body || a.MaxBodyBytes != c.bytes || a.Timeout != c.timeout {
 			t.Errorf("%s: body %v %d timeout %s, want %v %d %s", c.name, a.WithBody, a.MaxBodyBytes, a.Timeout, c.body, c.bytes, c.timeout)
 		}

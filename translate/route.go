@@ -11,26 +11,82 @@ import (
 	"github.com/api-gateway/api-gateway/model"
 )
 
+// routePart is the memoized part of a route's translation: everything but its clusters
+// (which hold the instances of the services it targets: a heartbeat changes those only).
+type routePart struct {
+	key         string
+	validateErr error
+	condErr     error
+	routes      []*ir.Route
+	auth        *ir.RouteAuthz
+}
+
+// clusterPart is a route's memoized clusters: they read the route and the serving instances
+// of the services it targets (key: their revisions), nothing else.
+type clusterPart struct {
+	key      string
+	clusters []*ir.Cluster
+	err      error
+}
+
 // translateRoute turns one model route into its Envoy routes (one per condition) and the
 // clusters of its targets.
-func translateRoute(r *model.Route, snap *model.Snapshot, idx *index) ([]*ir.Route, []*ir.Cluster, error) {
-	if errs := r.Validate(); len(errs) > 0 {
-		return nil, nil, fmt.Errorf("invalid route: %s", errs.Error())
+func translateRoute(r *model.Route, idx *index, in *inputs) ([]*ir.Route, []*ir.Cluster, error) {
+	part := translateRoutePart(r, in)
+	return finishRoute(part, func() ([]*ir.Cluster, error) {
+		clusters, _, err := routeClusters(r, idx)
+		return clusters, err
+	})
+}
+
+// finishRoute adds the clusters to a route part; the errors come in the order a whole
+// translation meets them: the route's own checks, its targets, its conditions.
+func finishRoute(part *routePart, clustersOf func() ([]*ir.Cluster, error)) ([]*ir.Route, []*ir.Cluster, error) {
+	if part.validateErr != nil {
+		return nil, nil, part.validateErr
 	}
-	clusters, backends, err := routeClusters(r, idx)
+	clusters, err := clustersOf()
 	if err != nil {
 		return nil, nil, err
+	}
+	if part.condErr != nil {
+		return nil, nil, part.condErr
+	}
+	return part.routes, clusters, nil
+}
+
+// routeBackends are the weighted clusters of a route's targets in rotation (routeClusters
+// names the same clusters, one per target).
+func routeBackends(r *model.Route) []ir.Backend {
+	var backends []ir.Backend
+	for i := range r.Targets {
+		t := &r.Targets[i]
+		if w := t.EffectiveWeight(); w > 0 && (t.Healthy == nil || *t.Healthy) {
+			backends = append(backends, ir.Backend{Cluster: ClusterName(r.ID, i), Weight: uint32(w)})
+		}
+	}
+	return backends
+}
+
+// translateRoutePart translates everything of a route but its clusters. It reads the route
+// and in, nothing else: its memo key (inputs.routeKey) names every input it reads.
+func translateRoutePart(r *model.Route, in *inputs) *routePart {
+	part := &routePart{}
+	if errs := r.Validate(); len(errs) > 0 {
+		part.validateErr = fmt.Errorf("invalid route: %s", errs.Error())
+		return part
 	}
 	tmpl := ir.Route{
 		RouteID:      r.ID,
 		Tenant:       r.Tenant,
-		Backends:     backends,
+		Backends:     routeBackends(r),
 		HashSourceIP: r.LoadBalance == "ip_hash",
 		Timeout:      r.Timeout.D(),
 		Retry:        retry(r),
-		Authz:        authz(r, snap, idx.now),
-		RateLimits:   RouteRateLimits(r, snap),
+		Authz:        in.authz(r),
+		RateLimits:   RouteRateLimits(r, in.snap),
 	}
+	part.auth = in.routeAuthz(r)
 	if rw := r.Rewrite; rw != nil {
 		tmpl.PrefixRewrite = rw.Prefix
 		if rw.Regex != "" {
@@ -42,7 +98,7 @@ func translateRoute(r *model.Route, snap *model.Snapshot, idx *index) ([]*ir.Rou
 	if !tmpl.Authz.Enabled {
 		// Without ext_authz nothing overwrites the identity headers upstreams trust: a client
 		// must not be able to send its own x-user-id.
-		tmpl.RequestHeaders.Remove = mergeSorted(tmpl.RequestHeaders.Remove, IdentityHeaders(r, snap))
+		tmpl.RequestHeaders.Remove = mergeSorted(tmpl.RequestHeaders.Remove, in.routeIdentityHeaders(r))
 	}
 	tmpl.ResponseHeaders = headerOps(r.ResponseHeaders)
 	if s := r.StickySession; s != nil {
@@ -58,7 +114,8 @@ func translateRoute(r *model.Route, snap *model.Snapshot, idx *index) ([]*ir.Rou
 	for i := range r.Conditions {
 		m, err := MatchOf(&r.Conditions[i])
 		if err != nil {
-			return nil, nil, fmt.Errorf("conditions[%d]: %w", i, err)
+			part.condErr = fmt.Errorf("conditions[%d]: %w", i, err)
+			return part
 		}
 		rt := tmpl
 		rt.Match = m
@@ -66,12 +123,16 @@ func translateRoute(r *model.Route, snap *model.Snapshot, idx *index) ([]*ir.Rou
 		if i > 0 {
 			rt.Name = fmt.Sprintf("%s/%d", r.ID, i)
 		}
-		if err := rt.Validate(); err != nil {
-			return nil, nil, fmt.Errorf("conditions[%d]: %w", i, err)
+		if len(rt.Backends) > 0 { // none: routeClusters reports it first
+			if err := rt.Validate(); err != nil {
+				part.condErr = fmt.Errorf("conditions[%d]: %w", i, err)
+				return part
+			}
 		}
 		routes = append(routes, &rt)
 	}
-	return routes, clusters, nil
+	part.routes = routes
+	return part
 }
 
 // MatchOf converts one condition.
@@ -311,9 +372,10 @@ func headerOps(h *model.HeaderOps) ir.HeaderOps {
 
 // EffectiveWAF returns the WAF settings in force for a route: its own, else the global ones.
 func EffectiveWAF(r *model.Route, snap *model.Snapshot) *model.WAFSettings {
-	if r.WAF != nil {
-		return r.WAF
-	}
+	return (&inputs{globalWAF: globalWAF(snap)}).effectiveWAF(r)
+}
+
+func globalWAF(snap *model.Snapshot) *model.WAFSettings {
 	if snap.Settings != nil {
 		return snap.Settings.WAF
 	}
@@ -321,46 +383,21 @@ func EffectiveWAF(r *model.Route, snap *model.Snapshot) *model.WAFSettings {
 }
 
 // NeedsAuthz reports whether ext_authz must see the route's requests: a credential is
-// required, or a WAF, geoblocking, an IP rule, a policy or a tenant rule applies to it.
+// required, or a WAF, geoblocking, an IP rule in force at now, a policy or a tenant rule
+// applies to it.
 func NeedsAuthz(r *model.Route, snap *model.Snapshot, now time.Time) bool {
-	if r.AuthRequired() || r.Tenant != "" {
-		return true
-	}
-	if w := EffectiveWAF(r, snap); w.IsEnabled() || (w != nil && w.GeoblockingEnabled) {
-		return true
-	}
-	if a := r.Auth; a != nil && (len(a.IPRules) > 0 || len(a.Policies) > 0 || a.TenantHeader != "") {
-		return true
-	}
-	for _, ip := range snap.IPRules {
-		// An IP rule that expired before this translation (a WAF ban of yesterday) is skipped
-		// by ext_authz too: it must not keep ext_authz on for a public route. A zero now
-		// counts every rule (the conservative answer); a rule expiring later keeps ext_authz
-		// on until the next revision, which ext_authz then skips.
-		if ip.ExpiresAt != nil && !now.IsZero() && !ip.ExpiresAt.After(now) {
-			continue
-		}
-		if len(ip.Routes) == 0 || containsStr(ip.Routes, r.ID) {
-			return true
-		}
-	}
-	for _, p := range snap.Policies {
-		if !p.Disabled && (len(p.Routes) == 0 || containsStr(p.Routes, r.ID)) {
-			return true
-		}
-	}
-	return false
+	return newInputs(snap, now).needsAuthz(r)
 }
 
-func authz(r *model.Route, snap *model.Snapshot, now time.Time) ir.Authz {
-	if !NeedsAuthz(r, snap, now) {
+func (in *inputs) authz(r *model.Route) ir.Authz {
+	if !in.needsAuthz(r) {
 		return ir.Authz{}
 	}
 	a := ir.Authz{Enabled: true, ContextExtensions: map[string]string{ir.ExtAuthzRouteIDKey: r.ID}}
 	if r.Tenant != "" {
 		a.ContextExtensions[ir.ExtAuthzTenantKey] = r.Tenant
 	}
-	if w := EffectiveWAF(r, snap); w.IsEnabled() {
+	if w := in.effectiveWAF(r); w.IsEnabled() {
 		// Envoy buffers exactly what the WAF inspects: the whole body up to the WAF's own
 		// max_request_body_size, and refuses a larger one with 413 (allow_partial_message
 		// false, envoy/httpfilters.go). A smaller buffer would hand the WAF a cut body: an
@@ -392,16 +429,15 @@ func containsStr(list []string, s string) bool {
 // IdentityHeaders lists, sorted and lowercase, the headers that carry a verified identity to
 // upstreams on this route: the identity headers and the targets of claims_to_headers.
 func IdentityHeaders(r *model.Route, snap *model.Snapshot) []string {
-	var names []string
-	var auth *model.AuthSettings
-	if snap.Settings != nil {
-		auth = snap.Settings.Auth
+	in := &inputs{auth: &model.AuthSettings{}}
+	if snap.Settings != nil && snap.Settings.Auth != nil {
+		in.auth = snap.Settings.Auth
 	}
-	for _, name := range auth.IdentityHeaderNames() {
-		if name != "" {
-			names = append(names, name)
-		}
-	}
+	return in.routeIdentityHeaders(r)
+}
+
+func (in *inputs) routeIdentityHeaders(r *model.Route) []string {
+	names := in.identityHeaders().Names()
 	if r.Auth != nil {
 		for _, h := range r.Auth.ClaimsToHeaders {
 			names = append(names, strings.ToLower(h))

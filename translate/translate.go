@@ -37,6 +37,39 @@ const ListenerName = "http"
 // Translate turns the snapshot into the IR. The error is about the options only; route
 // problems are in Config.RouteErrors.
 func Translate(snap *model.Snapshot, o Options) (*ir.Config, error) {
+	return NewTranslator(o).Translate(snap)
+}
+
+// Translator translates revisions one after another, reusing the translation of every route
+// whose inputs did not change (the memo key, inputs.routeKey, names the route's revision and
+// every other object or derived fact its translation reads). A WAF ban changes the global IP
+// set, not whether one exists; a heartbeat changes a service's instances, which only clusters
+// hold: neither translates a route again. Not safe for concurrent use.
+type Translator struct {
+	opts     Options
+	memo     map[string]*routePart   // by route id: the last translation of each route
+	clusters map[string]*clusterPart // by route id: the last clusters of each route
+	stats    Stats
+}
+
+// Stats count route translations since the Translator was made.
+type Stats struct {
+	// Translated routes (their memo entry was missing or stale) and Reused ones.
+	Translated uint64
+	Reused     uint64
+}
+
+// NewTranslator returns a Translator with an empty memo.
+func NewTranslator(o Options) *Translator {
+	return &Translator{opts: o, memo: map[string]*routePart{}, clusters: map[string]*clusterPart{}}
+}
+
+// Stats returns the counts so far.
+func (t *Translator) Stats() Stats { return t.stats }
+
+// Translate turns the snapshot into the IR (see the package Translate).
+func (t *Translator) Translate(snap *model.Snapshot) (*ir.Config, error) {
+	o := t.opts
 	cfg, err := base(snap, o)
 	if err != nil {
 		return nil, err
@@ -45,11 +78,15 @@ func Translate(snap *model.Snapshot, o Options) (*ir.Config, error) {
 	if o.Now != nil {
 		now = o.Now
 	}
-	t := time.Time{}
-	if len(snap.Routes) > 0 || len(snap.Services) > 0 {
-		t = now()
+	tm := time.Time{}
+	if len(snap.Routes) > 0 || len(snap.Services) > 0 || len(snap.IPRules) > 0 {
+		tm = now()
 	}
-	idx := newIndex(snap, t)
+	idx := newIndex(snap, tm)
+	in := newInputs(snap, tm)
+	cfg.Authz = in.authzConfig()
+	memo := make(map[string]*routePart, len(snap.Routes))
+	clusterMemo := make(map[string]*clusterPart, len(snap.Routes))
 	byHost := map[string][]*ir.Route{}
 	// taken holds every cluster name given out: a name is given once, or the whole revision
 	// would fail validation. The naming (names.go) makes a second claim impossible for ids
@@ -63,10 +100,35 @@ func Translate(snap *model.Snapshot, o Options) (*ir.Config, error) {
 		err := checkNamePart(r.ID)
 		var routes []*ir.Route
 		var clusters []*ir.Cluster
+		var part *routePart
 		if err == nil {
-			routes, clusters, err = translateRoute(r, snap, idx)
+			key, ok := in.routeKey(r)
+			if prev := t.memo[r.ID]; ok && prev != nil && prev.key == key {
+				part = prev
+				t.stats.Reused++
+			} else {
+				part = translateRoutePart(r, in)
+				part.key = key
+				t.stats.Translated++
+			}
+			if ok {
+				memo[r.ID] = part
+			}
+			routes, clusters, err = finishRoute(part, func() ([]*ir.Cluster, error) {
+				key, ok := idx.clusterKey(r)
+				if prev := t.clusters[r.ID]; ok && prev != nil && prev.key == key {
+					clusterMemo[r.ID] = prev
+					return prev.clusters, prev.err
+				}
+				cs, _, err := routeClusters(r, idx)
+				if ok {
+					clusterMemo[r.ID] = &clusterPart{key: key, clusters: cs, err: err}
+				}
+				return cs, err
+			})
 		}
-		for _, h := range routeHosts(r) {
+		hosts := RouteHosts(r)
+		for _, h := range hosts {
 			if err == nil {
 				err = checkHost(h)
 			}
@@ -85,10 +147,12 @@ func Translate(snap *model.Snapshot, o Options) (*ir.Config, error) {
 		}
 		cfg.Routes = append(cfg.Routes, r.ID)
 		cfg.Clusters = append(cfg.Clusters, clusters...)
-		for _, h := range routeHosts(r) {
+		cfg.Authz.Routes = append(cfg.Authz.Routes, part.auth)
+		for _, h := range hosts {
 			byHost[h] = append(byHost[h], routes...)
 		}
 	}
+	t.memo, t.clusters = memo, clusterMemo
 	cfg.VirtualHosts = virtualHosts(byHost)
 	for _, name := range idx.serviceNames {
 		c := serviceCluster(name, idx.instances[name])
@@ -97,13 +161,19 @@ func Translate(snap *model.Snapshot, o Options) (*ir.Config, error) {
 	}
 	sort.Slice(cfg.Clusters, func(i, j int) bool { return cfg.Clusters[i].Name < cfg.Clusters[j].Name })
 	sort.Strings(cfg.Routes)
+	sort.Slice(cfg.Authz.Routes, func(i, j int) bool { return cfg.Authz.Routes[i].RouteID < cfg.Authz.Routes[j].RouteID })
+	domains, errs := RateLimitDomains(snap)
+	cfg.RateLimit.Domains = domains
+	for _, e := range errs {
+		cfg.RateLimit.Problems = append(cfg.RateLimit.Problems, e.Error())
+	}
 	return cfg, nil
 }
 
 // TranslateRoute translates one route against the snapshot (the API's dry run): its Envoy
 // routes (one per condition) and clusters.
 func TranslateRoute(r *model.Route, snap *model.Snapshot, now time.Time) ([]*ir.Route, []*ir.Cluster, error) {
-	return translateRoute(r, snap, newIndex(snap, now))
+	return translateRoute(r, newIndex(snap, now), newInputs(snap, now))
 }
 
 func base(snap *model.Snapshot, o Options) (*ir.Config, error) {
@@ -117,14 +187,20 @@ func base(snap *model.Snapshot, o Options) (*ir.Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listener address: %w", err)
 	}
-	ch, cp, err := splitHostPort(o.ControlPlane)
-	if err != nil {
-		return nil, fmt.Errorf("control plane address: %w", err)
+	var control ir.Address
+	if o.ControlPlane != "" {
+		// Empty: no address (a consumer that reads no address, ext_authz, translates
+		// without one; the Config then fails validation for Envoy).
+		ch, cp, err := splitHostPort(o.ControlPlane)
+		if err != nil {
+			return nil, fmt.Errorf("control plane address: %w", err)
+		}
+		control = ir.Address{Host: ch, Port: cp}
 	}
 	cfg := &ir.Config{
 		Revision:     snap.Revision,
 		Listener:     ir.Listener{Name: ListenerName, Address: lh, Port: lp},
-		ControlPlane: ir.Address{Host: ch, Port: cp},
+		ControlPlane: control,
 		ServiceName:  o.ServiceName,
 		RouteErrors:  map[string]string{},
 	}
@@ -176,6 +252,43 @@ type index struct {
 	serviceNames []string                    // every registered name, sorted
 	known        map[string]bool
 	now          time.Time // the translation's time (zero for a model without routes or services)
+	// serving is each service's serving instances as a memo key part (see clusterKey).
+	serving map[string]string
+}
+
+// clusterKey is the memo key of route r's clusters: the route's revision and, for each
+// service it targets, the revisions of that service's serving instances (an instance that
+// stops serving, by its TTL or health, leaves the list). ok is false when one of them has
+// no revision.
+func (idx *index) clusterKey(r *model.Route) (string, bool) {
+	var k keyWriter
+	k.obj("route:"+r.ID, r.Revision)
+	for i := range r.Targets {
+		name := r.Targets[i].Service
+		if name == "" {
+			continue
+		}
+		fp, ok := idx.serving[name]
+		if !ok {
+			var sk keyWriter
+			for _, s := range idx.instances[name] {
+				sk.obj(s.ID, s.Revision)
+			}
+			fp = sk.b.String()
+			if sk.bad {
+				fp = "\x00bad"
+			}
+			if idx.serving == nil {
+				idx.serving = map[string]string{}
+			}
+			idx.serving[name] = fp
+		}
+		if fp == "\x00bad" {
+			return "", false
+		}
+		k.str("service:" + name + "=" + fp)
+	}
+	return k.b.String(), !k.bad
 }
 
 func newIndex(snap *model.Snapshot, now time.Time) *index {
@@ -200,7 +313,10 @@ func newIndex(snap *model.Snapshot, now time.Time) *index {
 	return idx
 }
 
-func routeHosts(r *model.Route) []string {
+// RouteHosts lists the hosts of route r, lower case, sorted, each once ("*" for a route that
+// names none): the virtual hosts it is translated into. The one reading of a route's hosts
+// (the API's conflict check reads it too).
+func RouteHosts(r *model.Route) []string {
 	if len(r.Hosts) == 0 {
 		return []string{"*"}
 	}

@@ -77,11 +77,20 @@ func offlineAPI() (*manage.API, func(), error) {
 		xs.Close()
 		return nil, nil, err
 	}
-	pipe := pipeline.New(nil, log, xs, pipeline.WithCheck{Consumer: eng, C: eng.CheckRevision})
+	pipe := pipeline.New(nil, log, xs, eng)
+	pipe.SetTranslate(translateOptions(cfg))
 	api := manage.New(manage.Options{Model: pipe, Logger: log})
-	api.AddValidator(model.KindRoutes, xs.ValidateRoute)
-	addAuthzChecks(api, wafs)
+	addConsumerChecks(api, pipe)
 	return api, func() { xs.Close() }, nil
+}
+
+// addConsumerChecks makes the pipeline's consumers' object checks (pipeline.ObjectChecker)
+// the API's validator of every kind: serve and validate run the same checks, from the
+// consumers that would apply the object.
+func addConsumerChecks(api *manage.API, pipe *pipeline.Pipeline) {
+	for _, k := range model.Kinds {
+		api.AddValidator(k, pipe.CheckObject)
+	}
 }
 
 // applyConfigFile applies the declarative file through the API's validation; a bad file stops

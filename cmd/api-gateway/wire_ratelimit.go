@@ -4,7 +4,6 @@ import (
 	"context"
 
 	"github.com/api-gateway/api-gateway/internal/pipeline"
-	"github.com/api-gateway/api-gateway/model"
 	"github.com/api-gateway/api-gateway/ratelimit"
 )
 
@@ -31,15 +30,19 @@ func (a *app) wireRateLimit() error {
 	a.closers = append(a.closers, svc.Close)
 	svc.Register(a.grpc)
 	log := a.log.With("component", "ratelimit")
-	a.pipe.Add(pipeline.WithCheck{Consumer: pipeline.ConsumerFunc{N: "ratelimit", F: func(_ context.Context, snap *model.Snapshot) (func(), error) {
-		rules, err := ratelimit.BuildRules(snap)
+	a.pipe.Add(rateLimitConsumer{pipeline.RevisionFunc{N: "ratelimit", F: func(_ context.Context, rev *pipeline.Revision) (func(), error) {
+		rules, err := ratelimit.BuildRulesFromIR(rev.IR)
 		if err != nil {
 			// Objects that do not build are left out and reported; the rest apply.
-			log.Warn("rate-limit objects left out", "revision", snap.Revision, "error", err.Error())
+			log.Warn("rate-limit objects left out", "revision", rev.IR.Revision, "error", err.Error())
 		}
 		return func() { svc.SetRules(rules) }, nil
-	}}, C: func(context.Context, *model.Snapshot) error {
-		return nil // never refuses (objects that do not build are left out): no build, no warning per write
-	}})
+	}}})
 	return nil
 }
+
+// rateLimitConsumer compiles the revision's rate-limit domains. Its check refuses nothing
+// (objects that do not build are left out and reported): no build, no warning per write.
+type rateLimitConsumer struct{ pipeline.RevisionFunc }
+
+func (rateLimitConsumer) CheckRevision(context.Context, *pipeline.Revision) error { return nil }

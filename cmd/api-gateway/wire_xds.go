@@ -5,7 +5,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/api-gateway/api-gateway/model"
 	"github.com/api-gateway/api-gateway/translate"
 	"github.com/api-gateway/api-gateway/xds/server"
 )
@@ -19,10 +18,16 @@ func (a *app) wireXDS() error {
 		return err
 	}
 	s.Register(a.grpc)
+	// The pipeline translates each revision once, with the addresses xDS serves, for every
+	// consumer (xds, ext_authz, ratelimit).
+	a.pipe.SetTranslate(translateOptions(a.cfg))
 	a.pipe.Add(s)
 	a.api.RouteStatus = s.RouteStatus
 	a.api.Mount("GET /api/v1/management/xds/nodes", s.NodesHandler())
-	a.api.AddValidator(model.KindRoutes, s.ValidateRoute)
+	// The consumers' object checks (xds: routes; ext_authz: CEL policies, WAF rule sets):
+	// one validator the API runs on every write, asking every consumer the pipeline holds
+	// when it runs (validate -f registers the same, offlineAPI).
+	addConsumerChecks(a.api, a.pipe)
 	a.api.SetReady("xds", s.Ready)
 	a.closers = append(a.closers, s.Close)
 	// Cancelling the xDS server's context at shutdown ends every ADS stream, which
@@ -33,14 +38,15 @@ func (a *app) wireXDS() error {
 
 // newXDSServer is the xDS server of cfg (serve, and validate's whole-revision checks).
 func newXDSServer(cfg config, log *slog.Logger, reg prometheus.Registerer) (*server.Server, error) {
-	return server.New(server.Options{
-		Translate: translate.Options{
-			ListenerAddress: cfg.EnvoyListenAddr,
-			ControlPlane:    cfg.XDSAdvertiseAddr,
-			OTLPEndpoint:    cfg.OTLPEndpoint,
-			ServiceName:     cfg.ServiceName,
-		},
-		Logger:     log,
-		Registerer: reg,
-	})
+	return server.New(server.Options{Translate: translateOptions(cfg), Logger: log, Registerer: reg})
+}
+
+// translateOptions are the translation options of cfg: the addresses Envoy is given.
+func translateOptions(cfg config) translate.Options {
+	return translate.Options{
+		ListenerAddress: cfg.EnvoyListenAddr,
+		ControlPlane:    cfg.XDSAdvertiseAddr,
+		OTLPEndpoint:    cfg.OTLPEndpoint,
+		ServiceName:     cfg.ServiceName,
+	}
 }

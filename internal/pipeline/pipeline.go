@@ -8,6 +8,11 @@
 //
 // The API runs Check, the same whole-revision Prepare, on the revision a write would make
 // before storing it, so a revision that cannot apply is refused as a write instead.
+//
+// The model is read once per revision: the pipeline's Translator turns it into one IR
+// (ir.Config) and every RevisionConsumer (xds, ext_authz, the rate-limit service) compiles
+// that same IR. The Translator reuses the translation of each route whose inputs did not
+// change, so a WAF ban or a service heartbeat translates no route.
 package pipeline
 
 import (
@@ -21,9 +26,31 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/api-gateway/api-gateway/ir"
 	"github.com/api-gateway/api-gateway/model"
 	"github.com/api-gateway/api-gateway/store"
+	"github.com/api-gateway/api-gateway/translate"
 )
+
+// Revision is one model revision as the consumers read it: the IR, translated once for all
+// of them, and the snapshot for the raw objects a consumer still reads as stored (API keys,
+// tenants, JWT issuers).
+type Revision struct {
+	Snap *model.Snapshot
+	IR   *ir.Config
+}
+
+// RevisionConsumer is a Consumer fed the revision's IR: the pipeline calls PrepareRevision
+// (and, for a Check, CheckRevision when it is a RevisionChecker) instead of Prepare.
+type RevisionConsumer interface {
+	Consumer
+	PrepareRevision(ctx context.Context, rev *Revision) (commit func(), err error)
+}
+
+// RevisionChecker is Checker for a RevisionConsumer.
+type RevisionChecker interface {
+	CheckRevision(ctx context.Context, rev *Revision) error
+}
 
 // Consumer turns a model snapshot into its own tables.
 type Consumer interface {
@@ -97,6 +124,48 @@ func (c ConsumerFunc) Prepare(ctx context.Context, snap *model.Snapshot) (func()
 	return c.F(ctx, snap)
 }
 
+// ObjectChecker is a consumer's check of one object against the snapshot it would join,
+// before it is stored: what that consumer would refuse or fail to apply, with the fields to
+// fix (xds: the route's translation and Envoy build, conflicts, unknown services; ext_authz:
+// CEL rules, WAF rule sets). The API, dry_run, the YAML file and `validate -f` call the
+// pipeline's CheckObject, which runs every consumer's.
+type ObjectChecker interface {
+	CheckObject(obj model.Object, snap *model.Snapshot) model.FieldErrors
+}
+
+// CheckObject runs every consumer's object check (ObjectChecker) and returns all their
+// problems at once.
+func (p *Pipeline) CheckObject(obj model.Object, snap *model.Snapshot) model.FieldErrors {
+	var errs model.FieldErrors
+	for _, c := range p.consumers {
+		if oc, ok := c.(ObjectChecker); ok {
+			errs = append(errs, oc.CheckObject(obj, snap)...)
+		}
+	}
+	return errs
+}
+
+// RevisionFunc adapts a function of the revision to a RevisionConsumer; C, when set, is its
+// CheckRevision (else a check runs F and drops the commit).
+type RevisionFunc struct {
+	N string
+	F func(ctx context.Context, rev *Revision) (func(), error)
+}
+
+// Name returns N.
+func (c RevisionFunc) Name() string { return c.N }
+
+// Prepare is not called by the pipeline (it calls PrepareRevision): a RevisionFunc reads
+// the pipeline's IR only.
+func (c RevisionFunc) Prepare(context.Context, *model.Snapshot) (func(), error) {
+	return nil, fmt.Errorf("%s: reads the pipeline's translated revision only", c.N)
+}
+
+// PrepareRevision calls F.
+func (c RevisionFunc) PrepareRevision(ctx context.Context, rev *Revision) (func(), error) {
+	return c.F(ctx, rev)
+}
+
 // Pipeline runs the consumers on each revision.
 type Pipeline struct {
 	store     store.Store
@@ -117,6 +186,11 @@ type Pipeline struct {
 	// refused is the newest revision's refusal while no later revision has applied.
 	refused *RefusedError
 	waiters []chan struct{}
+
+	// translator makes the IR of each applied revision (memoized per route, prepMu held);
+	// translate.Options of a check of an unstored revision.
+	translator *translate.Translator
+	topts      translate.Options
 
 	rejected      prometheus.Gauge
 	rejectedTotal prometheus.Counter
@@ -146,6 +220,44 @@ func (p *Pipeline) Register(reg prometheus.Registerer) error {
 
 // Add appends a consumer; call before Run.
 func (p *Pipeline) Add(c Consumer) { p.consumers = append(p.consumers, c) }
+
+// SetTranslate sets the options the IR is translated with (addresses from the environment);
+// call before Run. Without it a RevisionConsumer gets an IR translated with zero options.
+func (p *Pipeline) SetTranslate(o translate.Options) {
+	p.prepMu.Lock()
+	defer p.prepMu.Unlock()
+	p.topts, p.translator = o, translate.NewTranslator(o)
+}
+
+// TranslateStats counts the route translations of the applied revisions (the memo's hits
+// are Reused).
+func (p *Pipeline) TranslateStats() translate.Stats {
+	p.prepMu.Lock()
+	defer p.prepMu.Unlock()
+	if p.translator == nil {
+		return translate.Stats{}
+	}
+	return p.translator.Stats()
+}
+
+// revision translates snap. A stored revision (memo) goes through the memoizing Translator:
+// its objects carry the store's revisions, which name their content. A revision a write
+// would make is translated afresh: its objects' revisions are not the store's yet. Called
+// with prepMu held.
+func (p *Pipeline) revision(snap *model.Snapshot, memo bool) (*Revision, error) {
+	if p.translator == nil {
+		p.translator = translate.NewTranslator(p.topts)
+	}
+	t := p.translator
+	if !memo {
+		t = translate.NewTranslator(p.topts)
+	}
+	cfg, err := t.Translate(snap)
+	if err != nil {
+		return nil, fmt.Errorf("translate: %w", err)
+	}
+	return &Revision{Snap: snap, IR: cfg}, nil
+}
 
 // Sync loads the current revision and applies it now (used at start, before serving).
 func (p *Pipeline) Sync(ctx context.Context) error {
@@ -251,10 +363,22 @@ func sameObjects[T model.Object](a, b []T) bool {
 func (p *Pipeline) prepare(ctx context.Context, snap *model.Snapshot, commit bool) ([]func(), error) {
 	commits := make([]func(), 0, len(p.consumers))
 	var errs []error
+	var rev *Revision
 	for _, c := range p.consumers {
 		var fn func()
 		var err error
-		if ch, ok := c.(Checker); ok && !commit {
+		if rc, ok := c.(RevisionConsumer); ok {
+			if rev == nil {
+				if rev, err = p.revision(snap, commit); err != nil {
+					return nil, err
+				}
+			}
+			if ch, ok := c.(RevisionChecker); ok && !commit {
+				err = ch.CheckRevision(ctx, rev)
+			} else {
+				fn, err = rc.PrepareRevision(ctx, rev)
+			}
+		} else if ch, ok := c.(Checker); ok && !commit {
 			err = ch.Check(ctx, snap)
 		} else {
 			fn, err = c.Prepare(ctx, snap)

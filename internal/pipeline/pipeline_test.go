@@ -182,3 +182,32 @@ func value(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	t.Fatalf("metric %s not registered", name)
 	return 0
 }
+
+// objectChecking is a consumer whose object check refuses objects with its name as id.
+type objectChecking struct{ pipeline.ConsumerFunc }
+
+func (c objectChecking) CheckObject(obj model.Object, _ *model.Snapshot) model.FieldErrors {
+	var errs model.FieldErrors
+	if obj.GetID() == c.N {
+		errs.Add("id", "refused by %s", c.N)
+	}
+	return errs
+}
+
+// CheckObject asks every consumer that checks objects and returns every problem at once.
+func TestCheckObjectAsksEveryConsumer(t *testing.T) {
+	noop := func(context.Context, *model.Snapshot) (func(), error) { return func() {}, nil }
+	p := pipeline.New(nil, slog.New(slog.DiscardHandler),
+		objectChecking{pipeline.ConsumerFunc{N: "a", F: noop}},
+		pipeline.ConsumerFunc{N: "plain", F: noop},
+		objectChecking{pipeline.ConsumerFunc{N: "b", F: noop}})
+	if errs := p.CheckObject(&model.Tenant{ID: "c"}, &model.Snapshot{}); len(errs) != 0 {
+		t.Fatalf("refused: %v", errs)
+	}
+	for _, id := range []string{"a", "b"} {
+		errs := p.CheckObject(&model.Tenant{ID: id}, &model.Snapshot{})
+		if len(errs) != 1 || !strings.Contains(errs.Error(), "refused by "+id) {
+			t.Fatalf("%s: %v", id, errs)
+		}
+	}
+}

@@ -30,6 +30,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/api-gateway/api-gateway/envoy"
+	"github.com/api-gateway/api-gateway/internal/pipeline"
 	"github.com/api-gateway/api-gateway/ir"
 	"github.com/api-gateway/api-gateway/model"
 	"github.com/api-gateway/api-gateway/translate"
@@ -193,6 +194,30 @@ func (s *Server) Check(_ context.Context, snap *model.Snapshot) error {
 	return err
 }
 
+// PrepareRevision is Prepare over the pipeline's IR (pipeline.RevisionConsumer): the model
+// is translated once for every consumer.
+func (s *Server) PrepareRevision(_ context.Context, rev *pipeline.Revision) (func(), error) {
+	start := time.Now()
+	p, err := s.buildIR(rev.Snap.Revision, rev.IR)
+	if err != nil {
+		return nil, err
+	}
+	s.m.build.Observe(time.Since(start).Seconds())
+	return func() { s.publish(p) }, nil
+}
+
+// CheckRevision is Check over the pipeline's IR (pipeline.RevisionChecker).
+func (s *Server) CheckRevision(_ context.Context, rev *pipeline.Revision) error {
+	_, err := s.buildIR(rev.Snap.Revision, rev.IR)
+	return err
+}
+
+func (s *Server) buildIR(revision uint64, cfg *ir.Config) (*prepared, error) {
+	s.buildMu.Lock()
+	defer s.buildMu.Unlock()
+	return buildConfig(revision, cfg, s.memos, s.shared)
+}
+
 // build translates and builds one model snapshot without publishing it (benchmarks, dry runs).
 // Routes and clusters whose IR did not change since the previous build are taken from the
 // memos: not rebuilt, not validated, not hashed again.
@@ -208,11 +233,16 @@ func buildSnapshot(snap *model.Snapshot, to translate.Options, memos map[envoy.F
 	if err != nil {
 		return nil, err
 	}
+	return buildConfig(snap.Revision, cfg, memos, shared)
+}
+
+// buildConfig builds, validates and hashes the resources of one IR.
+func buildConfig(revision uint64, cfg *ir.Config, memos map[envoy.Flavor]*envoy.Memo, shared *envoy.SharedMemo) (*prepared, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("translated configuration is invalid: %w", err)
 	}
 	p := &prepared{
-		st: &state{revision: snap.Revision, cfg: cfg, versions: map[string]map[string]string{}, edsHash: map[string]string{},
+		st: &state{revision: revision, cfg: cfg, versions: map[string]map[string]string{}, edsHash: map[string]string{},
 			routeErrors: map[string]string{}, routeClusters: map[string][]string{}},
 		snaps: map[string]*cachev3.Snapshot{},
 		eds:   map[string]types.Resource{},

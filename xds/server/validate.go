@@ -2,12 +2,20 @@ package server
 
 import (
 	"fmt"
-	"sort"
 
 	"github.com/api-gateway/api-gateway/envoy"
 	"github.com/api-gateway/api-gateway/model"
 	"github.com/api-gateway/api-gateway/translate"
 )
+
+// CheckObject is the xDS consumer's object check (pipeline.ObjectChecker): a route is
+// checked by ValidateRoute; other objects are checked with the whole revision.
+func (s *Server) CheckObject(obj model.Object, snap *model.Snapshot) model.FieldErrors {
+	if r, ok := obj.(*model.Route); ok {
+		return s.ValidateRoute(r, snap)
+	}
+	return nil
+}
 
 // ValidateRoute is the management API's validator for routes (manage.API.AddValidator):
 // targets must name registered services, the route must not conflict with another (same
@@ -87,8 +95,8 @@ func (s *Server) conflictKeys(snap *model.Snapshot) map[string][]string {
 				continue
 			}
 			k := translate.MatchKey(m)
-			for h := range hostSet(o) {
-				keys[h+"\x00"+k] = append(keys[h+"\x00"+k], o.ID)
+			for _, d := range routeDomains(o) {
+				keys[d+"\x00"+k] = append(keys[d+"\x00"+k], o.ID)
 			}
 		}
 	}
@@ -100,11 +108,7 @@ func (s *Server) conflictKeys(snap *model.Snapshot) map[string][]string {
 func (s *Server) conflicts(r *model.Route, snap *model.Snapshot) model.FieldErrors {
 	var errs model.FieldErrors
 	index := s.conflictKeys(snap)
-	hosts := make([]string, 0, len(r.Hosts)+1)
-	for h := range hostSet(r) {
-		hosts = append(hosts, h)
-	}
-	sort.Strings(hosts)
+	hosts := translate.RouteHosts(r) // the virtual hosts translation puts the route in
 	for i := range r.Conditions {
 		m, err := translate.MatchOf(&r.Conditions[i])
 		if err != nil {
@@ -113,10 +117,14 @@ func (s *Server) conflicts(r *model.Route, snap *model.Snapshot) model.FieldErro
 		k := translate.MatchKey(m)
 		reported := map[string]bool{}
 		for _, h := range hosts {
-			for _, id := range index[h+"\x00"+k] {
-				if id != r.ID && !reported[id] {
-					reported[id] = true
-					errs.Add(fmt.Sprintf("conditions[%d]", i), "conflicts with route %q: same host %q and the same match", id, h)
+			// Routes whose hosts share an Envoy domain ("api.test" and "api.test:*") land in
+			// one virtual host: the same match there is a conflict too.
+			for _, d := range translate.Domains(h) {
+				for _, id := range index[d+"\x00"+k] {
+					if id != r.ID && !reported[id] {
+						reported[id] = true
+						errs.Add(fmt.Sprintf("conditions[%d]", i), "conflicts with route %q: same host %q and the same match", id, h)
+					}
 				}
 			}
 		}
@@ -124,23 +132,11 @@ func (s *Server) conflicts(r *model.Route, snap *model.Snapshot) model.FieldErro
 	return errs
 }
 
-func hostSet(r *model.Route) map[string]bool {
-	out := map[string]bool{}
-	if len(r.Hosts) == 0 {
-		out["*"] = true
-	}
-	for _, h := range r.Hosts {
-		out[lower(h)] = true
+// routeDomains lists the Envoy domains of a route's hosts (translate.Domains of each).
+func routeDomains(r *model.Route) []string {
+	var out []string
+	for _, h := range translate.RouteHosts(r) {
+		out = append(out, translate.Domains(h)...)
 	}
 	return out
-}
-
-func lower(s string) string {
-	b := []byte(s)
-	for i, c := range b {
-		if c >= 'A' && c <= 'Z' {
-			b[i] = c + 32
-		}
-	}
-	return string(b)
 }
