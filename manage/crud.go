@@ -437,8 +437,9 @@ func (a *API) replaceBody(w http.ResponseWriter, r *http.Request, kind model.Kin
 
 // writeObject validates, stamps and stores obj, then answers with it.
 func (a *API) writeObject(w http.ResponseWriter, r *http.Request, kind model.Kind, obj model.Object, op store.OpType, ifRev uint64, status int, prev model.Object) {
+	unrevoke := refuseUnrevoke(obj, prev)
 	a.carryOver(obj, prev)
-	if errs := a.validate(kind, obj); len(errs) > 0 {
+	if errs := append(unrevoke, a.validate(kind, obj)...); len(errs) > 0 {
 		writeInvalid(w, r, errs)
 		return
 	}
@@ -486,8 +487,10 @@ func (a *API) carryOver(obj, prev model.Object) {
 	case *model.APIKey:
 		if p, ok := prev.(*model.APIKey); ok {
 			o.SecretHash = p.SecretHash
-			if o.Revoked && p.RevokedAt != nil {
-				o.RevokedAt = p.RevokedAt
+			if p.Revoked {
+				// Revocation is for good (refuseUnrevoke): a write that leaves it out, such
+				// as a file written before the revoke, keeps the key revoked.
+				o.Revoked, o.RevokedAt = true, p.RevokedAt
 			}
 		}
 		if o.Revoked && o.RevokedAt == nil {

@@ -501,10 +501,16 @@ func (a *API) StoreFile(ctx context.Context, path string) (uint64, error) {
 			return 0, err
 		}
 		if prev != nil {
+			// carryOver keeps the stored secret, as an API write must; a file may set its own
+			// (a rotation by file), so the file's is put back after it.
+			var fileHash string
+			if k, ok := fo.Obj.(*model.APIKey); ok {
+				fileHash = k.SecretHash
+			}
 			a.carryOver(fo.Obj, prev)
 			fo.Obj.GetMeta().CreatedAt = prev.GetMeta().CreatedAt
-			if k, ok := fo.Obj.(*model.APIKey); ok && k.SecretHash == "" {
-				k.SecretHash = prev.(*model.APIKey).SecretHash
+			if k, ok := fo.Obj.(*model.APIKey); ok && fileHash != "" {
+				k.SecretHash = fileHash
 			}
 		} else {
 			a.carryOver(fo.Obj, nil)
