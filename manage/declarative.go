@@ -500,6 +500,7 @@ func (a *API) StoreFile(ctx context.Context, path string) (uint64, error) {
 		if err != nil && !errors.Is(err, store.ErrNotFound) {
 			return 0, err
 		}
+		clearServerOwned(fo.Obj)
 		if prev != nil {
 			// carryOver keeps the stored secret, as an API write must; a file may set its own
 			// (a rotation by file), so the file's is put back after it.
