@@ -114,8 +114,16 @@ func parseFile(name string, data []byte) ([]FileObject, FileError) {
 	}
 	var objs []FileObject
 	seen := map[string]int{}
+	sectionAt := map[string]int{}
 	for i := 0; i+1 < len(doc.Content); i += 2 {
 		key, val := doc.Content[i], doc.Content[i+1]
+		if first, dup := sectionAt[key.Value]; dup {
+			// Its objects are still checked below, so the file's every problem is named.
+			probs = append(probs, FileProblem{File: name, Line: key.Line, Field: key.Value, Problem: fmt.Sprintf(
+				"section written twice (first at line %d): a key of a mapping is written once; put the objects in one list", first)})
+		} else {
+			sectionAt[key.Value] = key.Line
+		}
 		kind, ok := fileSections[key.Value]
 		if !ok {
 			probs = append(probs, FileProblem{File: name, Line: key.Line, Field: key.Value, Problem: "unknown section; expected one of " + strings.Join(sectionNames(), ", ")})
@@ -217,9 +225,23 @@ func sectionNames() []string {
 // as the API runs them on a body with bad fields. decodeErrs tells that decoding itself
 // found problems, so the object lacks the refused values.
 func decodeNode(file string, kind model.Kind, n *yaml.Node) (obj model.Object, reported model.FieldErrors, decodeErrs bool, out FileError) {
+	var dups []FileProblem
+	n = withoutDuplicateKeys(n, "", func(line, first int, field string) {
+		dups = append(dups, FileProblem{File: file, Line: line, Object: fileRef(kind, n), Field: field,
+			Problem: fmt.Sprintf("written twice (first at line %d): a key of a mapping is written once", first)})
+	})
+	if len(dups) > 0 {
+		// The repeats are taken out, so the rest of the object is still checked: every
+		// problem at once. The object is never applied (its problems are reported ones).
+		obj, reported, _, out := decodeNode(file, kind, n)
+		for _, d := range dups {
+			reported = append(reported, model.FieldError{Field: d.Field, Problem: d.Problem})
+		}
+		return obj, reported, true, append(dups, out...)
+	}
 	var v any
 	if err := n.Decode(&v); err != nil {
-		return nil, nil, false, FileError{{File: file, Line: n.Line, Object: string(kind), Problem: err.Error()}}
+		return nil, nil, false, FileError{{File: file, Line: n.Line, Object: fileRef(kind, n), Problem: err.Error()}}
 	}
 	data, err := json.Marshal(normalizeYAML(v))
 	if err != nil {
@@ -241,6 +263,53 @@ func decodeNode(file string, kind model.Kind, n *yaml.Node) (obj model.Object, r
 		out = append(out, FileProblem{File: file, Line: lineOf(n, fe.Field), Object: ref, Field: fe.Field, Problem: fe.Problem})
 	}
 	return obj, errs, decodeErrs, out
+}
+
+// withoutDuplicateKeys calls dup for every key written twice in a mapping of n (YAML keys
+// are unique: the decoder refuses a repeat but names only the object's first line) and
+// returns n with the repeats taken out (a copy where something was taken out; n itself is
+// never changed). Aliases are not followed: an anchored node is checked where it is written.
+func withoutDuplicateKeys(n *yaml.Node, path string, dup func(line, first int, field string)) *yaml.Node {
+	switch n.Kind {
+	case yaml.MappingNode:
+		var content []*yaml.Node
+		changed := false
+		at := map[string]int{}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			field := join(path, k.Value)
+			if first, ok := at[k.Value]; ok && k.Kind == yaml.ScalarNode {
+				dup(k.Line, first, field)
+				changed = true
+				continue
+			}
+			at[k.Value] = k.Line
+			nv := withoutDuplicateKeys(v, field, dup)
+			changed = changed || nv != v
+			content = append(content, k, nv)
+		}
+		if !changed {
+			return n
+		}
+		c := *n
+		c.Content = content
+		return &c
+	case yaml.SequenceNode:
+		var content []*yaml.Node
+		changed := false
+		for i, v := range n.Content {
+			nv := withoutDuplicateKeys(v, fmt.Sprintf("%s[%d]", path, i), dup)
+			changed = changed || nv != v
+			content = append(content, nv)
+		}
+		if !changed {
+			return n
+		}
+		c := *n
+		c.Content = content
+		return &c
+	}
+	return n
 }
 
 // fileRef names an object of the file in its problems: kind/id as written.
