@@ -66,6 +66,10 @@ func parsePatch(data []byte) (map[string]any, model.FieldErrors) {
 		errs.Add("", "malformed JSON: unexpected data after the patch")
 		return nil, errs
 	}
+	if dups := model.DuplicateKeys(data); len(dups) > 0 {
+		// The merge would keep one of the two silently (see model.DuplicateKeys).
+		return nil, dups
+	}
 	m, ok := v.(map[string]any)
 	if !ok {
 		// RFC 7396 lets a non-object patch replace the whole target; an object of the model
