@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"regexp"
 	"sort"
@@ -342,6 +343,12 @@ func normalizeYAML(v any) any {
 			x[i] = normalizeYAML(x[i])
 		}
 		return x
+	case float64:
+		// A YAML float stays one in JSON: json.Marshal writes 80.0 as 80, which a
+		// whole-number field would take, though the API refuses 80.0 in a body.
+		if x == math.Trunc(x) && !math.IsInf(x, 0) {
+			return json.Number(strconv.FormatFloat(x, 'f', -1, 64) + ".0")
+		}
 	}
 	return v
 }
