@@ -246,6 +246,13 @@ func (a *API) patch(kind model.Kind) http.HandlerFunc {
 			WriteError(w, r, http.StatusInternalServerError, CodeInternal, "could not encode the merged object", nil)
 			return
 		}
+		if len(merged) > MaxBody {
+			// Patches each under the limit must not grow an object past what a PUT body may
+			// be: it could no longer be read and written back whole.
+			WriteError(w, r, http.StatusRequestEntityTooLarge, CodeTooLarge, fmt.Sprintf(
+				"the object this patch makes is larger than %d bytes, the largest body a write takes", MaxBody), nil)
+			return
+		}
 		// Without If-Match (or a revision in the patch) the write still expects the revision
 		// the patch was merged into: a write in between makes it a 409, never a lost update.
 		a.replaceBody(w, r, kind, id, merged, baseRev)
