@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
+	"github.com/api-gateway/api-gateway/manage"
 	"github.com/api-gateway/api-gateway/model"
 )
 
@@ -116,7 +118,7 @@ func TestFileSecretHashReplacesTheStoredOne(t *testing.T) {
 		}
 		return k.SecretHash
 	}
-	const old, rotated = "sha256:" + "aa", "sha256:" + "bb"
+	old, rotated := "sha256:"+strings.Repeat("aa", 32), "sha256:"+strings.Repeat("bb", 32)
 	apply(old)
 	if h := stored(); h != old {
 		t.Fatalf("first apply: %q", h)
@@ -128,5 +130,19 @@ func TestFileSecretHashReplacesTheStoredOne(t *testing.T) {
 	apply("")
 	if h := stored(); h != rotated {
 		t.Fatalf("a file without secret_hash must keep the stored one: %q", h)
+	}
+}
+
+// A secret_hash in a file that is no SHA-256 digest ("sha256:" and 64 hex digits) is refused
+// with its line: such a key would be stored and never let anyone in.
+func TestFileSecretHashMustBeADigest(t *testing.T) {
+	for _, h := range []string{"sha256:aa", "sha256:" + strings.Repeat("zz", 32), "sha256:" + strings.Repeat("aa", 33), "md5:" + strings.Repeat("aa", 16), "agw_k_secret"} {
+		_, probs := manage.ParseFile("k.yaml", []byte("api_keys:\n  - id: k\n    name: k\n    secret_hash: \""+h+"\"\n"))
+		if len(probs) != 1 || probs[0].Field != "secret_hash" || probs[0].Line != 4 {
+			t.Errorf("secret_hash %q: %v", h, probs)
+		}
+	}
+	if _, probs := manage.ParseFile("k.yaml", []byte("api_keys:\n  - id: k\n    name: k\n    secret_hash: \"sha256:"+strings.Repeat("aB", 32)+"\"\n")); len(probs) != 0 {
+		t.Errorf("a digest: %v", probs)
 	}
 }

@@ -3,6 +3,7 @@ package manage
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -251,8 +252,9 @@ func decodeNode(file string, kind model.Kind, n *yaml.Node) (obj model.Object, r
 	obj, errs := decodeObject(kind, data)
 	decodeErrs = len(errs) > 0
 	if !decodeErrs {
-		if k, ok := obj.(*model.APIKey); ok && k.SecretHash != "" && !strings.HasPrefix(k.SecretHash, "sha256:") {
-			errs.Add("secret_hash", "must be \"sha256:<hex>\" (never put a secret itself in a file)")
+		if k, ok := obj.(*model.APIKey); ok && k.SecretHash != "" && !isSHA256Digest(k.SecretHash) {
+			// Anything else is stored and never matches a secret: the key lets nobody in.
+			errs.Add("secret_hash", "must be \"sha256:\" and the 64 hex digits of the secret's SHA-256 (never put a secret itself in a file)")
 		}
 		errs = append(errs, obj.Validate()...)
 	}
@@ -311,6 +313,16 @@ func withoutDuplicateKeys(n *yaml.Node, path string, dup func(line, first int, f
 		return &c
 	}
 	return n
+}
+
+// isSHA256Digest tells whether h is the stored form of a secret's hash: "sha256:<64 hex>".
+func isSHA256Digest(h string) bool {
+	d, ok := strings.CutPrefix(h, "sha256:")
+	if !ok || len(d) != 64 {
+		return false
+	}
+	_, err := hex.DecodeString(d)
+	return err == nil
 }
 
 // fileRef names an object of the file in its problems: kind/id as written.
