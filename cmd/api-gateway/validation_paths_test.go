@@ -208,6 +208,27 @@ var validationCases = []validationCase{
 		want: []want{{"settings/global", "waf.custom_rules", "", "custom_rules:"}},
 	},
 	{
+		name: "a wrong type in one rule and a rule that does not compile in the same policy",
+		objs: []fileObj{
+			{"policies", "id: vp-pol2\nrules:\n  - expression: 5\n    action: maybe\n  - expression: \"1 +\"\n    action: deny\n"},
+		},
+		want: []want{
+			{"policies/vp-pol2", "rules[0].expression", "must be a string", "expression: 5"},
+			{"policies/vp-pol2", "rules[0].action", "must be allow or deny", "action: maybe"},
+			{"policies/vp-pol2", "rules[1].expression", "Syntax error", "expression: \"1 +\""},
+		},
+	},
+	{
+		name: "settings with a wrong type and a WAF rule that does not compile",
+		objs: []fileObj{
+			{"settings", "auth:\n  trusted_proxy_hops: two\nwaf:\n  enabled: true\n  custom_rules: 'SecRule ARGS \"@nosuchop x\" \"id:9004,deny\"'\n"},
+		},
+		want: []want{
+			{"settings/global", "auth.trusted_proxy_hops", "must be a whole number", "trusted_proxy_hops: two"},
+			{"settings/global", "waf.custom_rules", "", "custom_rules:"},
+		},
+	},
+	{
 		name: "a key written twice",
 		objs: []fileObj{
 			{"tenants", "id: vp-dup\nname: first\nname: second\nmetadata:\n  team: a\n  team: b\n"},
