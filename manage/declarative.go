@@ -451,6 +451,10 @@ func sanitizeID(s string) string {
 // A reference to an object that did not decode is reported missing, as the API would
 // answer after refusing that object.
 func (a *API) CheckFileData(ctx context.Context, name string, data []byte) ([]FileObject, FileError) {
+	base, err := a.fileBase(ctx)
+	if err != nil {
+		return nil, FileError{{File: name, Problem: "could not read the stored configuration to check the file against: " + err.Error()}}
+	}
 	all, probs := parseFile(name, data)
 	var objs, partial []FileObject
 	for _, fo := range all {
@@ -460,11 +464,11 @@ func (a *API) CheckFileData(ctx context.Context, name string, data []byte) ([]Fi
 			objs = append(objs, fo)
 		}
 	}
-	probs = append(probs, a.CheckFile(name, objs)...)
+	probs = append(probs, a.checkFile(name, base, objs)...)
 	if len(partial) > 0 {
 		// Each object with problems is checked against the model with the file's good
 		// objects, not with the other broken ones: the API would not have stored those.
-		snap := mergeSnapshot(a.snapshot(), objs)
+		snap := mergeSnapshot(base, objs)
 		for _, fo := range partial {
 			found := a.checkAgainst(fo.Kind, fo.Obj, snap)
 			if fo.decodeErrs {
@@ -478,13 +482,33 @@ func (a *API) CheckFileData(ctx context.Context, name string, data []byte) ([]Fi
 	if len(probs) > 0 {
 		return nil, probs
 	}
-	return objs, a.CheckFileRevision(ctx, name, objs)
+	return objs, a.checkFileRevision(ctx, name, base, objs)
 }
 
-// CheckFile validates a parsed file as a whole against the live model merged with the file's
-// objects: references between objects and every component validator.
-func (a *API) CheckFile(name string, objs []FileObject) FileError {
-	snap := mergeSnapshot(a.snapshot(), objs)
+// fileBase is the model a file is checked against: the applied one, or, before the
+// pipeline's first Sync (serve stores its file at start), the one the store holds. The
+// empty model there refused a file naming an object written through the API before a
+// restart, and missed a file's conflict with one.
+func (a *API) fileBase(ctx context.Context) (*model.Snapshot, error) {
+	if a.Model != nil {
+		if s := a.Model.Current(); s != nil {
+			return s, nil
+		}
+	}
+	if a.Store == nil {
+		return a.snapshot(), nil // validate -f: nothing stored
+	}
+	snap, _, err := store.Snapshot(ctx, a.Store)
+	if err != nil {
+		return nil, err
+	}
+	return snap, nil
+}
+
+// checkFile validates a parsed file as a whole against base merged with the file's objects:
+// references between objects and every component validator.
+func (a *API) checkFile(name string, base *model.Snapshot, objs []FileObject) FileError {
+	snap := mergeSnapshot(base, objs)
 	var probs FileError
 	for _, fo := range objs {
 		errs := a.crossCheck(fo.Kind, fo.Obj, snap)

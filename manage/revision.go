@@ -186,15 +186,15 @@ func withWrites(base *model.Snapshot, reqs []*checkReq) *model.Snapshot {
 	return snap
 }
 
-// CheckFileRevision runs the whole-revision checks on the revision the declarative file's
-// objects make (merged into the applied model), after CheckFile found no problem: what
-// ApplyFile and `api-gateway validate` refuse a file for.
-func (a *API) CheckFileRevision(ctx context.Context, name string, objs []FileObject) FileError {
+// checkFileRevision runs the whole-revision checks on the revision the declarative file's
+// objects make (merged into base, the model the file is checked against), once the file
+// has no other problem: what ApplyFile and `api-gateway validate` refuse a file for.
+func (a *API) checkFileRevision(ctx context.Context, name string, base *model.Snapshot, objs []FileObject) FileError {
 	rc, ok := a.Model.(RevisionChecker)
 	if !ok {
 		return nil
 	}
-	if err := rc.Check(ctx, mergeSnapshot(a.snapshot(), objs)); err != nil {
+	if err := rc.Check(ctx, mergeSnapshot(base, objs)); err != nil {
 		return FileError{{File: name, Problem: "the configuration revision this file makes is refused, nothing was applied: " + err.Error()}}
 	}
 	return nil
