@@ -47,3 +47,22 @@ func TestDuplicateJSONKeysAreRefused(t *testing.T) {
 		t.Fatalf("a refused write changed the key:\n%s\n%s", before.raw, after.raw)
 	}
 }
+
+// A body that is not UTF-8 is refused, as JSON (RFC 8259) and a YAML file require: Go would
+// store each bad byte as U+FFFD, so two names that differ only in bad bytes would become one
+// name, silently, and a value would be stored other than it was sent.
+func TestBodyThatIsNotUTF8IsRefused(t *testing.T) {
+	e := newEnv(t)
+	if r := e.do("POST", "/api/v1/management/tenants", "{\"id\":\"t1\",\"name\":\"caf\xe9\"}"); r.code != 400 {
+		t.Fatalf("POST: %d %s", r.code, r.raw)
+	}
+	if r := e.do("POST", "/api/v1/management/tenants", `{"id":"t1"}`); r.code != 201 {
+		t.Fatalf("create: %d %s", r.code, r.raw)
+	}
+	if r := e.do("PATCH", "/api/v1/management/tenants/t1", "{\"metadata\":{\"k\xff\":\"a\",\"k\xfe\":\"b\"}}", "Content-Type", mp); r.code != 400 {
+		t.Fatalf("PATCH: %d %s", r.code, r.raw)
+	}
+	if g := e.do("GET", "/api/v1/management/tenants/t1", nil); g.body["metadata"] != nil {
+		t.Fatalf("a refused patch was stored: %s", g.raw)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"unicode/utf8"
 
 	"github.com/api-gateway/api-gateway/model"
 	"github.com/api-gateway/api-gateway/store"
@@ -55,6 +56,10 @@ func mergePatch(target, patch any) any {
 // parsePatch decodes a merge patch document: one JSON object, nested at most maxPatchDepth.
 func parsePatch(data []byte) (map[string]any, model.FieldErrors) {
 	var errs model.FieldErrors
+	if !utf8.Valid(data) {
+		errs.Add("", "the body is not valid UTF-8 (JSON text is UTF-8)") // as model.DecodeStrict
+		return nil, errs
+	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.UseNumber()
 	var v any

@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // DecodeStrict decodes one JSON object into obj (a pointer to a model struct) and reports
@@ -15,6 +16,12 @@ import (
 // once, so a client fixes its request in one round.
 func DecodeStrict(data []byte, obj any) FieldErrors {
 	var errs FieldErrors
+	if !utf8.Valid(data) {
+		// encoding/json would store each bad byte as U+FFFD: a value other than the one sent,
+		// and two names differing only there would become one.
+		errs.Add("", "the body is not valid UTF-8 (JSON text is UTF-8)")
+		return errs
+	}
 	var generic any
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.UseNumber()
