@@ -117,6 +117,19 @@ func (a *API) writeKey(w http.ResponseWriter, r *http.Request, k *model.APIKey, 
 	writeJSON(w, status, body)
 }
 
+// refuseUnrevoke reports a write of a revoked key that would make it valid again. A revoked
+// key may have leaked: it must not start working again because a PUT replaced it without
+// "revoked" or a PATCH set it false or null (rotate refuses a revoked key for the same
+// reason). Access is given back with a new key.
+func refuseUnrevoke(obj, prev model.Object) model.FieldErrors {
+	k, ok := obj.(*model.APIKey)
+	p, wasKey := prev.(*model.APIKey)
+	if !ok || !wasKey || !p.Revoked || k.Revoked {
+		return nil
+	}
+	return model.FieldErrors{{Field: "revoked", Problem: "the key is revoked and stays revoked (send \"revoked\": true, or leave it out of a PATCH); create a new key to give access back"}}
+}
+
 // loadKey reads a key for rotate/revoke (bodies are optional and ignored).
 func (a *API) loadKey(w http.ResponseWriter, r *http.Request) (*model.APIKey, uint64, bool) {
 	id := r.PathValue("id")

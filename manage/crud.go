@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/api-gateway/api-gateway/model"
 	"github.com/api-gateway/api-gateway/store"
@@ -362,10 +363,24 @@ func (a *API) prepareObject(w http.ResponseWriter, r *http.Request, kind model.K
 		writeInvalid(w, r, model.FieldErrors{{Field: "secret_hash", Problem: "is read-only"}})
 		return nil, true
 	}
-	if rt, ok := obj.(*model.Route); ok {
-		rt.Status = nil
-	}
+	clearServerOwned(obj)
 	return obj, false
+}
+
+// clearServerOwned drops the values of a written object that only the server sets, so that
+// carryOver and the write put in the server's: a route's status (computed for each GET), a
+// service's last heartbeat (a client's future one would keep an instance with a TTL from
+// ever expiring), a key's revocation time. created_at and updated_at are stamped by every
+// write anyway.
+func clearServerOwned(obj model.Object) {
+	switch o := obj.(type) {
+	case *model.Route:
+		o.Status = nil
+	case *model.Service:
+		o.LastHeartbeat = time.Time{}
+	case *model.APIKey:
+		o.RevokedAt = nil
+	}
 }
 
 func (a *API) create(kind model.Kind) http.HandlerFunc {
@@ -437,8 +452,9 @@ func (a *API) replaceBody(w http.ResponseWriter, r *http.Request, kind model.Kin
 
 // writeObject validates, stamps and stores obj, then answers with it.
 func (a *API) writeObject(w http.ResponseWriter, r *http.Request, kind model.Kind, obj model.Object, op store.OpType, ifRev uint64, status int, prev model.Object) {
+	unrevoke := refuseUnrevoke(obj, prev)
 	a.carryOver(obj, prev)
-	if errs := a.validate(kind, obj); len(errs) > 0 {
+	if errs := append(unrevoke, a.validate(kind, obj)...); len(errs) > 0 {
 		writeInvalid(w, r, errs)
 		return
 	}
@@ -486,8 +502,10 @@ func (a *API) carryOver(obj, prev model.Object) {
 	case *model.APIKey:
 		if p, ok := prev.(*model.APIKey); ok {
 			o.SecretHash = p.SecretHash
-			if o.Revoked && p.RevokedAt != nil {
-				o.RevokedAt = p.RevokedAt
+			if p.Revoked {
+				// Revocation is for good (refuseUnrevoke): a write that leaves it out, such
+				// as a file written before the revoke, keeps the key revoked.
+				o.Revoked, o.RevokedAt = true, p.RevokedAt
 			}
 		}
 		if o.Revoked && o.RevokedAt == nil {

@@ -3,10 +3,12 @@ package manage
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"regexp"
 	"sort"
@@ -114,8 +116,16 @@ func parseFile(name string, data []byte) ([]FileObject, FileError) {
 	}
 	var objs []FileObject
 	seen := map[string]int{}
+	sectionAt := map[string]int{}
 	for i := 0; i+1 < len(doc.Content); i += 2 {
 		key, val := doc.Content[i], doc.Content[i+1]
+		if first, dup := sectionAt[key.Value]; dup {
+			// Its objects are still checked below, so the file's every problem is named.
+			probs = append(probs, FileProblem{File: name, Line: key.Line, Field: key.Value, Problem: fmt.Sprintf(
+				"section written twice (first at line %d): a key of a mapping is written once; put the objects in one list", first)})
+		} else {
+			sectionAt[key.Value] = key.Line
+		}
 		kind, ok := fileSections[key.Value]
 		if !ok {
 			probs = append(probs, FileProblem{File: name, Line: key.Line, Field: key.Value, Problem: "unknown section; expected one of " + strings.Join(sectionNames(), ", ")})
@@ -217,9 +227,23 @@ func sectionNames() []string {
 // as the API runs them on a body with bad fields. decodeErrs tells that decoding itself
 // found problems, so the object lacks the refused values.
 func decodeNode(file string, kind model.Kind, n *yaml.Node) (obj model.Object, reported model.FieldErrors, decodeErrs bool, out FileError) {
+	var dups []FileProblem
+	n = withoutDuplicateKeys(n, "", func(line, first int, field string) {
+		dups = append(dups, FileProblem{File: file, Line: line, Object: fileRef(kind, n), Field: field,
+			Problem: fmt.Sprintf("written twice (first at line %d): a key of a mapping is written once", first)})
+	})
+	if len(dups) > 0 {
+		// The repeats are taken out, so the rest of the object is still checked: every
+		// problem at once. The object is never applied (its problems are reported ones).
+		obj, reported, _, out := decodeNode(file, kind, n)
+		for _, d := range dups {
+			reported = append(reported, model.FieldError{Field: d.Field, Problem: d.Problem})
+		}
+		return obj, reported, true, append(dups, out...)
+	}
 	var v any
 	if err := n.Decode(&v); err != nil {
-		return nil, nil, false, FileError{{File: file, Line: n.Line, Object: string(kind), Problem: err.Error()}}
+		return nil, nil, false, FileError{{File: file, Line: n.Line, Object: fileRef(kind, n), Problem: err.Error()}}
 	}
 	data, err := json.Marshal(normalizeYAML(v))
 	if err != nil {
@@ -228,8 +252,9 @@ func decodeNode(file string, kind model.Kind, n *yaml.Node) (obj model.Object, r
 	obj, errs := decodeObject(kind, data)
 	decodeErrs = len(errs) > 0
 	if !decodeErrs {
-		if k, ok := obj.(*model.APIKey); ok && k.SecretHash != "" && !strings.HasPrefix(k.SecretHash, "sha256:") {
-			errs.Add("secret_hash", "must be \"sha256:<hex>\" (never put a secret itself in a file)")
+		if k, ok := obj.(*model.APIKey); ok && k.SecretHash != "" && !isSHA256Digest(k.SecretHash) {
+			// Anything else is stored and never matches a secret: the key lets nobody in.
+			errs.Add("secret_hash", "must be \"sha256:\" and the 64 hex digits of the secret's SHA-256 (never put a secret itself in a file)")
 		}
 		errs = append(errs, obj.Validate()...)
 	}
@@ -241,6 +266,63 @@ func decodeNode(file string, kind model.Kind, n *yaml.Node) (obj model.Object, r
 		out = append(out, FileProblem{File: file, Line: lineOf(n, fe.Field), Object: ref, Field: fe.Field, Problem: fe.Problem})
 	}
 	return obj, errs, decodeErrs, out
+}
+
+// withoutDuplicateKeys calls dup for every key written twice in a mapping of n (YAML keys
+// are unique: the decoder refuses a repeat but names only the object's first line) and
+// returns n with the repeats taken out (a copy where something was taken out; n itself is
+// never changed). Aliases are not followed: an anchored node is checked where it is written.
+func withoutDuplicateKeys(n *yaml.Node, path string, dup func(line, first int, field string)) *yaml.Node {
+	switch n.Kind {
+	case yaml.MappingNode:
+		var content []*yaml.Node
+		changed := false
+		at := map[string]int{}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			field := join(path, k.Value)
+			if first, ok := at[k.Value]; ok && k.Kind == yaml.ScalarNode {
+				dup(k.Line, first, field)
+				changed = true
+				continue
+			}
+			at[k.Value] = k.Line
+			nv := withoutDuplicateKeys(v, field, dup)
+			changed = changed || nv != v
+			content = append(content, k, nv)
+		}
+		if !changed {
+			return n
+		}
+		c := *n
+		c.Content = content
+		return &c
+	case yaml.SequenceNode:
+		var content []*yaml.Node
+		changed := false
+		for i, v := range n.Content {
+			nv := withoutDuplicateKeys(v, fmt.Sprintf("%s[%d]", path, i), dup)
+			changed = changed || nv != v
+			content = append(content, nv)
+		}
+		if !changed {
+			return n
+		}
+		c := *n
+		c.Content = content
+		return &c
+	}
+	return n
+}
+
+// isSHA256Digest tells whether h is the stored form of a secret's hash: "sha256:<64 hex>".
+func isSHA256Digest(h string) bool {
+	d, ok := strings.CutPrefix(h, "sha256:")
+	if !ok || len(d) != 64 {
+		return false
+	}
+	_, err := hex.DecodeString(d)
+	return err == nil
 }
 
 // fileRef names an object of the file in its problems: kind/id as written.
@@ -273,6 +355,12 @@ func normalizeYAML(v any) any {
 			x[i] = normalizeYAML(x[i])
 		}
 		return x
+	case float64:
+		// A YAML float stays one in JSON: json.Marshal writes 80.0 as 80, which a
+		// whole-number field would take, though the API refuses 80.0 in a body.
+		if x == math.Trunc(x) && !math.IsInf(x, 0) {
+			return json.Number(strconv.FormatFloat(x, 'f', -1, 64) + ".0")
+		}
 	}
 	return v
 }
@@ -363,6 +451,10 @@ func sanitizeID(s string) string {
 // A reference to an object that did not decode is reported missing, as the API would
 // answer after refusing that object.
 func (a *API) CheckFileData(ctx context.Context, name string, data []byte) ([]FileObject, FileError) {
+	base, err := a.fileBase(ctx)
+	if err != nil {
+		return nil, FileError{{File: name, Problem: "could not read the stored configuration to check the file against: " + err.Error()}}
+	}
 	all, probs := parseFile(name, data)
 	var objs, partial []FileObject
 	for _, fo := range all {
@@ -372,11 +464,11 @@ func (a *API) CheckFileData(ctx context.Context, name string, data []byte) ([]Fi
 			objs = append(objs, fo)
 		}
 	}
-	probs = append(probs, a.CheckFile(name, objs)...)
+	probs = append(probs, a.checkFile(name, base, objs)...)
 	if len(partial) > 0 {
 		// Each object with problems is checked against the model with the file's good
 		// objects, not with the other broken ones: the API would not have stored those.
-		snap := mergeSnapshot(a.snapshot(), objs)
+		snap := mergeSnapshot(base, objs)
 		for _, fo := range partial {
 			found := a.checkAgainst(fo.Kind, fo.Obj, snap)
 			if fo.decodeErrs {
@@ -390,13 +482,33 @@ func (a *API) CheckFileData(ctx context.Context, name string, data []byte) ([]Fi
 	if len(probs) > 0 {
 		return nil, probs
 	}
-	return objs, a.CheckFileRevision(ctx, name, objs)
+	return objs, a.checkFileRevision(ctx, name, base, objs)
 }
 
-// CheckFile validates a parsed file as a whole against the live model merged with the file's
-// objects: references between objects and every component validator.
-func (a *API) CheckFile(name string, objs []FileObject) FileError {
-	snap := mergeSnapshot(a.snapshot(), objs)
+// fileBase is the model a file is checked against: the applied one, or, before the
+// pipeline's first Sync (serve stores its file at start), the one the store holds. The
+// empty model there refused a file naming an object written through the API before a
+// restart, and missed a file's conflict with one.
+func (a *API) fileBase(ctx context.Context) (*model.Snapshot, error) {
+	if a.Model != nil {
+		if s := a.Model.Current(); s != nil {
+			return s, nil
+		}
+	}
+	if a.Store == nil {
+		return a.snapshot(), nil // validate -f: nothing stored
+	}
+	snap, _, err := store.Snapshot(ctx, a.Store)
+	if err != nil {
+		return nil, err
+	}
+	return snap, nil
+}
+
+// checkFile validates a parsed file as a whole against base merged with the file's objects:
+// references between objects and every component validator.
+func (a *API) checkFile(name string, base *model.Snapshot, objs []FileObject) FileError {
+	snap := mergeSnapshot(base, objs)
 	var probs FileError
 	for _, fo := range objs {
 		errs := a.crossCheck(fo.Kind, fo.Obj, snap)
@@ -500,11 +612,18 @@ func (a *API) StoreFile(ctx context.Context, path string) (uint64, error) {
 		if err != nil && !errors.Is(err, store.ErrNotFound) {
 			return 0, err
 		}
+		clearServerOwned(fo.Obj)
 		if prev != nil {
+			// carryOver keeps the stored secret, as an API write must; a file may set its own
+			// (a rotation by file), so the file's is put back after it.
+			var fileHash string
+			if k, ok := fo.Obj.(*model.APIKey); ok {
+				fileHash = k.SecretHash
+			}
 			a.carryOver(fo.Obj, prev)
 			fo.Obj.GetMeta().CreatedAt = prev.GetMeta().CreatedAt
-			if k, ok := fo.Obj.(*model.APIKey); ok && k.SecretHash == "" {
-				k.SecretHash = prev.(*model.APIKey).SecretHash
+			if k, ok := fo.Obj.(*model.APIKey); ok && fileHash != "" {
+				k.SecretHash = fileHash
 			}
 		} else {
 			a.carryOver(fo.Obj, nil)

@@ -1,11 +1,15 @@
 package manage_test
 
 import (
+	"context"
+	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/api-gateway/api-gateway/internal/pipeline"
 	"github.com/api-gateway/api-gateway/manage"
 	"github.com/api-gateway/api-gateway/model"
 )
@@ -141,5 +145,41 @@ func TestParseFileRefusesSeveralDocuments(t *testing.T) {
 	}
 	if _, probs := manage.ParseFile("bad.yaml", []byte(route("a")+"---\nroutes: [\n")); len(probs) != 1 || !strings.Contains(probs[0].Problem, "not valid YAML") {
 		t.Fatalf("a broken second document: %v", probs)
+	}
+}
+
+// A file whose revision a consumer refuses names each reason on its own line of output, at
+// the line of the object the reason names (kind/id), so no reason is lost in one long
+// problem on no line.
+func TestFileRevisionRefusalNamesTheObjectLine(t *testing.T) {
+	named := pipeline.ConsumerFunc{N: "named", F: func(_ context.Context, s *model.Snapshot) (func(), error) {
+		var errs []error
+		for _, tn := range s.Tenants {
+			if tn.Name == "poison" {
+				errs = append(errs, fmt.Errorf("tenants/%s: is named poison", tn.ID))
+			}
+		}
+		if len(errs) > 0 {
+			errs = append(errs, errors.New("a reason that names no object"))
+		}
+		return func() {}, errors.Join(errs...)
+	}}
+	e := newEnvWith(t, named)
+	file := "tenants:\n  - id: t-ok\n    name: fine\n  - id: t-bad\n    name: poison\n  - id: t-bad2\n    name: poison\n"
+	_, probs := e.api.CheckFileData(t.Context(), "r.yaml", []byte(file))
+	got := map[string]int{}
+	for _, p := range probs {
+		if strings.Contains(p.Problem, "\n") {
+			t.Errorf("one problem holds several reasons: %q", p.Problem)
+		}
+		got[p.Object] = p.Line
+	}
+	if got["tenants/t-bad"] != 4 || got["tenants/t-bad2"] != 6 || len(probs) != 3 {
+		t.Fatalf("refusal problems: %v", probs)
+	}
+	for _, p := range probs {
+		if p.Object == "" && (p.Line < 1 || !strings.Contains(p.Problem, "names no object")) {
+			t.Errorf("a reason without an object: %+v", p)
+		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"unicode/utf8"
 
 	"github.com/api-gateway/api-gateway/model"
 	"github.com/api-gateway/api-gateway/store"
@@ -55,6 +56,10 @@ func mergePatch(target, patch any) any {
 // parsePatch decodes a merge patch document: one JSON object, nested at most maxPatchDepth.
 func parsePatch(data []byte) (map[string]any, model.FieldErrors) {
 	var errs model.FieldErrors
+	if !utf8.Valid(data) {
+		errs.Add("", "the body is not valid UTF-8 (JSON text is UTF-8)") // as model.DecodeStrict
+		return nil, errs
+	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.UseNumber()
 	var v any
@@ -65,6 +70,10 @@ func parsePatch(data []byte) (map[string]any, model.FieldErrors) {
 	if _, err := dec.Token(); err == nil {
 		errs.Add("", "malformed JSON: unexpected data after the patch")
 		return nil, errs
+	}
+	if dups := model.DuplicateKeys(data); len(dups) > 0 {
+		// The merge would keep one of the two silently (see model.DuplicateKeys).
+		return nil, dups
 	}
 	m, ok := v.(map[string]any)
 	if !ok {
@@ -240,6 +249,13 @@ func (a *API) patch(kind model.Kind) http.HandlerFunc {
 		merged, err := json.Marshal(mergePatch(doc, p))
 		if err != nil {
 			WriteError(w, r, http.StatusInternalServerError, CodeInternal, "could not encode the merged object", nil)
+			return
+		}
+		if len(merged) > MaxBody {
+			// Patches each under the limit must not grow an object past what a PUT body may
+			// be: it could no longer be read and written back whole.
+			WriteError(w, r, http.StatusRequestEntityTooLarge, CodeTooLarge, fmt.Sprintf(
+				"the object this patch makes is larger than %d bytes, the largest body a write takes", MaxBody), nil)
 			return
 		}
 		// Without If-Match (or a revision in the patch) the write still expects the revision

@@ -396,3 +396,36 @@ func TestPatchAfterAnotherWriteIsAConflictNotALostUpdate(t *testing.T) {
 		t.Fatalf("the retried patch: %d %s", p.code, p.raw)
 	}
 }
+
+// A patch cannot make an object larger than a PUT body may be: patches each under the limit
+// that together would grow it past the limit are a 413, as the PUT of the merged object
+// would be, and the object stays as it was. (A GET of it could not be PUT back otherwise.)
+func TestPatchCannotGrowAnObjectPastTheBodyLimit(t *testing.T) {
+	e := newEnv(t)
+	base := "/api/v1/management/tenants"
+	if r := e.do("POST", base, `{"id":"acme"}`); r.code != 201 {
+		t.Fatalf("create: %d %s", r.code, r.raw)
+	}
+	fill := func(prefix string) string {
+		var b strings.Builder
+		b.WriteString(`{"metadata":{`)
+		for i := 0; b.Len() < manage.MaxBody*3/5; i++ {
+			if i > 0 {
+				b.WriteString(",")
+			}
+			fmt.Fprintf(&b, `"%s%d":"%s"`, prefix, i, strings.Repeat("v", 64))
+		}
+		b.WriteString(`}}`)
+		return b.String()
+	}
+	if r := e.do("PATCH", base+"/acme", fill("a"), "Content-Type", mp); r.code != 200 {
+		t.Fatalf("a patch under the limit: %d %.300s", r.code, r.raw)
+	}
+	before := e.do("GET", base+"/acme", nil)
+	if r := e.do("PATCH", base+"/acme", fill("b"), "Content-Type", mp); r.code != http.StatusRequestEntityTooLarge {
+		t.Fatalf("a patch that grows the object past %d bytes: %d %.300s", manage.MaxBody, r.code, r.raw)
+	}
+	if after := e.do("GET", base+"/acme", nil); string(after.raw) != string(before.raw) {
+		t.Fatal("a refused patch changed the tenant")
+	}
+}

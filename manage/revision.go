@@ -186,18 +186,58 @@ func withWrites(base *model.Snapshot, reqs []*checkReq) *model.Snapshot {
 	return snap
 }
 
-// CheckFileRevision runs the whole-revision checks on the revision the declarative file's
-// objects make (merged into the applied model), after CheckFile found no problem: what
-// ApplyFile and `api-gateway validate` refuse a file for.
-func (a *API) CheckFileRevision(ctx context.Context, name string, objs []FileObject) FileError {
+// checkFileRevision runs the whole-revision checks on the revision the declarative file's
+// objects make (merged into base, the model the file is checked against), once the file
+// has no other problem: what ApplyFile and `api-gateway validate` refuse a file for.
+func (a *API) checkFileRevision(ctx context.Context, name string, base *model.Snapshot, objs []FileObject) FileError {
 	rc, ok := a.Model.(RevisionChecker)
 	if !ok {
 		return nil
 	}
-	if err := rc.Check(ctx, mergeSnapshot(a.snapshot(), objs)); err != nil {
-		return FileError{{File: name, Problem: "the configuration revision this file makes is refused, nothing was applied: " + err.Error()}}
+	if err := rc.Check(ctx, mergeSnapshot(base, objs)); err != nil {
+		return fileRefusal(name, err, objs)
 	}
 	return nil
+}
+
+// fileRefusal is a refusal of a file's revision as problems: one per reason (errors.Join puts
+// one per line; a problem of several lines printed as one read as lines of no object), each
+// at the line of the file's object it names as kind/id, else at the file's first line.
+func fileRefusal(name string, err error, objs []FileObject) FileError {
+	var out FileError
+	for _, reason := range strings.Split(err.Error(), "\n") {
+		if reason = strings.TrimSpace(reason); reason == "" {
+			continue
+		}
+		p := FileProblem{File: name, Line: 1, Problem: "the configuration revision this file makes is refused, nothing was applied: " + reason}
+		best := ""
+		for _, fo := range objs {
+			if ref := string(fo.Kind) + "/" + fo.Obj.GetID(); len(ref) > len(best) && namesRef(reason, ref) {
+				best, p.Line, p.Object = ref, fo.Line, ref
+			}
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+// namesRef tells whether text names ref as a whole (tenants/a, not inside tenants/ab).
+func namesRef(text, ref string) bool {
+	for i := 0; ; {
+		j := strings.Index(text[i:], ref)
+		if j < 0 {
+			return false
+		}
+		start, end := i+j, i+j+len(ref)
+		if (start == 0 || !isIDByte(text[start-1])) && (end == len(text) || !isIDByte(text[end])) {
+			return true
+		}
+		i = start + 1
+	}
+}
+
+func isIDByte(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.'
 }
 
 // refusalDetails lists each consumer's reason (errors.Join puts one per line).

@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // DecodeStrict decodes one JSON object into obj (a pointer to a model struct) and reports
@@ -15,6 +16,12 @@ import (
 // once, so a client fixes its request in one round.
 func DecodeStrict(data []byte, obj any) FieldErrors {
 	var errs FieldErrors
+	if !utf8.Valid(data) {
+		// encoding/json would store each bad byte as U+FFFD: a value other than the one sent,
+		// and two names differing only there would become one.
+		errs.Add("", "the body is not valid UTF-8 (JSON text is UTF-8)")
+		return errs
+	}
 	var generic any
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.UseNumber()
@@ -30,6 +37,7 @@ func DecodeStrict(data []byte, obj any) FieldErrors {
 		errs.Add("", "the body must be a JSON object")
 		return errs
 	}
+	errs = append(errs, DuplicateKeys(data)...)
 	checkValue(&errs, "", generic, reflect.TypeOf(obj).Elem())
 	if len(errs) > 0 {
 		// checkValue reported and took out every value it refused (wrong type, bad form,
@@ -266,4 +274,83 @@ func structFields(t reflect.Type) map[string]reflect.Type {
 		out[name] = f.Type
 	}
 	return out
+}
+
+// DuplicateKeys reports every member name written twice in one object of a JSON document, by
+// its field path. Parsers disagree on which of the two values wins (encoding/json takes the
+// last, many others the first), so a proxy or audit log in front of the API could read
+// another value than the one stored: such a body is refused, as YAML refuses a repeated key.
+// Names are compared unescaped ("\u0069d" is "id"). data must be JSON that decoded already:
+// this scan (a few times cheaper than json.Decoder.Token) does not check the syntax.
+func DuplicateKeys(data []byte) FieldErrors {
+	type frame struct {
+		object bool
+		path   string
+		keys   map[string]bool
+		key    string // the current member's name (object)
+		index  int    // the current element (array)
+		atKey  bool   // the next string is a member name (object)
+	}
+	var errs FieldErrors
+	var stack []*frame
+	valuePath := func() string {
+		if len(stack) == 0 {
+			return ""
+		}
+		f := stack[len(stack)-1]
+		if f.object {
+			return join(f.path, f.key)
+		}
+		return fmt.Sprintf("%s[%d]", f.path, f.index)
+	}
+	for i := 0; i < len(data); i++ {
+		switch c := data[i]; c {
+		case '{':
+			stack = append(stack, &frame{object: true, path: valuePath(), keys: map[string]bool{}, atKey: true})
+		case '[':
+			stack = append(stack, &frame{path: valuePath()})
+		case '}', ']':
+			if len(stack) > 0 {
+				stack = stack[:len(stack)-1]
+			}
+		case ',':
+			if len(stack) > 0 {
+				if f := stack[len(stack)-1]; f.object {
+					f.atKey = true
+				} else {
+					f.index++
+				}
+			}
+		case '"':
+			start := i + 1
+			escaped := false
+			for i++; i < len(data) && data[i] != '"'; i++ {
+				if data[i] == '\\' {
+					escaped = true
+					i++
+				}
+			}
+			if len(stack) == 0 {
+				continue
+			}
+			f := stack[len(stack)-1]
+			if !f.object || !f.atKey {
+				continue
+			}
+			f.atKey = false
+			name := string(data[start:min(i, len(data))])
+			if escaped {
+				var u string
+				if json.Unmarshal(data[start-1:min(i+1, len(data))], &u) == nil {
+					name = u
+				}
+			}
+			f.key = name
+			if f.keys[name] {
+				errs.Add(join(f.path, name), "is written twice in one object: a field is named once")
+			}
+			f.keys[name] = true
+		}
+	}
+	return errs
 }

@@ -56,6 +56,10 @@ type validationCase struct {
 	// first of two conflicting routes is valid when it is written, and the second is
 	// refused; a file holds both at once, so each conflicts with the other.
 	fileOnly []want
+	// bodies, when set, are the objects' API bodies (one per obj; "" = the YAML as JSON),
+	// for rows whose point is a spelling that converting the YAML would lose (a key written
+	// twice, a whole number written as a float).
+	bodies []string
 }
 
 var validationCases = []validationCase{
@@ -202,6 +206,46 @@ var validationCases = []validationCase{
 			{"settings", "waf:\n  enabled: true\n  custom_rules: 'SecRule ARGS \"@nosuchop x\" \"id:9002,deny\"'\n"},
 		},
 		want: []want{{"settings/global", "waf.custom_rules", "", "custom_rules:"}},
+	},
+	{
+		name: "a wrong type in one rule and a rule that does not compile in the same policy",
+		objs: []fileObj{
+			{"policies", "id: vp-pol2\nrules:\n  - expression: 5\n    action: maybe\n  - expression: \"1 +\"\n    action: deny\n"},
+		},
+		want: []want{
+			{"policies/vp-pol2", "rules[0].expression", "must be a string", "expression: 5"},
+			{"policies/vp-pol2", "rules[0].action", "must be allow or deny", "action: maybe"},
+			{"policies/vp-pol2", "rules[1].expression", "Syntax error", "expression: \"1 +\""},
+		},
+	},
+	{
+		name: "settings with a wrong type and a WAF rule that does not compile",
+		objs: []fileObj{
+			{"settings", "auth:\n  trusted_proxy_hops: two\nwaf:\n  enabled: true\n  custom_rules: 'SecRule ARGS \"@nosuchop x\" \"id:9004,deny\"'\n"},
+		},
+		want: []want{
+			{"settings/global", "auth.trusted_proxy_hops", "must be a whole number", "trusted_proxy_hops: two"},
+			{"settings/global", "waf.custom_rules", "", "custom_rules:"},
+		},
+	},
+	{
+		name: "a key written twice",
+		objs: []fileObj{
+			{"tenants", "id: vp-dup\nname: first\nname: second\nmetadata:\n  team: a\n  team: b\n"},
+		},
+		bodies: []string{`{"id":"vp-dup","name":"first","name":"second","metadata":{"team":"a","team":"b"}}`},
+		want: []want{
+			{"tenants/vp-dup", "name", "written twice", "name: second"},
+			{"tenants/vp-dup", "metadata.team", "written twice", "team: b"},
+		},
+	},
+	{
+		name: "a whole number written as a float",
+		objs: []fileObj{
+			{"services", "id: vp-float\nname: vp-users\nhost: 10.0.0.1\nport: 80.0\n"},
+		},
+		bodies: []string{`{"id":"vp-float","name":"vp-users","host":"10.0.0.1","port":80.0}`},
+		want:   []want{{"services/vp-float", "port", "must be a whole number", "port: 80.0"}},
 	},
 }
 
@@ -509,14 +553,22 @@ func (g *inProcessGateway) apply(t *testing.T, c validationCase) []problem {
 	t.Helper()
 	var probs []problem
 	var created []string
-	for _, o := range c.objs {
+	for i, o := range c.objs {
 		var v any
-		if err := yaml.Unmarshal([]byte(o.yaml), &v); err != nil {
-			t.Fatal(err)
-		}
-		body, err := json.Marshal(v)
-		if err != nil {
-			t.Fatal(err)
+		var body []byte
+		if i < len(c.bodies) && c.bodies[i] != "" {
+			body = []byte(c.bodies[i])
+			if err := json.Unmarshal(body, &v); err != nil {
+				t.Fatal(err)
+			}
+		} else {
+			if err := yaml.Unmarshal([]byte(o.yaml), &v); err != nil {
+				t.Fatal(err)
+			}
+			var err error
+			if body, err = json.Marshal(v); err != nil {
+				t.Fatal(err)
+			}
 		}
 		coll := apiCollections[o.section]
 		method, path, id := "POST", "/api/v1/management/"+coll, "global"
