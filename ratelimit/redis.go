@@ -608,10 +608,24 @@ func (s *RedisStore) run(batch []*redisOp) {
 	// nobody will hold them.
 	back = extraBack(back, natives, func(op *redisOp) bool { return op.err != nil })
 	if len(back) > 0 {
-		// Take the units over the limit back before anyone in the batch gets an answer, so
-		// whoever calls after a denial sees the exact count (see fixedNative). Not re-sent if
-		// it fails, like any write.
-		s.returnUnits(ctx, back)
+		if ctx.Err() != nil {
+			// The replies came after every caller's deadline: the take-back cannot be sent on
+			// the pipeline's context, and the units would stay charged above the limit (lost
+			// capacity once units held elsewhere come back). It goes on a goroutine of its
+			// own, within the store's timeout; the callers have left.
+			s.late.Add(1)
+			go func() {
+				defer s.late.Done()
+				ctx, cancel := context.WithTimeout(context.Background(), s.opts.Timeout)
+				defer cancel()
+				s.returnUnits(ctx, back)
+			}()
+		} else {
+			// Take the units over the limit back before anyone in the batch gets an answer, so
+			// whoever calls after a denial sees the exact count (see fixedNative). Not re-sent
+			// if it fails, like any write.
+			s.returnUnits(ctx, back)
+		}
 	}
 	// Then each answer goes to its caller, unless the caller has given up: the extra units
 	// charged for it go back too, after the others are answered. An answered op is its

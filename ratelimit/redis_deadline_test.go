@@ -305,3 +305,43 @@ func TestRedisCanceledLeaderWithWindow(t *testing.T) {
 		t.Errorf("a leader canceled at 100ms got its answer after %v (its batch-mate without deadline kept it)", a.took)
 	}
 }
+
+// TestRedisDenialTakeBackAfterDeadline: a cost-1 fixed-window check goes out as INCRBY and
+// the units over the limit are taken back after the reply (fixedNative). When the reply
+// comes after the caller's deadline, the take-back must still run: the counter would keep
+// the unit above its limit, and once units held elsewhere come back (a reservation's
+// give-back), that unit would be capacity nobody can use until the window ends.
+func TestRedisDenialTakeBackAfterDeadline(t *testing.T) {
+	r := itest.StartRedis(t)
+	late := &lateReplies{marker: []byte("incrby"), delay: 80 * time.Millisecond}
+	c0, err := NewRedisClient(r.Addr + slowOK)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c0.(*redis.Client).Options().Dialer = late.dial
+	s := NewRedisStore(c0, RedisOptions{Timeout: 5 * time.Second})
+	now := base.UnixMicro()
+	const limit = 3
+	c := fixedCheck("takeback:{k}", limit, now)
+	for i := 0; i < limit; i++ {
+		if rs, err := s.Eval(context.Background(), now, [][]Check{{c}}); err != nil || !rs[0][0].Allowed {
+			t.Fatalf("call %d: %+v %v", i, rs, err)
+		}
+	}
+	late.armed.Store(true)
+	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Millisecond)
+	rs, err := s.Eval(ctx, now, [][]Check{{c}})
+	cancel()
+	t.Logf("a call at the limit, its reply after its deadline: %+v %v", rs, err)
+	if err == nil && rs[0][0].Allowed {
+		t.Fatalf("admitted over the limit: %+v", rs[0][0])
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	rc := mustClient(t, r.Addr)
+	defer rc.Close()
+	if v := counter(t, rc, c.Key); v != limit {
+		t.Errorf("counter %d after a denial answered late, want %d (the unit charged over the limit kept)", v, limit)
+	}
+}

@@ -130,3 +130,42 @@ func (c *slowConn) Write(b []byte) (int, error) {
 	}
 	return c.Conn.Write(b)
 }
+
+// lateReplies delays the reply to the next write that contains marker by delay, after it
+// arrived: the caller gets the reply, but after its deadline (a loaded Redis or network).
+type lateReplies struct {
+	marker []byte
+	delay  time.Duration
+	armed  atomic.Bool
+}
+
+func (d *lateReplies) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	var nd net.Dialer
+	c, err := nd.DialContext(ctx, network, addr)
+	if err != nil {
+		return nil, err
+	}
+	return &lateConn{Conn: c, d: d}, nil
+}
+
+type lateConn struct {
+	net.Conn
+	d    *lateReplies
+	late bool
+}
+
+func (c *lateConn) Write(b []byte) (int, error) {
+	if bytes.Contains(b, c.d.marker) && c.d.armed.CompareAndSwap(true, false) {
+		c.late = true
+	}
+	return c.Conn.Write(b)
+}
+
+func (c *lateConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	if c.late {
+		c.late = false
+		time.Sleep(c.d.delay)
+	}
+	return n, err
+}

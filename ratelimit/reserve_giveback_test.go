@@ -373,3 +373,76 @@ func TestReservingRepeatedCounterLeavesAtDeadline(t *testing.T) {
 		t.Errorf("a request with a 100ms deadline naming a counter twice got its answer after %v (it waited for the give-back of the units held)", took)
 	}
 }
+
+// refundsNotSent is the Redis store whose refunds never leave this instance, as when no
+// connection to Redis can be made (a dial error, the pool's timeout under load): each is
+// reported surely not sent. during runs first, once: what this instance does meanwhile.
+type refundsNotSent struct {
+	*RedisStore
+	during func()
+}
+
+func (s *refundsNotSent) Refund(ctx context.Context, units []Refund) (int64, []int) {
+	if f := s.during; f != nil {
+		s.during = nil
+		f()
+	}
+	unsent := make([]int, len(units))
+	for i := range unsent {
+		unsent[i] = i
+	}
+	return 0, unsent
+}
+
+// TestReservingUnsentGiveBackWithVisitMeanwhile: a lease gives its units back after the hold,
+// and the give-back never reaches Redis; meanwhile a request of the same instance visits the
+// counter, which another instance has filled, so the lease learns the counter (the units
+// included: they are still charged). The units go back into the lease, and the lease must
+// still hold avail ≤ count ≤ limit (invariant 2), and answer the next request admitted from
+// them with the remaining count of the counter.
+func TestReservingUnsentGiveBackWithVisitMeanwhile(t *testing.T) {
+	r := itest.StartRedis(t)
+	clock := newFakeClock(base)
+	now := base.UnixMicro()
+	inner := &refundsNotSent{RedisStore: NewRedisStore(mustClient(t, r.Addr), RedisOptions{Timeout: 5 * time.Second})}
+	const hold = 200 * time.Millisecond
+	a := NewReservingStore(inner, ReserveOptions{Hold: hold, Clock: clock})
+	t.Cleanup(func() { a.Close() })
+	const limit = 1000
+	c := fixedCheck("rsv:unsent:{k}", limit, now)
+	holdUnits(t, a, now, c, 4)
+	held := a.held(c.Key)
+	rc := mustClient(t, r.Addr)
+	defer rc.Close()
+	// Another instance takes everything left.
+	if err := rc.Set(context.Background(), c.Key, limit, redis.KeepTTL).Err(); err != nil {
+		t.Fatal(err)
+	}
+	var visit Result
+	inner.during = func() {
+		rs, err := a.Eval(context.Background(), now, [][]Check{{c}})
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		visit = rs[0][0]
+	}
+	a.Sweep(now + hold.Microseconds())
+	if visit.Allowed {
+		t.Fatalf("a visit to a full counter was admitted: %+v", visit)
+	}
+	if got := a.held(c.Key); got != held {
+		t.Fatalf("held %d after the give-back that was not sent, want %d", got, held)
+	}
+	if err := a.checkInvariants(now, false); err != nil {
+		t.Error(err)
+	}
+	rs, err := a.Eval(context.Background(), now, [][]Check{{c}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The counter holds the limit, of which this instance still holds held-1 units.
+	if want := held - 1; !rs[0][0].Allowed || rs[0][0].Remaining != want {
+		t.Errorf("admitted from the units held: %+v, want allowed with %d remaining", rs[0][0], want)
+	}
+}

@@ -84,7 +84,7 @@ func (s *ReservingStore) release(back []heldUnits, key string, l *lease) []heldU
 	if l.avail == 0 {
 		return back
 	}
-	back = append(back, heldUnits{Refund{Key: key, N: int64(l.avail)}, l})
+	back = append(back, heldUnits{Refund{Key: key, N: int64(l.avail)}, l, l.count})
 	l.count -= min(l.avail, l.count)
 	l.avail = 0
 	return back
@@ -93,7 +93,8 @@ func (s *ReservingStore) release(back []heldUnits, key string, l *lease) []heldU
 // heldUnits are units taken out of a lease to be given back.
 type heldUnits struct {
 	Refund
-	l *lease
+	l     *lease
+	count uint64 // l.count before the release
 }
 
 // giveBack returns unused units to their counters (the store bounds how long it tries).
@@ -118,7 +119,10 @@ func (s *ReservingStore) giveBack(ctx context.Context, back []heldUnits) {
 	for _, i := range unsent {
 		if u := back[i]; u.l != nil && s.leases[u.Key] == u.l {
 			u.l.avail += uint64(u.N)
-			u.l.count += uint64(u.N)
+			// The counter still holds the units. A visit since the release may have seen it
+			// (its count includes them already): the count goes back to what it was at the
+			// release unless a visit saw more, never adding them twice (avail ≤ count ≤ limit).
+			u.l.count = max(u.l.count, u.count)
 		}
 	}
 	s.mu.Unlock()
