@@ -138,3 +138,38 @@ func TestSweeperUndoesAnExpiryRacedByAHeartbeat(t *testing.T) {
 		t.Fatalf("a live instance was left expired: %+v", a)
 	}
 }
+
+// An instance whose last heartbeat was written by a replica with a clock a year ahead, stored
+// or in liveness, and which then stops, is not kept serving for that year: the sweeper takes
+// it as seen at the sweep's time, and marks it expired once its TTL passed from there.
+func TestSweeperTimeFromAClockAhead(t *testing.T) {
+	for _, where := range []string{"stored", "liveness"} {
+		t.Run(where, func(t *testing.T) {
+			st := openBolt(t)
+			clk := newClock()
+			t0 := clk.Now()
+			ahead := t0.Add(365 * 24 * time.Hour)
+			sv := &model.Service{ID: "a", Name: "svc", Host: "10.0.0.1", Port: 80, TTL: model.Duration(30 * time.Second), LastHeartbeat: t0}
+			if where == "stored" {
+				sv.LastHeartbeat = ahead
+			}
+			putSvc(t, st, sv)
+			if where == "liveness" {
+				if err := st.Touch(t.Context(), "a", ahead); err != nil {
+					t.Fatal(err)
+				}
+			}
+			sw := &discovery.Sweeper{Store: st, Log: quietLog(), Now: clk.Now}
+			if res, err := sw.Sweep(t.Context()); err != nil || res.Expired != 0 {
+				t.Fatalf("first sweep: %+v %v", res, err)
+			}
+			clk.Add(31 * time.Second)
+			if res, err := sw.Sweep(t.Context()); err != nil || res.Expired != 1 {
+				t.Fatalf("31 s later, without a heartbeat: %+v %v", res, err)
+			}
+			if a := getSvc(t, st, "a"); a.Status != model.StatusExpired {
+				t.Fatalf("not marked: %+v", a)
+			}
+		})
+	}
+}

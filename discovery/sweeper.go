@@ -42,6 +42,7 @@ type SweepResult struct {
 	Deleted   int // expired instances removed
 	Forgotten int // liveness entries of instances that no longer exist, removed
 	Conflicts int // instances changed meanwhile (a heartbeat): left for the next sweep
+	Corrected int // last heartbeats a clock ahead wrote, taken as seen at this sweep
 }
 
 func (s *Sweeper) now() time.Time {
@@ -71,6 +72,18 @@ func (s *Sweeper) Sweep(ctx context.Context) (SweepResult, error) {
 	for _, sv := range svcs {
 		present[sv.ID] = true
 		rev := sv.Revision
+		if sv.LastHeartbeat.After(now.Add(store.LivenessClockLead)) {
+			if err := s.correctAhead(ctx, sv, rev, now); err != nil {
+				if errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrNotFound) {
+					res.Conflicts++
+				} else {
+					errs = append(errs, err)
+				}
+				continue
+			}
+			res.Corrected++
+			continue
+		}
 		switch {
 		case sv.Status != model.StatusExpired && sv.Expired(now):
 			prevStatus, seen := sv.Status, sv.LastHeartbeat
@@ -127,6 +140,34 @@ func (s *Sweeper) Sweep(ctx context.Context) (SweepResult, error) {
 		s.m.deleted.Add(float64(res.Deleted))
 	}
 	return res, errors.Join(errs...)
+}
+
+// correctAhead takes sv, whose last heartbeat is further ahead of now than
+// store.LivenessClockLead, as seen now. Such a time was written by a replica whose clock ran
+// ahead; kept, it would hold the instance serving until then however long ago its heartbeats
+// stopped. Its liveness entry is replaced (Touch replaces an entry that far ahead) and, when
+// the stored heartbeat is the one ahead, the instance is written back with now (conditional
+// on rev): a revision, once per such instance.
+func (s *Sweeper) correctAhead(ctx context.Context, sv *model.Service, rev uint64, now time.Time) error {
+	if err := s.Store.Touch(ctx, sv.ID, now); err != nil {
+		return err
+	}
+	raw, err := s.Store.Get(ctx, model.KindServices, sv.ID)
+	if err != nil {
+		return err
+	}
+	var stored model.Service
+	if err := json.Unmarshal(raw.Data, &stored); err != nil {
+		return fmt.Errorf("decode %s: %w", sv.ID, err)
+	}
+	s.log().Warn("service instance's last heartbeat is ahead of this clock (a replica's clock runs ahead?); taken as now",
+		"id", sv.ID, "name", sv.Name, "last_heartbeat", sv.LastHeartbeat, "now", now)
+	if !stored.LastHeartbeat.After(now.Add(store.LivenessClockLead)) {
+		return nil
+	}
+	sv.LastHeartbeat = now.UTC()
+	_, err = putService(ctx, s.Store, sv, rev)
+	return err
 }
 
 // revive reads sv's liveness after the sweeper wrote it expired at rev; when a heartbeat

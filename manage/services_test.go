@@ -318,3 +318,52 @@ func TestHeartbeatRacingADeleteLeavesNoEntry(t *testing.T) {
 		t.Fatalf("entry left behind: %v", live)
 	}
 }
+
+// An instance registered (and heartbeated) through a replica whose clock ran a year ahead is
+// not held alive for that year: the first heartbeat through a replica with a sane clock brings
+// its last heartbeat back to that clock, and once the heartbeats stop it leaves the load
+// balancing after its TTL, like any other instance.
+func TestHeartbeatCorrectsATimeFromAClockAhead(t *testing.T) {
+	e, clk, rec := newClockEnv(t)
+	if r := e.do("POST", "/api/v1/management/services", `{"id":"a","name":"users","host":"10.0.0.5","port":8080,"ttl":"30s"}`); r.code != 201 {
+		t.Fatalf("register: %d %s", r.code, r.raw)
+	}
+	ahead := clk.Now().Add(365 * 24 * time.Hour)
+	raw, _ := e.store.Get(t.Context(), model.KindServices, "a")
+	var sv model.Service
+	if err := json.Unmarshal(raw.Data, &sv); err != nil {
+		t.Fatal(err)
+	}
+	sv.LastHeartbeat = ahead // as the replica ahead wrote it on register
+	data, _ := json.Marshal(&sv)
+	if _, err := store.Put(t.Context(), e.store, model.KindServices, "a", data, raw.Revision); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.store.Touch(t.Context(), "a", ahead); err != nil { // and on a heartbeat
+		t.Fatal(err)
+	}
+	clk.Add(time.Second)
+	hb := e.do("PUT", "/api/v1/management/services/a/heartbeat", nil)
+	if hb.code != 200 || !lastHeartbeat(t, hb.body).Equal(clk.Now()) {
+		t.Fatalf("heartbeat from a sane clock: %d %s, want last_heartbeat %v", hb.code, hb.raw, clk.Now())
+	}
+	g := e.do("GET", "/api/v1/management/services/a", nil)
+	if !lastHeartbeat(t, g.body).Equal(clk.Now()) {
+		t.Fatalf("after the heartbeat: %s", g.raw)
+	}
+	// Corrected once, the next heartbeat is no revision again.
+	before := e.revision()
+	clk.Add(time.Second)
+	if hb := e.do("PUT", "/api/v1/management/services/a/heartbeat", nil); hb.code != 200 || e.revision() != before {
+		t.Fatalf("heartbeat after the correction: %d, revision %d -> %d", hb.code, before, e.revision())
+	}
+	// The heartbeats stop: 31 s later the next revision leaves the instance out.
+	clk.Add(31 * time.Second)
+	if w := e.do("POST", "/api/v1/management/tenants", `{"id":"acme","name":"Acme"}`); w.code != 201 {
+		t.Fatalf("tenant: %d %s", w.code, w.raw)
+	}
+	snap, _ := rec.get()
+	if snap == nil || len(snap.Services) != 1 || snap.Services[0].Serving(clk.Now()) {
+		t.Fatalf("an instance silent past its TTL still serves: %+v", snap.Services[0])
+	}
+}

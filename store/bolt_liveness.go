@@ -126,7 +126,8 @@ func (l *boltLiveness) close() error {
 	return l.flush()
 }
 
-// Touch records that id was alive at t, unless its entry is newer; neither the revision
+// Touch records that id was alive at t, unless its entry is newer (and not further ahead
+// than LivenessClockLead); neither the revision
 // nor the watchers are touched, and the file is written at the next flush.
 func (b *Bolt) Touch(_ context.Context, id string, t time.Time) error {
 	if id == "" {
@@ -139,7 +140,7 @@ func (b *Bolt) Touch(_ context.Context, id string, t time.Time) error {
 	if l.closed {
 		return ErrClosed
 	}
-	if cur, ok := l.seen[id]; ok && cur >= us {
+	if cur, ok := l.seen[id]; ok && keepLiveness(cur, us) {
 		return nil
 	}
 	l.seen[id] = us
