@@ -173,3 +173,24 @@ func TestSweeperTimeFromAClockAhead(t *testing.T) {
 		})
 	}
 }
+
+// SERVICE_DEREGISTER_AFTER at its largest (2562047h) with an hour's TTL: their sum does not
+// fit a time.Duration. An expired instance is kept (for those 292 years), not deleted at the
+// next sweep because the sum wrapped to a negative duration.
+func TestSweeperLargestDeregisterAfterKeepsExpiredInstances(t *testing.T) {
+	st := openBolt(t)
+	clk := newClock()
+	putSvc(t, st, &model.Service{ID: "a", Name: "svc", Host: "10.0.0.1", Port: 80, TTL: model.Duration(time.Hour), LastHeartbeat: clk.Now()})
+	sw := &discovery.Sweeper{Store: st, Log: quietLog(), Now: clk.Now, DeregisterAfter: 2562047 * time.Hour}
+	clk.Add(time.Hour + time.Second)
+	if res, err := sw.Sweep(t.Context()); err != nil || res.Expired != 1 {
+		t.Fatalf("past the TTL: %+v %v", res, err)
+	}
+	clk.Add(time.Minute)
+	if res, err := sw.Sweep(t.Context()); err != nil || res.Deleted != 0 {
+		t.Fatalf("an instance expired a minute ago was deleted: %+v %v", res, err)
+	}
+	if a := getSvc(t, st, "a"); a.Status != model.StatusExpired {
+		t.Fatalf("%+v", a)
+	}
+}

@@ -105,7 +105,7 @@ func (s *Sweeper) Sweep(ctx context.Context) (SweepResult, error) {
 				errs = append(errs, err)
 			}
 		case sv.Status == model.StatusExpired && s.DeregisterAfter > 0 && sv.TTL > 0 &&
-			now.Sub(sv.LastHeartbeat) > sv.TTL.D()+s.DeregisterAfter:
+			expiredFor(sv, now) > s.DeregisterAfter:
 			_, err := store.Delete(ctx, s.Store, model.KindServices, sv.ID, rev)
 			switch {
 			case err == nil:
@@ -140,6 +140,17 @@ func (s *Sweeper) Sweep(ctx context.Context) (SweepResult, error) {
 		s.m.deleted.Add(float64(res.Deleted))
 	}
 	return res, errors.Join(errs...)
+}
+
+// expiredFor is how long sv has been past its TTL at now (0 when it is not). Compared with
+// DeregisterAfter rather than adding the two: a TTL plus SERVICE_DEREGISTER_AFTER near their
+// largest values overflows to a negative duration, which would delete at once.
+func expiredFor(sv *model.Service, now time.Time) time.Duration {
+	since := now.Sub(sv.LastHeartbeat) // saturates instead of wrapping
+	if since <= sv.TTL.D() {
+		return 0
+	}
+	return since - sv.TTL.D()
 }
 
 // correctAhead takes sv, whose last heartbeat is further ahead of now than
