@@ -1,6 +1,8 @@
 package testutil
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"go/ast"
 	"go/parser"
 	"go/token"
@@ -179,8 +181,20 @@ func TestFreshCloneRunsTestsThatReadTheRepository(t *testing.T) {
 			t.Fatalf("the packages whose tests read the repository should include %s: %v", want, pkgs)
 		}
 	}
-	// Nothing beside the clone: its parent is this test's own empty folder.
-	clone := filepath.Join(t.TempDir(), "api-gateway")
+	// Nothing beside the clone: its parent is a folder this test empties and creates. The
+	// folder's name is the same on every run from this checkout, so the Go build cache
+	// (whose keys hold a package's directory) serves the clone's packages again when their
+	// files did not change: only the first run compiles the module in the clone.
+	sum := sha256.Sum256([]byte(root))
+	parent := filepath.Join(os.TempDir(), "agw-fresh-clone-"+hex.EncodeToString(sum[:6]))
+	if err := os.RemoveAll(parent); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(parent, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(parent) })
+	clone := filepath.Join(parent, "api-gateway")
 	if out, err := exec.Command("git", "clone", "--quiet", "--depth", "1", "file://"+root, clone).CombinedOutput(); err != nil {
 		t.Fatalf("git clone: %v\n%s", err, out)
 	}
