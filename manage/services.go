@@ -176,12 +176,6 @@ func (a *API) heartbeat(w http.ResponseWriter, r *http.Request) {
 			}
 			// The sweeper marked it expired meanwhile: write it back below.
 		}
-		// Liveness first: a time a clock ahead recorded is replaced (store.LivenessClockLead),
-		// so the newest of the two reads as now once the instance is written.
-		if err := a.Store.Touch(ctx, id, now); err != nil {
-			a.writeStoreError(w, r, kind, id, err)
-			return
-		}
 		rev := s.Revision
 		s.LastHeartbeat = now
 		if s.Status == model.StatusExpired {
@@ -217,9 +211,7 @@ func (a *API) heartbeat(w http.ResponseWriter, r *http.Request) {
 
 // heartbeatWrites tells whether a heartbeat at now changes what is served for s: s is out
 // of the load balancing for missing its TTL (its last heartbeat already merged from
-// liveness), and the heartbeat brings it back; or its last heartbeat is further ahead of now
-// than store.LivenessClockLead (written by a replica whose clock ran ahead), which would
-// keep it serving until that time however long ago its heartbeats stopped.
+// liveness), and the heartbeat brings it back.
 func (a *API) heartbeatWrites(s *model.Service, now time.Time) bool {
-	return s.Status == model.StatusExpired || s.Expired(now) || s.LastHeartbeat.After(now.Add(store.LivenessClockLead))
+	return s.Status == model.StatusExpired || s.Expired(now)
 }

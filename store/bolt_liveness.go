@@ -130,8 +130,7 @@ func (l *boltLiveness) close() error {
 	return l.closeErr
 }
 
-// Touch records that id was alive at t, unless its entry is newer (and not further ahead
-// than LivenessClockLead); neither the revision
+// Touch records that id was alive at t, unless its entry is newer; neither the revision
 // nor the watchers are touched, and the file is written at the next flush.
 func (b *Bolt) Touch(_ context.Context, id string, t time.Time) error {
 	if id == "" {
@@ -144,7 +143,7 @@ func (b *Bolt) Touch(_ context.Context, id string, t time.Time) error {
 	if l.closed {
 		return ErrClosed
 	}
-	if cur, ok := l.seen[id]; ok && keepLiveness(cur, us) {
+	if cur, ok := l.seen[id]; ok && cur >= us {
 		return nil
 	}
 	l.seen[id] = us

@@ -360,9 +360,8 @@ func (r *Redis) txn(ctx context.Context, txnID string, ops []Op) (uint64, error)
 	return 0, fmt.Errorf("unexpected transaction reply %v", res)
 }
 
-// Touch records that id was alive at t, unless its entry is newer and not further ahead than
-// LivenessClockLead (a script compares, so replicas whose heartbeats arrive out of order never
-// move it back). It writes neither the
+// Touch records that id was alive at t, unless its entry is newer (a script compares, so
+// replicas whose heartbeats arrive out of order never move it back). It writes neither the
 // revision nor the change channel.
 func (r *Redis) Touch(ctx context.Context, id string, t time.Time) error {
 	if id == "" {
@@ -372,7 +371,7 @@ func (r *Redis) Touch(ctx context.Context, id string, t time.Time) error {
 		return err
 	}
 	defer r.end()
-	return mapRedisErr(touchScript.Run(ctx, r.c, []string{r.liveKey()}, id, encodeLiveness(t), LivenessClockLead.Microseconds()).Err())
+	return mapRedisErr(touchScript.Run(ctx, r.c, []string{r.liveKey()}, id, encodeLiveness(t)).Err())
 }
 
 // LastSeen returns the liveness entries of ids (of every id when none is given).

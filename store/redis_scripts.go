@@ -64,13 +64,11 @@ redis.call('PUBLISH', ARGV[1], new)
 return {0, new}
 `)
 
-// touchScript records a liveness time unless the recorded one is newer and at most the lead
-// ahead (keepLiveness). KEYS[1] the liveness hash; ARGV[1] the id, ARGV[2] the time in µs
-// since the epoch (exact in a Lua number), ARGV[3] the lead in µs.
+// touchScript records a liveness time unless the recorded one is newer. KEYS[1] the liveness
+// hash; ARGV[1] the id, ARGV[2] the time in µs since the epoch (exact in a Lua number).
 var touchScript = redis.NewScript(`
 local cur = redis.call('HGET', KEYS[1], ARGV[1])
-local t = tonumber(ARGV[2])
-if cur and tonumber(cur) >= t and tonumber(cur) - t <= tonumber(ARGV[3]) then return 0 end
+if cur and tonumber(cur) >= tonumber(ARGV[2]) then return 0 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 return 1
 `)

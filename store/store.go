@@ -93,27 +93,13 @@ type Store interface {
 // the microsecond.
 type Liveness interface {
 	// Touch records that id was alive at t; an entry already newer than t is kept (replicas
-	// whose heartbeats arrive out of order never move it back), unless it is more than
-	// LivenessClockLead ahead of t: such a time came from a clock running ahead, and kept it
-	// would hold the instance alive until that time, long after its heartbeats stopped.
+	// whose heartbeats arrive out of order never move it back).
 	Touch(ctx context.Context, id string, t time.Time) error
 	// LastSeen returns the recorded times of the given ids, or of every id when none is
 	// given; an id without an entry is absent from the map.
 	LastSeen(ctx context.Context, ids ...string) (map[string]time.Time, error)
 	// Forget removes the entries of ids (absent ones are no error).
 	Forget(ctx context.Context, ids ...string) error
-}
-
-// LivenessClockLead is how far ahead of a heartbeat's time a recorded liveness time may be
-// and still be kept by Touch. Heartbeats that arrive out of order, on replicas whose clocks
-// agree to NTP's precision, differ by far less; a recorded time further ahead was written by
-// a clock that runs ahead (or ran ahead before it was corrected), and the next heartbeat
-// replaces it.
-const LivenessClockLead = 30 * time.Second
-
-// keepLiveness tells whether a recorded time cur (µs) stays when a touch brings us (µs).
-func keepLiveness(cur, us int64) bool {
-	return cur >= us && cur-us <= LivenessClockLead.Microseconds()
 }
 
 // encodeLiveness gives the resolution liveness times are stored at: microseconds since the epoch

@@ -24,7 +24,6 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 	t.Run("LivenessIsNotARevision", func(t *testing.T) { testLivenessNoRevision(t, open(t)) })
 	t.Run("LivenessEntries", func(t *testing.T) { testLivenessEntries(t, open(t)) })
 	t.Run("SnapshotMergesLiveness", func(t *testing.T) { testSnapshotLiveness(t, open(t)) })
-	t.Run("LivenessFromAClockAhead", func(t *testing.T) { testLivenessClockAhead(t, open(t)) })
 }
 
 func ctx(t *testing.T) context.Context {
@@ -293,7 +292,7 @@ func testLivenessNoRevision(t *testing.T, s store.Store) {
 func testLivenessEntries(t *testing.T, s store.Store) {
 	c := ctx(t)
 	t0 := time.Date(2026, 1, 2, 3, 4, 5, 123456000, time.UTC)
-	if err := s.Touch(c, "a", t0.Add(10*time.Second)); err != nil {
+	if err := s.Touch(c, "a", t0.Add(time.Minute)); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Touch(c, "a", t0); err != nil { // older: kept out
@@ -312,7 +311,7 @@ func testLivenessEntries(t *testing.T, s store.Store) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(got) != 2 || !got["a"].Equal(t0.Add(10*time.Second)) || !got["b"].Equal(t0.Add(7*time.Second)) {
+	if len(got) != 2 || !got["a"].Equal(t0.Add(time.Minute)) || !got["b"].Equal(t0.Add(7*time.Second)) {
 		t.Fatalf("LastSeen(a, missing, b) = %v", got)
 	}
 	if _, ok := got["missing"]; ok {
@@ -340,33 +339,6 @@ func testLivenessEntries(t *testing.T, s store.Store) {
 	}
 	if err := s.Forget(c); err != nil {
 		t.Fatalf("forget nothing: %v", err)
-	}
-}
-
-// testLivenessClockAhead: an entry written by a replica whose clock ran hours ahead does not
-// hold the instance alive until then: the next heartbeat from a sane clock replaces it. An
-// entry ahead by no more than store.LivenessClockLead (heartbeats arriving out of order) is
-// kept.
-func testLivenessClockAhead(t *testing.T, s store.Store) {
-	c := ctx(t)
-	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
-	if err := s.Touch(c, "a", t0.Add(365*24*time.Hour)); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Touch(c, "a", t0); err != nil {
-		t.Fatal(err)
-	}
-	if got, err := s.LastSeen(c, "a"); err != nil || !got["a"].Equal(t0) {
-		t.Fatalf("after a sane heartbeat following one a year ahead: %v %v, want %v", got, err, t0)
-	}
-	if err := s.Touch(c, "a", t0.Add(store.LivenessClockLead)); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Touch(c, "a", t0); err != nil {
-		t.Fatal(err)
-	}
-	if got, err := s.LastSeen(c, "a"); err != nil || !got["a"].Equal(t0.Add(store.LivenessClockLead)) {
-		t.Fatalf("an entry within the lead was moved back: %v %v", got, err)
 	}
 }
 
