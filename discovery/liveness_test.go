@@ -194,3 +194,45 @@ func TestSweeperLargestDeregisterAfterKeepsExpiredInstances(t *testing.T) {
 		t.Fatalf("%+v", a)
 	}
 }
+
+// An instance heartbeating through a replica whose clock runs a year ahead of the sweeper's
+// (or a sweeper whose clock is behind) is alive: its liveness entry moves with each
+// heartbeat, so it is never marked, and the sweeper moves no time back (the other replicas'
+// rebuilds keep it). Once its heartbeats stop it is marked after its TTL.
+func TestSweeperKeepsAnInstanceHeartbeatingFromAClockAhead(t *testing.T) {
+	st := openBolt(t)
+	clk := newClock()
+	const skew = 365 * 24 * time.Hour
+	putSvc(t, st, &model.Service{ID: "a", Name: "svc", Host: "10.0.0.1", Port: 80, TTL: model.Duration(30 * time.Second), LastHeartbeat: clk.Now().Add(skew)})
+	sw := &discovery.Sweeper{Store: st, Log: quietLog(), Now: clk.Now}
+	ctx := t.Context()
+	rev, _ := st.Revision(ctx)
+	var last time.Time
+	for i := 0; i < 30; i++ { // 5 minutes: a heartbeat every 10 s, a sweep every 5 s
+		if i%2 == 0 {
+			last = clk.Now().Add(skew)
+			if err := st.Touch(ctx, "a", last); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if res, err := sw.Sweep(ctx); err != nil || res != (discovery.SweepResult{}) {
+			t.Fatalf("sweep %d of a live instance: %+v %v", i, res, err)
+		}
+		clk.Add(5 * time.Second)
+	}
+	if rev2, _ := st.Revision(ctx); rev2 != rev {
+		t.Fatalf("sweeps of a live instance wrote: %d -> %d", rev, rev2)
+	}
+	if got, _ := st.LastSeen(ctx, "a"); !got["a"].Equal(last) {
+		t.Fatalf("liveness moved: %v, want %v", got["a"], last)
+	}
+	for i := 0; i < 5; i++ { // silent: sweeps 10 s to 30 s after its last heartbeat (its TTL)
+		if res, _ := sw.Sweep(ctx); res.Expired != 0 {
+			t.Fatalf("marked %d s after its last heartbeat", 10+i*5)
+		}
+		clk.Add(5 * time.Second)
+	}
+	if res, err := sw.Sweep(ctx); err != nil || res.Expired != 1 {
+		t.Fatalf("silent past its TTL: %+v %v", res, err)
+	}
+}

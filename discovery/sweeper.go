@@ -33,6 +33,7 @@ type Sweeper struct {
 	// DeregisterAfter: delete an instance expired for this long (0 = keep it, expired).
 	DeregisterAfter time.Duration
 	m               *metrics
+	ahead           map[string]aheadSeen // instances whose last heartbeat is ahead of the clock
 }
 
 // SweepResult counts what one sweep did.
@@ -42,7 +43,6 @@ type SweepResult struct {
 	Deleted   int // expired instances removed
 	Forgotten int // liveness entries of instances that no longer exist, removed
 	Conflicts int // instances changed meanwhile (a heartbeat): left for the next sweep
-	Corrected int // last heartbeats a clock ahead wrote, taken as seen at this sweep
 }
 
 func (s *Sweeper) now() time.Time {
@@ -69,23 +69,17 @@ func (s *Sweeper) Sweep(ctx context.Context) (SweepResult, error) {
 	now := s.now()
 	var errs []error
 	present := make(map[string]bool, len(svcs))
+	ahead := map[string]bool{}
 	for _, sv := range svcs {
 		present[sv.ID] = true
 		rev := sv.Revision
-		if sv.LastHeartbeat.After(now.Add(store.LivenessClockLead)) {
-			if err := s.correctAhead(ctx, sv, rev, now); err != nil {
-				if errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrNotFound) {
-					res.Conflicts++
-				} else {
-					errs = append(errs, err)
-				}
-				continue
-			}
-			res.Corrected++
-			continue
+		silent := false
+		if sv.LastHeartbeat.After(now.Add(ClockAheadLead)) {
+			silent = s.silentAhead(sv, live[sv.ID], now)
+			ahead[sv.ID] = true
 		}
 		switch {
-		case sv.Status != model.StatusExpired && sv.Expired(now):
+		case sv.Status != model.StatusExpired && (sv.Expired(now) || silent):
 			prevStatus, seen := sv.Status, sv.LastHeartbeat
 			sv.Status = model.StatusExpired
 			sv.UpdatedAt = now.UTC()
@@ -118,6 +112,11 @@ func (s *Sweeper) Sweep(ctx context.Context) (SweepResult, error) {
 			default:
 				errs = append(errs, err)
 			}
+		}
+	}
+	for id := range s.ahead {
+		if !ahead[id] {
+			delete(s.ahead, id)
 		}
 	}
 	// Liveness was read before the instances: an entry whose instance is not in the list
@@ -153,32 +152,42 @@ func expiredFor(sv *model.Service, now time.Time) time.Duration {
 	return since - sv.TTL.D()
 }
 
-// correctAhead takes sv, whose last heartbeat is further ahead of now than
-// store.LivenessClockLead, as seen now. Such a time was written by a replica whose clock ran
-// ahead; kept, it would hold the instance serving until then however long ago its heartbeats
-// stopped. Its liveness entry is replaced (Touch replaces an entry that far ahead) and, when
-// the stored heartbeat is the one ahead, the instance is written back with now (conditional
-// on rev): a revision, once per such instance.
-func (s *Sweeper) correctAhead(ctx context.Context, sv *model.Service, rev uint64, now time.Time) error {
-	if err := s.Store.Touch(ctx, sv.ID, now); err != nil {
-		return err
+// ClockAheadLead: a last heartbeat further ahead of the sweeper's clock than this was
+// written by a replica whose clock runs (or ran) ahead; replicas synchronised by NTP differ by
+// far less.
+const ClockAheadLead = 30 * time.Second
+
+// aheadSeen is what the sweeper saw of an instance whose last heartbeat is ahead of its clock.
+type aheadSeen struct {
+	rev   uint64    // the instance's revision
+	live  time.Time // its liveness entry
+	since time.Time // the sweeper's time when it first saw both so
+}
+
+// silentAhead tells whether sv, whose last heartbeat is further ahead of now than
+// ClockAheadLead, has sent no heartbeat for its TTL by this sweeper's clock. Its TTL cannot
+// be counted from a time ahead (it would keep serving until that time, however long ago its
+// heartbeats stopped: a clock a year ahead, then corrected, made it immortal for a year), nor
+// can the time be moved back (a sweeper whose own clock is behind would move every live
+// instance's heartbeat back, out of EDS on the other replicas). So the sweeper watches it: a
+// heartbeat changes its liveness entry or its revision; when neither changed for its TTL, it
+// is silent and is marked expired (a heartbeat brings it back, as any expired instance). The
+// watch is this sweeper's memory: a replica taking the lease over watches anew.
+func (s *Sweeper) silentAhead(sv *model.Service, live, now time.Time) bool {
+	if s.ahead == nil {
+		s.ahead = map[string]aheadSeen{}
 	}
-	raw, err := s.Store.Get(ctx, model.KindServices, sv.ID)
-	if err != nil {
-		return err
+	cur, ok := s.ahead[sv.ID]
+	if !ok || cur.rev != sv.Revision || !cur.live.Equal(live) {
+		s.ahead[sv.ID] = aheadSeen{rev: sv.Revision, live: live, since: now}
+		return false
 	}
-	var stored model.Service
-	if err := json.Unmarshal(raw.Data, &stored); err != nil {
-		return fmt.Errorf("decode %s: %w", sv.ID, err)
+	if sv.TTL <= 0 || now.Sub(cur.since) <= sv.TTL.D() {
+		return false
 	}
-	s.log().Warn("service instance's last heartbeat is ahead of this clock (a replica's clock runs ahead?); taken as now",
+	s.log().Warn("service instance's last heartbeat is ahead of this clock (a replica's clock runs ahead?) and has not changed for its TTL",
 		"id", sv.ID, "name", sv.Name, "last_heartbeat", sv.LastHeartbeat, "now", now)
-	if !stored.LastHeartbeat.After(now.Add(store.LivenessClockLead)) {
-		return nil
-	}
-	sv.LastHeartbeat = now.UTC()
-	_, err = putService(ctx, s.Store, sv, rev)
-	return err
+	return true
 }
 
 // revive reads sv's liveness after the sweeper wrote it expired at rev; when a heartbeat
