@@ -23,6 +23,11 @@ func readsBeyond(root, dir, text string) bool {
 	if strings.Contains(text, "testutil.RepoRoot()") || strings.Contains(text, "testutil.GeoIPDir()") {
 		return true
 	}
+	for _, line := range strings.Split(text, "\n") {
+		if joinClimbs("x.go", line) > 0 { // filepath.Join("..", "README.md"): climbs out of dir
+			return true
+		}
+	}
 	for _, m := range upPath.FindAllStringSubmatch(text, -1) {
 		p := path.Join(dir, m[1])
 		if p == "." || p == ".." || strings.HasPrefix(p, "../") || p == dir || strings.HasPrefix(p, dir+"/") {
