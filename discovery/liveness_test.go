@@ -138,3 +138,101 @@ func TestSweeperUndoesAnExpiryRacedByAHeartbeat(t *testing.T) {
 		t.Fatalf("a live instance was left expired: %+v", a)
 	}
 }
+
+// An instance whose last heartbeat was written by a replica with a clock a year ahead, stored
+// or in liveness, and which then stops, is not kept serving for that year: the sweeper takes
+// it as seen at the sweep's time, and marks it expired once its TTL passed from there.
+func TestSweeperTimeFromAClockAhead(t *testing.T) {
+	for _, where := range []string{"stored", "liveness"} {
+		t.Run(where, func(t *testing.T) {
+			st := openBolt(t)
+			clk := newClock()
+			t0 := clk.Now()
+			ahead := t0.Add(365 * 24 * time.Hour)
+			sv := &model.Service{ID: "a", Name: "svc", Host: "10.0.0.1", Port: 80, TTL: model.Duration(30 * time.Second), LastHeartbeat: t0}
+			if where == "stored" {
+				sv.LastHeartbeat = ahead
+			}
+			putSvc(t, st, sv)
+			if where == "liveness" {
+				if err := st.Touch(t.Context(), "a", ahead); err != nil {
+					t.Fatal(err)
+				}
+			}
+			sw := &discovery.Sweeper{Store: st, Log: quietLog(), Now: clk.Now}
+			if res, err := sw.Sweep(t.Context()); err != nil || res.Expired != 0 {
+				t.Fatalf("first sweep: %+v %v", res, err)
+			}
+			clk.Add(31 * time.Second)
+			if res, err := sw.Sweep(t.Context()); err != nil || res.Expired != 1 {
+				t.Fatalf("31 s later, without a heartbeat: %+v %v", res, err)
+			}
+			if a := getSvc(t, st, "a"); a.Status != model.StatusExpired {
+				t.Fatalf("not marked: %+v", a)
+			}
+		})
+	}
+}
+
+// SERVICE_DEREGISTER_AFTER at its largest (2562047h) with an hour's TTL: their sum does not
+// fit a time.Duration. An expired instance is kept (for those 292 years), not deleted at the
+// next sweep because the sum wrapped to a negative duration.
+func TestSweeperLargestDeregisterAfterKeepsExpiredInstances(t *testing.T) {
+	st := openBolt(t)
+	clk := newClock()
+	putSvc(t, st, &model.Service{ID: "a", Name: "svc", Host: "10.0.0.1", Port: 80, TTL: model.Duration(time.Hour), LastHeartbeat: clk.Now()})
+	sw := &discovery.Sweeper{Store: st, Log: quietLog(), Now: clk.Now, DeregisterAfter: 2562047 * time.Hour}
+	clk.Add(time.Hour + time.Second)
+	if res, err := sw.Sweep(t.Context()); err != nil || res.Expired != 1 {
+		t.Fatalf("past the TTL: %+v %v", res, err)
+	}
+	clk.Add(time.Minute)
+	if res, err := sw.Sweep(t.Context()); err != nil || res.Deleted != 0 {
+		t.Fatalf("an instance expired a minute ago was deleted: %+v %v", res, err)
+	}
+	if a := getSvc(t, st, "a"); a.Status != model.StatusExpired {
+		t.Fatalf("%+v", a)
+	}
+}
+
+// An instance heartbeating through a replica whose clock runs a year ahead of the sweeper's
+// (or a sweeper whose clock is behind) is alive: its liveness entry moves with each
+// heartbeat, so it is never marked, and the sweeper moves no time back (the other replicas'
+// rebuilds keep it). Once its heartbeats stop it is marked after its TTL.
+func TestSweeperKeepsAnInstanceHeartbeatingFromAClockAhead(t *testing.T) {
+	st := openBolt(t)
+	clk := newClock()
+	const skew = 365 * 24 * time.Hour
+	putSvc(t, st, &model.Service{ID: "a", Name: "svc", Host: "10.0.0.1", Port: 80, TTL: model.Duration(30 * time.Second), LastHeartbeat: clk.Now().Add(skew)})
+	sw := &discovery.Sweeper{Store: st, Log: quietLog(), Now: clk.Now}
+	ctx := t.Context()
+	rev, _ := st.Revision(ctx)
+	var last time.Time
+	for i := 0; i < 30; i++ { // 5 minutes: a heartbeat every 10 s, a sweep every 5 s
+		if i%2 == 0 {
+			last = clk.Now().Add(skew)
+			if err := st.Touch(ctx, "a", last); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if res, err := sw.Sweep(ctx); err != nil || res != (discovery.SweepResult{}) {
+			t.Fatalf("sweep %d of a live instance: %+v %v", i, res, err)
+		}
+		clk.Add(5 * time.Second)
+	}
+	if rev2, _ := st.Revision(ctx); rev2 != rev {
+		t.Fatalf("sweeps of a live instance wrote: %d -> %d", rev, rev2)
+	}
+	if got, _ := st.LastSeen(ctx, "a"); !got["a"].Equal(last) {
+		t.Fatalf("liveness moved: %v, want %v", got["a"], last)
+	}
+	for i := 0; i < 5; i++ { // silent: sweeps 10 s to 30 s after its last heartbeat (its TTL)
+		if res, _ := sw.Sweep(ctx); res.Expired != 0 {
+			t.Fatalf("marked %d s after its last heartbeat", 10+i*5)
+		}
+		clk.Add(5 * time.Second)
+	}
+	if res, err := sw.Sweep(ctx); err != nil || res.Expired != 1 {
+		t.Fatalf("silent past its TTL: %+v %v", res, err)
+	}
+}

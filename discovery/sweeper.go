@@ -33,6 +33,7 @@ type Sweeper struct {
 	// DeregisterAfter: delete an instance expired for this long (0 = keep it, expired).
 	DeregisterAfter time.Duration
 	m               *metrics
+	ahead           map[string]aheadSeen // instances whose last heartbeat is ahead of the clock
 }
 
 // SweepResult counts what one sweep did.
@@ -68,11 +69,17 @@ func (s *Sweeper) Sweep(ctx context.Context) (SweepResult, error) {
 	now := s.now()
 	var errs []error
 	present := make(map[string]bool, len(svcs))
+	ahead := map[string]bool{}
 	for _, sv := range svcs {
 		present[sv.ID] = true
 		rev := sv.Revision
+		silent := false
+		if sv.LastHeartbeat.After(now.Add(ClockAheadLead)) {
+			silent = s.silentAhead(sv, live[sv.ID], now)
+			ahead[sv.ID] = true
+		}
 		switch {
-		case sv.Status != model.StatusExpired && sv.Expired(now):
+		case sv.Status != model.StatusExpired && (sv.Expired(now) || silent):
 			prevStatus, seen := sv.Status, sv.LastHeartbeat
 			sv.Status = model.StatusExpired
 			sv.UpdatedAt = now.UTC()
@@ -92,7 +99,7 @@ func (s *Sweeper) Sweep(ctx context.Context) (SweepResult, error) {
 				errs = append(errs, err)
 			}
 		case sv.Status == model.StatusExpired && s.DeregisterAfter > 0 && sv.TTL > 0 &&
-			now.Sub(sv.LastHeartbeat) > sv.TTL.D()+s.DeregisterAfter:
+			expiredFor(sv, now) > s.DeregisterAfter:
 			_, err := store.Delete(ctx, s.Store, model.KindServices, sv.ID, rev)
 			switch {
 			case err == nil:
@@ -105,6 +112,11 @@ func (s *Sweeper) Sweep(ctx context.Context) (SweepResult, error) {
 			default:
 				errs = append(errs, err)
 			}
+		}
+	}
+	for id := range s.ahead {
+		if !ahead[id] {
+			delete(s.ahead, id)
 		}
 	}
 	// Liveness was read before the instances: an entry whose instance is not in the list
@@ -127,6 +139,55 @@ func (s *Sweeper) Sweep(ctx context.Context) (SweepResult, error) {
 		s.m.deleted.Add(float64(res.Deleted))
 	}
 	return res, errors.Join(errs...)
+}
+
+// expiredFor is how long sv has been past its TTL at now (0 when it is not). Compared with
+// DeregisterAfter rather than adding the two: a TTL plus SERVICE_DEREGISTER_AFTER near their
+// largest values overflows to a negative duration, which would delete at once.
+func expiredFor(sv *model.Service, now time.Time) time.Duration {
+	since := now.Sub(sv.LastHeartbeat) // saturates instead of wrapping
+	if since <= sv.TTL.D() {
+		return 0
+	}
+	return since - sv.TTL.D()
+}
+
+// ClockAheadLead: a last heartbeat further ahead of the sweeper's clock than this was
+// written by a replica whose clock runs (or ran) ahead; replicas synchronised by NTP differ by
+// far less.
+const ClockAheadLead = 30 * time.Second
+
+// aheadSeen is what the sweeper saw of an instance whose last heartbeat is ahead of its clock.
+type aheadSeen struct {
+	rev   uint64    // the instance's revision
+	live  time.Time // its liveness entry
+	since time.Time // the sweeper's time when it first saw both so
+}
+
+// silentAhead tells whether sv, whose last heartbeat is further ahead of now than
+// ClockAheadLead, has sent no heartbeat for its TTL by this sweeper's clock. Its TTL cannot
+// be counted from a time ahead (it would keep serving until that time, however long ago its
+// heartbeats stopped: a clock a year ahead, then corrected, made it immortal for a year), nor
+// can the time be moved back (a sweeper whose own clock is behind would move every live
+// instance's heartbeat back, out of EDS on the other replicas). So the sweeper watches it: a
+// heartbeat changes its liveness entry or its revision; when neither changed for its TTL, it
+// is silent and is marked expired (a heartbeat brings it back, as any expired instance). The
+// watch is this sweeper's memory: a replica taking the lease over watches anew.
+func (s *Sweeper) silentAhead(sv *model.Service, live, now time.Time) bool {
+	if s.ahead == nil {
+		s.ahead = map[string]aheadSeen{}
+	}
+	cur, ok := s.ahead[sv.ID]
+	if !ok || cur.rev != sv.Revision || !cur.live.Equal(live) {
+		s.ahead[sv.ID] = aheadSeen{rev: sv.Revision, live: live, since: now}
+		return false
+	}
+	if sv.TTL <= 0 || now.Sub(cur.since) <= sv.TTL.D() {
+		return false
+	}
+	s.log().Warn("service instance's last heartbeat is ahead of this clock (a replica's clock runs ahead?) and has not changed for its TTL",
+		"id", sv.ID, "name", sv.Name, "last_heartbeat", sv.LastHeartbeat, "now", now)
+	return true
 }
 
 // revive reads sv's liveness after the sweeper wrote it expired at rev; when a heartbeat

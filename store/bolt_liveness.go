@@ -28,6 +28,9 @@ type boltLiveness struct {
 	gone   map[string]struct{} // forgotten since the last flush
 	closed bool
 
+	closeOnce sync.Once
+	closeErr  error
+
 	stop chan struct{}
 	done chan struct{}
 }
@@ -113,17 +116,18 @@ func (l *boltLiveness) flush() error {
 	return err
 }
 
+// close stops the flusher and writes what is left. Every caller returns after that final
+// flush (once): a second Close returning at once would close the file under it.
 func (l *boltLiveness) close() error {
-	l.mu.Lock()
-	if l.closed {
+	l.closeOnce.Do(func() {
+		l.mu.Lock()
+		l.closed = true
 		l.mu.Unlock()
-		return nil
-	}
-	l.closed = true
-	l.mu.Unlock()
-	close(l.stop)
-	<-l.done
-	return l.flush()
+		close(l.stop)
+		<-l.done
+		l.closeErr = l.flush()
+	})
+	return l.closeErr
 }
 
 // Touch records that id was alive at t, unless its entry is newer; neither the revision

@@ -2,6 +2,7 @@ package store
 
 import (
 	"encoding/binary"
+	"fmt"
 	"path/filepath"
 	"testing"
 	"time"
@@ -62,5 +63,41 @@ func TestBoltLivenessFlushesWithoutClose(t *testing.T) {
 	wait("forget", func(m map[string]time.Time) bool { _, ok := m["a"]; return !ok && len(m) == 1 })
 	if rev, _ := b.Revision(ctx); rev != 0 {
 		t.Fatalf("flushes made revision %d", rev)
+	}
+}
+
+// Two Closes at once: neither returns before the heartbeats not yet flushed are in the
+// file, so the store reopened right after has them (the second Close used to close the file
+// under the first one's final flush).
+func TestBoltConcurrentCloseKeepsLiveness(t *testing.T) {
+	dir := t.TempDir()
+	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	for i := 0; i < 30; i++ {
+		path := filepath.Join(dir, fmt.Sprintf("gw%d.db", i))
+		b, err := OpenBolt(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Touch(t.Context(), "a", t0); err != nil {
+			t.Fatal(err)
+		}
+		errs := make(chan error, 2)
+		for range 2 {
+			go func() { errs <- b.Close() }()
+		}
+		for range 2 {
+			if err := <-errs; err != nil {
+				t.Fatalf("close %d: %v", i, err)
+			}
+		}
+		b2, err := OpenBolt(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, _ := b2.LastSeen(t.Context(), "a")
+		b2.Close()
+		if !got["a"].Equal(t0) {
+			t.Fatalf("round %d: after two concurrent closes the heartbeat is lost: %v", i, got)
+		}
 	}
 }

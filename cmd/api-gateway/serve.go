@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -203,8 +204,9 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 	runCtx, cancelRuns := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { a.pipe.Run(runCtx); close(done) }()
+	var runs sync.WaitGroup
 	for _, run := range a.runs {
-		go run(runCtx)
+		runs.Go(func() { run(runCtx) })
 	}
 	errCh := make(chan error, 3)
 	go func() { errCh <- a.grpc.Serve(grpcL) }()
@@ -247,6 +249,10 @@ loop:
 	stopGRPC(a.grpc, &a.unary, a.drains, defaultGRPCStop)
 	cancelRuns()
 	<-done
+	// The runs end before the closers close the store they write to and whose connection
+	// they use: the discovery runner releases its lease on the way out (another replica
+	// sweeps at once, not after the lease's TTL).
+	runs.Wait()
 	return runErr
 }
 

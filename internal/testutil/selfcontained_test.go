@@ -40,6 +40,23 @@ var machinePath = regexp.MustCompile(`\.\./shared\b|(^|[^A-Za-z0-9_.~-])(/work/|
 // upPath is a relative path that starts by climbing ("../x", "../../y/z").
 var upPath = regexp.MustCompile(`(?:^|[^A-Za-z0-9_.-])((?:\.\./)+\.?\.?[A-Za-z0-9_.*/-]*)`)
 
+// joinClimbs counts the ".." elements a line of Go joins into a path (filepath.Join("..",
+// "..", "shared")): the climbs upPath cannot see, written one element at a time.
+func joinClimbs(name, line string) int {
+	if !strings.HasSuffix(name, ".go") || !strings.Contains(line, "Join(") {
+		return 0
+	}
+	return strings.Count(line, `"..",`) + strings.Count(line, `"..")`)
+}
+
+// depth is the number of folders in a slash path from the repository root ("." is 0).
+func depth(dir string) int {
+	if dir == "." || dir == "" {
+		return 0
+	}
+	return strings.Count(dir, "/") + 1
+}
+
 // attackStrings are relative climbs that are data under test (path-traversal payloads the
 // WAF must catch), not paths anything opens: file and the exact text.
 var attackStrings = map[string][]string{
@@ -94,6 +111,9 @@ func outsideReferences(name string, data []byte) []string {
 				m = strings.TrimLeftFunc(m, func(r rune) bool { return !strings.ContainsRune("/.~$", r) }) // the character before
 				found = append(found, fmt.Sprintf("%s: %q is a path on one machine, outside the checkout", where, m))
 			}
+		}
+		if n := joinClimbs(name, line); n > depth(path.Dir(name)) {
+			found = append(found, fmt.Sprintf("%s: a path joined from %d \"..\" climbs out of the checkout", where, n))
 		}
 		for _, m := range upPath.FindAllStringSubmatch(line, -1) {
 			rel := m[1]
@@ -162,8 +182,11 @@ func TestOutsideReferences(t *testing.T) {
 		{".ci/run", "cd ../..\nmake test", 1},
 		{"deploy/compose/docker-compose.yaml", "    context: ../../..", 1},
 		{"go.mod", "replace example.com/x => ../x", 1},
+		{"extauthz/geo_test.go", `dir := filepath.Join("..", "..", "shared", "testdata")`, 1},
+		{"e2e/authz/authz_test.go", `p := filepath.Join(wd, "..", "..", "..")`, 1},
 		// Inside the checkout.
 		{"deploy/prometheus/promtool_test.go", `filepath.Abs("../../bin/promtool")`, 0},
+		{"internal/testutil/gateway.go", `return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))`, 0},
 		{"cmd/api-gateway/config_readme_test.go", `os.ReadFile("../../README.md")`, 0},
 		{"deploy/compose/docker-compose.yaml", "    context: ../..\n      - /root/data:/data", 0},
 		{"Dockerfile", "RUN --mount=type=cache,target=/root/.cache/go-build go build", 0},
