@@ -52,6 +52,8 @@ type config struct {
 
 	EnableServiceDiscovery bool
 	HealthProbe            bool
+	// DeregisterAfter: an instance expired this long is deleted (0 keeps it).
+	DeregisterAfter time.Duration
 
 	OTLPEndpoint string
 	ServiceName  string
@@ -144,12 +146,13 @@ func loadConfig() (config, error) {
 	}
 	c.EnableServiceDiscovery = envBool("ENABLE_SERVICE_DISCOVERY", true, &errs)
 	c.HealthProbe = envBool("HEALTH_PROBE", false, &errs)
-	// wireDiscovery reads SERVICE_DEREGISTER_AFTER itself; checked here so a bad value stops
-	// the start with every other bad variable, before anything opens.
+	c.DeregisterAfter = 24 * time.Hour
 	deregisterAfter := strings.TrimSpace(os.Getenv("SERVICE_DEREGISTER_AFTER"))
 	if deregisterAfter != "" {
 		if d, err := model.ParseDuration(deregisterAfter); err != nil || d < 0 {
 			errs = append(errs, fmt.Sprintf("SERVICE_DEREGISTER_AFTER=%q must be a duration such as 24h (0 keeps expired instances)", deregisterAfter))
+		} else {
+			c.DeregisterAfter = d
 		}
 	}
 	if !c.EnableServiceDiscovery {

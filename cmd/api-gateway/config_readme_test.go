@@ -142,49 +142,42 @@ func TestEveryDocumentedVariableHasAnEffect(t *testing.T) {
 		"OAUTH2_INTROSPECTION_ENDPOINT": {"https://idp.example/introspect"},
 		"OAUTH2_CLIENT_ID":              {"gw", "OAUTH2_INTROSPECTION_ENDPOINT", "https://idp.example/introspect"},
 		"OAUTH2_CLIENT_SECRET":          {"s", "OAUTH2_INTROSPECTION_ENDPOINT", "https://idp.example/introspect"},
-		"ENABLE_SERVICE_DISCOVERY":      {"false"}, "HEALTH_PROBE": {"true"},
+		"ENABLE_SERVICE_DISCOVERY":      {"false"}, "HEALTH_PROBE": {"true"}, "SERVICE_DEREGISTER_AFTER": {"1h"},
 		"OTEL_EXPORTER_OTLP_ENDPOINT": {"http://otel:4317"}, "OTEL_SERVICE_NAME": {"gw"},
 	}
-	// SERVICE_DEREGISTER_AFTER is used by the discovery wiring, not kept in the config: a bad
-	// value is refused here, a good one is accepted (TestServiceDeregisterAfter).
-	refusedOnly := map[string]bool{"SERVICE_DEREGISTER_AFTER": true}
 	for _, v := range documented {
 		if runtimeEnv[v] {
 			continue
 		}
 		t.Run(v, func(t *testing.T) {
-			if !refusedOnly[v] {
-				g, ok := good[v]
-				if !ok {
-					t.Fatalf("no test value for %s", v)
-				}
-				t.Setenv(v, g[0])
-				if len(g) == 3 {
-					t.Setenv(g[1], g[2])
-				}
-				c, err := loadConfig()
-				if err != nil && !strings.HasPrefix(v, "GRPC_TLS_") {
-					t.Fatalf("%s=%s: %v", v, g[0], err)
-				}
-				// The TLS files do not exist: the refusal names them, which is their effect here.
-				if err == nil && reflect.DeepEqual(c, base) {
-					t.Errorf("%s=%s changed nothing", v, g[0])
-				}
-				if err != nil && !strings.Contains(err.Error(), "GRPC_TLS_") {
-					t.Errorf("%s: %v", v, err)
-				}
-				unsetEnv(t, v)
-				if len(g) == 3 {
-					unsetEnv(t, g[1])
-				}
+			g, ok := good[v]
+			if !ok {
+				t.Fatalf("no test value for %s", v)
+			}
+			t.Setenv(v, g[0])
+			if len(g) == 3 {
+				t.Setenv(g[1], g[2])
+			}
+			c, err := loadConfig()
+			if err != nil && !strings.HasPrefix(v, "GRPC_TLS_") {
+				t.Fatalf("%s=%s: %v", v, g[0], err)
+			}
+			// The TLS files do not exist: the refusal names them, which is their effect here.
+			if err == nil && reflect.DeepEqual(c, base) {
+				t.Errorf("%s=%s changed nothing", v, g[0])
+			}
+			if err != nil && !strings.Contains(err.Error(), "GRPC_TLS_") {
+				t.Errorf("%s: %v", v, err)
+			}
+			unsetEnv(t, v)
+			if len(g) == 3 {
+				unsetEnv(t, g[1])
 			}
 			t.Setenv(v, "not a value")
 			if _, err := loadConfig(); err != nil {
 				if !strings.Contains(err.Error(), v) && !strings.HasPrefix(v, "GRPC_TLS_") {
 					t.Errorf("refused without naming %s: %v", v, err)
 				}
-			} else if refusedOnly[v] {
-				t.Errorf("%s with a value that is no duration was accepted", v)
 			}
 		})
 	}

@@ -2,13 +2,11 @@ package main
 
 import (
 	"fmt"
-	"os"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/api-gateway/api-gateway/discovery"
-	"github.com/api-gateway/api-gateway/model"
 	"github.com/api-gateway/api-gateway/store"
 )
 
@@ -24,14 +22,7 @@ const discoveryLeaseTTL = 5 * time.Second
 // work; TTLs are then only applied when something else triggers a rebuild); expired bans are
 // removed either way.
 func (a *app) wireDiscovery() error {
-	deregisterAfter := 24 * time.Hour
-	if v := os.Getenv("SERVICE_DEREGISTER_AFTER"); v != "" {
-		d, err := model.ParseDuration(v)
-		if err != nil || d < 0 {
-			return fmt.Errorf("SERVICE_DEREGISTER_AFTER=%q must be a duration such as 24h (0 keeps expired instances)", v)
-		}
-		deregisterAfter = d
-	}
+	deregisterAfter := a.cfg.DeregisterAfter
 	var lease discovery.Lease = discovery.Solo{}
 	if a.cfg.RedisURL != "" {
 		// The store's own connection pool when it is the Redis store; else a small client.
