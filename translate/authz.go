@@ -43,7 +43,14 @@ func newInputs(snap *model.Snapshot, now time.Time) *inputs {
 			in.auth = s.Auth
 		}
 		in.globalWAF = s.WAF
-		k.obj("settings", s.Revision)
+		if s.Auth == nil && s.WAF == nil && s.RateLimit == nil {
+			// Nothing in them is an input: the defaults model.Decode makes for a store that
+			// holds no settings object carry no revision, and must not stop every route's
+			// memo (a ban would translate every route again).
+			k.str("settings:none")
+		} else {
+			k.obj("settings", s.Revision)
+		}
 	} else {
 		k.str("settings:none")
 	}
