@@ -85,7 +85,7 @@ func TestTranslatorMemoMatchesFreshUnderRandomEdits(t *testing.T) {
 			t.Error("no route translation was reused")
 		}
 	}()
-	for seed := range uint64(300) {
+	for seed := range uint64(150) {
 		t.Run(fmt.Sprint(seed), func(t *testing.T) {
 			rng := rand.New(rand.NewPCG(seed, 7))
 			now := memoT0

@@ -261,3 +261,35 @@ func TestSettingsFieldsAreMemoInputs(t *testing.T) {
 		}
 	}
 }
+
+// TestTranslatorMemoAfterStoreLostWrites: a store revision names an object's content only
+// within one history of the store. Redis that lost acknowledged writes (restarted without
+// persistence, restored from a backup) counts revisions again from a lower number, and a
+// replica started after the loss writes at revisions this Translator has already seen: the
+// same id at the same revision with other content. Its write time tells them apart.
+func TestTranslatorMemoAfterStoreLostWrites(t *testing.T) {
+	o := Options{ControlPlane: "127.0.0.1:18000", Now: func() time.Time { return memoT0 }}
+	tr := NewTranslator(o)
+	if _, err := tr.Translate(memoModel()); err != nil {
+		t.Fatal(err)
+	}
+	// After the loss, route "pub" was written again at its old revision (5) by another
+	// replica: now it requires a credential and belongs to a tenant.
+	snap := memoModel()
+	for _, r := range snap.Routes {
+		if r.ID == "pub" {
+			r.RequireAuth, r.Tenant, r.UpdatedAt = nil, "acme", memoT0.Add(time.Minute)
+		}
+	}
+	got, err := tr.Translate(snap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := Translate(snap, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("the memo served the lost write's translation:\n%s", irDiff(got, want))
+	}
+}
