@@ -191,3 +191,30 @@ func TestWAFSettingsCrossTheIR(t *testing.T) {
 		t.Fatalf("geoblocking: %v", ra.GeoDeny)
 	}
 }
+
+// TestUntranslatableRouteFailsClosedAlone: a route that stops translating (here a query
+// match Envoy cannot express) leaves the IR, so ext_authz has no entry for it: a request
+// Envoy still sends with its id (an older route configuration) is denied as an unknown
+// route, even though the route was public, and no other route loses its entry.
+func TestUntranslatableRouteFailsClosedAlone(t *testing.T) {
+	h := newHarness(t, Options{})
+	f, no := false, false
+	public := func(r *model.Route) { r.RequireAuth = &f }
+	h.apply(&model.Snapshot{Revision: 1, Routes: []*model.Route{route("bad", public), route("kept", public)}})
+	for _, id := range []string{"bad", "kept"} {
+		if got := httpStatus(h.check(envoyReq{routeID: rid(id)})); got != 200 {
+			t.Fatalf("revision 1, route %s: %d", id, got)
+		}
+	}
+	h.apply(&model.Snapshot{Revision: 2, Routes: []*model.Route{route("bad", func(r *model.Route) {
+		public(r)
+		r.Conditions[0].Query = []model.QueryMatch{{Name: "debug", Present: &no}}
+	}), route("kept", public)}})
+	resp := h.check(envoyReq{routeID: rid("bad")})
+	if httpStatus(resp) != 403 || errCode(t, resp) != ReasonUnknownRoute {
+		t.Fatalf("the route that no longer translates: %d", httpStatus(resp))
+	}
+	if got := httpStatus(h.check(envoyReq{routeID: rid("kept")})); got != 200 {
+		t.Fatalf("the other route: %d", got)
+	}
+}

@@ -43,7 +43,14 @@ func newInputs(snap *model.Snapshot, now time.Time) *inputs {
 			in.auth = s.Auth
 		}
 		in.globalWAF = s.WAF
-		k.obj("settings", s.Revision)
+		if s.Auth == nil && s.WAF == nil && s.RateLimit == nil {
+			// Nothing in them is an input: the defaults model.Decode makes for a store that
+			// holds no settings object carry no revision, and must not stop every route's
+			// memo (a ban would translate every route again).
+			k.str("settings:none")
+		} else {
+			k.obj("settings", &s.Meta)
+		}
 	} else {
 		k.str("settings:none")
 	}
@@ -73,7 +80,7 @@ func newInputs(snap *model.Snapshot, now time.Time) *inputs {
 		in.enabled[p.ID] = p
 		if len(p.Routes) == 0 {
 			in.globalPolicies = append(in.globalPolicies, p)
-			k.obj("policy:"+p.ID, p.Revision)
+			k.obj("policy:"+p.ID, &p.Meta)
 		}
 		for _, rid := range p.Routes {
 			in.policiesNaming[rid] = append(in.policiesNaming[rid], p)
@@ -93,7 +100,7 @@ func newInputs(snap *model.Snapshot, now time.Time) *inputs {
 
 func (in *inputs) rateLimitKey(k *keyWriter, id string) {
 	if rl := in.rateLimits[id]; rl != nil {
-		k.obj("ratelimit:"+id, rl.Revision)
+		k.obj("ratelimit:"+id, &rl.Meta)
 	} else {
 		k.str("ratelimit:" + id + "@none")
 	}
@@ -107,24 +114,24 @@ func (in *inputs) routeKey(r *model.Route) (string, bool) {
 	}
 	var k keyWriter
 	k.str(in.globalKey)
-	k.obj("route:"+r.ID, r.Revision)
+	k.obj("route:"+r.ID, &r.Meta)
 	for _, ip := range in.rulesNaming[r.ID] {
-		k.obj("ipnaming:"+ip.ID, ip.Revision)
+		k.obj("ipnaming:"+ip.ID, &ip.Meta)
 	}
 	for _, p := range in.policiesNaming[r.ID] {
-		k.obj("polnaming:"+p.ID, p.Revision)
+		k.obj("polnaming:"+p.ID, &p.Meta)
 	}
 	if a := r.Auth; a != nil {
 		for _, id := range a.IPRules {
 			if ip := in.inForce[id]; ip != nil {
-				k.obj("ip:"+id, ip.Revision)
+				k.obj("ip:"+id, &ip.Meta)
 			} else {
 				k.str("ip:" + id + "@none")
 			}
 		}
 		for _, id := range a.Policies {
 			if p := in.enabled[id]; p != nil {
-				k.obj("pol:"+id, p.Revision)
+				k.obj("pol:"+id, &p.Meta)
 			} else {
 				k.str("pol:" + id + "@none")
 			}
@@ -149,11 +156,15 @@ func (k *keyWriter) str(s string) {
 	k.b.WriteString(s)
 }
 
-func (k *keyWriter) obj(name string, rev uint64) {
-	if rev == 0 {
+// obj names a stored object's content: its store revision and its write time. The revision
+// alone names it only within one history of the store: a Redis that lost acknowledged writes
+// counts again from a lower revision, and a replica started after the loss writes the same
+// id at a revision this Translator has seen, with other content (and another write time).
+func (k *keyWriter) obj(name string, m *model.Meta) {
+	if m.Revision == 0 {
 		k.bad = true
 	}
-	k.str(name + "@" + strconv.FormatUint(rev, 10))
+	k.str(name + "@" + strconv.FormatUint(m.Revision, 10) + "@" + strconv.FormatInt(m.UpdatedAt.UnixNano(), 10))
 }
 
 // effectiveWAF returns the WAF settings in force for a route (nil: the default policy): its

@@ -208,3 +208,88 @@ func TestTranslatorMemoNeedsRevisions(t *testing.T) {
 		t.Fatalf("stats %+v: the route without a revision must be translated each time", st)
 	}
 }
+
+// TestTranslatorMemoWithoutStoredSettings: a store that holds no settings object decodes
+// to default settings without a revision (model.Decode). Those settings are no input, so a
+// ban must still translate no route; memoizing nothing there made every ban and heartbeat
+// translate every route of a gateway never given settings.
+func TestTranslatorMemoWithoutStoredSettings(t *testing.T) {
+	st := &memoStore{objs: map[model.Kind]map[string]model.RawObject{}}
+	f := false
+	for _, id := range []string{"a", "b"} {
+		st.put(model.KindRoutes, &model.Route{ID: id, RequireAuth: &f, Conditions: []model.Condition{{PathPrefix: "/" + id}},
+			Targets: []model.Target{{Host: "10.0.0.1", Port: 80}}})
+	}
+	o := Options{ControlPlane: "127.0.0.1:18000", Now: func() time.Time { return memoT0 }}
+	tr := NewTranslator(o)
+	if _, err := tr.Translate(st.snapshot()); err != nil {
+		t.Fatal(err)
+	}
+	exp := memoT0.Add(time.Hour)
+	st.put(model.KindIPRules, &model.IPRule{ID: "waf-1", Action: "deny", CIDRs: []string{"198.51.100.1"}, ExpiresAt: &exp, Source: "waf"})
+	st.put(model.KindIPRules, &model.IPRule{ID: "waf-2", Action: "deny", CIDRs: []string{"198.51.100.2"}, ExpiresAt: &exp, Source: "waf"})
+	if _, err := tr.Translate(st.snapshot()); err != nil { // the first ban turns ext_authz on
+		t.Fatal(err)
+	}
+	before := tr.Stats()
+	st.put(model.KindIPRules, &model.IPRule{ID: "waf-3", Action: "deny", CIDRs: []string{"198.51.100.3"}, ExpiresAt: &exp, Source: "waf"})
+	got, err := tr.Translate(st.snapshot())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := tr.Stats().Translated - before.Translated; n != 0 {
+		t.Fatalf("a ban translated %d route(s) again", n)
+	}
+	want, err := Translate(st.snapshot(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("the memo's IR differs from a fresh translation:\n%s", irDiff(got, want))
+	}
+}
+
+// TestSettingsFieldsAreMemoInputs: newInputs keys settings with none of Auth, WAF and
+// RateLimit as "none" whatever their revision; a new settings field would be an input
+// that key leaves out.
+func TestSettingsFieldsAreMemoInputs(t *testing.T) {
+	known := map[string]bool{"ID": true, "Auth": true, "WAF": true, "RateLimit": true, "Meta": true}
+	ty := reflect.TypeOf(model.Settings{})
+	for i := 0; i < ty.NumField(); i++ {
+		if !known[ty.Field(i).Name] {
+			t.Errorf("settings field %s: say in newInputs (translate/authz.go) whether it is an input of a route's translation", ty.Field(i).Name)
+		}
+	}
+}
+
+// TestTranslatorMemoAfterStoreLostWrites: a store revision names an object's content only
+// within one history of the store. Redis that lost acknowledged writes (restarted without
+// persistence, restored from a backup) counts revisions again from a lower number, and a
+// replica started after the loss writes at revisions this Translator has already seen: the
+// same id at the same revision with other content. Its write time tells them apart.
+func TestTranslatorMemoAfterStoreLostWrites(t *testing.T) {
+	o := Options{ControlPlane: "127.0.0.1:18000", Now: func() time.Time { return memoT0 }}
+	tr := NewTranslator(o)
+	if _, err := tr.Translate(memoModel()); err != nil {
+		t.Fatal(err)
+	}
+	// After the loss, route "pub" was written again at its old revision (5) by another
+	// replica: now it requires a credential and belongs to a tenant.
+	snap := memoModel()
+	for _, r := range snap.Routes {
+		if r.ID == "pub" {
+			r.RequireAuth, r.Tenant, r.UpdatedAt = nil, "acme", memoT0.Add(time.Minute)
+		}
+	}
+	got, err := tr.Translate(snap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := Translate(snap, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("the memo served the lost write's translation:\n%s", irDiff(got, want))
+	}
+}

@@ -262,7 +262,7 @@ type index struct {
 // no revision.
 func (idx *index) clusterKey(r *model.Route) (string, bool) {
 	var k keyWriter
-	k.obj("route:"+r.ID, r.Revision)
+	k.obj("route:"+r.ID, &r.Meta)
 	for i := range r.Targets {
 		name := r.Targets[i].Service
 		if name == "" {
@@ -272,7 +272,7 @@ func (idx *index) clusterKey(r *model.Route) (string, bool) {
 		if !ok {
 			var sk keyWriter
 			for _, s := range idx.instances[name] {
-				sk.obj(s.ID, s.Revision)
+				sk.obj(s.ID, &s.Meta)
 			}
 			fp = sk.b.String()
 			if sk.bad {
