@@ -451,6 +451,9 @@ func (r *Route) Validate() error {
 	if err := r.Authz.Validate(r.RouteID); err != nil {
 		return err
 	}
+	if e := CheckRouteRateLimits(r.RateLimits); e != nil {
+		return RouteRateLimitsError(e)
+	}
 	for i, rl := range r.RateLimits {
 		if err := rl.Validate(); err != nil {
 			return fmt.Errorf("rate_limits[%d]: %w", i, err)

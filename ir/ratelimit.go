@@ -169,3 +169,59 @@ func (r RateLimitRule) Validate() error {
 	}
 	return nil
 }
+
+// Caps on one request to the rate-limit service. The service refuses a request past either
+// (gRPC InvalidArgument, before anything is counted), and Envoy then fails open: none of the
+// request's limits applies. A route's rate limits become that request (one descriptor per
+// rate limit, one entry per action), so translation checks each route against the same caps
+// with the same function (CheckRateLimitShape) and leaves out a route past them.
+const (
+	MaxRateLimitDescriptors = 64
+	MaxRateLimitEntries     = 32
+)
+
+// RateLimitShapeError says a rate-limit request, or a route's rate limits, go past a cap.
+type RateLimitShapeError struct {
+	Descriptors int // descriptors of the request
+	Descriptor  int // the descriptor with too many entries; -1 when Descriptors is the problem
+	Entries     int // entries of that descriptor
+}
+
+func (e *RateLimitShapeError) Error() string {
+	if e.Descriptor < 0 {
+		return fmt.Sprintf("%d descriptors; at most %d are accepted", e.Descriptors, MaxRateLimitDescriptors)
+	}
+	return fmt.Sprintf("descriptor %d has %d entries; at most %d are accepted", e.Descriptor, e.Entries, MaxRateLimitEntries)
+}
+
+// CheckRateLimitShape checks n descriptors, the i-th of entries(i) entries, against the
+// caps. The rate-limit service runs it on every request, translation on every route.
+func CheckRateLimitShape(n int, entries func(i int) int) *RateLimitShapeError {
+	if n > MaxRateLimitDescriptors {
+		return &RateLimitShapeError{Descriptors: n, Descriptor: -1}
+	}
+	for i := 0; i < n; i++ {
+		if m := entries(i); m > MaxRateLimitEntries {
+			return &RateLimitShapeError{Descriptors: n, Descriptor: i, Entries: m}
+		}
+	}
+	return nil
+}
+
+// CheckRouteRateLimits is CheckRateLimitShape over a route's rate limits: the request Envoy
+// sends for the route when every action produces its entry (an action that produces
+// nothing only shortens it).
+func CheckRouteRateLimits(rls []RateLimit) *RateLimitShapeError {
+	return CheckRateLimitShape(len(rls), func(i int) int { return len(rls[i].Entries) })
+}
+
+// RouteRateLimitsError words a route's shape error: what is past the cap and what would
+// happen if the route were served.
+func RouteRateLimitsError(e *RateLimitShapeError) error {
+	if e.Descriptor < 0 {
+		return fmt.Errorf("rate_limits: %d rate limits apply to this route (its own and the global ones); the rate-limit service enforces at most %d per request and Envoy fails open beyond, so none would limit the route",
+			e.Descriptors, MaxRateLimitDescriptors)
+	}
+	return fmt.Errorf("rate_limits[%d]: %d entries; the rate-limit service enforces at most %d per descriptor and Envoy fails open beyond, so none would limit the route",
+		e.Descriptor, e.Entries, MaxRateLimitEntries)
+}

@@ -1,6 +1,10 @@
 package ratelimit
 
-import "time"
+import (
+	"time"
+
+	"github.com/api-gateway/api-gateway/ir"
+)
 
 // Caps on the shape of one ShouldRateLimit request. A request past any of them is refused
 // with gRPC InvalidArgument before anything is counted: the work and the state one request can
@@ -8,10 +12,10 @@ import "time"
 const (
 	// MaxDescriptors is the most descriptors one request may carry. Envoy sends one per
 	// rate_limits action list that matched on the route (a handful in practice).
-	MaxDescriptors = 64
+	MaxDescriptors = ir.MaxRateLimitDescriptors
 	// MaxDescriptorEntries is the most entries one descriptor may carry (one per action of
 	// one rate_limits entry; real configurations use one to five).
-	MaxDescriptorEntries = 32
+	MaxDescriptorEntries = ir.MaxRateLimitEntries
 )
 
 // maxKeyTag is the longest a counter key's hash tag (domain and entries) is kept as it is;

@@ -101,33 +101,26 @@ func BuildRules(snap *model.Snapshot) (*Rules, error) {
 }
 
 // BuildRulesFromIR compiles the rate-limit part of a revision's IR (the pipeline translates
-// the model once for every consumer): its domains, and the problems translation found.
+// the model once for every consumer): its domains, and the problems translation found. A
+// route whose rate limits go past the service's caps is not in the IR: translation leaves it
+// out (ir.Route.Validate), so Envoy does not serve it rather than serve it unlimited.
 func BuildRulesFromIR(cfg *ir.Config) (*Rules, error) {
 	var errs []error
 	for _, p := range cfg.RateLimit.Problems {
 		errs = append(errs, errors.New(p))
 	}
-	r, err := BuildRulesFromDomains(cfg.Revision, cfg.RateLimit.Domains)
-	if err != nil {
-		errs = append(errs, err)
-	}
-	// Envoy sends one descriptor per policy applied to a route (its own and the global
-	// ones), and the service refuses a request of more than MaxDescriptors, on which Envoy
-	// fails open: such a route would not be limited at all. Say so.
-	seen := map[string]bool{}
-	for _, vh := range cfg.VirtualHosts {
-		for _, route := range vh.Routes {
-			if n := len(route.RateLimits); n > MaxDescriptors && !seen[route.RouteID] {
-				seen[route.RouteID] = true
-				errs = append(errs, fmt.Errorf("routes/%s: %d rate limits apply (its policies and limits, and the global ones); the rate-limit service accepts at most %d per request and fails open beyond: none of them limits this route", route.RouteID, n, MaxDescriptors))
-			}
-		}
-	}
-	return r, errors.Join(errs...)
+	r, derrs := buildDomains(cfg.Revision, cfg.RateLimit.Domains)
+	return r, errors.Join(append(errs, derrs...)...)
 }
 
 // BuildRulesFromDomains compiles IR domains.
 func BuildRulesFromDomains(revision uint64, domains []ir.RateLimitDomain) (*Rules, error) {
+	r, errs := buildDomains(revision, domains)
+	return r, errors.Join(errs...)
+}
+
+// buildDomains is BuildRulesFromDomains with one error per descriptor left out.
+func buildDomains(revision uint64, domains []ir.RateLimitDomain) (*Rules, []error) {
 	r := &Rules{Revision: revision, domains: map[string]*rnode{}}
 	var errs []error
 	for _, d := range domains {
@@ -142,7 +135,7 @@ func BuildRulesFromDomains(revision uint64, domains []ir.RateLimitDomain) (*Rule
 		}
 		compileNodes(root, d.Name, nil, nil, d.Descriptors, &errs)
 	}
-	return r, errors.Join(errs...)
+	return r, errs
 }
 
 // Domains lists the configured domain names.
@@ -170,6 +163,13 @@ func compileNodes(parent *rnode, domain string, path, vpath []string, ds []ir.Ra
 		if _, dup := parent.children[dk]; dup {
 			*errs = append(*errs, fmt.Errorf("%s: domain %s: duplicate descriptor %s", d.Source, domain,
 				strings.Join(append(append([]string(nil), path...), fk), ".")))
+			continue
+		}
+		if len(path) >= MaxDescriptorEntries {
+			// A request descriptor has at most MaxDescriptorEntries entries: nothing deeper
+			// can ever match.
+			*errs = append(*errs, fmt.Errorf("%s: domain %s: descriptor %s is nested %d deep; a request descriptor carries at most %d entries, so it can never match", d.Source, domain,
+				strings.Join(append(append([]string(nil), path...), fk), "."), len(path)+1, MaxDescriptorEntries))
 			continue
 		}
 		n := &rnode{children: map[descKey]*rnode{}}
@@ -273,22 +273,31 @@ func compileRule(name string, r ir.RateLimitRule) ruleDef {
 
 // ruleInBounds checks a rule against maxRequests and maxSpan (see limits.go).
 func ruleInBounds(r ir.RateLimitRule) error {
-	if r.Requests > maxRequests || r.Burst > maxRequests {
-		return fmt.Errorf("requests and burst may be at most %d", uint64(maxRequests))
+	_, err := ruleBounds(r)
+	return err
+}
+
+// ruleBounds is ruleInBounds naming what is out of bounds: "requests", "burst" or "period".
+func ruleBounds(r ir.RateLimitRule) (string, error) {
+	if r.Requests > maxRequests {
+		return "requests", fmt.Errorf("requests may be at most %d", uint64(maxRequests))
+	}
+	if r.Burst > maxRequests {
+		return "burst", fmt.Errorf("burst may be at most %d", uint64(maxRequests))
 	}
 	if r.Calendar != ir.CalendarNone {
-		return nil
+		return "", nil
 	}
 	if r.Period > maxSpan { // a rule of zero requests too: its window end is a number
-		return fmt.Errorf("period may be at most %v", maxSpan)
+		return "period", fmt.Errorf("period may be at most %v", maxSpan)
 	}
 	if r.Requests > 0 && (r.Algorithm == ir.TokenBucket || r.Algorithm == ir.LeakyBucket) {
 		rd := compileRule("", r)
 		if rd.burst > uint64(maxSpan.Microseconds()/rd.period) {
-			return fmt.Errorf("burst %d takes longer than %v to refill at %d per %v", rd.burst, maxSpan, r.Requests, r.Period)
+			return "burst", fmt.Errorf("burst %d takes longer than %v to refill at %d per %v", rd.burst, maxSpan, r.Requests, r.Period)
 		}
 	}
-	return nil
+	return "", nil
 }
 
 // currentLimit expresses a rule as an Envoy RateLimit (unit, with a multiplier when the

@@ -144,8 +144,10 @@ func (s *Service) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitReque
 	if len(req.GetDescriptors()) == 0 {
 		return nil, status.Error(codes.InvalidArgument, "rate limit descriptor list must not be empty")
 	}
-	if len(req.Descriptors) > MaxDescriptors {
-		return nil, status.Errorf(codes.InvalidArgument, "rate limit request has %d descriptors; at most %d are accepted", len(req.Descriptors), MaxDescriptors)
+	// The same check translation runs on every route's rate limits (ir.CheckRouteRateLimits):
+	// a route is served only if its requests pass here.
+	if e := ir.CheckRateLimitShape(len(req.Descriptors), func(i int) int { return len(req.Descriptors[i].GetEntries()) }); e != nil {
+		return nil, status.Error(codes.InvalidArgument, "rate limit request: "+e.Error())
 	}
 	rules := s.rules.Load()
 	nowT := s.clock.Now()
@@ -158,11 +160,8 @@ func (s *Service) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitReque
 	var replacing map[string]bool
 	var stackEntries [8]entryView
 	for i, d := range req.Descriptors {
-		// Every cap is checked here, before anything is counted: a refused request changes
-		// no counter.
-		if len(d.GetEntries()) > MaxDescriptorEntries {
-			return nil, status.Errorf(codes.InvalidArgument, "rate limit descriptor %d has %d entries; at most %d are accepted", i, len(d.Entries), MaxDescriptorEntries)
-		}
+		// Every other cap is checked here, before anything is counted: a refused request
+		// changes no counter.
 		st := descState{group: -1}
 		st.cost = 1
 		if req.HitsAddend > 0 {

@@ -59,7 +59,7 @@ func runValidate(args []string, stdout, stderr io.Writer) int {
 // offlineAPI is a management API running the checks serve runs on a file, with nothing
 // stored or served: the validators the serving components register (xDS routes, WAF rule
 // sets, CEL policies) and the whole-revision checks of the consumers that can refuse a
-// revision (xDS, ext_authz). Its configuration is the environment's, as serve's is.
+// revision (xDS, ext_authz, the rate-limit service). Its configuration is the environment's, as serve's is.
 func offlineAPI() (*manage.API, func(), error) {
 	cfg, err := loadConfig()
 	if err != nil {
@@ -77,7 +77,7 @@ func offlineAPI() (*manage.API, func(), error) {
 		xs.Close()
 		return nil, nil, err
 	}
-	pipe := pipeline.New(nil, log, xs, eng)
+	pipe := pipeline.New(nil, log, xs, eng, newRateLimitConsumer(nil, log))
 	pipe.SetTranslate(translateOptions(cfg))
 	api := manage.New(manage.Options{Model: pipe, Logger: log})
 	addConsumerChecks(api, pipe)

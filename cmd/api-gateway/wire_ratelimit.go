@@ -2,8 +2,12 @@ package main
 
 import (
 	"context"
+	"errors"
+	"log/slog"
+	"sync/atomic"
 
 	"github.com/api-gateway/api-gateway/internal/pipeline"
+	"github.com/api-gateway/api-gateway/model"
 	"github.com/api-gateway/api-gateway/ratelimit"
 )
 
@@ -29,20 +33,73 @@ func (a *app) wireRateLimit() error {
 	}
 	a.closers = append(a.closers, svc.Close)
 	svc.Register(a.grpc)
-	log := a.log.With("component", "ratelimit")
-	a.pipe.Add(rateLimitConsumer{pipeline.RevisionFunc{N: "ratelimit", F: func(_ context.Context, rev *pipeline.Revision) (func(), error) {
-		rules, err := ratelimit.BuildRulesFromIR(rev.IR)
-		if err != nil {
-			// Objects that do not build are left out and reported; the rest apply.
-			log.Warn("rate-limit objects left out", "revision", rev.IR.Revision, "error", err.Error())
-		}
-		return func() { svc.SetRules(rules) }, nil
-	}}})
+	a.pipe.Add(newRateLimitConsumer(svc, a.log.With("component", "ratelimit")))
 	return nil
 }
 
-// rateLimitConsumer compiles the revision's rate-limit domains. Its check refuses nothing
-// (objects that do not build are left out and reported): no build, no warning per write.
-type rateLimitConsumer struct{ pipeline.RevisionFunc }
+// rateLimitConsumer feeds the rate-limit service the rules of each revision's IR and owns the
+// service's checks. Per object (CheckObject: the API, dry_run, the YAML file, `validate -f`):
+// the object must leave no route past the rate-limit request caps and hold no limit that does
+// not compile, with the field to fix. Per revision: what does not apply is left out and
+// reported, as per-route errors are (a route past the caps is not in the IR, so Envoy does
+// not serve it: never served unlimited), and a revision is never refused for it, so a stored
+// object from an older version does not stop the others from being served. A write is checked
+// before it is stored (CheckRevision) and refused when its revision adds such a problem to
+// what is served: refusing more than PrepareRevision, never less, so a write that passes
+// still applies.
+type rateLimitConsumer struct {
+	svc *ratelimit.Service // nil: checks only (validate -f)
+	log *slog.Logger
+	// served holds the problem keys of the revision served (nil before the first).
+	served atomic.Pointer[map[string]bool]
+}
 
-func (rateLimitConsumer) CheckRevision(context.Context, *pipeline.Revision) error { return nil }
+func newRateLimitConsumer(svc *ratelimit.Service, log *slog.Logger) *rateLimitConsumer {
+	return &rateLimitConsumer{svc: svc, log: log}
+}
+
+// Name implements pipeline.Consumer.
+func (c *rateLimitConsumer) Name() string { return "ratelimit" }
+
+// Prepare is not called: the pipeline calls PrepareRevision (pipeline.RevisionConsumer).
+func (c *rateLimitConsumer) Prepare(context.Context, *model.Snapshot) (func(), error) {
+	return nil, errors.New("ratelimit: reads the pipeline's translated revision only")
+}
+
+// PrepareRevision compiles the revision's rules; what does not compile is left out and logged.
+func (c *rateLimitConsumer) PrepareRevision(_ context.Context, rev *pipeline.Revision) (func(), error) {
+	rules, problems := ratelimit.CompileRevision(rev.Snap, rev.IR)
+	keys := make(map[string]bool, len(problems))
+	for _, p := range problems {
+		keys[p.Key] = true
+		c.log.Warn("rate-limit configuration left out", "revision", rev.IR.Revision, "problem", p.Text)
+	}
+	return func() {
+		if c.svc != nil {
+			c.svc.SetRules(rules)
+		}
+		c.served.Store(&keys)
+	}, nil
+}
+
+// CheckRevision refuses a revision that adds a problem to the served revision's: a write
+// must not make a limit stop applying, nor a route stop being served for its limits.
+func (c *rateLimitConsumer) CheckRevision(_ context.Context, rev *pipeline.Revision) error {
+	_, problems := ratelimit.CompileRevision(rev.Snap, rev.IR)
+	var served map[string]bool
+	if p := c.served.Load(); p != nil {
+		served = *p
+	}
+	var errs []error
+	for _, p := range problems {
+		if !served[p.Key] {
+			errs = append(errs, errors.New(p.Text))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// CheckObject implements pipeline.ObjectChecker.
+func (c *rateLimitConsumer) CheckObject(obj model.Object, snap *model.Snapshot) model.FieldErrors {
+	return ratelimit.CheckObject(obj, snap)
+}
