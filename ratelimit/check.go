@@ -103,9 +103,16 @@ func checkSettings(st *model.Settings, snap *model.Snapshot) model.FieldErrors {
 	}
 	var over []string
 	first := ""
+	// The global limits every route gets; a route's own are at most its policies and inline
+	// limits: only a route that could go past the cap is translated (a settings write must
+	// not cost a translation of every route).
+	global := len(translate.RouteRateLimits(&model.Route{}, snap))
 	for _, r := range snap.Routes {
-		if r.RateLimit != nil && r.RateLimit.SkipGlobal {
+		if rr := r.RateLimit; rr == nil && global <= MaxDescriptors || rr != nil && (rr.SkipGlobal || global+len(rr.Policies)+len(rr.Limits) <= MaxDescriptors) {
 			continue
+		}
+		if len(r.Validate()) > 0 {
+			continue // not served anyway (its own errors)
 		}
 		if e := routeShape(r, snap); e != "" {
 			if first == "" {
