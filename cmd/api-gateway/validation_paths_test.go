@@ -21,6 +21,8 @@ import (
 
 	"github.com/api-gateway/api-gateway/internal/testutil"
 	"github.com/api-gateway/api-gateway/manage"
+	"github.com/api-gateway/api-gateway/model"
+	"github.com/api-gateway/api-gateway/ratelimit"
 )
 
 // One table of bad inputs, each a declarative file and the same objects as API bodies, run
@@ -246,6 +248,38 @@ var validationCases = []validationCase{
 		},
 		bodies: []string{`{"id":"vp-float","name":"vp-users","host":"10.0.0.1","port":80.0}`},
 		want:   []want{{"services/vp-float", "port", "must be a whole number", "port: 80.0"}},
+	},
+	{
+		name: "a policy whose bucket takes longer to refill than the rate-limit service counts",
+		objs: []fileObj{
+			{"rate_limits", "id: vp-slow\nalgorithm: token_bucket\nrequests_per_unit: 1\ntime_unit: 24h\nburst_capacity: 100000\n"},
+		},
+		want: []want{{"rate-limits/vp-slow", "burst_capacity", "to refill", "burst_capacity: 100000"}},
+	},
+	{
+		name: "two domain configs holding one descriptor",
+		objs: []fileObj{
+			{"rate_limits", "id: vp-dom-a\ndomain: vp-dom\ndescriptors:\n  - key: vp-k\n    rate_limit:\n      unit: second\n      requests_per_unit: 1\n"},
+			{"rate_limits", "id: vp-dom-b\ndomain: vp-dom\ndescriptors:\n  - key: \"vp-k\"\n    rate_limit:\n      unit: minute\n      requests_per_unit: 1\n"},
+		},
+		want:     []want{{"rate-limits/vp-dom-b", "descriptors[0]", "in rate-limits/vp-dom-a too", `key: "vp-k"`}},
+		fileOnly: []want{{"rate-limits/vp-dom-a", "descriptors[0]", "in rate-limits/vp-dom-b too", "key: vp-k\n"}},
+	},
+	{
+		name: "a domain descriptor nested deeper than a rate-limit request carries",
+		objs: []fileObj{{"rate_limits", deepDomainYAML("vp-deep", ratelimit.MaxDescriptorEntries+1)}},
+		want: []want{{"rate-limits/vp-deep", "descriptors[0]" + strings.Repeat(".descriptors[0]", ratelimit.MaxDescriptorEntries), "nested 33 deep", "key: vp-deep-33"}},
+	},
+	{
+		name: "a route with more rate limits than the rate-limit service enforces",
+		objs: []fileObj{{"routes", "id: vp-wide\nconditions:\n  - path_prefix: /vp-wide\ntargets:\n  - host: 127.0.0.1\n    port: 9001\nrequire_auth: false\nrate_limit:\n" +
+			inlineLimitsYAML(model.MaxPoliciesPerScope+1)}},
+		want: []want{{"routes/vp-wide", "rate_limit.policies", "33 policies and inline limits; at most 32", "rate_limit:"}},
+	},
+	{
+		name: "settings with more global rate limits than the rate-limit service enforces",
+		objs: []fileObj{{"settings", "rate_limit:\n" + inlineLimitsYAML(model.MaxPoliciesPerScope+1)}},
+		want: []want{{"settings/global", "rate_limit.policies", "33 policies and inline limits; at most 32", "rate_limit:"}},
 	},
 }
 
@@ -630,4 +664,26 @@ func (g *inProcessGateway) do(t *testing.T, method, path string, body []byte) (i
 	defer res.Body.Close()
 	raw, _ := io.ReadAll(res.Body)
 	return res.StatusCode, raw
+}
+
+// deepDomainYAML is a domain config whose one descriptor chain is depth deep.
+func deepDomainYAML(id string, depth int) string {
+	var b strings.Builder
+	b.WriteString("id: " + id + "\ndomain: " + id + "\ndescriptors:\n")
+	indent := ""
+	for i := 1; i <= depth; i++ {
+		fmt.Fprintf(&b, "%s  - key: %s-%d\n", indent, id, i)
+		if i == depth {
+			b.WriteString(indent + "    rate_limit:\n" + indent + "      unit: second\n" + indent + "      requests_per_unit: 1\n")
+		} else {
+			b.WriteString(indent + "    descriptors:\n")
+		}
+		indent += "    "
+	}
+	return b.String()
+}
+
+// inlineLimitsYAML is the body of a rate_limit block with n inline limits.
+func inlineLimitsYAML(n int) string {
+	return "  limits:\n" + strings.Repeat("    - {requests_per_unit: 5, time_unit: 1m, by: ip}\n", n)
 }
