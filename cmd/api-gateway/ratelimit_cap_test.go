@@ -40,7 +40,8 @@ func capRouteJSON(id string, own int) string {
 // descriptors, past what the rate-limit service enforces (Envoy would fail open: the route
 // unlimited). The gateway serves the rest and leaves that route out, saying why in its
 // status; unrelated writes go through; a write that would add such a route is refused at its
-// field with the numbers; removing the global limits brings the route back.
+// field with the numbers, and one whose revision would (creating a policy a stored route names)
+// answers 409 naming the route; removing the global limits brings the route back.
 func TestStoredRouteOverTheRateLimitCap(t *testing.T) {
 	cfg := gatewayConfig(t)
 	st, err := store.OpenBolt(filepath.Join(cfg.DataDir, "gateway.db"))
@@ -54,6 +55,8 @@ func TestStoredRouteOverTheRateLimitCap(t *testing.T) {
 	}{
 		{model.KindSettings, model.SettingsID, `{"id":"global","rate_limit":{"limits":` + limitsJSON("g", ratelimit.MaxDescriptors) + `}}`},
 		{model.KindRoutes, "legacy", capRouteJSON("legacy", 1)},
+		// Names a policy that does not exist (left out of its rate limits until it does).
+		{model.KindRoutes, "dangling", `{"id":"dangling","conditions":[{"path_prefix":"/dangling"}],"targets":[{"host":"127.0.0.1","port":9001}],"require_auth":false,"rate_limit":{"policies":["later"]}}`},
 	} {
 		if _, err := store.Put(ctx, st, o.kind, o.id, []byte(o.body), 0); err != nil {
 			t.Fatal(err)
@@ -122,6 +125,21 @@ func TestStoredRouteOverTheRateLimitCap(t *testing.T) {
 	}
 	if code, _ := g.do(t, "GET", "/api/v1/management/routes/over", nil); code != http.StatusNotFound {
 		t.Fatalf("the refused route was stored: GET %d", code)
+	}
+
+	// Creating the policy the stored route names would put that route past the cap: the
+	// object is fine, the revision is not; refused whole, naming the route, nothing stored.
+	code, body = g.do(t, "POST", "/api/v1/management/rate-limits", []byte(`{"id":"later","algorithm":"fixed_window","requests_per_unit":5,"time_unit":"1m","by":"ip"}`))
+	eb = manage.ErrorBody{}
+	if code != http.StatusConflict || json.Unmarshal(body, &eb) != nil || eb.Error.Code != manage.CodeRevisionRefused ||
+		!strings.Contains(string(body), "routes/dangling: rate_limit: 65 rate limits apply") {
+		t.Fatalf("POST the policy a stored route names: %d %s", code, body)
+	}
+	if code, _ := g.do(t, "GET", "/api/v1/management/rate-limits/later", nil); code != http.StatusNotFound {
+		t.Fatalf("the refused policy was stored: GET %d", code)
+	}
+	if got := translation("dangling"); got != "ok" {
+		t.Fatalf("dangling route after the refused write: %q", got)
 	}
 
 	// Fewer global limits: the stored route is served again.
