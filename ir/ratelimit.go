@@ -215,13 +215,17 @@ func CheckRouteRateLimits(rls []RateLimit) *RateLimitShapeError {
 	return CheckRateLimitShape(len(rls), func(i int) int { return len(rls[i].Entries) })
 }
 
+// RouteRateLimitsErrorPrefix starts every RouteRateLimitsError: a route error that starts
+// with it is a route past the caps.
+const RouteRateLimitsErrorPrefix = "rate_limits"
+
 // RouteRateLimitsError words a route's shape error: what is past the cap and what would
 // happen if the route were served.
 func RouteRateLimitsError(e *RateLimitShapeError) error {
 	if e.Descriptor < 0 {
-		return fmt.Errorf("rate_limits: %d rate limits apply to this route (its own and the global ones); the rate-limit service enforces at most %d per request and Envoy fails open beyond, so none would limit the route",
+		return fmt.Errorf(RouteRateLimitsErrorPrefix+": %d rate limits apply to this route (its own and the global ones); the rate-limit service enforces at most %d per request and Envoy fails open beyond, so none would limit the route",
 			e.Descriptors, MaxRateLimitDescriptors)
 	}
-	return fmt.Errorf("rate_limits[%d]: %d entries; the rate-limit service enforces at most %d per descriptor and Envoy fails open beyond, so none would limit the route",
+	return fmt.Errorf(RouteRateLimitsErrorPrefix+"[%d]: %d entries; the rate-limit service enforces at most %d per descriptor and Envoy fails open beyond, so none would limit the route",
 		e.Descriptor, e.Entries, MaxRateLimitEntries)
 }

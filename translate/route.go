@@ -110,6 +110,13 @@ func translateRoutePart(r *model.Route, in *inputs) *routePart {
 			tmpl.Sticky.Path = "/"
 		}
 	}
+	// The rate-limit caps are the route's, not a condition's: checked once, before the
+	// conditions, and worded at the route's rate_limits (the rate-limit consumer's check
+	// reports the same problem at the model's field for a write).
+	if e := ir.CheckRouteRateLimits(tmpl.RateLimits); e != nil {
+		part.condErr = ir.RouteRateLimitsError(e)
+		return part
+	}
 	routes := make([]*ir.Route, 0, len(r.Conditions))
 	for i := range r.Conditions {
 		m, err := MatchOf(&r.Conditions[i])

@@ -2,8 +2,10 @@ package server
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/api-gateway/api-gateway/envoy"
+	"github.com/api-gateway/api-gateway/ir"
 	"github.com/api-gateway/api-gateway/model"
 	"github.com/api-gateway/api-gateway/translate"
 )
@@ -56,7 +58,11 @@ func (s *Server) ValidateRoute(obj model.Object, snap *model.Snapshot) model.Fie
 		return errs
 	}
 	if e, bad := cfg.RouteErrors[r.ID]; bad {
-		errs.Add("", "%s", e)
+		// A route past the rate-limit caps is the rate-limit consumer's to refuse, at the
+		// model's field (its check counts the same way); reported here it would be said twice.
+		if !strings.HasPrefix(e, ir.RouteRateLimitsErrorPrefix) {
+			errs.Add("", "%s", e)
+		}
 		return errs
 	}
 	for _, g := range []envoy.Flavor{envoy.FlavorEnvoy, envoy.FlavorGRPC} {
