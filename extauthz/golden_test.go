@@ -8,7 +8,8 @@ import (
 	"time"
 
 	"github.com/api-gateway/api-gateway/internal/golden"
-	"github.com/api-gateway/api-gateway/translate"
+	"github.com/api-gateway/api-gateway/ir"
+	"github.com/api-gateway/api-gateway/model"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/tables from the current build")
@@ -18,24 +19,17 @@ var update = flag.Bool("update", false, "rewrite testdata/tables from the curren
 // (go test ./extauthz -run TestGoldenTables -update rewrites them). WAFs are not compiled
 // here (their handles are the waf package's); the IR golden shows each route's WAF.
 func TestGoldenTables(t *testing.T) {
-	for name, f := range golden.Inputs(t) {
-		t.Run(name, func(t *testing.T) {
-			snap, opts := golden.Load(t, f)
-			cfg, err := translate.Translate(snap, opts)
-			if err != nil {
-				t.Fatal(err)
-			}
-			e, err := New(Options{Logger: quietLogger(), Clock: func() time.Time { return golden.Now }})
-			if err != nil {
-				t.Fatal(err)
-			}
-			res, err := e.buildIR(cfg, snap)
-			if err != nil {
-				t.Fatal(err)
-			}
-			golden.Compare(t, filepath.Join("testdata", "tables", name+".yaml"), dumpTables(res.t), *update, "go test ./extauthz -run TestGoldenTables -update")
-		})
-	}
+	golden.Each(t, func(t *testing.T, name string, snap *model.Snapshot, cfg *ir.Config) {
+		e, err := New(Options{Logger: quietLogger(), Clock: func() time.Time { return golden.Now }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := e.buildIR(cfg, snap)
+		if err != nil {
+			t.Fatal(err)
+		}
+		golden.Compare(t, filepath.Join("testdata", "tables", name+".yaml"), dumpTables(res.t), *update, "go test ./extauthz -run TestGoldenTables -update")
+	})
 }
 
 type tablesDump struct {

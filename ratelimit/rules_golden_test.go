@@ -7,7 +7,8 @@ import (
 	"testing"
 
 	"github.com/api-gateway/api-gateway/internal/golden"
-	"github.com/api-gateway/api-gateway/translate"
+	"github.com/api-gateway/api-gateway/ir"
+	"github.com/api-gateway/api-gateway/model"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/rules from the current build")
@@ -16,21 +17,14 @@ var update = flag.Bool("update", false, "rewrite testdata/rules from the current
 // (envoy/testdata/in) and compares a dump of the rules with testdata/rules
 // (go test ./ratelimit -run TestGoldenRules -update rewrites them).
 func TestGoldenRules(t *testing.T) {
-	for name, f := range golden.Inputs(t) {
-		t.Run(name, func(t *testing.T) {
-			snap, opts := golden.Load(t, f)
-			cfg, err := translate.Translate(snap, opts)
-			if err != nil {
-				t.Fatal(err)
-			}
-			rules, err := BuildRulesFromIR(cfg)
-			doc := map[string]any{"domains": dumpDomains(rules)}
-			if err != nil {
-				doc["left_out"] = err.Error()
-			}
-			golden.Compare(t, filepath.Join("testdata", "rules", name+".yaml"), doc, *update, "go test ./ratelimit -run TestGoldenRules -update")
-		})
-	}
+	golden.Each(t, func(t *testing.T, name string, _ *model.Snapshot, cfg *ir.Config) {
+		rules, err := BuildRulesFromIR(cfg)
+		doc := map[string]any{"domains": dumpDomains(rules)}
+		if err != nil {
+			doc["left_out"] = err.Error()
+		}
+		golden.Compare(t, filepath.Join("testdata", "rules", name+".yaml"), doc, *update, "go test ./ratelimit -run TestGoldenRules -update")
+	})
 }
 
 type nodeDump struct {

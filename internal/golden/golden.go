@@ -18,6 +18,7 @@ import (
 
 	"sigs.k8s.io/yaml"
 
+	"github.com/api-gateway/api-gateway/ir"
 	"github.com/api-gateway/api-gateway/model"
 	"github.com/api-gateway/api-gateway/translate"
 )
@@ -51,6 +52,24 @@ func Inputs(t testing.TB) map[string]string {
 		out[strings.TrimSuffix(filepath.Base(f), ".yaml")] = f
 	}
 	return out
+}
+
+// Each translates every shared golden model and calls fn with the model and its IR, in a
+// subtest named after the case (the IR has passed its Validate).
+func Each(t *testing.T, fn func(t *testing.T, name string, snap *model.Snapshot, cfg *ir.Config)) {
+	for name, f := range Inputs(t) {
+		t.Run(name, func(t *testing.T) {
+			snap, opts := Load(t, f)
+			cfg, err := translate.Translate(snap, opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := cfg.Validate(); err != nil {
+				t.Fatalf("IR does not validate: %v", err)
+			}
+			fn(t, name, snap, cfg)
+		})
+	}
 }
 
 // Load reads one model and the translation options of the golden tests.
