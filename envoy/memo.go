@@ -1,6 +1,7 @@
 package envoy
 
 import (
+	"fmt"
 	"strconv"
 	"sync"
 
@@ -20,12 +21,40 @@ import (
 // validates and hashes only what changed since the previous one, so a one-route change costs
 // O(changed) there; unchanged resources keep their proto pointers. Entries the latest Build
 // did not use are dropped. A Memo serves one Build at a time.
+//
+// The memo also remembers which IR route and cluster (by pointer) each entry was built
+// from. A Build given the same *ir.Route or *ir.Cluster again (the memoizing translator hands
+// out the same objects while their inputs do not change) takes its entry without hashing
+// it: that relies on IR objects being immutable once translated (see the ir package). In
+// race-enabled builds (go test -race) every such reuse re-hashes the object and panics if it
+// changed, so a mutation of the IR after translation fails the tests.
 type Memo struct {
 	prev, cur map[uint64]*memoEntry
+	// Entries by IR object, same generations as prev and cur.
+	prevRoutes, curRoutes     map[routeKey]*memoEntry
+	prevClusters, curClusters map[clusterKey]clusterPair
+	// verify: re-hash a reused IR object and panic if it changed (verifyReuse, or a test).
+	verify bool
 }
 
+// routeKey and clusterKey name an IR object for one flavor.
+type routeKey struct {
+	r *ir.Route
+	f Flavor
+}
+
+type clusterKey struct {
+	c *ir.Cluster
+	f Flavor
+}
+
+// clusterPair is a built cluster and, for EDS, its load assignment.
+type clusterPair struct{ c, cla *memoEntry }
+
 // NewMemo returns an empty memo.
-func NewMemo() *Memo { return &Memo{cur: map[uint64]*memoEntry{}} }
+func NewMemo() *Memo {
+	return &Memo{cur: map[uint64]*memoEntry{}, curRoutes: map[routeKey]*memoEntry{}, curClusters: map[clusterKey]clusterPair{}, verify: verifyReuse}
+}
 
 // SharedMemo holds what builds of different flavors produce identically (endpoint
 // assignments; EDS clusters without TLS, health checks or the random policy), so builds
@@ -37,7 +66,7 @@ type SharedMemo struct {
 }
 
 // NewSharedMemo returns an empty shared memo.
-func NewSharedMemo() *SharedMemo { return &SharedMemo{m: Memo{cur: map[uint64]*memoEntry{}}} }
+func NewSharedMemo() *SharedMemo { return &SharedMemo{m: *NewMemo()} }
 
 // Begin starts a revision's builds: entries they do not use are dropped at End.
 func (s *SharedMemo) Begin() {
@@ -108,11 +137,79 @@ func (m *Memo) begin() {
 		return
 	}
 	m.prev, m.cur = m.cur, make(map[uint64]*memoEntry, len(m.cur))
+	m.prevRoutes, m.curRoutes = m.curRoutes, make(map[routeKey]*memoEntry, len(m.curRoutes))
+	m.prevClusters, m.curClusters = m.curClusters, make(map[clusterKey]clusterPair, len(m.curClusters))
 }
 
 func (m *Memo) end() {
 	if m != nil {
-		m.prev = nil
+		m.prev, m.prevRoutes, m.prevClusters = nil, nil, nil
+	}
+}
+
+// routeOf returns the entry built from this very IR route (nil: not built from it last
+// time), carrying it into the current generation. The entry also stays reachable by its
+// content hash, so a revision that reuses the route object keeps it for one that does not.
+func (m *Memo) routeOf(h *ir.Hasher, r *ir.Route, f Flavor) *memoEntry {
+	if m == nil {
+		return nil
+	}
+	k := routeKey{r, f}
+	e := m.curRoutes[k]
+	if e == nil {
+		if e = m.prevRoutes[k]; e == nil {
+			return nil
+		}
+		m.curRoutes[k] = e
+	}
+	if m.verify {
+		key := keyOf(h, kindRoute, f)
+		key.Route(r)
+		if key.Sum64() != e.hash {
+			panic(fmt.Sprintf("envoy: IR route %q was changed after it was built: IR objects are immutable once translated", r.Name))
+		}
+	}
+	if m.cur[e.hash] == nil {
+		m.cur[e.hash] = e
+	}
+	return e
+}
+
+func (m *Memo) putRoute(r *ir.Route, f Flavor, e *memoEntry) {
+	if m != nil {
+		m.curRoutes[routeKey{r, f}] = e
+	}
+}
+
+// clusterOf is routeOf for a cluster and its load assignment.
+func (m *Memo) clusterOf(h *ir.Hasher, c *ir.Cluster, f Flavor) (clusterPair, bool) {
+	if m == nil {
+		return clusterPair{}, false
+	}
+	k := clusterKey{c, f}
+	p, ok := m.curClusters[k]
+	if !ok {
+		if p, ok = m.prevClusters[k]; !ok {
+			return p, false
+		}
+		m.curClusters[k] = p
+	}
+	if m.verify {
+		if ck, claKey := clusterKeys(h, c, f); ck != p.c.hash || (p.cla != nil && claKey != p.cla.hash) {
+			panic(fmt.Sprintf("envoy: IR cluster %q was changed after it was built: IR objects are immutable once translated", c.Name))
+		}
+	}
+	for _, e := range []*memoEntry{p.c, p.cla} {
+		if e != nil && m.cur[e.hash] == nil {
+			m.cur[e.hash] = e
+		}
+	}
+	return p, true
+}
+
+func (m *Memo) putCluster(c *ir.Cluster, f Flavor, p clusterPair) {
+	if m != nil {
+		m.curClusters[clusterKey{c, f}] = p
 	}
 }
 
