@@ -81,7 +81,7 @@ func TestMemoizedBuildEqualsFreshBuild(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		fresh, err := buildSnapshot(memoModel(uint64(i+1), mut), to, nil, nil)
+		fresh, err := buildSnapshot(memoModel(uint64(i+1), mut), to, nil, nil, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -144,7 +144,7 @@ func TestMemoizedBuildEqualsFreshBuild(t *testing.T) {
 		}
 		prev = got
 	}
-	first, err := buildSnapshot(memoModel(1, nil), to, nil, nil)
+	first, err := buildSnapshot(memoModel(1, nil), to, nil, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -171,11 +171,11 @@ func routesByName(p *prepared, group string) map[string]*routev3.Route {
 func TestMemoKeepsOnlyLiveEntries(t *testing.T) {
 	to := translate.Options{ControlPlane: "127.0.0.1:18000"}
 	memos := map[envoy.Flavor]*envoy.Memo{envoy.FlavorEnvoy: envoy.NewMemo(), envoy.FlavorGRPC: envoy.NewMemo()}
-	if _, err := buildSnapshot(memoModel(1, nil), to, memos, envoy.NewSharedMemo()); err != nil {
+	if _, err := buildSnapshot(memoModel(1, nil), to, memos, envoy.NewSharedMemo(), nil); err != nil {
 		t.Fatal(err)
 	}
 	full := memos[envoy.FlavorEnvoy].Len()
-	if _, err := buildSnapshot(memoModel(2, func(s *model.Snapshot) { s.Routes = s.Routes[:3] }), to, memos, envoy.NewSharedMemo()); err != nil {
+	if _, err := buildSnapshot(memoModel(2, func(s *model.Snapshot) { s.Routes = s.Routes[:3] }), to, memos, envoy.NewSharedMemo(), nil); err != nil {
 		t.Fatal(err)
 	}
 	if n := memos[envoy.FlavorEnvoy].Len(); n == 0 || n >= full/5 {
