@@ -348,50 +348,107 @@ func walkRuntime(m protoreflect.Message, depth int) error {
 	if depth > walkDepth {
 		return errors.New("resource nests too deep to check")
 	}
-	switch v := m.Interface().(type) {
-	case *matcherv3.RegexMatcher:
-		// source/common/common/regex.cc, CompiledGoogleReMatcher::CompiledGoogleReMatcher:
-		// the regex must compile with RE2, and its ProgramSize() must not exceed the runtime
-		// value re2.max_program_size.error_level (100 by default; we never change it).
-		return checkRE2(v.GetRegex())
-	case *durationpb.Duration:
-		if v.GetSeconds() < 0 || v.GetNanos() < 0 || v.GetSeconds() > envoyMaxDurationSeconds {
-			return fmt.Errorf("duration %v is outside Envoy's range (0 to %d s)", time.Duration(v.GetSeconds())*time.Second, envoyMaxDurationSeconds)
+	p := planOf(m.Descriptor())
+	switch p.kind {
+	case walkRegex, walkDuration, walkAny:
+		switch v := m.Interface().(type) {
+		case *matcherv3.RegexMatcher:
+			// source/common/common/regex.cc, CompiledGoogleReMatcher::CompiledGoogleReMatcher:
+			// the regex must compile with RE2, and its ProgramSize() must not exceed the runtime
+			// value re2.max_program_size.error_level (100 by default; we never change it).
+			return checkRE2(v.GetRegex())
+		case *durationpb.Duration:
+			if v.GetSeconds() < 0 || v.GetNanos() < 0 || v.GetSeconds() > envoyMaxDurationSeconds {
+				return fmt.Errorf("duration %v is outside Envoy's range (0 to %d s)", time.Duration(v.GetSeconds())*time.Second, envoyMaxDurationSeconds)
+			}
+			return nil
+		case *anypb.Any:
+			inner, err := v.UnmarshalNew()
+			if err != nil {
+				return fmt.Errorf("%s: %w", v.GetTypeUrl(), err)
+			}
+			return walkRuntime(inner.ProtoReflect(), depth+1)
 		}
-		return nil
-	case *anypb.Any:
-		inner, err := v.UnmarshalNew()
-		if err != nil {
-			return fmt.Errorf("%s: %w", v.GetTypeUrl(), err)
-		}
-		return walkRuntime(inner.ProtoReflect(), depth+1)
 	}
-	var err error
-	m.Range(func(fd protoreflect.FieldDescriptor, val protoreflect.Value) bool {
-		if fd.Message() == nil || !mayHoldChecked(fd.Message()) {
-			return true
+	// Only the fields that may hold a checked message, each only when set (what Range
+	// would visit).
+	for _, fd := range p.fields {
+		if !m.Has(fd) {
+			continue
 		}
+		val := m.Get(fd)
 		switch {
 		case fd.IsMap():
-			if fd.MapValue().Kind() == protoreflect.MessageKind {
-				val.Map().Range(func(_ protoreflect.MapKey, mv protoreflect.Value) bool {
-					err = walkRuntime(mv.Message(), depth+1)
-					return err == nil
-				})
+			var err error
+			val.Map().Range(func(_ protoreflect.MapKey, mv protoreflect.Value) bool {
+				err = walkRuntime(mv.Message(), depth+1)
+				return err == nil
+			})
+			if err != nil {
+				return err
 			}
 		case fd.IsList():
-			if fd.Kind() == protoreflect.MessageKind {
-				l := val.List()
-				for i := 0; i < l.Len() && err == nil; i++ {
-					err = walkRuntime(l.Get(i).Message(), depth+1)
+			l := val.List()
+			for i := 0; i < l.Len(); i++ {
+				if err := walkRuntime(l.Get(i).Message(), depth+1); err != nil {
+					return err
 				}
 			}
-		case fd.Kind() == protoreflect.MessageKind:
-			err = walkRuntime(val.Message(), depth+1)
+		default:
+			if err := walkRuntime(val.Message(), depth+1); err != nil {
+				return err
+			}
 		}
-		return err == nil
-	})
-	return err
+	}
+	return nil
+}
+
+// Kinds of messages walkRuntime checks.
+const (
+	walkFields = iota
+	walkRegex
+	walkDuration
+	walkAny
+)
+
+// walkPlan is what walkRuntime does with a message type: check it (kind), or descend into
+// the fields that may hold a checked message (map values and list elements of message
+// type included).
+type walkPlan struct {
+	kind   int
+	fields []protoreflect.FieldDescriptor
+}
+
+// walkPlans caches the plan of each message type (by its descriptor).
+var walkPlans sync.Map // protoreflect.MessageDescriptor → *walkPlan
+
+func planOf(md protoreflect.MessageDescriptor) *walkPlan {
+	if p, ok := walkPlans.Load(md); ok {
+		return p.(*walkPlan)
+	}
+	p := &walkPlan{}
+	switch md.FullName() {
+	case regexMatcherName:
+		p.kind = walkRegex
+	case durationName:
+		p.kind = walkDuration
+	case anyName:
+		p.kind = walkAny
+	default:
+		fields := md.Fields()
+		for i := 0; i < fields.Len(); i++ {
+			fd := fields.Get(i)
+			sub := fd.Message()
+			if fd.IsMap() {
+				sub = fd.MapValue().Message()
+			}
+			if sub != nil && mayHoldChecked(sub) {
+				p.fields = append(p.fields, fd)
+			}
+		}
+	}
+	walkPlans.Store(md, p)
+	return p
 }
 
 // checkedTypes caches mayHoldChecked per message type.
