@@ -236,8 +236,8 @@ func Build(cfg *ir.Config, o Options) (*Resources, error) {
 			e := memo.routeOf(h, r, o.Flavor)
 			if e == nil {
 				e = routeEntryByContent(h, cfg, o, r)
-				memo.putRoute(r, o.Flavor, e)
 			}
+			memo.putRoute(r, o.Flavor, e)
 			if e.err != nil {
 				bad[r.RouteID] = true
 				out.RouteErrors[r.RouteID] = fmt.Sprintf("route %s: %v", r.Name, e.err)
@@ -332,12 +332,12 @@ func anyFlavorCluster(c *ir.Cluster) bool {
 // clusterEntry builds (or recalls) a validated cluster and, for EDS, its load assignment.
 // The very IR cluster of the previous build is recalled without hashing it (Memo).
 func clusterEntry(h *ir.Hasher, cfg *ir.Config, o Options, c *ir.Cluster) (ce, cla *memoEntry) {
-	if p, ok := o.Memo.clusterOf(h, c, o.Flavor); ok {
-		return p.c, p.cla
+	p, ok := o.Memo.clusterOf(h, c, o.Flavor)
+	if !ok {
+		p.c, p.cla = clusterEntryByContent(h, cfg, o, c)
 	}
-	ce, cla = clusterEntryByContent(h, cfg, o, c)
-	o.Memo.putCluster(c, o.Flavor, clusterPair{ce, cla})
-	return ce, cla
+	o.Memo.putCluster(c, o.Flavor, p)
+	return p.c, p.cla
 }
 
 // clusterEntryByContent is clusterEntry keyed by the cluster's content hash.

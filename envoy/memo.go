@@ -30,30 +30,40 @@ import (
 // changed, so a mutation of the IR after translation fails the tests.
 type Memo struct {
 	prev, cur map[uint64]*memoEntry
-	// Entries by IR object, same generations as prev and cur.
-	prevRoutes, curRoutes     map[routeKey]*memoEntry
-	prevClusters, curClusters map[clusterKey]clusterPair
+	// The IR routes and clusters of the previous and current Build in the order Build met
+	// them, with their entries: an object met again near its old position (a cursor skips a
+	// few removed or added ones) is recalled without hashing it or looking it up.
+	prevRoutes, curRoutes     []seqRoute
+	prevClusters, curClusters []seqCluster
+	routeAt, clusterAt        int // cursors into prevRoutes and prevClusters
 	// verify: re-hash a reused IR object and panic if it changed (verifyReuse, or a test).
 	verify bool
 }
 
-// routeKey and clusterKey name an IR object for one flavor.
-type routeKey struct {
+// seqRoute is an IR route and what one flavor built from it.
+type seqRoute struct {
 	r *ir.Route
 	f Flavor
+	e *memoEntry
 }
 
-type clusterKey struct {
+// seqCluster is an IR cluster and what one flavor built from it.
+type seqCluster struct {
 	c *ir.Cluster
 	f Flavor
+	p clusterPair
 }
 
 // clusterPair is a built cluster and, for EDS, its load assignment.
 type clusterPair struct{ c, cla *memoEntry }
 
+// seqWindow is how far ahead of its cursor the memo looks for an IR object (routes or
+// clusters removed since the previous Build).
+const seqWindow = 8
+
 // NewMemo returns an empty memo.
 func NewMemo() *Memo {
-	return &Memo{cur: map[uint64]*memoEntry{}, curRoutes: map[routeKey]*memoEntry{}, curClusters: map[clusterKey]clusterPair{}, verify: verifyReuse}
+	return &Memo{cur: map[uint64]*memoEntry{}, verify: verifyReuse}
 }
 
 // SharedMemo holds what builds of different flavors produce identically (endpoint
@@ -137,8 +147,9 @@ func (m *Memo) begin() {
 		return
 	}
 	m.prev, m.cur = m.cur, make(map[uint64]*memoEntry, len(m.cur))
-	m.prevRoutes, m.curRoutes = m.curRoutes, make(map[routeKey]*memoEntry, len(m.curRoutes))
-	m.prevClusters, m.curClusters = m.curClusters, make(map[clusterKey]clusterPair, len(m.curClusters))
+	m.prevRoutes, m.curRoutes = m.curRoutes, make([]seqRoute, 0, len(m.curRoutes))
+	m.prevClusters, m.curClusters = m.curClusters, make([]seqCluster, 0, len(m.curClusters))
+	m.routeAt, m.clusterAt = 0, 0
 }
 
 func (m *Memo) end() {
@@ -147,20 +158,21 @@ func (m *Memo) end() {
 	}
 }
 
-// routeOf returns the entry built from this very IR route (nil: not built from it last
-// time), carrying it into the current generation. The entry also stays reachable by its
-// content hash, so a revision that reuses the route object keeps it for one that does not.
+// routeOf returns the entry built from this very IR route by the previous Build (nil: none
+// near its position), carrying it into the current generation.
 func (m *Memo) routeOf(h *ir.Hasher, r *ir.Route, f Flavor) *memoEntry {
 	if m == nil {
 		return nil
 	}
-	k := routeKey{r, f}
-	e := m.curRoutes[k]
-	if e == nil {
-		if e = m.prevRoutes[k]; e == nil {
-			return nil
+	var e *memoEntry
+	for i := m.routeAt; i < len(m.prevRoutes) && i < m.routeAt+seqWindow; i++ {
+		if p := m.prevRoutes[i]; p.r == r && p.f == f {
+			e, m.routeAt = p.e, i+1
+			break
 		}
-		m.curRoutes[k] = e
+	}
+	if e == nil {
+		return nil
 	}
 	if m.verify {
 		key := keyOf(h, kindRoute, f)
@@ -169,15 +181,14 @@ func (m *Memo) routeOf(h *ir.Hasher, r *ir.Route, f Flavor) *memoEntry {
 			panic(fmt.Sprintf("envoy: IR route %q was changed after it was built: IR objects are immutable once translated", r.Name))
 		}
 	}
-	if m.cur[e.hash] == nil {
-		m.cur[e.hash] = e
-	}
+	m.cur[e.hash] = e
 	return e
 }
 
+// putRoute records the entry of r in the current Build's order.
 func (m *Memo) putRoute(r *ir.Route, f Flavor, e *memoEntry) {
 	if m != nil {
-		m.curRoutes[routeKey{r, f}] = e
+		m.curRoutes = append(m.curRoutes, seqRoute{r, f, e})
 	}
 }
 
@@ -186,30 +197,33 @@ func (m *Memo) clusterOf(h *ir.Hasher, c *ir.Cluster, f Flavor) (clusterPair, bo
 	if m == nil {
 		return clusterPair{}, false
 	}
-	k := clusterKey{c, f}
-	p, ok := m.curClusters[k]
-	if !ok {
-		if p, ok = m.prevClusters[k]; !ok {
-			return p, false
+	found := false
+	var p clusterPair
+	for i := m.clusterAt; i < len(m.prevClusters) && i < m.clusterAt+seqWindow; i++ {
+		if s := m.prevClusters[i]; s.c == c && s.f == f {
+			p, found, m.clusterAt = s.p, true, i+1
+			break
 		}
-		m.curClusters[k] = p
+	}
+	if !found {
+		return p, false
 	}
 	if m.verify {
 		if ck, claKey := clusterKeys(h, c, f); ck != p.c.hash || (p.cla != nil && claKey != p.cla.hash) {
 			panic(fmt.Sprintf("envoy: IR cluster %q was changed after it was built: IR objects are immutable once translated", c.Name))
 		}
 	}
-	for _, e := range []*memoEntry{p.c, p.cla} {
-		if e != nil && m.cur[e.hash] == nil {
-			m.cur[e.hash] = e
-		}
+	m.cur[p.c.hash] = p.c
+	if p.cla != nil {
+		m.cur[p.cla.hash] = p.cla
 	}
 	return p, true
 }
 
+// putCluster records the entries of c in the current Build's order.
 func (m *Memo) putCluster(c *ir.Cluster, f Flavor, p clusterPair) {
 	if m != nil {
-		m.curClusters[clusterKey{c, f}] = p
+		m.curClusters = append(m.curClusters, seqCluster{c, f, p})
 	}
 }
 
