@@ -151,15 +151,20 @@ type builtRoute struct {
 }
 
 // Build turns the IR into resources for one flavor. Every route and cluster is built and
-// validated once (with o.Memo: once for as long as its IR does not change).
+// validated once (with o.Memo: once for as long as its IR does not change; a Build of the
+// same input as the previous one returns the same Resources). The Resources are read only:
+// a memo shares them, and the protos in them, with later builds.
 func Build(cfg *ir.Config, o Options) (*Resources, error) {
 	if o.StatPrefix == "" {
 		o.StatPrefix = "ingress_http"
 	}
+	h := ir.NewHasher()
 	memo := o.Memo
+	if res, ok := memo.recall(h, cfg, o); ok {
+		return res, nil
+	}
 	memo.begin()
 	defer memo.end()
-	h := ir.NewHasher()
 	out := &Resources{RouteErrors: map[string]string{}, ListenerHashes: map[string]uint64{}, RouteHashes: map[string]uint64{},
 		ClusterHashes: make(map[string]uint64, len(cfg.Clusters)+2), EndpointHashes: make(map[string]uint64, len(cfg.Clusters))}
 	bad := map[string]bool{}
@@ -276,6 +281,7 @@ func Build(cfg *ir.Config, o Options) (*Resources, error) {
 	sort.Slice(out.Endpoints, func(i, j int) bool { return out.Endpoints[i].ClusterName < out.Endpoints[j].ClusterName })
 	sort.Slice(out.Listeners, func(i, j int) bool { return out.Listeners[i].Name < out.Listeners[j].Name })
 	sort.Slice(out.Routes, func(i, j int) bool { return out.Routes[i].Name < out.Routes[j].Name })
+	memo.remember(h, cfg, o, out)
 	return out, nil
 }
 

@@ -96,6 +96,31 @@ func editIR(cfg *ir.Config) *ir.Config {
 	return &next
 }
 
+// sameIR is the next revision of cfg when nothing Envoy reads changed (a WAF ban): new
+// virtual hosts around the same routes, the service clusters new objects of the same
+// content; with endpoints, one service cluster also has other endpoints (a heartbeat).
+func sameIR(cfg *ir.Config, endpoints bool) *ir.Config {
+	next := *cfg
+	next.VirtualHosts = nil
+	for _, vh := range cfg.VirtualHosts {
+		next.VirtualHosts = append(next.VirtualHosts, &ir.VirtualHost{Name: vh.Name, Domains: vh.Domains, Routes: append([]*ir.Route(nil), vh.Routes...)})
+	}
+	next.Clusters = nil
+	changed := false
+	for _, c := range cfg.Clusters {
+		if c.RouteID == "" {
+			n := *c
+			if endpoints && !changed && len(c.Endpoints) > 1 {
+				n.Endpoints = append([]ir.Endpoint(nil), c.Endpoints[1:]...)
+				changed = true
+			}
+			c = &n
+		}
+		next.Clusters = append(next.Clusters, c)
+	}
+	return &next
+}
+
 func equalResources(t *testing.T, what string, got, want *Resources) {
 	t.Helper()
 	if len(got.Listeners) != len(want.Listeners) || len(got.Routes) != len(want.Routes) || len(got.Clusters) != len(want.Clusters) || len(got.Endpoints) != len(want.Endpoints) {
@@ -139,7 +164,11 @@ func TestMemoReuseOfIRObjectsEqualsFreshBuild(t *testing.T) {
 			memo.verify = true
 			cfg := reuseIR(t)
 			next := editIR(cfg)
-			for i, c := range []*ir.Config{cfg, cfg, next, next, cfg, editIR(next)} {
+			traced := *next
+			traced.OTLP = &ir.Address{Host: "otel", Port: 4317}
+			ban := sameIR(next, false)
+			beat := sameIR(ban, true)
+			for i, c := range []*ir.Config{cfg, cfg, next, next, ban, beat, sameIR(beat, true), &traced, cfg, editIR(next)} {
 				got, err := Build(c, Options{Flavor: f, Memo: memo})
 				if err != nil {
 					t.Fatal(err)
