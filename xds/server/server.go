@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"sort"
 	"sync"
 	"time"
@@ -18,6 +19,7 @@ import (
 	"github.com/cespare/xxhash/v2"
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	clusterservice "github.com/envoyproxy/go-control-plane/envoy/service/cluster/v3"
 	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	endpointservice "github.com/envoyproxy/go-control-plane/envoy/service/endpoint/v3"
@@ -75,9 +77,12 @@ type Server struct {
 	last *lastBuild
 }
 
-// lastBuild is the previous build's output per group (buildMu held).
+// lastBuild is the previous build's output per group and its endpoint assignments by
+// cluster (buildMu held).
 type lastBuild struct {
-	groups map[string]*groupOut
+	groups  map[string]*groupOut
+	eds     map[string]types.Resource
+	edsHash map[string]string
 }
 
 // state is one published configuration.
@@ -296,28 +301,96 @@ func buildConfig(revision uint64, cfg *ir.Config, memos map[envoy.Flavor]*envoy.
 	if err := errors.Join(errs[:]...); err != nil {
 		return nil, err
 	}
-	if last != nil {
-		last.groups = map[string]*groupOut{}
-		for _, o := range append(outs[0], outs[1]...) {
-			last.groups[o.group.Name] = o
-		}
-	}
 	// Endpoint assignments of the same cluster are identical in every group (built from the
 	// same IR endpoints): the first one is kept.
-	for _, o := range append(outs[1], outs[0]...) {
+	order := append(outs[1], outs[0]...)
+	for _, o := range order {
 		for id, e := range o.res.RouteErrors {
 			p.st.routeErrors[id] = e
 		}
 		p.snaps[o.group.Name] = o.snap
 		p.st.versions[o.group.Name] = o.versions
-		for name, e := range o.eds {
-			if _, ok := p.eds[name]; ok {
-				continue
+	}
+	if eds, hashes, ok := last.sameEndpoints(order); ok {
+		p.eds, p.st.edsHash = eds, hashes
+	} else {
+		for _, o := range order {
+			for _, e := range o.res.Endpoints {
+				if _, ok := p.eds[e.ClusterName]; ok {
+					continue
+				}
+				p.eds[e.ClusterName], p.st.edsHash[e.ClusterName] = e, envoy.Version(o.res.EndpointHashes[e.ClusterName])
 			}
-			p.eds[name], p.st.edsHash[name] = e, envoy.Version(o.res.EndpointHashes[name])
 		}
 	}
+	if last != nil {
+		last.groups = map[string]*groupOut{}
+		for _, o := range order {
+			last.groups[o.group.Name] = o
+		}
+		last.eds, last.edsHash = p.eds, p.st.edsHash
+	}
 	return p, nil
+}
+
+// sameEndpoints returns the previous build's endpoint assignments and their versions when
+// the groups hold the same assignments by name and position: the very same ones (a shared
+// map, read only), or with the assignments whose protos changed (a heartbeat) replaced in a
+// copy. ok false: the groups' assignments must be gathered again.
+func (l *lastBuild) sameEndpoints(order []*groupOut) (eds map[string]types.Resource, hashes map[string]string, ok bool) {
+	if l == nil || l.eds == nil || len(l.groups) != len(order) {
+		return nil, nil, false
+	}
+	eds, hashes = l.eds, l.edsHash
+	copied := false
+	set := map[string]bool{}
+	for _, o := range order {
+		prev := l.groups[o.group.Name]
+		if prev == nil || len(prev.res.Endpoints) != len(o.res.Endpoints) {
+			return nil, nil, false
+		}
+		if sameSlice(prev.res.Endpoints, o.res.Endpoints) {
+			continue
+		}
+		for i, e := range o.res.Endpoints {
+			pe := prev.res.Endpoints[i]
+			if e == pe {
+				continue
+			}
+			if e.ClusterName != pe.ClusterName {
+				return nil, nil, false
+			}
+			if !copied {
+				eds, hashes, copied = maps.Clone(eds), maps.Clone(hashes), true
+			}
+			if !set[e.ClusterName] {
+				set[e.ClusterName] = true
+				eds[e.ClusterName], hashes[e.ClusterName] = e, envoy.Version(o.res.EndpointHashes[e.ClusterName])
+			}
+		}
+	}
+	return eds, hashes, true
+}
+
+// sameNames reports whether two lists of endpoint assignments name the same clusters in order.
+func sameNames(a, b []*endpointv3.ClusterLoadAssignment) bool {
+	if sameSlice(a, b) {
+		return true
+	}
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i].ClusterName != b[i].ClusterName {
+			return false
+		}
+	}
+	return true
+}
+
+// sameSlice reports whether a and b are the same slice (same array, same length).
+func sameSlice[T any](a, b []T) bool {
+	return len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0])
 }
 
 // groupOut is one node group's built snapshot.
@@ -326,7 +399,6 @@ type groupOut struct {
 	res      *envoy.Resources
 	versions map[string]string
 	snap     *cachev3.Snapshot
-	eds      map[string]types.Resource
 	// vmap is the per-resource version map of each type (delta xDS).
 	vmap map[string]map[string]string
 	// lists are, per snapTypes list, the names and content hashes of its resources in order
@@ -389,13 +461,20 @@ func buildGroups(cfg *ir.Config, gs []Group, memo *envoy.Memo, shared *envoy.Sha
 			}
 			o.res = res
 		}
+		// The same lists as the previous build's (a memo returns the Resources of an unchanged
+		// input again): what was made from them stands.
+		same := [3]bool{}
+		if prev != nil {
+			same = [3]bool{sameSlice(prev.res.Listeners, o.res.Listeners), sameSlice(prev.res.Routes, o.res.Routes), sameSlice(prev.res.Clusters, o.res.Clusters)}
+		}
 		lists := [][]types.Resource{toResources(o.res.Listeners), toResources(o.res.Routes), toResources(o.res.Clusters)}
 		hashes := []map[string]uint64{o.res.ListenerHashes, o.res.RouteHashes, o.res.ClusterHashes}
-		eps := toResources(o.res.Endpoints)
 		for i, t := range snapTypes {
 			switch {
 			case first != nil && t.url != resourcev3.ListenerType:
 				o.lists[i] = first.lists[i] // the same index, not rebuilt
+			case same[i]:
+				o.lists[i] = prev.lists[i]
 			case prev != nil && prev.lists[i].sameAs(lists[i], hashes[i]):
 				// The same resources by name and content hash: the previous version, version
 				// map and index stand (their protos hold the same content).
@@ -410,8 +489,12 @@ func buildGroups(cfg *ir.Config, gs []Group, memo *envoy.Memo, shared *envoy.Sha
 			}
 			o.versions[t.url], o.vmap[t.url] = o.lists[i].version, o.lists[i].vmap
 		}
-		if first == nil || !sameRouteNames(first.res.Listeners[0], o.res.Listeners[0]) {
-			if err := consistent(g, o.res, eps); err != nil {
+		// Consistency depends on the listeners, route configurations and clusters and on the
+		// names of the endpoint assignments: when all are those the previous build checked,
+		// its result stands.
+		checked := same[0] && same[1] && same[2] && sameNames(prev.res.Endpoints, o.res.Endpoints)
+		if !checked && (first == nil || !sameRouteNames(first.res.Listeners[0], o.res.Listeners[0])) {
+			if err := consistent(g, o.res, toResources(o.res.Endpoints)); err != nil {
 				return nil, fmt.Errorf("group %s: snapshot is not consistent: %w", g.Name, err)
 			}
 		}
@@ -419,10 +502,6 @@ func buildGroups(cfg *ir.Config, gs []Group, memo *envoy.Memo, shared *envoy.Sha
 		for i, t := range snapTypes {
 			o.snap.Resources[t.rt] = o.lists[i].index
 			o.snap.VersionMap[t.url] = o.lists[i].vmap
-		}
-		o.eds = make(map[string]types.Resource, len(eps))
-		for _, e := range eps {
-			o.eds[cachev3.GetResourceName(e)] = e
 		}
 		out = append(out, o)
 	}
