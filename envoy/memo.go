@@ -26,11 +26,14 @@ import (
 // did not use are dropped. A Memo serves one Build at a time.
 //
 // The memo also remembers which IR route and cluster (by pointer) each entry was built
-// from. A Build given the same *ir.Route or *ir.Cluster again (the memoizing translator hands
-// out the same objects while their inputs do not change) takes its entry without hashing
-// it: that relies on IR objects being immutable once translated (see the ir package). In
-// race-enabled builds (go test -race) every such reuse re-hashes the object and panics if it
-// changed, so a mutation of the IR after translation fails the tests.
+// from, and the previous Build's input and Resources. A Build given the same *ir.Route or
+// *ir.Cluster again (the memoizing translator hands out the same objects while their inputs
+// do not change) takes its entry without hashing it, and a Build whose whole input is the
+// same (a WAF ban changes nothing Envoy reads) returns the previous Resources, or a copy with
+// the changed endpoint assignments (a heartbeat): the cost follows what changed, not the
+// number of routes. That relies on IR objects being immutable once translated (see the ir
+// package). In race-enabled builds (go test -race) every such reuse re-hashes the object and
+// panics if it changed, so a mutation of the IR after translation fails the tests.
 type Memo struct {
 	prev, cur map[uint64]*memoEntry
 	// The IR routes and clusters of the previous and current Build in the order Build met
