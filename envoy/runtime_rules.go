@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"math"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -371,36 +372,45 @@ func walkRuntime(m protoreflect.Message, depth int) error {
 		}
 	}
 	// Only the fields that may hold a checked message, each only when set (what Range
-	// would visit).
+	// would visit); of a oneof, the member that is set.
 	for _, fd := range p.fields {
-		if !m.Has(fd) {
-			continue
-		}
-		val := m.Get(fd)
-		switch {
-		case fd.IsMap():
-			var err error
-			val.Map().Range(func(_ protoreflect.MapKey, mv protoreflect.Value) bool {
-				err = walkRuntime(mv.Message(), depth+1)
-				return err == nil
-			})
-			if err != nil {
+		if m.Has(fd) {
+			if err := walkField(m, fd, depth); err != nil {
 				return err
 			}
-		case fd.IsList():
-			l := val.List()
-			for i := 0; i < l.Len(); i++ {
-				if err := walkRuntime(l.Get(i).Message(), depth+1); err != nil {
-					return err
-				}
-			}
-		default:
-			if err := walkRuntime(val.Message(), depth+1); err != nil {
+		}
+	}
+	for _, od := range p.oneofs {
+		if fd := m.WhichOneof(od); fd != nil && p.inOneof[fd.Number()] {
+			if err := walkField(m, fd, depth); err != nil {
 				return err
 			}
 		}
 	}
 	return nil
+}
+
+// walkField walks the value of a set field of m.
+func walkField(m protoreflect.Message, fd protoreflect.FieldDescriptor, depth int) error {
+	val := m.Get(fd)
+	switch {
+	case fd.IsMap():
+		var err error
+		val.Map().Range(func(_ protoreflect.MapKey, mv protoreflect.Value) bool {
+			err = walkRuntime(mv.Message(), depth+1)
+			return err == nil
+		})
+		return err
+	case fd.IsList():
+		l := val.List()
+		for i := 0; i < l.Len(); i++ {
+			if err := walkRuntime(l.Get(i).Message(), depth+1); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	return walkRuntime(val.Message(), depth+1)
 }
 
 // Kinds of messages walkRuntime checks.
@@ -416,7 +426,10 @@ const (
 // type included).
 type walkPlan struct {
 	kind   int
-	fields []protoreflect.FieldDescriptor
+	fields []protoreflect.FieldDescriptor // outside oneofs
+	// oneofs holding a member that may hold a checked message, and those members by number.
+	oneofs  []protoreflect.OneofDescriptor
+	inOneof map[protoreflect.FieldNumber]bool
 }
 
 // walkPlans caches the plan of each message type (by its descriptor).
@@ -442,9 +455,20 @@ func planOf(md protoreflect.MessageDescriptor) *walkPlan {
 			if fd.IsMap() {
 				sub = fd.MapValue().Message()
 			}
-			if sub != nil && mayHoldChecked(sub) {
-				p.fields = append(p.fields, fd)
+			if sub == nil || !mayHoldChecked(sub) {
+				continue
 			}
+			if od := fd.ContainingOneof(); od != nil && !od.IsSynthetic() {
+				if p.inOneof == nil {
+					p.inOneof = map[protoreflect.FieldNumber]bool{}
+				}
+				if !slices.Contains(p.oneofs, od) {
+					p.oneofs = append(p.oneofs, od)
+				}
+				p.inOneof[fd.Number()] = true
+				continue
+			}
+			p.fields = append(p.fields, fd)
 		}
 	}
 	walkPlans.Store(md, p)
