@@ -92,6 +92,8 @@ type builder struct {
 	cfg *ir.Config
 	err error
 	h   *ir.Hasher // for the route configuration hashes
+	// packed are the Anys this builder packed, with their messages (for the runtime rules).
+	packed []packedAny
 }
 
 func (b *builder) fail(err error) {
@@ -109,6 +111,7 @@ func (b *builder) pack(m proto.Message) *anypb.Any {
 		}
 	}
 	a := &anypb.Any{}
+	b.packed = append(b.packed, packedAny{a, m})
 	// Deterministic: map fields (typed_per_filter_config, context_extensions) in a fixed
 	// order, so identical input gives identical bytes and identical version hashes.
 	b.fail(anypb.MarshalFrom(a, m, proto.MarshalOptions{Deterministic: true}))
@@ -300,7 +303,7 @@ func routeEntryByContent(h *ir.Hasher, cfg *ir.Config, o Options, r *ir.Route) *
 	}
 	if b.err == nil {
 		// What Envoy refuses at load time although ValidateAll passes.
-		b.fail(checkRouteRuntime(er))
+		b.fail(checkRouteRuntime(er, b.packed))
 	}
 	e := &memoEntry{name: r.Name, route: er, hash: k, err: b.err}
 	o.Memo.put(k, e)
@@ -373,7 +376,7 @@ func clusterEntryByContent(h *ir.Hasher, cfg *ir.Config, o Options, c *ir.Cluste
 			b.fail(Validate(pc))
 		}
 		if b.err == nil {
-			b.fail(checkClusterRuntime(pc))
+			b.fail(checkClusterRuntime(pc, b.packed))
 		}
 		ce = &memoEntry{name: c.Name, cluster: pc, hash: k, err: b.err}
 		o.Memo.put(k, ce)

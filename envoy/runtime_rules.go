@@ -28,26 +28,36 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 )
 
-// checkRouteRuntime applies Envoy's run-time rules to one built route.
-func checkRouteRuntime(r *routev3.Route) error {
+// packedAny is an Any a builder packed and the message it packed: the walk reads the
+// message instead of unmarshalling the Any again (the Any holds its deterministic encoding;
+// builders never change a message after packing it).
+type packedAny struct {
+	a *anypb.Any
+	m proto.Message
+}
+
+// checkRouteRuntime applies Envoy's run-time rules to one built route; packed are the Anys
+// its builder packed.
+func checkRouteRuntime(r *routev3.Route, packed []packedAny) error {
 	var errs []error
 	errs = append(errs, checkHeaderMutations("request", r.GetRequestHeadersToAdd(), r.GetRequestHeadersToRemove()))
 	errs = append(errs, checkHeaderMutations("response", r.GetResponseHeadersToAdd(), r.GetResponseHeadersToRemove()))
 	if ra := r.GetRoute(); ra != nil {
 		errs = append(errs, checkWeightedClusters(ra.GetWeightedClusters()), checkRetryBackOff(ra.GetRetryPolicy()))
 	}
-	errs = append(errs, walkRuntime(r.ProtoReflect(), 0))
+	errs = append(errs, walkRuntime(r.ProtoReflect(), 0, packed))
 	return errors.Join(errs...)
 }
 
 // checkClusterRuntime applies Envoy's run-time rules to one built cluster.
-func checkClusterRuntime(c *clusterv3.Cluster) error {
-	errs := []error{checkOutlierEjection(c.GetOutlierDetection()), walkRuntime(c.ProtoReflect(), 0)}
+func checkClusterRuntime(c *clusterv3.Cluster, packed []packedAny) error {
+	errs := []error{checkOutlierEjection(c.GetOutlierDetection()), walkRuntime(c.ProtoReflect(), 0, packed)}
 	for _, hc := range c.GetHealthChecks() {
 		errs = append(errs, checkExpectedStatuses(hc.GetHttpHealthCheck().GetExpectedStatuses()))
 	}
@@ -345,7 +355,7 @@ const walkDepth = 32
 // and typed configs are not looked into by ValidateAll either), and checks the messages whose
 // rules do not depend on where they are: every RegexMatcher (RE2 syntax and program size) and
 // every Duration (Envoy's range).
-func walkRuntime(m protoreflect.Message, depth int) error {
+func walkRuntime(m protoreflect.Message, depth int, packed []packedAny) error {
 	if depth > walkDepth {
 		return errors.New("resource nests too deep to check")
 	}
@@ -364,25 +374,33 @@ func walkRuntime(m protoreflect.Message, depth int) error {
 			}
 			return nil
 		case *anypb.Any:
+			for _, p := range packed {
+				if p.a == v {
+					return walkRuntime(p.m.ProtoReflect(), depth+1, packed)
+				}
+			}
+			if a, err := authzDisabled(); err == nil && a == v {
+				return walkRuntime(authzDisabledConfig.ProtoReflect(), depth+1, packed)
+			}
 			inner, err := v.UnmarshalNew()
 			if err != nil {
 				return fmt.Errorf("%s: %w", v.GetTypeUrl(), err)
 			}
-			return walkRuntime(inner.ProtoReflect(), depth+1)
+			return walkRuntime(inner.ProtoReflect(), depth+1, packed)
 		}
 	}
 	// Only the fields that may hold a checked message, each only when set (what Range
 	// would visit); of a oneof, the member that is set.
 	for _, fd := range p.fields {
 		if m.Has(fd) {
-			if err := walkField(m, fd, depth); err != nil {
+			if err := walkField(m, fd, depth, packed); err != nil {
 				return err
 			}
 		}
 	}
 	for _, od := range p.oneofs {
 		if fd := m.WhichOneof(od); fd != nil && p.inOneof[fd.Number()] {
-			if err := walkField(m, fd, depth); err != nil {
+			if err := walkField(m, fd, depth, packed); err != nil {
 				return err
 			}
 		}
@@ -391,26 +409,26 @@ func walkRuntime(m protoreflect.Message, depth int) error {
 }
 
 // walkField walks the value of a set field of m.
-func walkField(m protoreflect.Message, fd protoreflect.FieldDescriptor, depth int) error {
+func walkField(m protoreflect.Message, fd protoreflect.FieldDescriptor, depth int, packed []packedAny) error {
 	val := m.Get(fd)
 	switch {
 	case fd.IsMap():
 		var err error
 		val.Map().Range(func(_ protoreflect.MapKey, mv protoreflect.Value) bool {
-			err = walkRuntime(mv.Message(), depth+1)
+			err = walkRuntime(mv.Message(), depth+1, packed)
 			return err == nil
 		})
 		return err
 	case fd.IsList():
 		l := val.List()
 		for i := 0; i < l.Len(); i++ {
-			if err := walkRuntime(l.Get(i).Message(), depth+1); err != nil {
+			if err := walkRuntime(l.Get(i).Message(), depth+1, packed); err != nil {
 				return err
 			}
 		}
 		return nil
 	}
-	return walkRuntime(val.Message(), depth+1)
+	return walkRuntime(val.Message(), depth+1, packed)
 }
 
 // Kinds of messages walkRuntime checks.
