@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -80,6 +81,8 @@ type Server struct {
 // lastBuild is the previous build's output per group and its endpoint assignments by
 // cluster (buildMu held).
 type lastBuild struct {
+	// valid is the last configuration that passed validation.
+	valid   *ir.Config
 	groups  map[string]*groupOut
 	eds     map[string]types.Resource
 	edsHash map[string]string
@@ -253,8 +256,15 @@ func buildSnapshot(snap *model.Snapshot, to translate.Options, memos map[envoy.F
 // buildConfig builds, validates and hashes the resources of one IR. last (nil: none) holds
 // the previous build's groups and receives this one's.
 func buildConfig(revision uint64, cfg *ir.Config, memos map[envoy.Flavor]*envoy.Memo, shared *envoy.SharedMemo, last *lastBuild) (*prepared, error) {
-	if err := cfg.Validate(); err != nil {
+	var valid *ir.Config
+	if last != nil {
+		valid = last.valid
+	}
+	if err := validateConfig(cfg, valid); err != nil {
 		return nil, fmt.Errorf("translated configuration is invalid: %w", err)
+	}
+	if last != nil {
+		last.valid = cfg
 	}
 	p := &prepared{
 		st: &state{revision: revision, cfg: cfg, versions: map[string]map[string]string{}, edsHash: map[string]string{},
@@ -331,6 +341,47 @@ func buildConfig(revision uint64, cfg *ir.Config, memos map[envoy.Flavor]*envoy.
 		last.eds, last.edsHash = p.eds, p.st.edsHash
 	}
 	return p, nil
+}
+
+// validateConfig is cfg.Validate() where valid (nil: none) is a configuration that passed
+// it: the parts of cfg that are the same as valid's (the same IR objects, which are
+// immutable, or equal values) are not checked again. Config.Validate reads the listener, the
+// control plane and OTLP addresses, the virtual hosts and their routes, the clusters, the
+// service hosts and the authz part; the clusters' duplicate names and every reference
+// depend on names only. So when the top-level values, the virtual hosts, the service hosts
+// and the cluster names are those of valid, only the clusters that are other objects and
+// the authz part are checked. On any problem the whole Config.Validate runs, so the error
+// is its own. TestValidateConfigReadsKnownFields fails when ir.Config gains a field.
+func validateConfig(cfg, valid *ir.Config) error {
+	if valid == nil || cfg.Listener != valid.Listener || cfg.ControlPlane != valid.ControlPlane ||
+		(cfg.OTLP == nil) != (valid.OTLP == nil) || (cfg.OTLP != nil && *cfg.OTLP != *valid.OTLP) ||
+		len(cfg.VirtualHosts) != len(valid.VirtualHosts) || len(cfg.ServiceHosts) != len(valid.ServiceHosts) ||
+		len(cfg.Clusters) != len(valid.Clusters) {
+		return cfg.Validate()
+	}
+	for i, vh := range cfg.VirtualHosts {
+		if v := valid.VirtualHosts[i]; v != vh && (v.Name != vh.Name || !slices.Equal(v.Domains, vh.Domains) || !slices.Equal(v.Routes, vh.Routes)) {
+			return cfg.Validate()
+		}
+	}
+	for i, sh := range cfg.ServiceHosts {
+		if *sh != *valid.ServiceHosts[i] {
+			return cfg.Validate()
+		}
+	}
+	for i, c := range cfg.Clusters {
+		v := valid.Clusters[i]
+		if c == v {
+			continue
+		}
+		if c.Name != v.Name || c.Validate() != nil {
+			return cfg.Validate()
+		}
+	}
+	if cfg.Authz != valid.Authz && cfg.Authz.Validate() != nil {
+		return cfg.Validate()
+	}
+	return nil
 }
 
 // sameEndpoints returns the previous build's endpoint assignments and their versions when
