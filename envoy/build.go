@@ -92,6 +92,8 @@ type builder struct {
 	cfg *ir.Config
 	err error
 	h   *ir.Hasher // for the route configuration hashes
+	// packed are the Anys this builder packed, with their messages (for the runtime rules).
+	packed []packedAny
 }
 
 func (b *builder) fail(err error) {
@@ -109,6 +111,7 @@ func (b *builder) pack(m proto.Message) *anypb.Any {
 		}
 	}
 	a := &anypb.Any{}
+	b.packed = append(b.packed, packedAny{a, m})
 	// Deterministic: map fields (typed_per_filter_config, context_extensions) in a fixed
 	// order, so identical input gives identical bytes and identical version hashes.
 	b.fail(anypb.MarshalFrom(a, m, proto.MarshalOptions{Deterministic: true}))
@@ -151,15 +154,20 @@ type builtRoute struct {
 }
 
 // Build turns the IR into resources for one flavor. Every route and cluster is built and
-// validated once (with o.Memo: once for as long as its IR does not change).
+// validated once (with o.Memo: once for as long as its IR does not change; a Build of the
+// same input as the previous one returns the same Resources). The Resources are read only:
+// a memo shares them, and the protos in them, with later builds.
 func Build(cfg *ir.Config, o Options) (*Resources, error) {
 	if o.StatPrefix == "" {
 		o.StatPrefix = "ingress_http"
 	}
+	h := ir.NewHasher()
 	memo := o.Memo
+	if res, ok := memo.recall(h, cfg, o); ok {
+		return res, nil
+	}
 	memo.begin()
 	defer memo.end()
-	h := ir.NewHasher()
 	out := &Resources{RouteErrors: map[string]string{}, ListenerHashes: map[string]uint64{}, RouteHashes: map[string]uint64{},
 		ClusterHashes: make(map[string]uint64, len(cfg.Clusters)+2), EndpointHashes: make(map[string]uint64, len(cfg.Clusters))}
 	bad := map[string]bool{}
@@ -233,23 +241,11 @@ func Build(cfg *ir.Config, o Options) (*Resources, error) {
 			if _, done := envoyRoutes[r]; done {
 				continue
 			}
-			key := keyOf(h, kindRoute, o.Flavor)
-			key.Route(r)
-			k := key.Sum64()
-			e := memo.get(k, r.Name)
+			e := memo.routeOf(h, r, o.Flavor)
 			if e == nil {
-				b := &builder{o: o, cfg: cfg}
-				er := b.route(r)
-				if b.err == nil {
-					b.fail(Validate(er))
-				}
-				if b.err == nil {
-					// What Envoy refuses at load time although ValidateAll passes.
-					b.fail(checkRouteRuntime(er))
-				}
-				e = &memoEntry{name: r.Name, route: er, hash: k, err: b.err}
-				memo.put(k, e)
+				e = routeEntryByContent(h, cfg, o, r)
 			}
+			memo.putRoute(r, o.Flavor, e)
 			if e.err != nil {
 				bad[r.RouteID] = true
 				out.RouteErrors[r.RouteID] = fmt.Sprintf("route %s: %v", r.Name, e.err)
@@ -288,31 +284,77 @@ func Build(cfg *ir.Config, o Options) (*Resources, error) {
 	sort.Slice(out.Endpoints, func(i, j int) bool { return out.Endpoints[i].ClusterName < out.Endpoints[j].ClusterName })
 	sort.Slice(out.Listeners, func(i, j int) bool { return out.Listeners[i].Name < out.Listeners[j].Name })
 	sort.Slice(out.Routes, func(i, j int) bool { return out.Routes[i].Name < out.Routes[j].Name })
+	memo.remember(h, cfg, o, out)
 	return out, nil
 }
 
-// clusterEntry builds (or recalls) a validated cluster and, for EDS, its load assignment.
+// routeEntryByContent builds (or recalls by its content hash) a validated route.
+func routeEntryByContent(h *ir.Hasher, cfg *ir.Config, o Options, r *ir.Route) *memoEntry {
+	key := keyOf(h, kindRoute, o.Flavor)
+	key.Route(r)
+	k := key.Sum64()
+	if e := o.Memo.get(k, r.Name); e != nil {
+		return e
+	}
+	b := &builder{o: o, cfg: cfg}
+	er := b.route(r)
+	if b.err == nil {
+		b.fail(Validate(er))
+	}
+	if b.err == nil {
+		// What Envoy refuses at load time although ValidateAll passes.
+		b.fail(checkRouteRuntime(er, b.packed))
+	}
+	e := &memoEntry{name: r.Name, route: er, hash: k, err: b.err}
+	o.Memo.put(k, e)
+	return e
+}
+
+// clusterKeys are the memo keys of a cluster and (for EDS, else 0) of its load assignment.
 // The cluster's key leaves out the endpoints of an EDS cluster, so an instance going up or
 // down rebuilds only the load assignment and leaves the cluster's version alone.
-func clusterEntry(h *ir.Hasher, cfg *ir.Config, o Options, c *ir.Cluster) (ce, cla *memoEntry) {
-	eds := c.Discovery == ir.DiscoveryEDS || o.Flavor == FlavorGRPC
-	// What the gRPC flavor changes (EDS always, no TLS, no health checks, no RANDOM) does
-	// not apply: every flavor builds the same cluster, built once for all.
-	anyFlavor := c.Discovery == ir.DiscoveryEDS && !c.TLS && c.HealthCheck == nil && c.LB != ir.LBRandom
-	kf := o.Flavor
-	if anyFlavor {
+func clusterKeys(h *ir.Hasher, c *ir.Cluster, f Flavor) (k, claKey uint64) {
+	eds := c.Discovery == ir.DiscoveryEDS || f == FlavorGRPC
+	kf := f
+	if anyFlavorCluster(c) {
 		kf = flavorAny
 	}
 	key := keyOf(h, kindCluster, kf)
 	key.Cluster(c, !eds)
-	k := key.Sum64()
-	var claKey uint64
+	k = key.Sum64()
 	if eds {
 		// The same for every flavor: groups share endpoint assignments by name.
 		key = keyOf(h, kindCLA, flavorAny)
 		key.Str(c.Name)
 		key.Endpoints(c.Endpoints)
 		claKey = key.Sum64()
+	}
+	return k, claKey
+}
+
+// anyFlavorCluster: what the gRPC flavor changes (EDS always, no TLS, no health checks, no
+// RANDOM) does not apply: every flavor builds the same cluster, built once for all.
+func anyFlavorCluster(c *ir.Cluster) bool {
+	return c.Discovery == ir.DiscoveryEDS && !c.TLS && c.HealthCheck == nil && c.LB != ir.LBRandom
+}
+
+// clusterEntry builds (or recalls) a validated cluster and, for EDS, its load assignment.
+// The very IR cluster of the previous build is recalled without hashing it (Memo).
+func clusterEntry(h *ir.Hasher, cfg *ir.Config, o Options, c *ir.Cluster) (ce, cla *memoEntry) {
+	p, ok := o.Memo.clusterOf(h, c, o.Flavor)
+	if !ok {
+		p.c, p.cla = clusterEntryByContent(h, cfg, o, c)
+	}
+	o.Memo.putCluster(c, o.Flavor, p)
+	return p.c, p.cla
+}
+
+// clusterEntryByContent is clusterEntry keyed by the cluster's content hash.
+func clusterEntryByContent(h *ir.Hasher, cfg *ir.Config, o Options, c *ir.Cluster) (ce, cla *memoEntry) {
+	eds := c.Discovery == ir.DiscoveryEDS || o.Flavor == FlavorGRPC
+	anyFlavor := anyFlavorCluster(c)
+	k, claKey := clusterKeys(h, c, o.Flavor)
+	if eds {
 		if cla = o.Memo.get(claKey, c.Name); cla == nil {
 			if cla = o.Shared.get(claKey, c.Name); cla != nil {
 				o.Memo.put(claKey, cla)
@@ -334,7 +376,7 @@ func clusterEntry(h *ir.Hasher, cfg *ir.Config, o Options, c *ir.Cluster) (ce, c
 			b.fail(Validate(pc))
 		}
 		if b.err == nil {
-			b.fail(checkClusterRuntime(pc))
+			b.fail(checkClusterRuntime(pc, b.packed))
 		}
 		ce = &memoEntry{name: c.Name, cluster: pc, hash: k, err: b.err}
 		o.Memo.put(k, ce)

@@ -90,10 +90,13 @@ func (b *builder) rateLimitConfig() proto.Message {
 	}
 }
 
-// authzDisabled is the ext_authz per-route config turning the filter off.
+// authzDisabledConfig is the ext_authz per-route config turning the filter off (never
+// changed), and authzDisabled the Any holding it, packed once.
+var authzDisabledConfig = &extauthzv3.ExtAuthzPerRoute{Override: &extauthzv3.ExtAuthzPerRoute_Disabled{Disabled: true}}
+
 var authzDisabled = sync.OnceValues(func() (*anypb.Any, error) {
 	b := &builder{}
-	a := b.pack(&extauthzv3.ExtAuthzPerRoute{Override: &extauthzv3.ExtAuthzPerRoute_Disabled{Disabled: true}})
+	a := b.pack(authzDisabledConfig)
 	return a, b.err
 })
 

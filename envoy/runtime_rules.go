@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"math"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -27,26 +28,36 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 )
 
-// checkRouteRuntime applies Envoy's run-time rules to one built route.
-func checkRouteRuntime(r *routev3.Route) error {
+// packedAny is an Any a builder packed and the message it packed: the walk reads the
+// message instead of unmarshalling the Any again (the Any holds its deterministic encoding;
+// builders never change a message after packing it).
+type packedAny struct {
+	a *anypb.Any
+	m proto.Message
+}
+
+// checkRouteRuntime applies Envoy's run-time rules to one built route; packed are the Anys
+// its builder packed.
+func checkRouteRuntime(r *routev3.Route, packed []packedAny) error {
 	var errs []error
 	errs = append(errs, checkHeaderMutations("request", r.GetRequestHeadersToAdd(), r.GetRequestHeadersToRemove()))
 	errs = append(errs, checkHeaderMutations("response", r.GetResponseHeadersToAdd(), r.GetResponseHeadersToRemove()))
 	if ra := r.GetRoute(); ra != nil {
 		errs = append(errs, checkWeightedClusters(ra.GetWeightedClusters()), checkRetryBackOff(ra.GetRetryPolicy()))
 	}
-	errs = append(errs, walkRuntime(r.ProtoReflect(), 0))
+	errs = append(errs, walkRuntime(r.ProtoReflect(), 0, packed))
 	return errors.Join(errs...)
 }
 
 // checkClusterRuntime applies Envoy's run-time rules to one built cluster.
-func checkClusterRuntime(c *clusterv3.Cluster) error {
-	errs := []error{checkOutlierEjection(c.GetOutlierDetection()), walkRuntime(c.ProtoReflect(), 0)}
+func checkClusterRuntime(c *clusterv3.Cluster, packed []packedAny) error {
+	errs := []error{checkOutlierEjection(c.GetOutlierDetection()), walkRuntime(c.ProtoReflect(), 0, packed)}
 	for _, hc := range c.GetHealthChecks() {
 		errs = append(errs, checkExpectedStatuses(hc.GetHttpHealthCheck().GetExpectedStatuses()))
 	}
@@ -344,54 +355,142 @@ const walkDepth = 32
 // and typed configs are not looked into by ValidateAll either), and checks the messages whose
 // rules do not depend on where they are: every RegexMatcher (RE2 syntax and program size) and
 // every Duration (Envoy's range).
-func walkRuntime(m protoreflect.Message, depth int) error {
+func walkRuntime(m protoreflect.Message, depth int, packed []packedAny) error {
 	if depth > walkDepth {
 		return errors.New("resource nests too deep to check")
 	}
-	switch v := m.Interface().(type) {
-	case *matcherv3.RegexMatcher:
-		// source/common/common/regex.cc, CompiledGoogleReMatcher::CompiledGoogleReMatcher:
-		// the regex must compile with RE2, and its ProgramSize() must not exceed the runtime
-		// value re2.max_program_size.error_level (100 by default; we never change it).
-		return checkRE2(v.GetRegex())
-	case *durationpb.Duration:
-		if v.GetSeconds() < 0 || v.GetNanos() < 0 || v.GetSeconds() > envoyMaxDurationSeconds {
-			return fmt.Errorf("duration %v is outside Envoy's range (0 to %d s)", time.Duration(v.GetSeconds())*time.Second, envoyMaxDurationSeconds)
-		}
-		return nil
-	case *anypb.Any:
-		inner, err := v.UnmarshalNew()
-		if err != nil {
-			return fmt.Errorf("%s: %w", v.GetTypeUrl(), err)
-		}
-		return walkRuntime(inner.ProtoReflect(), depth+1)
-	}
-	var err error
-	m.Range(func(fd protoreflect.FieldDescriptor, val protoreflect.Value) bool {
-		if fd.Message() == nil || !mayHoldChecked(fd.Message()) {
-			return true
-		}
-		switch {
-		case fd.IsMap():
-			if fd.MapValue().Kind() == protoreflect.MessageKind {
-				val.Map().Range(func(_ protoreflect.MapKey, mv protoreflect.Value) bool {
-					err = walkRuntime(mv.Message(), depth+1)
-					return err == nil
-				})
+	p := planOf(m.Descriptor())
+	switch p.kind {
+	case walkRegex, walkDuration, walkAny:
+		switch v := m.Interface().(type) {
+		case *matcherv3.RegexMatcher:
+			// source/common/common/regex.cc, CompiledGoogleReMatcher::CompiledGoogleReMatcher:
+			// the regex must compile with RE2, and its ProgramSize() must not exceed the runtime
+			// value re2.max_program_size.error_level (100 by default; we never change it).
+			return checkRE2(v.GetRegex())
+		case *durationpb.Duration:
+			if v.GetSeconds() < 0 || v.GetNanos() < 0 || v.GetSeconds() > envoyMaxDurationSeconds {
+				return fmt.Errorf("duration %v is outside Envoy's range (0 to %d s)", time.Duration(v.GetSeconds())*time.Second, envoyMaxDurationSeconds)
 			}
-		case fd.IsList():
-			if fd.Kind() == protoreflect.MessageKind {
-				l := val.List()
-				for i := 0; i < l.Len() && err == nil; i++ {
-					err = walkRuntime(l.Get(i).Message(), depth+1)
+			return nil
+		case *anypb.Any:
+			for _, p := range packed {
+				if p.a == v {
+					return walkRuntime(p.m.ProtoReflect(), depth+1, packed)
 				}
 			}
-		case fd.Kind() == protoreflect.MessageKind:
-			err = walkRuntime(val.Message(), depth+1)
+			if a, err := authzDisabled(); err == nil && a == v {
+				return walkRuntime(authzDisabledConfig.ProtoReflect(), depth+1, packed)
+			}
+			inner, err := v.UnmarshalNew()
+			if err != nil {
+				return fmt.Errorf("%s: %w", v.GetTypeUrl(), err)
+			}
+			return walkRuntime(inner.ProtoReflect(), depth+1, packed)
 		}
-		return err == nil
-	})
-	return err
+	}
+	// Only the fields that may hold a checked message, each only when set (what Range
+	// would visit); of a oneof, the member that is set.
+	for _, fd := range p.fields {
+		if m.Has(fd) {
+			if err := walkField(m, fd, depth, packed); err != nil {
+				return err
+			}
+		}
+	}
+	for _, od := range p.oneofs {
+		if fd := m.WhichOneof(od); fd != nil && p.inOneof[fd.Number()] {
+			if err := walkField(m, fd, depth, packed); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// walkField walks the value of a set field of m.
+func walkField(m protoreflect.Message, fd protoreflect.FieldDescriptor, depth int, packed []packedAny) error {
+	val := m.Get(fd)
+	switch {
+	case fd.IsMap():
+		var err error
+		val.Map().Range(func(_ protoreflect.MapKey, mv protoreflect.Value) bool {
+			err = walkRuntime(mv.Message(), depth+1, packed)
+			return err == nil
+		})
+		return err
+	case fd.IsList():
+		l := val.List()
+		for i := 0; i < l.Len(); i++ {
+			if err := walkRuntime(l.Get(i).Message(), depth+1, packed); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	return walkRuntime(val.Message(), depth+1, packed)
+}
+
+// Kinds of messages walkRuntime checks.
+const (
+	walkFields = iota
+	walkRegex
+	walkDuration
+	walkAny
+)
+
+// walkPlan is what walkRuntime does with a message type: check it (kind), or descend into
+// the fields that may hold a checked message (map values and list elements of message
+// type included).
+type walkPlan struct {
+	kind   int
+	fields []protoreflect.FieldDescriptor // outside oneofs
+	// oneofs holding a member that may hold a checked message, and those members by number.
+	oneofs  []protoreflect.OneofDescriptor
+	inOneof map[protoreflect.FieldNumber]bool
+}
+
+// walkPlans caches the plan of each message type (by its descriptor).
+var walkPlans sync.Map // protoreflect.MessageDescriptor → *walkPlan
+
+func planOf(md protoreflect.MessageDescriptor) *walkPlan {
+	if p, ok := walkPlans.Load(md); ok {
+		return p.(*walkPlan)
+	}
+	p := &walkPlan{}
+	switch md.FullName() {
+	case regexMatcherName:
+		p.kind = walkRegex
+	case durationName:
+		p.kind = walkDuration
+	case anyName:
+		p.kind = walkAny
+	default:
+		fields := md.Fields()
+		for i := 0; i < fields.Len(); i++ {
+			fd := fields.Get(i)
+			sub := fd.Message()
+			if fd.IsMap() {
+				sub = fd.MapValue().Message()
+			}
+			if sub == nil || !mayHoldChecked(sub) {
+				continue
+			}
+			if od := fd.ContainingOneof(); od != nil && !od.IsSynthetic() {
+				if p.inOneof == nil {
+					p.inOneof = map[protoreflect.FieldNumber]bool{}
+				}
+				if !slices.Contains(p.oneofs, od) {
+					p.oneofs = append(p.oneofs, od)
+				}
+				p.inOneof[fd.Number()] = true
+				continue
+			}
+			p.fields = append(p.fields, fd)
+		}
+	}
+	walkPlans.Store(md, p)
+	return p
 }
 
 // checkedTypes caches mayHoldChecked per message type.

@@ -4,6 +4,16 @@
 // global IP rules and policies held once) and the rate-limit service (RateLimitConfig).
 // It imports neither REST nor Envoy types. Every type has a Validate method; a Config whose
 // parts validate can be built into Envoy resources without further checks of the model.
+//
+// IR values are immutable once translate returns them, down to their slices and maps: the
+// memoizing translator (translate.Translator) hands the same *Route and *Cluster objects to
+// every later revision whose inputs did not change, and the consumers recall what they built
+// from an object by its identity (envoy.Memo takes the Envoy route or cluster built from the
+// same *Route or *Cluster without hashing or validating it again). A consumer reads the IR and
+// never writes it; code that needs a changed value copies it first (see translate's
+// virtualHosts, which makes new VirtualHosts and route slices around shared routes).
+// Race-enabled builds, as the tests run, re-hash every object envoy.Memo reuses and panic if
+// it changed (envoy's TestMemoDetectsMutatedIR).
 package ir
 
 import (

@@ -49,7 +49,7 @@ func BenchmarkBuild(b *testing.B) {
 			cpu0 := cpuTime()
 			for b.Loop() {
 				memos := map[envoy.Flavor]*envoy.Memo{envoy.FlavorEnvoy: envoy.NewMemo(), envoy.FlavorGRPC: envoy.NewMemo()}
-				if _, err := buildSnapshot(snap, to, memos, envoy.NewSharedMemo()); err != nil {
+				if _, err := buildSnapshot(snap, to, memos, envoy.NewSharedMemo(), nil); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -1,9 +1,11 @@
 package server
 
 import (
+	"encoding/json"
 	"fmt"
 	"testing"
 
+	"github.com/cespare/xxhash/v2"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
@@ -81,7 +83,7 @@ func TestMemoizedBuildEqualsFreshBuild(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		fresh, err := buildSnapshot(memoModel(uint64(i+1), mut), to, nil, nil)
+		fresh, err := buildSnapshot(memoModel(uint64(i+1), mut), to, nil, nil, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -144,7 +146,7 @@ func TestMemoizedBuildEqualsFreshBuild(t *testing.T) {
 		}
 		prev = got
 	}
-	first, err := buildSnapshot(memoModel(1, nil), to, nil, nil)
+	first, err := buildSnapshot(memoModel(1, nil), to, nil, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -171,14 +173,99 @@ func routesByName(p *prepared, group string) map[string]*routev3.Route {
 func TestMemoKeepsOnlyLiveEntries(t *testing.T) {
 	to := translate.Options{ControlPlane: "127.0.0.1:18000"}
 	memos := map[envoy.Flavor]*envoy.Memo{envoy.FlavorEnvoy: envoy.NewMemo(), envoy.FlavorGRPC: envoy.NewMemo()}
-	if _, err := buildSnapshot(memoModel(1, nil), to, memos, envoy.NewSharedMemo()); err != nil {
+	if _, err := buildSnapshot(memoModel(1, nil), to, memos, envoy.NewSharedMemo(), nil); err != nil {
 		t.Fatal(err)
 	}
 	full := memos[envoy.FlavorEnvoy].Len()
-	if _, err := buildSnapshot(memoModel(2, func(s *model.Snapshot) { s.Routes = s.Routes[:3] }), to, memos, envoy.NewSharedMemo()); err != nil {
+	if _, err := buildSnapshot(memoModel(2, func(s *model.Snapshot) { s.Routes = s.Routes[:3] }), to, memos, envoy.NewSharedMemo(), nil); err != nil {
 		t.Fatal(err)
 	}
 	if n := memos[envoy.FlavorEnvoy].Len(); n == 0 || n >= full/5 {
 		t.Fatalf("memo holds %d entries after dropping 27 of 30 routes (had %d)", n, full)
+	}
+}
+
+// withContentRevisions gives every object of snap a store revision derived from its content
+// (as the store's: a changed object has a new revision), so the memoizing translator reuses
+// the IR of unchanged ones.
+func withContentRevisions(t *testing.T, snap *model.Snapshot) *model.Snapshot {
+	t.Helper()
+	rev := func(o any, m *model.Meta) {
+		m.Revision = 0
+		b, err := json.Marshal(o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m.Revision = xxhash.Sum64(b) >> 1
+	}
+	for _, r := range snap.Routes {
+		rev(r, &r.Meta)
+	}
+	for _, s := range snap.Services {
+		rev(s, &s.Meta)
+	}
+	rev(snap.Settings, &snap.Settings.Meta)
+	return snap
+}
+
+// TestTranslatorReuseBuildEqualsFreshBuild: the pipeline's path, a memoizing translator
+// handing the same IR objects to the memoized build, gives every group the versions and
+// endpoint assignments a fresh translation and build give (with -race the memos also
+// re-hash every IR object they reuse and panic if it was changed in place).
+func TestTranslatorReuseBuildEqualsFreshBuild(t *testing.T) {
+	to := translate.Options{ControlPlane: "127.0.0.1:18000"}
+	tr := translate.NewTranslator(to)
+	memos := map[envoy.Flavor]*envoy.Memo{envoy.FlavorEnvoy: envoy.NewMemo(), envoy.FlavorGRPC: envoy.NewMemo()}
+	shared, last := envoy.NewSharedMemo(), &lastBuild{}
+	revs := []func(*model.Snapshot){
+		nil,
+		nil, // nothing changed
+		func(s *model.Snapshot) { s.Routes[3].Timeout = model.Duration(99e9) },
+		func(s *model.Snapshot) { s.Services = append(s.Services[:5], s.Services[6:]...) },
+		func(s *model.Snapshot) { s.Routes = s.Routes[1:] },
+		func(s *model.Snapshot) { s.Routes[7].LoadBalance = "random" },
+		nil,
+	}
+	for i, mut := range revs {
+		snap := withContentRevisions(t, memoModel(uint64(i+1), mut))
+		cfg, err := tr.Translate(snap)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := buildConfig(snap.Revision, cfg, memos, shared, last)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fresh, err := buildSnapshot(withContentRevisions(t, memoModel(uint64(i+1), mut)), to, nil, nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, g := range Groups {
+			if !equalVersions(got.st.versions[g.Name], fresh.st.versions[g.Name]) {
+				t.Fatalf("rev %d group %s: versions %v, fresh %v", i, g.Name, got.st.versions[g.Name], fresh.st.versions[g.Name])
+			}
+			for _, rt := range []types.ResponseType{types.Listener, types.Route, types.Cluster} {
+				a, b := got.snaps[g.Name].Resources[rt].Items, fresh.snaps[g.Name].Resources[rt].Items
+				if len(a) != len(b) {
+					t.Fatalf("rev %d group %s type %d: %d resources, fresh %d", i, g.Name, rt, len(a), len(b))
+				}
+				for name, r := range a {
+					if !proto.Equal(r.Resource, b[name].Resource) {
+						t.Fatalf("rev %d group %s: %s differs from a fresh build", i, g.Name, name)
+					}
+				}
+			}
+		}
+		if len(got.eds) != len(fresh.eds) {
+			t.Fatalf("rev %d: %d endpoint assignments, fresh %d", i, len(got.eds), len(fresh.eds))
+		}
+		for name, e := range got.eds {
+			if !proto.Equal(e, fresh.eds[name]) || got.st.edsHash[name] != fresh.st.edsHash[name] {
+				t.Fatalf("rev %d: endpoints %s differ from a fresh build", i, name)
+			}
+		}
+	}
+	if st := tr.Stats(); st.Reused == 0 {
+		t.Fatalf("the translator reused no route (stats %+v): the test does not exercise reuse", st)
 	}
 }

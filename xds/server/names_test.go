@@ -102,7 +102,7 @@ func TestResourceNamesNeverCollide(t *testing.T) {
 			t.Fatalf("flavor %d: %d clusters, want %d: %v", fl, len(clusters), wantClusters[fl], clusters)
 		}
 	}
-	p, err := buildSnapshot(snap, translate.Options{ControlPlane: "127.0.0.1:18000", Now: func() time.Time { return time.Unix(1, 0) }}, nil, nil)
+	p, err := buildSnapshot(snap, translate.Options{ControlPlane: "127.0.0.1:18000", Now: func() time.Time { return time.Unix(1, 0) }}, nil, nil, nil)
 	if err != nil {
 		t.Fatalf("snapshot: %v", err)
 	}
