@@ -63,6 +63,10 @@ type lastBuild struct {
 	clusters   []*ir.Cluster
 	keys       [][2]uint64 // per cluster: clusterKeys
 	res        *Resources
+	// routeKeys (verify only) is the content hash of every route of vhosts when built: a
+	// route left out of the build (its cluster failed, or an earlier condition of it did) has
+	// no memo entry, so the recall checks the routes against these.
+	routeKeys map[*ir.Route]uint64
 }
 
 // seqRoute is an IR route and what one flavor built from it.
@@ -314,6 +318,14 @@ func (m *Memo) remember(h *ir.Hasher, cfg *ir.Config, o Options, res *Resources)
 	for i, c := range cfg.Clusters {
 		l.keys[i][0], l.keys[i][1] = clusterKeys(h, c, o.Flavor)
 	}
+	if m.verify {
+		l.routeKeys = map[*ir.Route]uint64{}
+		for _, vh := range cfg.VirtualHosts {
+			for _, r := range vh.Routes {
+				l.routeKeys[r] = routeHash(h, r, o.Flavor)
+			}
+		}
+	}
 	m.last = l
 }
 
@@ -343,10 +355,11 @@ func (m *Memo) recall(h *ir.Hasher, cfg *ir.Config, o Options) (res *Resources, 
 		}
 	}
 	if m.verify {
-		// The routes are recalled by identity: check that none changed in place.
+		// The routes are recalled by identity: check that none changed in place since it was
+		// built (or left out).
 		for _, vh := range cfg.VirtualHosts {
 			for _, r := range vh.Routes {
-				if e := m.cur[routeHash(h, r, o.Flavor)]; e == nil || e.name != r.Name {
+				if k, ok := l.routeKeys[r]; !ok || k != routeHash(h, r, o.Flavor) {
 					panic(fmt.Sprintf("envoy: IR route %q was changed after it was built: IR objects are immutable once translated", r.Name))
 				}
 			}

@@ -216,3 +216,64 @@ func TestMemoDetectsMutatedIR(t *testing.T) {
 		})
 	}
 }
+
+// TestMemoVerifyRecallOfDroppedRoutes: a route of several conditions whose first one Envoy
+// refuses is dropped as a whole (its other conditions are never built), and a route whose
+// cluster fails is dropped before its routes are built: a Build of the same input again
+// returns the same Resources, and the verification of that recall (race-enabled builds)
+// must not take those routes, which have no memo entry, for routes changed in place.
+func TestMemoVerifyRecallOfDroppedRoutes(t *testing.T) {
+	for _, f := range []Flavor{FlavorEnvoy, FlavorGRPC} {
+		t.Run(fmt.Sprint(f), func(t *testing.T) {
+			cfg := reuseIR(t)
+			next := *cfg
+			next.VirtualHosts = nil
+			badHeader, badCluster := "", ""
+			for _, vh := range cfg.VirtualHosts {
+				nv := &ir.VirtualHost{Name: vh.Name, Domains: vh.Domains}
+				for _, r := range vh.Routes {
+					if badHeader == "" && r.Name == r.RouteID {
+						badHeader = r.RouteID
+					}
+					if r.RouteID == badHeader {
+						// Passes the IR's checks, refused by Envoy's header format rule.
+						c := *r
+						c.RequestHeaders = ir.HeaderOps{Add: []ir.HeaderValue{{Name: "x-a", Value: "%NOPE%"}}}
+						r = &c
+					}
+					nv.Routes = append(nv.Routes, r)
+				}
+				next.VirtualHosts = append(next.VirtualHosts, nv)
+			}
+			next.Clusters = nil
+			for _, c := range cfg.Clusters {
+				if badCluster == "" && c.RouteID != "" && c.RouteID != badHeader {
+					// Passes the IR's checks, refused by Envoy's outlier ejection rule.
+					n := *c
+					n.Outlier = &ir.Outlier{BaseEjectionTime: time.Hour, Interval: time.Second}
+					badCluster, c = c.RouteID, &n
+				}
+				next.Clusters = append(next.Clusters, c)
+			}
+			memo := NewMemo()
+			memo.verify = true
+			want, err := Build(&next, Options{Flavor: f})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, bad := want.RouteErrors[badHeader]; !bad {
+				t.Fatalf("route %s with a bad header was served: %v", badHeader, want.RouteErrors)
+			}
+			if _, bad := want.RouteErrors[badCluster]; !bad {
+				t.Fatalf("route %s with a bad cluster was served: %v", badCluster, want.RouteErrors)
+			}
+			for i := range 2 {
+				got, err := Build(&next, Options{Flavor: f, Memo: memo})
+				if err != nil {
+					t.Fatal(err)
+				}
+				equalResources(t, fmt.Sprintf("build %d", i), got, want)
+			}
+		})
+	}
+}
