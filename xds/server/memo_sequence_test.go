@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/api-gateway/api-gateway/envoy"
+	"github.com/api-gateway/api-gateway/ir"
 	"github.com/api-gateway/api-gateway/model"
 	"github.com/api-gateway/api-gateway/translate"
 )
@@ -157,13 +158,32 @@ func TestMemoizedRevisionSequenceEqualsFreshBuild(t *testing.T) {
 		}
 		return b
 	}
+	variants := []translate.Options{
+		{ControlPlane: "127.0.0.2:18000"},
+		{ControlPlane: "127.0.0.1:18000", ListenerAddress: "0.0.0.0:10001"},
+		{ControlPlane: "127.0.0.1:18000", OTLPEndpoint: "otel:4317"},
+		{ControlPlane: "127.0.0.1:18000", OTLPEndpoint: "otel:4318"},
+		{ControlPlane: "127.0.0.1:18000", OTLPEndpoint: "otel:4318", ServiceName: "other"},
+	}
+	nvariant := 0
 	state := newSeqState()
 	history := []*seqState{state.clone()}
 	for i := 0; i < 100; i++ {
 		rev := uint64(i + 1)
+		// Sometimes only the top-level settings change (listener, control plane, tracing,
+		// service name): the memoized build must not take the previous output for them.
+		opts := to
+		variant := rng.IntN(4) == 0
+		if variant {
+			opts = variants[nvariant%len(variants)]
+			nvariant++
+		}
 		switch k := rng.IntN(10); {
+		case variant:
 		case k == 0 && len(history) > 2:
 			state = history[rng.IntN(len(history))].clone() // back to an earlier revision
+		case k == 1:
+			// The same model again (a WAF ban, a write of another consumer's object).
 		default:
 			for n := 1 + rng.IntN(3); n > 0; n-- {
 				state.step(rng)
@@ -188,68 +208,88 @@ func TestMemoizedRevisionSequenceEqualsFreshBuild(t *testing.T) {
 				t.Fatalf("step %d: a configuration without a control plane address was accepted", i)
 			}
 		}
-		snap := state.model(t, rev)
-		cfg, err := tr.Translate(snap)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got, err := buildConfig(snap.Revision, cfg, memos, shared, last)
-		if err != nil {
-			t.Fatalf("step %d: %v", i, err)
-		}
-		fresh, err := buildSnapshot(state.model(t, rev), to, nil, nil, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, g := range Groups {
-			if !equalVersions(got.st.versions[g.Name], fresh.st.versions[g.Name]) {
-				t.Fatalf("step %d group %s: versions %v, fresh %v", i, g.Name, got.st.versions[g.Name], fresh.st.versions[g.Name])
+		apply := func(opts translate.Options, variant bool) {
+			snap := state.model(t, rev)
+			var got *prepared
+			var err error
+			var cfg *ir.Config
+			if cfg, err = tr.Translate(snap); err != nil {
+				t.Fatal(err)
 			}
-			for j, rt := range []types.ResponseType{types.Listener, types.Route, types.Cluster} {
-				url := snapTypes[j].url
-				a, b := got.snaps[g.Name].Resources[rt], fresh.snaps[g.Name].Resources[rt]
-				if a.Version != b.Version || len(a.Items) != len(b.Items) {
-					t.Fatalf("step %d group %s %s: version %s with %d resources, fresh %s with %d", i, g.Name, url, a.Version, len(a.Items), b.Version, len(b.Items))
+			if variant {
+				// The memoizing translator's routes and clusters with the other settings' top
+				// level: only what the settings change differs from the previous input.
+				top, err := translate.Translate(state.model(t, rev), opts)
+				if err != nil {
+					t.Fatal(err)
 				}
-				names := slices.Sorted(maps.Keys(b.Items))
-				var list []byte
-				for _, name := range names {
-					r := b.Items[name]
-					ar, ok := a.Items[name]
-					if !ok || !proto.Equal(ar.Resource, r.Resource) {
-						t.Fatalf("step %d group %s: %s %s differs from a fresh build", i, g.Name, url, name)
+				cfg.Listener, cfg.ControlPlane, cfg.OTLP, cfg.ServiceName = top.Listener, top.ControlPlane, top.OTLP, top.ServiceName
+			}
+			got, err = buildConfig(snap.Revision, cfg, memos, shared, last)
+			if err != nil {
+				t.Fatalf("step %d: %v", i, err)
+			}
+			fresh, err := buildSnapshot(state.model(t, rev), opts, nil, nil, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, g := range Groups {
+				if !equalVersions(got.st.versions[g.Name], fresh.st.versions[g.Name]) {
+					t.Fatalf("step %d group %s: versions %v, fresh %v", i, g.Name, got.st.versions[g.Name], fresh.st.versions[g.Name])
+				}
+				for j, rt := range []types.ResponseType{types.Listener, types.Route, types.Cluster} {
+					url := snapTypes[j].url
+					a, b := got.snaps[g.Name].Resources[rt], fresh.snaps[g.Name].Resources[rt]
+					if a.Version != b.Version || len(a.Items) != len(b.Items) {
+						t.Fatalf("step %d group %s %s: version %s with %d resources, fresh %s with %d", i, g.Name, url, a.Version, len(a.Items), b.Version, len(b.Items))
 					}
-					vm, fvm := got.snaps[g.Name].VersionMap[url][name], fresh.snaps[g.Name].VersionMap[url][name]
-					if vm != fvm {
-						t.Fatalf("step %d group %s: %s %s version %s, fresh %s", i, g.Name, url, name, vm, fvm)
+					names := slices.Sorted(maps.Keys(b.Items))
+					var list []byte
+					for _, name := range names {
+						r := b.Items[name]
+						ar, ok := a.Items[name]
+						if !ok || !proto.Equal(ar.Resource, r.Resource) {
+							t.Fatalf("step %d group %s: %s %s differs from a fresh build", i, g.Name, url, name)
+						}
+						vm, fvm := got.snaps[g.Name].VersionMap[url][name], fresh.snaps[g.Name].VersionMap[url][name]
+						if vm != fvm {
+							t.Fatalf("step %d group %s: %s %s version %s, fresh %s", i, g.Name, url, name, vm, fvm)
+						}
+						content := marshal(r.Resource)
+						remember(i, g.Name+" "+url+" "+name, vm, content)
+						list = append(append(list, name...), content...)
 					}
-					content := marshal(r.Resource)
-					remember(i, g.Name+" "+url+" "+name, vm, content)
-					list = append(append(list, name...), content...)
-				}
-				remember(i, g.Name+" "+url, a.Version, list)
-				if len(got.snaps[g.Name].VersionMap[url]) != len(b.Items) {
-					t.Fatalf("step %d group %s %s: version map of %d, %d resources", i, g.Name, url, len(got.snaps[g.Name].VersionMap[url]), len(b.Items))
+					remember(i, g.Name+" "+url, a.Version, list)
+					if len(got.snaps[g.Name].VersionMap[url]) != len(b.Items) {
+						t.Fatalf("step %d group %s %s: version map of %d, %d resources", i, g.Name, url, len(got.snaps[g.Name].VersionMap[url]), len(b.Items))
+					}
 				}
 			}
-		}
-		if len(got.eds) != len(fresh.eds) {
-			t.Fatalf("step %d: %d endpoint assignments, fresh %d", i, len(got.eds), len(fresh.eds))
-		}
-		for name, e := range fresh.eds {
-			if ge, ok := got.eds[name]; !ok || !proto.Equal(ge, e) || got.st.edsHash[name] != fresh.st.edsHash[name] {
-				t.Fatalf("step %d: endpoints %s differ from a fresh build", i, name)
+			if len(got.eds) != len(fresh.eds) {
+				t.Fatalf("step %d: %d endpoint assignments, fresh %d", i, len(got.eds), len(fresh.eds))
 			}
-			remember(i, resourcev3.EndpointType+" "+name, got.st.edsHash[name], marshal(e))
-		}
-		for id, e := range fresh.st.routeErrors {
-			if got.st.routeErrors[id] != e {
-				t.Fatalf("step %d: route %s error %q, fresh %q", i, id, got.st.routeErrors[id], e)
+			for name, e := range fresh.eds {
+				if ge, ok := got.eds[name]; !ok || !proto.Equal(ge, e) || got.st.edsHash[name] != fresh.st.edsHash[name] {
+					t.Fatalf("step %d: endpoints %s differ from a fresh build", i, name)
+				}
+				remember(i, resourcev3.EndpointType+" "+name, got.st.edsHash[name], marshal(e))
+			}
+			for id, e := range fresh.st.routeErrors {
+				if got.st.routeErrors[id] != e {
+					t.Fatalf("step %d: route %s error %q, fresh %q", i, id, got.st.routeErrors[id], e)
+				}
+			}
+			if len(got.st.routeErrors) != len(fresh.st.routeErrors) {
+				t.Fatalf("step %d: %d route errors, fresh %d", i, len(got.st.routeErrors), len(fresh.st.routeErrors))
 			}
 		}
-		if len(got.st.routeErrors) != len(fresh.st.routeErrors) {
-			t.Fatalf("step %d: %d route errors, fresh %d", i, len(got.st.routeErrors), len(fresh.st.routeErrors))
+		if variant {
+			// Two settings in a row that differ in one top-level value, then the default.
+			apply(opts, true)
+			apply(variants[nvariant%len(variants)], true)
+			opts = to
 		}
+		apply(opts, false)
 	}
 	if st := tr.Stats(); st.Reused == 0 {
 		t.Fatalf("the translator reused no route (stats %+v)", st)
