@@ -7,6 +7,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/api-gateway/api-gateway/envoy"
+	"github.com/api-gateway/api-gateway/internal/golden"
 	"github.com/api-gateway/api-gateway/ir"
 	"github.com/api-gateway/api-gateway/translate"
 )
@@ -14,7 +15,7 @@ import (
 // A route whose Envoy resources fail ValidateAll is dropped and reported; the listener and
 // the other routes are still built.
 func TestBuildDropsInvalidRouteOnly(t *testing.T) {
-	snap, opts := loadInput(t, "testdata/in/paths.yaml")
+	snap, opts := golden.Load(t, "testdata/in/paths.yaml")
 	cfg, err := translate.Translate(snap, opts)
 	if err != nil {
 		t.Fatal(err)
@@ -57,7 +58,7 @@ func TestBuildDropsInvalidRouteOnly(t *testing.T) {
 
 // Identical input gives identical resources, whatever the order of the model's lists.
 func TestBuildIsDeterministic(t *testing.T) {
-	snap, opts := loadInput(t, "testdata/in/load_balance.yaml")
+	snap, opts := golden.Load(t, "testdata/in/load_balance.yaml")
 	build := func() *envoy.Resources {
 		cfg, err := translate.Translate(snap, opts)
 		if err != nil {

@@ -8,52 +8,16 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"google.golang.org/protobuf/proto"
 	"sigs.k8s.io/yaml"
 
 	"github.com/api-gateway/api-gateway/envoy"
-	"github.com/api-gateway/api-gateway/model"
+	"github.com/api-gateway/api-gateway/internal/golden"
 	"github.com/api-gateway/api-gateway/translate"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/out from the current translation")
-
-// goldenInput is a model in YAML: the collections by name.
-type goldenInput struct {
-	Routes     []*model.Route     `json:"routes"`
-	Services   []*model.Service   `json:"services"`
-	RateLimits []*model.RateLimit `json:"rate_limits"`
-	IPRules    []*model.IPRule    `json:"ip_rules"`
-	Policies   []*model.Policy    `json:"policies"`
-	Settings   *model.Settings    `json:"settings"`
-	// Options override the translation options.
-	OTLPEndpoint string `json:"otlp_endpoint"`
-}
-
-var goldenNow = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
-
-func loadInput(t testing.TB, path string) (*model.Snapshot, translate.Options) {
-	t.Helper()
-	raw, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var in goldenInput
-	if err := yaml.UnmarshalStrict(raw, &in); err != nil {
-		t.Fatalf("%s: %v", path, err)
-	}
-	snap := &model.Snapshot{Revision: 1, Routes: in.Routes, Services: in.Services, RateLimits: in.RateLimits,
-		IPRules: in.IPRules, Policies: in.Policies, Settings: in.Settings}
-	if snap.Settings == nil {
-		snap.Settings = &model.Settings{ID: model.SettingsID}
-	}
-	return snap, translate.Options{
-		ListenerAddress: "0.0.0.0:10000", ControlPlane: "controlplane:18000",
-		OTLPEndpoint: in.OTLPEndpoint, Now: func() time.Time { return goldenNow },
-	}
-}
 
 // TestGolden translates every testdata/in case and compares the Envoy and gRPC resources
 // with testdata/out (go test ./envoy -run TestGolden -update rewrites them).
@@ -65,7 +29,7 @@ func TestGolden(t *testing.T) {
 	for _, f := range files {
 		name := strings.TrimSuffix(filepath.Base(f), ".yaml")
 		t.Run(name, func(t *testing.T) {
-			snap, opts := loadInput(t, f)
+			snap, opts := golden.Load(t, f)
 			cfg, err := translate.Translate(snap, opts)
 			if err != nil {
 				t.Fatal(err)

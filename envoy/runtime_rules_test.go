@@ -9,6 +9,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/api-gateway/api-gateway/envoy"
+	"github.com/api-gateway/api-gateway/internal/golden"
 	"github.com/api-gateway/api-gateway/ir"
 	"github.com/api-gateway/api-gateway/model"
 	"github.com/api-gateway/api-gateway/translate"
@@ -29,7 +30,7 @@ const goodRoute = `
 // translateYAML translates routes written as in the API (YAML of its JSON fields).
 func translateYAML(t *testing.T, routes string) *ir.Config {
 	t.Helper()
-	var in goldenInput
+	var in golden.Input
 	if err := yaml.UnmarshalStrict([]byte("routes:"+goodRoute+routes), &in); err != nil {
 		t.Fatal(err)
 	}
@@ -40,7 +41,7 @@ func translateYAML(t *testing.T, routes string) *ir.Config {
 		}
 	}
 	cfg, err := translate.Translate(snap, translate.Options{ListenerAddress: "0.0.0.0:10000", ControlPlane: "controlplane:18000",
-		Now: func() time.Time { return goldenNow }})
+		Now: func() time.Time { return golden.Now }})
 	if err != nil {
 		t.Fatal(err)
 	}

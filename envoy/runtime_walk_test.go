@@ -1,20 +1,17 @@
 package envoy
 
 import (
-	"os"
 	"path/filepath"
 	"testing"
-	"time"
 
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
-	"sigs.k8s.io/yaml"
 
+	"github.com/api-gateway/api-gateway/internal/golden"
 	"github.com/api-gateway/api-gateway/ir"
-	"github.com/api-gateway/api-gateway/model"
 	"github.com/api-gateway/api-gateway/translate"
 )
 
@@ -28,30 +25,8 @@ func goldenConfigs(t *testing.T) map[string]*ir.Config {
 	}
 	out := map[string]*ir.Config{}
 	for _, path := range paths {
-		raw, err := os.ReadFile(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var in struct {
-			Routes       []*model.Route     `json:"routes"`
-			Services     []*model.Service   `json:"services"`
-			RateLimits   []*model.RateLimit `json:"rate_limits"`
-			IPRules      []*model.IPRule    `json:"ip_rules"`
-			Policies     []*model.Policy    `json:"policies"`
-			Settings     *model.Settings    `json:"settings"`
-			OTLPEndpoint string             `json:"otlp_endpoint"`
-		}
-		if err := yaml.Unmarshal(raw, &in); err != nil {
-			t.Fatalf("%s: %v", path, err)
-		}
-		snap := &model.Snapshot{Revision: 1, Routes: in.Routes, Services: in.Services, RateLimits: in.RateLimits,
-			IPRules: in.IPRules, Policies: in.Policies, Settings: in.Settings}
-		if snap.Settings == nil {
-			snap.Settings = &model.Settings{ID: model.SettingsID}
-		}
-		now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
-		cfg, err := translate.Translate(snap, translate.Options{ListenerAddress: "0.0.0.0:10000", ControlPlane: "controlplane:18000",
-			OTLPEndpoint: in.OTLPEndpoint, Now: func() time.Time { return now }})
+		snap, opts := golden.Load(t, path)
+		cfg, err := translate.Translate(snap, opts)
 		if err != nil {
 			t.Fatalf("%s: %v", path, err)
 		}
