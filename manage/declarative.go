@@ -242,7 +242,7 @@ func decodeNode(file string, kind model.Kind, n *yaml.Node) (obj model.Object, r
 		return obj, reported, true, append(dups, out...)
 	}
 	var v any
-	if err := n.Decode(&v); err != nil {
+	if err := timestampsAsText(n, map[*yaml.Node]*yaml.Node{}).Decode(&v); err != nil {
 		return nil, nil, false, FileError{{File: file, Line: n.Line, Object: fileRef(kind, n), Problem: err.Error()}}
 	}
 	data, err := json.Marshal(normalizeYAML(v))
@@ -266,6 +266,50 @@ func decodeNode(file string, kind model.Kind, n *yaml.Node) (obj model.Object, r
 		out = append(out, FileProblem{File: file, Line: lineOf(n, fe.Field), Object: ref, Field: fe.Field, Problem: fe.Problem})
 	}
 	return obj, errs, decodeErrs, out
+}
+
+// timestampsAsText returns n with every plain scalar YAML would resolve to a timestamp
+// (2030-01-01, 2030-01-01 10:00:00) read as the text written. Decoded into a time, json.Marshal
+// would rewrite it: a string field (a header value, metadata) would be stored changed, and a
+// time field would take spellings the API refuses (it reads RFC 3339 only). An explicit
+// !!timestamp tag is the author's choice and kept. n itself is never changed; seen holds each
+// node's copy so an alias (and an alias bomb, which Decode then refuses) is walked once.
+func timestampsAsText(n *yaml.Node, seen map[*yaml.Node]*yaml.Node) *yaml.Node {
+	if c, ok := seen[n]; ok {
+		return c
+	}
+	seen[n] = n
+	switch {
+	case n.Kind == yaml.ScalarNode && n.Style&yaml.TaggedStyle == 0 && n.ShortTag() == "!!timestamp":
+		c := *n
+		c.Tag = "!!str"
+		seen[n] = &c
+		return &c
+	case n.Kind == yaml.AliasNode && n.Alias != nil:
+		if a := timestampsAsText(n.Alias, seen); a != n.Alias {
+			c := *n
+			c.Alias = a
+			seen[n] = &c
+			return &c
+		}
+	case len(n.Content) > 0:
+		var content []*yaml.Node
+		for i, e := range n.Content {
+			if t := timestampsAsText(e, seen); t != e {
+				if content == nil {
+					content = append([]*yaml.Node(nil), n.Content...)
+				}
+				content[i] = t
+			}
+		}
+		if content != nil {
+			c := *n
+			c.Content = content
+			seen[n] = &c
+			return &c
+		}
+	}
+	return n
 }
 
 // withoutDuplicateKeys calls dup for every key written twice in a mapping of n (YAML keys
