@@ -33,15 +33,15 @@ func containerFile(name string) bool {
 	return base == "Dockerfile" || strings.HasPrefix(name, "deploy/") && (strings.HasSuffix(base, ".yaml") || strings.HasSuffix(base, ".yml"))
 }
 
-// machinePath is a path on one machine rather than in the checkout: the project's former
-// sibling folder, the helper machines' work folder, home folders.
-var machinePath = regexp.MustCompile(`\.\./shared\b|(^|[^A-Za-z0-9_.~-])(/work/|/home/[A-Za-z0-9_.-]+|/Users/[A-Za-z0-9_.-]+|/root/|~/|\$HOME\b|\$\{HOME\})`)
+// machinePath is a path on one machine rather than in the checkout: a work folder, home
+// folders.
+var machinePath = regexp.MustCompile(`(^|[^A-Za-z0-9_.~-])(/work/|/home/[A-Za-z0-9_.-]+|/Users/[A-Za-z0-9_.-]+|/root/|~/|\$HOME\b|\$\{HOME\})`)
 
 // upPath is a relative path that starts by climbing ("../x", "../../y/z").
 var upPath = regexp.MustCompile(`(?:^|[^A-Za-z0-9_.-])((?:\.\./)+\.?\.?[A-Za-z0-9_.*/-]*)`)
 
 // joinClimbs counts the ".." elements a line of Go joins into a path (filepath.Join("..",
-// "..", "shared")): the climbs upPath cannot see, written one element at a time.
+// "..", "x")): the climbs upPath cannot see, written one element at a time.
 func joinClimbs(name, line string) int {
 	if !strings.HasSuffix(name, ".go") || !strings.Contains(line, "Join(") {
 		return 0
@@ -99,7 +99,10 @@ func repoFiles(t *testing.T, root string) []string {
 
 // outsideReferences returns file:line: problem for every reference of a file's text to a
 // path outside the checkout. name is the file's slash path from the repository root.
-func outsideReferences(name string, data []byte) []string {
+// top is the checkout's top-level entries (files and folders): a relative path that climbs
+// to the root and names anything else means a folder beside the checkout's files that a
+// fresh clone does not have. nil: not checked (examples in tests).
+func outsideReferences(name string, data []byte, top map[string]bool) []string {
 	if !checkedFile(name) || bytes.IndexByte(data, 0) >= 0 {
 		return nil
 	}
@@ -121,6 +124,13 @@ func outsideReferences(name string, data []byte) []string {
 			// package's folder, scripts and compose files name paths from their own.
 			p := path.Join(path.Dir(name), rel)
 			if p != ".." && !strings.HasPrefix(p, "../") {
+				// Inside: unless it starts a path (not the dot segment of a URL or a longer path,
+				// "/x/../../site"), climbs to the root and names what the root does not hold.
+				first, _, _ := strings.Cut(p, "/")
+				startsPath := !strings.HasPrefix(m[0], "/")
+				if top != nil && startsPath && strings.Count(rel, "../") >= depth(path.Dir(name)) && first != "." && !top[first] && !strings.ContainsAny(first, "*") {
+					found = append(found, fmt.Sprintf("%s: %q names %s, which the checkout does not hold", where, rel, first))
+				}
 				continue
 			}
 			attack := false
@@ -135,6 +145,27 @@ func outsideReferences(name string, data []byte) []string {
 	return found
 }
 
+// topLevel is what the checkout's root holds: the first element of every tracked file, and
+// what the build makes there (the root-anchored entries of .gitignore: bin/, data/).
+func topLevel(t *testing.T, root string, files []string) map[string]bool {
+	t.Helper()
+	top := map[string]bool{}
+	for _, f := range files {
+		first, _, _ := strings.Cut(f, "/")
+		top[first] = true
+	}
+	data, err := os.ReadFile(filepath.Join(root, ".gitignore"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if name, ok := strings.CutPrefix(strings.TrimSpace(line), "/"); ok {
+			top[strings.TrimSuffix(name, "/")] = true
+		}
+	}
+	return top
+}
+
 // Nothing in the checkout's code, build files or scripts reaches outside it: a fresh clone
 // with nothing beside it builds and tests the same.
 func TestRepositoryIsSelfContained(t *testing.T) {
@@ -143,6 +174,7 @@ func TestRepositoryIsSelfContained(t *testing.T) {
 	if len(files) < 50 {
 		t.Fatalf("found only %d files under %s", len(files), root)
 	}
+	top := topLevel(t, root, files)
 	checked := 0
 	for _, f := range files {
 		// This file's patterns and examples are the strings the scan looks for; the
@@ -158,7 +190,7 @@ func TestRepositoryIsSelfContained(t *testing.T) {
 			t.Fatal(err)
 		}
 		checked++
-		for _, p := range outsideReferences(f, data) {
+		for _, p := range outsideReferences(f, data, top) {
 			t.Error(p)
 		}
 	}
@@ -170,19 +202,22 @@ func TestRepositoryIsSelfContained(t *testing.T) {
 // The scan finds each kind of outside reference and names its line; paths that stay inside
 // the checkout, and the WAF's attack payloads, pass.
 func TestOutsideReferences(t *testing.T) {
+	top := map[string]bool{"extauthz": true, "e2e": true, "deploy": true, "bin": true, "README.md": true, "testdata": true, "waf": true}
 	for _, tc := range []struct {
 		name, text string
 		want       int
 	}{
-		{"extauthz/geo_test.go", `dir := filepath.Join("../shared/testdata", "geoip")`, 1},
-		{"e2e/authz/authz_test.go", `os.ReadFile("../../../shared/DESIGN.md")`, 2},
-		{"extauthz/x_test.go", `os.ReadFile("/work/shared/testdata/geoip/GeoIP2-Country-Test.mmdb")`, 1},
+		// A folder beside the checkout's files, which a fresh clone does not have.
+		{"extauthz/geo_test.go", `dir := filepath.Join("../fixtures/testdata", "geoip")`, 1},
+		{"e2e/authz/authz_test.go", `os.ReadFile("../../../fixtures/DESIGN.md")`, 1},
+		{"e2e/authz/authz_test.go", `os.ReadFile("../../fixtures/DESIGN.md")`, 1},
+		{"extauthz/x_test.go", `os.ReadFile("/work/fixtures/testdata/geoip/GeoIP2-Country-Test.mmdb")`, 1},
 		{"Makefile", "bench:\n\tcp /home/dev/profiles/*.pprof .", 1},
 		{"scripts/run.sh", `source "$HOME/.gatewayrc"`, 1},
 		{".ci/run", "cd ../..\nmake test", 1},
 		{"deploy/compose/docker-compose.yaml", "    context: ../../..", 1},
 		{"go.mod", "replace example.com/x => ../x", 1},
-		{"extauthz/geo_test.go", `dir := filepath.Join("..", "..", "shared", "testdata")`, 1},
+		{"extauthz/geo_test.go", `dir := filepath.Join("..", "..", "fixtures", "testdata")`, 1},
 		{"e2e/authz/authz_test.go", `p := filepath.Join(wd, "..", "..", "..")`, 1},
 		// Inside the checkout.
 		{"deploy/prometheus/promtool_test.go", `filepath.Abs("../../bin/promtool")`, 0},
@@ -191,10 +226,12 @@ func TestOutsideReferences(t *testing.T) {
 		{"deploy/compose/docker-compose.yaml", "    context: ../..\n      - /root/data:/data", 0},
 		{"Dockerfile", "RUN --mount=type=cache,target=/root/.cache/go-build go build", 0},
 		{"waf/waf_test.go", `url.QueryEscape("../../../../etc/passwd")`, 0},
-		{"README.md", "see ../shared/DESIGN.md", 0},
+		{"README.md", "see ../fixtures/DESIGN.md", 0},
+		{"extauthz/geo_test.go", `filepath.Join("../testdata", "geoip")`, 0},
+		{"e2e/edge/edge_test.go", `{"/../../site/admin", 403}`, 0},
 		{"store/store.go", `// DATA_DIR defaults to ./data; "a/b/../c" is cleaned`, 0},
 	} {
-		got := outsideReferences(tc.name, []byte(tc.text))
+		got := outsideReferences(tc.name, []byte(tc.text), top)
 		if len(got) != tc.want {
 			t.Errorf("%s %q: %d finding(s) %q, want %d", tc.name, tc.text, len(got), got, tc.want)
 		}
