@@ -30,8 +30,6 @@ type ipPrefix struct {
 	exp time.Time
 }
 
-func (s *ipSet) empty() bool { return s == nil || (len(s.addrs) == 0 && len(s.prefixes) == 0) }
-
 // add parses an address or CIDR; bad entries are reported (the model validates them first).
 func (s *ipSet) add(entry string, exp time.Time) error {
 	entry = strings.TrimSpace(entry)

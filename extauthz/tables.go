@@ -280,17 +280,6 @@ func wafSettings(w *ir.WAF) *model.WAFSettings {
 		MaliciousIPWindow: model.Duration(w.MaliciousIPWindow), MaliciousIPBanDuration: model.Duration(w.MaliciousIPBanDuration)}
 }
 
-// ownWAF tells whether route r has WAF settings of its own (not the global ones).
-func ownWAF(r *model.Route) bool { return r != nil && r.WAF != nil }
-
-// wafRouteID names route r's WAF ("_default" for the default policy).
-func wafRouteID(r *model.Route) string {
-	if r == nil || r.ID == "" {
-		return "_default"
-	}
-	return r.ID
-}
-
 func wafError(rid string, err error) error { return fmt.Errorf("route %q: waf: %w", rid, err) }
 
 // CheckRevision is the engine's pipeline check (pipeline.RevisionChecker; Check is the

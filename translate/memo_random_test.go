@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"reflect"
-	"sort"
 	"testing"
 	"time"
 
@@ -51,25 +50,6 @@ func (s *memoStore) snapshot() *model.Snapshot {
 		panic(errs)
 	}
 	return snap
-}
-
-// ids lists the ids of kind k, sorted (the test's random choices must not depend on map order).
-func (s *memoStore) ids(k model.Kind) []string {
-	var out []string
-	for id := range s.objs[k] {
-		out = append(out, id)
-	}
-	sort.Strings(out)
-	return out
-}
-
-// get decodes the stored object (a fresh copy to edit and put back).
-func (s *memoStore) get(k model.Kind, id string) model.Object {
-	o, _ := model.New(k)
-	if err := json.Unmarshal(s.objs[k][id].Data, o); err != nil {
-		panic(err)
-	}
-	return o
 }
 
 // TestTranslatorMemoMatchesFreshUnderRandomEdits drives a memoizing Translator through

@@ -377,18 +377,6 @@ func headerOps(h *model.HeaderOps) ir.HeaderOps {
 	return ops
 }
 
-// EffectiveWAF returns the WAF settings in force for a route: its own, else the global ones.
-func EffectiveWAF(r *model.Route, snap *model.Snapshot) *model.WAFSettings {
-	return (&inputs{globalWAF: globalWAF(snap)}).effectiveWAF(r)
-}
-
-func globalWAF(snap *model.Snapshot) *model.WAFSettings {
-	if snap.Settings != nil {
-		return snap.Settings.WAF
-	}
-	return nil
-}
-
 // NeedsAuthz reports whether ext_authz must see the route's requests: a credential is
 // required, or a WAF, geoblocking, an IP rule in force at now, a policy or a tenant rule
 // applies to it.

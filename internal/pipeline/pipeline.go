@@ -69,16 +69,6 @@ type Checker interface {
 	Check(ctx context.Context, snap *model.Snapshot) error
 }
 
-// WithCheck gives a Consumer the Check C (a Checker), for consumers whose own method set
-// cannot hold one or that refuse nothing (C returns nil).
-type WithCheck struct {
-	Consumer
-	C func(ctx context.Context, snap *model.Snapshot) error
-}
-
-// Check implements Checker.
-func (w WithCheck) Check(ctx context.Context, snap *model.Snapshot) error { return w.C(ctx, snap) }
-
 // RefusedError says a revision was refused by one or more consumers and which revision is
 // served instead.
 type RefusedError struct {
