@@ -151,6 +151,9 @@ func equalResources(t *testing.T, what string, got, want *Resources) {
 			t.Fatalf("%s: endpoints %s differ", what, want.Endpoints[i].ClusterName)
 		}
 	}
+	if !maps.Equal(got.Omitted, want.Omitted) || !maps.Equal(got.RouteErrors, want.RouteErrors) {
+		t.Fatalf("%s: omitted or failed routes differ: %v %v / %v %v", what, got.Omitted, got.RouteErrors, want.Omitted, want.RouteErrors)
+	}
 	for _, p := range [][2]map[string]uint64{{got.ListenerHashes, want.ListenerHashes}, {got.RouteHashes, want.RouteHashes},
 		{got.ClusterHashes, want.ClusterHashes}, {got.EndpointHashes, want.EndpointHashes}} {
 		if !maps.Equal(p[0], p[1]) {
