@@ -342,6 +342,13 @@ func TestRetryPolicyForProxylessClients(t *testing.T) {
     retry_policy: {retry_on: [5xx, reset], base_interval: 1ns, max_interval: 720h}
     conditions: [{path_pattern: "/c/*"}]
     targets: [{host: 10.0.33.3, port: 8080, protocol: grpc}]
+  - id: no-retries
+    hosts: [r.test]
+    require_auth: false
+    retries: 0
+    retry_policy: {retry_on: [unavailable], base_interval: 10ms}
+    conditions: [{path_pattern: "/e/*"}]
+    targets: [{host: 10.0.33.5, port: 8080, protocol: grpc}]
   - id: tiny
     hosts: [r.test]
     require_auth: false
@@ -366,6 +373,10 @@ func TestRetryPolicyForProxylessClients(t *testing.T) {
 		}
 		if n := builtRoute(res, "explicit").GetRoute().GetRetryPolicy().GetNumRetries().GetValue(); n != 10 {
 			t.Errorf("num_retries %d", n)
+		}
+		// No retries, no policy: grpc-go and grpc-js refuse num_retries 0.
+		if rp := builtRoute(res, "no-retries").GetRoute().GetRetryPolicy(); rp != nil {
+			t.Errorf("retries 0: policy %v", rp)
 		}
 	}
 	backOff := func(res *envoy.Resources, id string) (time.Duration, time.Duration) {
