@@ -123,3 +123,67 @@ func TestTrackerBounds(t *testing.T) {
 		t.Fatalf("%d tokens kept", n)
 	}
 }
+
+// On a delta stream a rejected resource stays rejected across ACKs of responses that do not
+// carry it, and clears when an ACKed response carries a new version of it or removes it;
+// a NACK repeated with the same nonce counts once.
+func TestDeltaRejectionClears(t *testing.T) {
+	m, err := newMetrics(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := newTracker(slog.New(slog.DiscardHandler), m, time.Now)
+	node := &corev3.Node{Id: "n", UserAgentName: "envoy"}
+	if err := tr.OnStreamDeltaRequest(1, &discoveryv3.DeltaDiscoveryRequest{Node: node, TypeUrl: resourcev3.ClusterType}); err != nil {
+		t.Fatal(err)
+	}
+	nonce := 0
+	send := func(removed []string, res ...string) string {
+		nonce++
+		r := &discoveryv3.DeltaDiscoveryResponse{TypeUrl: resourcev3.ClusterType, Nonce: fmt.Sprint(nonce), RemovedResources: removed}
+		for i := 0; i < len(res); i += 2 {
+			r.Resources = append(r.Resources, &discoveryv3.Resource{Name: res[i], Version: res[i+1]})
+		}
+		tr.OnStreamDeltaResponse(1, nil, r)
+		return r.Nonce
+	}
+	answer := func(n, msg string) {
+		req := &discoveryv3.DeltaDiscoveryRequest{TypeUrl: resourcev3.ClusterType, ResponseNonce: n}
+		if msg != "" {
+			req.ErrorDetail = statusProto(msg)
+		}
+		if err := tr.OnStreamDeltaRequest(1, req); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rejectedNow := func() string { return strings.Join(tr.Nodes()[0].Rejected["cds"], " ") }
+
+	n := send(nil, "route/x/0", "1", "route/y/0", "1")
+	answer(n, "Error adding/updating cluster(s) route/x/0: bad")
+	answer(n, "Error adding/updating cluster(s) route/x/0: bad")
+	if got := rejectedNow(); got != "route/x/0" {
+		t.Fatalf("rejected %q", got)
+	}
+	answer(send(nil, "route/y/0", "2"), "")
+	if got := rejectedNow(); got != "route/x/0" {
+		t.Fatalf("rejected %q after an ACK not carrying route/x/0", got)
+	}
+	answer(send(nil, "route/x/0", "1", "route/y/0", "3"), "")
+	if got := rejectedNow(); got != "route/x/0" {
+		t.Fatalf("rejected %q after an ACK carrying the same rejected version", got)
+	}
+	answer(send(nil, "route/x/0", "2"), "")
+	if got := rejectedNow(); got != "" {
+		t.Fatalf("rejected %q after an ACKed new version", got)
+	}
+	n = send(nil, "route/z/0", "1")
+	answer(n, "route/z/0: bad")
+	answer(send([]string{"route/z/0"}), "")
+	if got := rejectedNow(); got != "" {
+		t.Fatalf("rejected %q after its removal", got)
+	}
+	info := tr.Nodes()[0]
+	if info.Nacks["cds"] != 2 || info.Acks["cds"] != 4 {
+		t.Fatalf("acks %v nacks %v", info.Acks, info.Nacks)
+	}
+}

@@ -24,7 +24,7 @@ const (
 // when a client rejected one of the route's own resources (its clusters and endpoint
 // assignments by name; the listener and route configuration that hold it: for the gRPC
 // group "<host>" and "grpc/<host>" of each host of the route, for the Envoy groups the one
-// route configuration and listener, unless the error names other routes only), until an
+// route configuration and listener unless the error names other routes only), until an
 // ACKed response carries a new version of that resource or it stops being sent; ACKED when
 // every client of the group answered the current route and cluster versions (the resources
 // a NACK does not name were accepted); PENDING otherwise. Translation is "ok" or why the
@@ -55,12 +55,9 @@ func (s *Server) RouteStatus(id string) *model.RouteStatus {
 		}
 		versions := st.versions[g.Name]
 		xs := model.XDSStatus{State: StateAcked, Version: versions[resourcev3.RouteType]}
-		for _, r := range v.rejected {
-			if concerns(g, r, id, clusters, st, st.cfg.Routes) {
-				n := r.nack
-				xs = model.XDSStatus{State: StateNacked, Version: n.Version, Error: n.Error, Node: n.Node}
-				break
-			}
+		if r, ok := v.rejectionOf(g, id, clusters, st); ok {
+			n := r.nack
+			xs = model.XDSStatus{State: StateNacked, Version: n.Version, Error: n.Error, Node: n.Node}
 		}
 		if xs.State == StateAcked {
 			for _, answered := range v.answered {
@@ -76,6 +73,29 @@ func (s *Server) RouteStatus(id string) *model.RouteStatus {
 	return out
 }
 
+// rejectionOf returns the newest rejection of one of the route's resources at group g.
+func (v *groupView) rejectionOf(g Group, id string, clusters []string, st *state) (rejected, bool) {
+	var best rejected
+	found := false
+	take := func(r rejected) {
+		if !found || r.nack.At.After(best.nack.At) {
+			best, found = r, true
+		}
+	}
+	for _, c := range clusters {
+		if list := v.endpoints[c]; len(list) > 0 {
+			take(list[0])
+		}
+	}
+	for _, r := range v.holders {
+		if concerns(g, r, id, clusters, st, st.cfg.Routes) {
+			take(r)
+			break
+		}
+	}
+	return best, found
+}
+
 // concerns decides whether a rejected resource is one of the route's at group g.
 func concerns(g Group, r rejected, id string, clusters []string, st *state, routes []string) bool {
 	switch r.typeURL {
@@ -84,19 +104,17 @@ func concerns(g Group, r rejected, id string, clusters []string, st *state, rout
 		return contains(clusters, r.name)
 	case resourcev3.RouteType, resourcev3.ListenerType:
 		if g.Flavor == envoy.FlavorGRPC {
-			held := false
+			// One listener and route configuration per host, holding that host's routes.
 			for _, h := range st.hostsOf(id) {
 				if (r.typeURL == resourcev3.ListenerType && r.name == h) ||
 					(r.typeURL == resourcev3.RouteType && r.name == envoy.GRPCRouteConfigPrefix+h) {
-					held = true
-					break
+					return true
 				}
 			}
-			if !held {
-				return false
-			}
+			return false
 		}
-		// The resource holds the route (and others): an error naming routes concerns those.
+		// Envoy: the one listener and route configuration hold every route; an error
+		// naming routes (Envoy names a route in some) concerns those.
 		named := false
 		for _, tk := range r.nack.tokens {
 			if rid := routeIDOf(tk, routes); rid != "" {

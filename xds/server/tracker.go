@@ -22,12 +22,15 @@ import (
 )
 
 // What one client can make the tracker hold is bounded: a NACK's message is cut to
-// maxErrorBytes (stored and logged), a stream remembers a few responses per type, and a node
+// maxErrorBytes (stored and logged), a stream remembers few responses per type (a SotW
+// response's resources only until it is answered), and a node
 // holds at most maxRejectedPerNode rejected resources (names come only from responses this
 // server sent, so the bound is the configuration's size; the cap is a second line).
 const (
-	maxErrorBytes      = 4 << 10
-	sotwPerType        = 2  // the server answers one request per type at a time and ignores stale nonces
+	maxErrorBytes = 4 << 10
+	// sotwPerType: go-control-plane sends the next SotW response of a type only after a
+	// request naming the last one's nonce (it ignores stale nonces), so the last is enough.
+	sotwPerType        = 1
 	deltaPerType       = 16 // delta responses awaiting an answer, per stream and type
 	maxRejectedPerNode = 4096
 	maxTokens          = 1024
@@ -58,9 +61,9 @@ type NACK struct {
 // error_detail; one NACK is the same with error_detail. Each response is counted once, by
 // the first request naming its nonce: later requests repeating that nonce (a subscription
 // change, or grpc-js repeating error_detail) are not counted, and neither are requests
-// with an empty nonce or a nonce this server did not send on that stream (or sent so long
-// ago that it no longer remembers it: the last 2 SotW responses per type, the last 16
-// unanswered delta responses per type). The counts live as long as the node has a stream
+// with an empty nonce or a nonce this server did not send on that stream (or that is not
+// the last SotW response of its type there, which go-control-plane ignores as stale too, or
+// not among the last 16 unanswered delta responses of its type). The counts live as long as the node has a stream
 // open; api_gateway_xds_acks_total and api_gateway_xds_nacks_total count the same events.
 type NodeInfo struct {
 	ID          string            `json:"id"`
@@ -96,7 +99,7 @@ type rejection struct {
 type response struct {
 	typeURL, version, nonce string
 	delta                   bool
-	sotw                    []*anypb.Any // SotW: the resources (names decoded only when needed)
+	sotw                    []*anypb.Any // SotW: the resources (names decoded only when needed), until answered
 	names                   []string     // delta: at hand; SotW: nil until decoded
 	versions                []string     // delta: per-resource versions
 	removed                 []string     // delta
@@ -242,12 +245,21 @@ func (t *tracker) ack(ni *NodeInfo, r *response) {
 	ni.Acked[r.typeURL] = r.version
 	ni.answered[r.typeURL] = r.version
 	t.settle(ni, r, nil)
+	r.release()
 	t.gen++
 }
 
+// release drops an answered SotW response's resources: go-control-plane marshals them per
+// stream, so holding them longer would hold a copy of the configuration per client.
+func (r *response) release() {
+	r.sotw, r.names = nil, nil
+}
+
 // settle clears the rejections of r's type that r answers: a resource r carries in another
-// version than the rejected one, or that r does not carry (SotW: it is no longer sent) or
-// removes (delta). Names in keep stay rejected.
+// version than the rejected one, or that r removes (delta) or no longer carries (SotW
+// listeners and clusters, whose responses hold every subscribed resource; a SotW route
+// configuration or endpoint assignment left out of a response may just be unchanged). Names
+// in keep stay rejected.
 func (t *tracker) settle(ni *NodeInfo, r *response, keep map[string]bool) {
 	rej := ni.rejected[r.typeURL]
 	if len(rej) == 0 {
@@ -268,6 +280,8 @@ func (t *tracker) settle(ni *NodeInfo, r *response, keep map[string]bool) {
 			continue
 		case !carried && r.delta && !contains(r.removed, name):
 			continue // a delta response carries only what changed
+		case !carried && !r.delta && r.typeURL != resourcev3.ListenerType && r.typeURL != resourcev3.ClusterType:
+			continue
 		}
 		delete(rej, name)
 		ni.nRejected--
@@ -308,13 +322,18 @@ func (t *tracker) nack(ni *NodeInfo, r *response, detail string) {
 		delete(ni.rejected, r.typeURL)
 	}
 	t.settle(ni, r, keep)
+	r.release()
 	ni.answered[r.typeURL] = r.version
 	ni.Nacks[n.Type]++
 	ni.LastNACK = n
 	t.gen++
 	t.m.nacks.WithLabelValues(n.Type).Inc()
-	t.log.Warn("xDS NACK", "node", ni.ID, "group", ni.Group, "type", n.Type, "version", r.version,
-		"nonce", r.nonce, "resources", n.Resources, "attribution", how, "error", msg)
+	logged := n.Resources
+	if len(logged) > 16 {
+		logged = logged[:16]
+	}
+	t.log.Warn("xDS NACK", "node", ni.ID, "group", ni.Group, "type", n.Type, "version", r.version, "nonce", r.nonce,
+		"rejected", len(n.Resources), "resources", logged, "attribution", how, "error", msg)
 }
 
 // OnStreamOpen is called when a SotW stream opens.
@@ -487,7 +506,10 @@ type groupView struct {
 	nodes int
 	// answered is, per node and type URL, the version of the last response ACKed or NACKed.
 	answered []map[string]string
-	rejected []rejected
+	// endpoints are the rejected clusters and endpoint assignments by name; holders the
+	// rejected listeners and route configurations; each newest NACK first.
+	endpoints map[string][]rejected
+	holders   []rejected
 }
 
 // rejected is one rejected resource at a node of the group.
@@ -524,16 +546,39 @@ func (t *tracker) buildView(group string) groupView {
 			a[k] = x
 		}
 		v.answered = append(v.answered, a)
+		copies := map[*NACK]*NACK{} // one copy per NACK, however many resources it rejects
 		for typ, rej := range n.rejected {
 			for name, x := range rej {
-				c := *x.nack
-				v.rejected = append(v.rejected, rejected{typeURL: typ, name: name, nack: &c})
+				c := copies[x.nack]
+				if c == nil {
+					cp := *x.nack
+					c = &cp
+					copies[x.nack] = c
+				}
+				r := rejected{typeURL: typ, name: name, nack: c}
+				if typ == resourcev3.ClusterType || typ == resourcev3.EndpointType {
+					if v.endpoints == nil {
+						v.endpoints = map[string][]rejected{}
+					}
+					v.endpoints[name] = append(v.endpoints[name], r)
+				} else {
+					v.holders = append(v.holders, r)
+				}
 			}
 		}
 	}
-	// Deterministic: the first matching rejection is the one a status shows.
-	sort.Slice(v.rejected, func(i, j int) bool {
-		a, b := v.rejected[i], v.rejected[j]
+	for _, list := range v.endpoints {
+		sortRejected(list)
+	}
+	sortRejected(v.holders)
+	return v
+}
+
+// sortRejected orders rejections newest NACK first (then by type, name and node): a status
+// shows the first that concerns its route.
+func sortRejected(list []rejected) {
+	sort.Slice(list, func(i, j int) bool {
+		a, b := list[i], list[j]
 		if !a.nack.At.Equal(b.nack.At) {
 			return a.nack.At.After(b.nack.At)
 		}
@@ -545,7 +590,6 @@ func (t *tracker) buildView(group string) groupView {
 		}
 		return a.nack.Node < b.nack.Node
 	})
-	return v
 }
 
 // grpc-js names a rejected resource by its index in the response ("resource index N: ...",
