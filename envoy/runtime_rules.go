@@ -78,7 +78,8 @@ func checkClusterRuntime(c *clusterv3.Cluster, packed []packedAny) error {
 // load assignment, and also a zero weight and two endpoints of one address
 // (internal/xds/xdsclient/xdsresource/unmarshal_eds.go, parseEndpoints: "sum of weights of
 // endpoints in the same locality exceeds maximum value", "duplicate endpoint with the same
-// address").
+// address"), and grpc-js refuses a repeated address too (xds-resource-type/
+// endpoint-resource-type.js: "address is a duplicate of another address").
 func checkLoadAssignment(cla *endpointv3.ClusterLoadAssignment) error {
 	for _, loc := range cla.GetEndpoints() {
 		var sum uint64
