@@ -101,6 +101,8 @@ type state struct {
 	// omitted: per group, the routes the group leaves out by design, with the reason
 	// (envoy.Resources.Omitted): shown as OMITTED whether or not clients are connected.
 	omitted map[string]map[string]string
+	// hosts: the virtual hosts of each route, built on first use (status.go).
+	hosts routeHosts
 }
 
 // New builds the server; call Register to serve it.
