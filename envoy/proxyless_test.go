@@ -12,6 +12,7 @@ import (
 	"github.com/api-gateway/api-gateway/envoy"
 	"github.com/api-gateway/api-gateway/internal/golden"
 	"github.com/api-gateway/api-gateway/ir"
+	"github.com/api-gateway/api-gateway/model"
 	"github.com/api-gateway/api-gateway/translate"
 )
 
@@ -420,6 +421,53 @@ func TestGRPCFlavorAbsentHeaderAsInvertedPresent(t *testing.T) {
 			if h.GetPresentMatch() != c.present[i] || h.GetInvertMatch() != c.invert[i] {
 				t.Errorf("%s: present %v invert %v, want %v %v", h.GetName(), h.GetPresentMatch(), h.GetInvertMatch(), c.present[i], c.invert[i])
 			}
+		}
+	}
+}
+
+// A cluster proxyless clients cannot take (a service registered by a host name and an IP)
+// leaves its route out of the gRPC flavor with the cluster's reason, and the service's own
+// name gets no API listener there; Envoy serves both. The route next to it is served.
+func TestGRPCFlavorOmitsRouteOfUnservableCluster(t *testing.T) {
+	snap := &model.Snapshot{Revision: 1, Settings: &model.Settings{ID: model.SettingsID},
+		Services: []*model.Service{
+			{ID: "users-1", Name: "users", Host: "10.0.35.1", Port: 8080},
+			{ID: "users-2", Name: "users", Host: "users-b.internal", Port: 8080},
+			{ID: "orders-1", Name: "orders", Host: "10.0.35.2", Port: 8080},
+		},
+		Routes: []*model.Route{
+			{ID: "to-users", Hosts: []string{"u.test"}, RequireAuth: new(bool), Conditions: []model.Condition{{PathPattern: "/*"}},
+				Targets: []model.Target{{Service: "users"}}},
+			{ID: "to-orders", Hosts: []string{"o.test"}, RequireAuth: new(bool), Conditions: []model.Condition{{PathPattern: "/*"}},
+				Targets: []model.Target{{Service: "orders"}}},
+		}}
+	cfg, err := translate.Translate(snap, translate.Options{ControlPlane: "127.0.0.1:18000", Now: func() time.Time { return golden.Now }})
+	if err != nil || len(cfg.RouteErrors) > 0 {
+		t.Fatalf("%v %v", err, cfg.RouteErrors)
+	}
+	edge, grpc := buildBoth(t, cfg)
+	if got := grpc.Omitted["to-users"]; !strings.HasPrefix(got, "targets[0]: ") {
+		t.Fatalf("omission %q", got)
+	}
+	if len(grpc.Omitted) != 1 || len(grpc.RouteErrors) > 0 || len(edge.RouteErrors) > 0 {
+		t.Fatalf("%v %v %v", grpc.Omitted, grpc.RouteErrors, edge.RouteErrors)
+	}
+	if builtRoute(edge, "to-users") == nil || builtRoute(grpc, "to-users") != nil || hasClusterOf(grpc, "to-users") {
+		t.Fatal("Envoy serves the route, the gRPC flavor neither it nor its cluster")
+	}
+	if builtRoute(grpc, "to-orders") == nil {
+		t.Fatal("the other route is served")
+	}
+	listeners := map[string]bool{}
+	for _, l := range grpc.Listeners {
+		listeners[l.GetName()] = true
+	}
+	if listeners["users"] || !listeners["orders"] || !listeners["u.test"] {
+		t.Fatalf("listeners %v: the service whose cluster is left out has none; a route host keeps its own", listeners)
+	}
+	for _, c := range grpc.Clusters {
+		if c.GetName() == translate.ServiceClusterName("users") {
+			t.Fatal("the service's cluster is in the gRPC flavor")
 		}
 	}
 }
