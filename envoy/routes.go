@@ -299,11 +299,13 @@ func grpcRouteOmission(r *ir.Route) string {
 	if r.HostRewrite != "" {
 		why = append(why, "rewrite.host: proxyless gRPC clients do not rewrite the authority, so the backend would see the name the client dialed")
 	}
-	if r.Authz.Enabled {
-		why = append(why, "require_auth / auth / waf / ip rules / policies: the route's ext_authz checks run in Envoy; a proxyless gRPC client calls the backend directly, so nothing would check its calls")
-	}
-	if len(r.RateLimits) > 0 {
-		why = append(why, "rate_limit: rate limits are enforced by Envoy; a proxyless gRPC client calls the backend directly, so nothing would count its calls")
+	if len(r.OwnChecks) > 0 {
+		// Only the route's own checks: edge-wide ones (a global IP rule such as a WAF ban, a
+		// global policy, the settings' WAF or rate limits) cover every route, and leaving
+		// every route out for them would take the whole routing table from proxyless
+		// clients at the first ban. Those clients are mesh clients trusted with a client
+		// certificate for the xDS port; Envoy enforces the edge-wide protections.
+		why = append(why, strings.Join(r.OwnChecks, ", ")+": the route's own checks (ext_authz, rate limits) run in Envoy; a proxyless gRPC client calls the backend directly, so nothing would apply them to its calls")
 	}
 	return strings.Join(why, "; ")
 }

@@ -122,6 +122,7 @@ func (h *Hasher) Route(r *Route) {
 			h.Str(e.Header)
 		}
 	}
+	h.Strs(r.OwnChecks)
 }
 
 // Match writes every field of a match.

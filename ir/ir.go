@@ -172,6 +172,15 @@ type Route struct {
 	Sticky          *Sticky
 	Authz           Authz
 	RateLimits      []RateLimit
+	// OwnChecks names, sorted, the model fields by which the route itself asks for a check
+	// that only Envoy applies (ext_authz, rate limits): "require_auth", "tenant",
+	// "auth.ip_rules", "auth.policies", "auth.tenant_header", "ip-rules/<id>" and
+	// "policies/<id>" (objects naming the route), "waf", "waf.geoblocking_enabled",
+	// "rate_limit.policies", "rate_limit.limits". Edge-wide protections (global IP rules,
+	// WAF bans among them, global policies, the settings' WAF and rate limits) are not the
+	// route's own: Authz.Enabled and RateLimits may come from them alone. The gRPC flavor
+	// leaves out a route with own checks (proxyless clients call backends directly).
+	OwnChecks []string
 }
 
 // Retry is a retry policy.

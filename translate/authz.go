@@ -191,6 +191,59 @@ func (in *inputs) needsAuthz(r *model.Route) bool {
 	return in.anyGlobalIP || len(in.rulesNaming[r.ID]) > 0 || len(in.globalPolicies) > 0 || len(in.policiesNaming[r.ID]) > 0
 }
 
+// ownChecks names the model fields by which route r itself asks for a check only Envoy
+// applies (ir.Route.OwnChecks): the route-specific part of needsAuthz, and the route's own
+// rate limits. What is edge-wide (a global IP rule such as a WAF ban, a global policy, the
+// settings' WAF and rate limits) is not named: proxyless clients are served routes that
+// only edge-wide protections cover. It reads the route and the objects naming it, which
+// the route's memo key names (routeKey).
+func (in *inputs) ownChecks(r *model.Route) []string {
+	var out []string
+	if r.AuthRequired() {
+		out = append(out, "require_auth")
+	}
+	if r.Tenant != "" {
+		out = append(out, "tenant")
+	}
+	if a := r.Auth; a != nil {
+		if len(a.IPRules) > 0 {
+			out = append(out, "auth.ip_rules")
+		}
+		if len(a.Policies) > 0 {
+			out = append(out, "auth.policies")
+		}
+		if a.TenantHeader != "" {
+			out = append(out, "auth.tenant_header")
+		}
+	}
+	for _, ip := range in.rulesNaming[r.ID] {
+		out = append(out, "ip-rules/"+ip.ID)
+	}
+	for _, p := range in.policiesNaming[r.ID] {
+		out = append(out, "policies/"+p.ID)
+	}
+	if w := r.WAF; w != nil {
+		if w.IsEnabled() {
+			out = append(out, "waf")
+		}
+		if w.GeoblockingEnabled {
+			out = append(out, "waf.geoblocking_enabled")
+		}
+	}
+	if rr := r.RateLimit; rr != nil {
+		if len(rr.Policies) > 0 {
+			out = append(out, "rate_limit.policies")
+		}
+		if len(rr.Limits) > 0 {
+			out = append(out, "rate_limit.limits")
+		}
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return mergeSorted(nil, out)
+}
+
 // identityHeaders is the one reading of settings.auth.identity_headers.
 func (in *inputs) identityHeaders() ir.IdentityHeaders {
 	h := in.auth.IdentityHeaderNames()

@@ -88,6 +88,7 @@ func translateRoutePart(r *model.Route, in *inputs) *routePart {
 		Retry:        retry(r),
 		Authz:        in.authz(r),
 		RateLimits:   RouteRateLimits(r, in.snap),
+		OwnChecks:    in.ownChecks(r),
 	}
 	part.auth = in.routeAuthz(r)
 	if rw := r.Rewrite; rw != nil {
