@@ -170,6 +170,7 @@ func (b *builder) route(r *ir.Route) *routev3.Route {
 }
 
 func (b *builder) match(m *ir.Match) *routev3.RouteMatch {
+	grpc := b.o.Flavor == FlavorGRPC
 	rm := &routev3.RouteMatch{}
 	switch m.PathKind {
 	case ir.PathExact:
@@ -177,7 +178,7 @@ func (b *builder) match(m *ir.Match) *routev3.RouteMatch {
 	case ir.PathPrefix:
 		rm.PathSpecifier = &routev3.RouteMatch_Prefix{Prefix: m.Path}
 	default:
-		rm.PathSpecifier = &routev3.RouteMatch_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: m.Path}}
+		rm.PathSpecifier = &routev3.RouteMatch_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: wholeRegex(m.Path, grpc)}}
 	}
 	switch len(m.Methods) {
 	case 0:
@@ -200,7 +201,19 @@ func (b *builder) match(m *ir.Match) *routev3.RouteMatch {
 		case h.Kind == ir.MatchPresent:
 			hm.HeaderMatchSpecifier = &routev3.HeaderMatcher_PresentMatch{PresentMatch: !h.Absent}
 		default:
-			hm.HeaderMatchSpecifier = &routev3.HeaderMatcher_StringMatch{StringMatch: stringMatcher(h)}
+			if grpc && h.Invert {
+				// Envoy and grpc-go never match a value condition on a missing header,
+				// inverted or not; grpc-js inverts its "missing: no match" into a match
+				// (matcher.js HeaderMatcher). A "present" condition on the same header
+				// first makes grpc-js agree (its present matcher fails on a missing one).
+				rm.Headers = append(rm.Headers, &routev3.HeaderMatcher{Name: h.Name,
+					HeaderMatchSpecifier: &routev3.HeaderMatcher_PresentMatch{PresentMatch: true}})
+			}
+			sm := stringMatcher(h)
+			if grpc && h.Kind == ir.MatchRegex {
+				sm.MatchPattern = &matcherv3.StringMatcher_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: wholeRegex(h.Value, true)}}
+			}
+			hm.HeaderMatchSpecifier = &routev3.HeaderMatcher_StringMatch{StringMatch: sm}
 		}
 		rm.Headers = append(rm.Headers, hm)
 	}
@@ -214,6 +227,18 @@ func (b *builder) match(m *ir.Match) *routev3.RouteMatch {
 		rm.QueryParameters = append(rm.QueryParameters, qm)
 	}
 	return rm
+}
+
+// wholeRegex is a regex as the gRPC flavor sends it (grouped): Envoy and grpc-go match a
+// safe_regex against the whole value ("^(?:R)$"), but grpc-js compiles "^R$" (matcher.js),
+// so "a|b" would be "^a" or "b$" there, a prefix or a suffix match. Grouped, every client
+// reads the same whole-value match. Without a "|" both anchorings agree, and the regex is
+// sent as written (the reasons that quote it stay the operator's text).
+func wholeRegex(re string, grpc bool) string {
+	if !grpc || !strings.Contains(re, "|") {
+		return re
+	}
+	return "(?:" + re + ")"
 }
 
 func stringMatcher(s ir.StringMatch) *matcherv3.StringMatcher {
