@@ -23,7 +23,7 @@ func TestRouteOmittedFromProxylessClientsThroughTheAPI(t *testing.T) {
 		{`{"id": "private", "hosts": ["om.test"],
 		   "conditions": [{"path_pattern": "/pkg.Private/*"}],
 		   "targets": [{"host": "10.0.40.2", "port": 8080, "protocol": "grpc"}]}`,
-			"private", "require_auth / auth / waf / ip rules / policies: "},
+			"private", "require_auth: "},
 	} {
 		if code, body := g.do(t, "POST", "/api/v1/management/routes", []byte(c.body)); code != http.StatusCreated {
 			t.Fatalf("POST %s: %d %s", c.id, code, body)
@@ -37,5 +37,26 @@ func TestRouteOmittedFromProxylessClientsThroughTheAPI(t *testing.T) {
 		if r.Status.Translation != "ok" || !ok || x.State != "OMITTED" || !strings.HasPrefix(x.Error, c.why) {
 			t.Fatalf("GET %s: status %s", c.id, body)
 		}
+	}
+}
+
+// Through the API: an edge-wide IP rule (a ban) turns ext_authz on for a public route at
+// Envoy, but leaves the route served to proxyless clients (no OMITTED state).
+func TestEdgeWideIPRuleKeepsPublicRouteForProxylessClients(t *testing.T) {
+	g := startInProcessGateway(t)
+	if code, body := g.do(t, "POST", "/api/v1/management/routes", []byte(`{"id": "open", "hosts": ["open.test"], "require_auth": false,
+	   "conditions": [{"path_pattern": "/pkg.Open/*"}], "targets": [{"host": "10.0.40.3", "port": 8080, "protocol": "grpc"}]}`)); code != http.StatusCreated {
+		t.Fatalf("POST route: %d %s", code, body)
+	}
+	if code, body := g.do(t, "POST", "/api/v1/management/ip-rules", []byte(`{"id": "ban", "action": "deny", "cidrs": ["203.0.113.7/32"]}`)); code != http.StatusCreated {
+		t.Fatalf("POST ip rule: %d %s", code, body)
+	}
+	code, body := g.do(t, "GET", "/api/v1/management/routes/open", nil)
+	var r model.Route
+	if code != http.StatusOK || json.Unmarshal(body, &r) != nil || r.Status == nil || r.Status.Translation != "ok" {
+		t.Fatalf("GET: %d %s", code, body)
+	}
+	if x, ok := r.Status.XDS["grpc"]; ok && x.State == "OMITTED" {
+		t.Fatalf("the ban left the public route out of the gRPC flavor: %s", body)
 	}
 }

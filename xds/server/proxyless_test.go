@@ -190,3 +190,61 @@ func TestProxylessRetriesUnavailable(t *testing.T) {
 		t.Fatalf("%d of 40 calls failed", failed)
 	}
 }
+
+// An omission follows the route: fixed, the route is served again on each of its hosts and
+// its state leaves OMITTED (ACKED once the clients took it); given back the condition, it is
+// left out again on each host. An edge-wide IP rule (a WAF ban) that arrives with the fix
+// does not leave it out.
+func TestOmissionFollowsTheRoute(t *testing.T) {
+	h := start(t)
+	a := xdstest.StartBackend(t, "a")
+	withMethod := func(rev uint64, method string, rules ...*model.IPRule) *model.Snapshot {
+		m := route("m", "om1.test", a)
+		m.Hosts = append(m.Hosts, "om2.test")
+		m.Conditions[0].Method = method
+		s := snapshot(rev, m)
+		s.IPRules = rules
+		return s
+	}
+	state := func() model.XDSStatus {
+		st := h.s.RouteStatus("m")
+		if st == nil || st.Translation != "ok" {
+			t.Fatalf("status %+v", st)
+		}
+		return st.XDS["grpc"]
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	h.apply(t, withMethod(1, "POST"))
+	if x := state(); x.State != StateOmitted || !strings.HasPrefix(x.Error, "conditions[0].method: ") {
+		t.Fatalf("grpc status %+v", x)
+	}
+	clients := []*grpc.ClientConn{xdstest.Dial(t, h.addr, "client-1", "om1.test"), xdstest.Dial(t, h.addr, "client-2", "om2.test")}
+	unmatched := func(cc *grpc.ClientConn) bool {
+		_, err := xdstest.Call(ctx, cc)
+		return status.Code(err) == codes.Unavailable && strings.Contains(err.Error(), "no matched route")
+	}
+	for i, cc := range clients {
+		if !unmatched(cc) {
+			t.Fatalf("client %d: the omitted route is served", i)
+		}
+	}
+
+	ban := &model.IPRule{ID: "waf-ban-1", Action: "deny", CIDRs: []string{"203.0.113.7/32"}, Source: "waf"}
+	h.apply(t, withMethod(2, "", ban))
+	if x := state(); x.State == StateOmitted {
+		t.Fatalf("fixed, the route is still OMITTED: %+v", x)
+	}
+	for _, cc := range clients {
+		waitFor(t, "served again", func() bool { got, err := xdstest.Call(ctx, cc); return err == nil && got == "a" })
+	}
+	waitFor(t, "ACKED", func() bool { return state().State == StateAcked })
+
+	h.apply(t, withMethod(3, "PUT", ban))
+	if x := state(); x.State != StateOmitted || !strings.HasPrefix(x.Error, "conditions[0].method: ") {
+		t.Fatalf("grpc status %+v", x)
+	}
+	for _, cc := range clients {
+		waitFor(t, "left out again", func() bool { return unmatched(cc) })
+	}
+}
