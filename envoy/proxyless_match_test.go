@@ -141,3 +141,33 @@ func TestGRPCFlavorMatchesAsEnvoyInGRPCJS(t *testing.T) {
 		}
 	}
 }
+
+// A condition on a header the transports reserve is one proxyless clients would match
+// differently than Envoy: grpc-go drops a call's own grpc-status and grpc-message metadata
+// from the wire (Envoy never sees them, the client's matcher does), and a retried attempt
+// carries grpc-previous-rpc-attempts to Envoy but not to the client's route pick.
+func TestGRPCFlavorOmitsConditionsOnReservedGRPCHeaders(t *testing.T) {
+	cfg := translateYAML(t, `
+  - id: status
+    hosts: [r.test]
+    require_auth: false
+    conditions: [{path_prefix: "/a.S/", headers: [{name: grpc-status, present: true}]}]
+    targets: [{host: 10.0.36.1, port: 8080}]
+  - id: message
+    hosts: [r.test]
+    require_auth: false
+    conditions: [{path_prefix: "/b.S/", headers: [{name: Grpc-Message, exact: x}]}]
+    targets: [{host: 10.0.36.2, port: 8080}]
+  - id: attempts
+    hosts: [r.test]
+    require_auth: false
+    conditions: [{path_prefix: "/c.S/", headers: [{name: grpc-previous-rpc-attempts, present: false}]}]
+    targets: [{host: 10.0.36.3, port: 8080}]
+`)
+	_, grpc := buildBoth(t, cfg)
+	for id, name := range map[string]string{"status": "grpc-status", "message": "grpc-message", "attempts": "grpc-previous-rpc-attempts"} {
+		if got := grpc.Omitted[id]; !strings.HasPrefix(got, `conditions[0].headers "`+name+`": `) {
+			t.Errorf("route %s: omission %q", id, got)
+		}
+	}
+}

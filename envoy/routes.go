@@ -263,12 +263,16 @@ func headerValues(hs []ir.HeaderValue) []*corev3.HeaderValueOption {
 	return out
 }
 
-// headersNotInMetadata are request headers a proxyless gRPC client never matches a route
-// condition against: its route matchers read the call's own metadata, and the transport
-// sets these itself (grpc-go and grpc-js never put them in the metadata the matchers see).
+// headersNotInMetadata are request headers a proxyless gRPC client matches a route
+// condition against otherwise than Envoy sees them: its route matchers read the call's own
+// metadata, and the transport sets these itself (grpc-go and grpc-js never put them in the
+// metadata the matchers see), drops them from a call's metadata on the wire (grpc-go's
+// isReservedHeader: grpc-status, grpc-message), or adds them to retried attempts only
+// (grpc-previous-rpc-attempts, after the route was picked).
 var headersNotInMetadata = map[string]bool{
 	"user-agent": true, "te": true, "host": true, "grpc-timeout": true, "grpc-encoding": true,
-	"grpc-accept-encoding": true, "grpc-message-type": true,
+	"grpc-accept-encoding": true, "grpc-message-type": true, "grpc-status": true, "grpc-message": true,
+	"grpc-previous-rpc-attempts": true,
 }
 
 // conditionIndex is the index of the model condition an IR route was made from (its name is
