@@ -293,3 +293,54 @@ func TestMemoVerifyRecallOfDroppedRoutes(t *testing.T) {
 		})
 	}
 }
+
+// flipOmissions is the next revision of cfg with the gRPC flavor's choice turned around for
+// some routes: r00 and r01 gain a check of their own (left out), r05 loses its method
+// condition (served), as new route objects.
+func flipOmissions(cfg *ir.Config) *ir.Config {
+	next := *cfg
+	next.VirtualHosts = nil
+	for _, vh := range cfg.VirtualHosts {
+		nv := &ir.VirtualHost{Name: vh.Name, Domains: vh.Domains}
+		for _, r := range vh.Routes {
+			switch r.RouteID {
+			case "r00", "r01":
+				c := *r
+				c.OwnChecks = []string{"require_auth"}
+				r = &c
+			case "r05":
+				c := *r
+				c.Match.Methods = nil
+				r = &c
+			}
+			nv.Routes = append(nv.Routes, r)
+		}
+		next.VirtualHosts = append(next.VirtualHosts, nv)
+	}
+	return &next
+}
+
+// TestMemoFollowsOmissionFlips: routes going from served to left out and back, through one
+// memo, build what builds without a memo make.
+func TestMemoFollowsOmissionFlips(t *testing.T) {
+	memo := NewMemo()
+	memo.verify = true
+	cfg := reuseIR(t)
+	flipped := flipOmissions(cfg)
+	for i, c := range []*ir.Config{cfg, flipped, cfg, flipped, flipOmissions(flipped)} {
+		got, err := Build(c, Options{Flavor: FlavorGRPC, Memo: memo})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := Build(c, Options{Flavor: FlavorGRPC})
+		if err != nil {
+			t.Fatal(err)
+		}
+		equalResources(t, fmt.Sprintf("revision %d", i), got, want)
+		_, r00 := got.Omitted["r00"]
+		_, r05 := got.Omitted["r05"]
+		if r00 == (c == cfg) || r05 != (c == cfg) {
+			t.Fatalf("revision %d: omitted %v", i, got.Omitted)
+		}
+	}
+}
