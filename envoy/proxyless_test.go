@@ -366,9 +366,15 @@ func TestRetryPolicyForProxylessClients(t *testing.T) {
 		t.Fatalf("%v %v %v", edge.RouteErrors, grpc.RouteErrors, grpc.Omitted)
 	}
 	for _, res := range []*envoy.Resources{edge, grpc} {
+		// Proxyless clients' calls are all gRPC: a default retry_on retries UNAVAILABLE
+		// for them whatever the targets' protocol.
+		httpDefault := "5xx,reset,connect-failure"
+		if res == grpc {
+			httpDefault += ",unavailable"
+		}
 		for id, want := range map[string]string{
 			"grpc-default": "5xx,reset,connect-failure,unavailable",
-			"http-default": "5xx,reset,connect-failure",
+			"http-default": httpDefault,
 			"explicit":     "5xx,reset",
 		} {
 			if got := builtRoute(res, id).GetRoute().GetRetryPolicy().GetRetryOn(); got != want {

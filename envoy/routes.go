@@ -3,6 +3,7 @@ package envoy
 import (
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -130,8 +131,15 @@ func (b *builder) route(r *ir.Route) *routev3.Route {
 		}
 	}
 	if rt := r.Retry; rt != nil {
+		on := rt.RetryOn
+		if grpc && rt.DefaultRetryOn && !slices.Contains(on, "unavailable") {
+			// Proxyless clients read only the gRPC statuses of retry_on, and every call of
+			// theirs is gRPC whatever the targets' protocol: the default gets the one
+			// transient status (a default of HTTP conditions alone would retry nothing).
+			on = append(slices.Clip(on), "unavailable")
+		}
 		rp := &routev3.RetryPolicy{
-			RetryOn:              strings.Join(rt.RetryOn, ","),
+			RetryOn:              strings.Join(on, ","),
 			NumRetries:           wrapperspb.UInt32(rt.NumRetries),
 			PerTryTimeout:        dur(rt.PerTryTimeout),
 			RetriableStatusCodes: rt.RetriableStatusCodes,

@@ -88,6 +88,7 @@ func (h *Hasher) Route(r *Route) {
 	if rt := r.Retry; h.present(rt != nil) {
 		h.U64(uint64(rt.NumRetries))
 		h.Strs(rt.RetryOn)
+		h.Bool(rt.DefaultRetryOn)
 		h.Dur(rt.PerTryTimeout)
 		h.Dur(rt.BaseInterval)
 		h.Dur(rt.MaxInterval)

@@ -185,8 +185,12 @@ type Route struct {
 
 // Retry is a retry policy.
 type Retry struct {
-	NumRetries           uint32
-	RetryOn              []string
+	NumRetries uint32
+	RetryOn    []string
+	// DefaultRetryOn: the route names no retry_on (RetryOn is the default). Proxyless
+	// clients, whose calls are all gRPC, then retry UNAVAILABLE too, whatever the targets'
+	// protocol.
+	DefaultRetryOn       bool
 	PerTryTimeout        time.Duration
 	BaseInterval         time.Duration
 	MaxInterval          time.Duration

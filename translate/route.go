@@ -367,10 +367,10 @@ func retry(r *model.Route) *ir.Retry {
 	if grpcTargets(r) {
 		on = defaultGRPCRetryOn
 	}
-	rt := &ir.Retry{NumRetries: uint32(r.Retries), RetryOn: append([]string(nil), on...)}
+	rt := &ir.Retry{NumRetries: uint32(r.Retries), RetryOn: append([]string(nil), on...), DefaultRetryOn: true}
 	if p := r.RetryPolicy; p != nil {
 		if len(p.RetryOn) > 0 {
-			rt.RetryOn = append([]string(nil), p.RetryOn...)
+			rt.RetryOn, rt.DefaultRetryOn = append([]string(nil), p.RetryOn...), false
 		}
 		rt.PerTryTimeout, rt.BaseInterval, rt.MaxInterval = p.PerTryTimeout.D(), p.BaseInterval.D(), p.MaxInterval.D()
 		for _, c := range p.RetriableCode {
