@@ -199,8 +199,9 @@ func TestIPHashIsARingEveryClientTakes(t *testing.T) {
 
 // Under ip_hash and least_connections the targets that can share a cluster share one, named
 // after the first of them, their weights as endpoint weights: the policy then chooses among
-// them. Targets out of rotation, host names, other settings and a repeated address keep
-// clusters of their own; round_robin keeps one cluster per target.
+// them. Targets out of rotation, host names and other settings keep clusters of their own,
+// and so does a repeated address under least_connections (under ip_hash it adds its weight
+// to the address's endpoint); round_robin keeps one cluster per target.
 func TestBalancedTargetsShareOneCluster(t *testing.T) {
 	cfg := translateYAML(t, `
   - id: hash
@@ -242,15 +243,15 @@ func TestBalancedTargetsShareOneCluster(t *testing.T) {
 				t.Errorf("flavor %d: %s: %v, want %v", fl, what, got, want)
 			}
 		}
-		// 80/20/60 share route/hash/0 as 4:1:3 (divided by 20); the name, the TLS target and
-		// the repeated 10.0.5.1 keep their own.
-		check("hash backends", weightedBackends(t, res, "hash"), "route/hash/0=160", "route/hash/4=10", "route/hash/5=10", "route/hash/6=5")
-		check("hash endpoints", endpointWeights(t, assignmentNamed(res, "route/hash/0")), "10.0.5.1:80=4", "10.0.5.2:80=1", "10.0.5.6:80=3")
+		// 80+5/20/60 share route/hash/0 as 17:4:12 (divided by 5); the name and the TLS
+		// target keep their own.
+		check("hash backends", weightedBackends(t, res, "hash"), "route/hash/0=165", "route/hash/4=10", "route/hash/5=10")
+		check("hash endpoints", endpointWeights(t, assignmentNamed(res, "route/hash/0")), "10.0.5.1:80=17", "10.0.5.2:80=4", "10.0.5.6:80=12")
 		// Equal weights share a cluster; the groups keep the route-level weights exact.
 		check("lc backends", weightedBackends(t, res, "lc"), "route/lc/0=2", "route/lc/2=4", "route/lc/4=3")
 		check("lc endpoints", endpointWeights(t, assignmentNamed(res, "route/lc/2")), "10.0.6.3:80=1", "10.0.6.4:80=1")
 		check("rr backends", weightedBackends(t, res, "rr"), "route/rr/0=1", "route/rr/1=1")
-		for _, gone := range []string{"route/hash/1", "route/hash/2", "route/hash/3", "route/hash/7", "route/lc/1", "route/lc/3"} {
+		for _, gone := range []string{"route/hash/1", "route/hash/2", "route/hash/3", "route/hash/6", "route/hash/7", "route/lc/1", "route/lc/3"} {
 			for _, c := range res.Clusters {
 				if c.GetName() == gone {
 					t.Errorf("flavor %d: cluster %s is built", fl, gone)

@@ -80,11 +80,14 @@ func TestRouteBackendsAgreeWithRouteClusters(t *testing.T) {
 			t.Fatalf("%s: routeBackends %v, routeClusters %v", r.ID, got, backends)
 		}
 		carried := map[int]bool{}
-		for gi, g := range targetGroups(r) {
+		names := map[string]bool{}
+		for gi, tg := range targetGroups(r) {
+			g := tg.targets
 			c := clusters[gi]
-			if c.Name != ClusterName(r.ID, g[0]) || c.Target != g[0] {
-				t.Fatalf("%s: group %v is cluster %s (target %d)", r.ID, g, c.Name, c.Target)
+			if c.Name != ClusterName(r.ID, tg.name) || c.Target != g[0] || tg.name > g[0] || names[c.Name] {
+				t.Fatalf("%s: group %v is cluster %s (target %d)", r.ID, tg, c.Name, c.Target)
 			}
+			names[c.Name] = true
 			var sum uint32
 			for _, ti := range g {
 				if carried[ti] {
@@ -119,14 +122,14 @@ func TestRouteBackendsAgreeWithRouteClusters(t *testing.T) {
 						t.Fatalf("%s: least_connections shares a cluster across weights", r.ID)
 					}
 					a := fmt.Sprintf("%s:%d", tt.Host, tt.Port)
-					if addrs[a] {
-						t.Fatalf("%s: %s twice in one cluster", r.ID, a)
+					if addrs[a] && r.LoadBalance == "least_connections" {
+						t.Fatalf("%s: %s twice in one least_connections cluster", r.ID, a)
 					}
 					addrs[a] = true
 				}
 			}
-			if first.Service == "" && len(c.Endpoints) != len(g) {
-				t.Fatalf("%s: %d endpoints for %d targets", r.ID, len(c.Endpoints), len(g))
+			if first.Service == "" && len(c.Endpoints) != len(addrs) {
+				t.Fatalf("%s: %d endpoints for %d addresses", r.ID, len(c.Endpoints), len(addrs))
 			}
 		}
 		for ti := range r.Targets {
@@ -234,4 +237,71 @@ func TestInstanceWeightsScaledIntoOneLocality(t *testing.T) {
 	if small[0].Weight != 1 || small[1].Weight != 1_000_000 {
 		t.Fatalf("weights changed below the limit: %v", small[:2])
 	}
+}
+
+// A shared cluster keeps its name when the target it is named after leaves rotation
+// (healthy: false, or weight 0 under ip_hash): the others stay in the same cluster, so
+// Envoy keeps its connection pools, health-check and outlier state and proxyless clients
+// their subchannels, instead of building a new cluster for the same endpoints.
+func TestSharedClusterKeepsItsNameWhenItsFirstTargetLeavesRotation(t *testing.T) {
+	off, zero := false, 0
+	for _, lb := range []string{"ip_hash", "least_connections"} {
+		mk := func(first model.Target) *model.Route {
+			return &model.Route{ID: "r", LoadBalance: lb, Targets: []model.Target{first,
+				{Host: "10.0.0.2", Port: 80}, {Host: "10.0.0.3", Port: 80}}}
+		}
+		in := model.Target{Host: "10.0.0.1", Port: 80}
+		unhealthy := in
+		unhealthy.Healthy = &off
+		variants := map[string]model.Target{"in rotation": in, "healthy false": unhealthy}
+		if lb == "ip_hash" {
+			drained := in
+			drained.Weight = &zero
+			variants["weight 0"] = drained
+		}
+		for what, first := range variants {
+			r := mk(first)
+			clusters, backends, err := routeClusters(r, clusterIndex())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(clusters) != 1 || clusters[0].Name != "route/r/0" || backends[0].Cluster != "route/r/0" {
+				t.Errorf("%s, first target %s: clusters %v", lb, what, clusterNames(clusters))
+			}
+			if got := routeBackends(r); !reflect.DeepEqual(got, backends) {
+				t.Errorf("%s, first target %s: routeBackends %v, routeClusters %v", lb, what, got, backends)
+			}
+		}
+	}
+}
+
+// Under ip_hash a repeated address adds its weight to the one endpoint of that address:
+// a cluster of its own would take part of the traffic away from the hash (the weighted pick
+// between clusters is per request), so the same client would reach several backends.
+func TestIPHashRepeatedAddressAddsToOneEndpoint(t *testing.T) {
+	two := 2
+	r := &model.Route{ID: "r", LoadBalance: "ip_hash", Targets: []model.Target{
+		{Host: "10.0.0.1", Port: 80}, {Host: "10.0.0.2", Port: 80, Weight: &two}, {Host: "::ffff:10.0.0.1", Port: 80, Weight: &two}}}
+	clusters, backends, err := routeClusters(r, clusterIndex())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(clusters) != 1 {
+		t.Fatalf("clusters %v", clusterNames(clusters))
+	}
+	want := []ir.Endpoint{{Host: "10.0.0.1", Port: 80, Weight: 3}, {Host: "10.0.0.2", Port: 80, Weight: 2}}
+	if !reflect.DeepEqual(clusters[0].Endpoints, want) {
+		t.Fatalf("endpoints %v, want %v", clusters[0].Endpoints, want)
+	}
+	if len(backends) != 1 || backends[0].Weight != 5 || !reflect.DeepEqual(routeBackends(r), backends) {
+		t.Fatalf("backends %v, routeBackends %v", backends, routeBackends(r))
+	}
+}
+
+func clusterNames(cs []*ir.Cluster) []string {
+	var out []string
+	for _, c := range cs {
+		out = append(out, c.Name)
+	}
+	return out
 }
