@@ -25,7 +25,14 @@ const (
 	tlsSocketName          = "envoy.transport_sockets.tls"
 	defaultRetryBase       = 25 * time.Millisecond
 	ringMinSize            = 1024
-	ringMaxSize            = 8 << 20
+	// ringMaxSize bounds the ring Envoy builds for ip_hash: sized by the lightest endpoint
+	// weight (ring_hash_lb.cc, Ring::Ring), endpoint weights of 1 and 1,000,000 (targets of a
+	// route, instances of a service) would reach Envoy's default 8M entries, about 200 MB
+	// rebuilt on every host change, in an Envoy all routes share. 65,536 entries take 1.5 MB
+	// and still build the exact ring of 1,024 endpoints whose heaviest weighs 64 times the
+	// lightest; proxyless clients cap their rings at 4,096 anyway (grpc-go
+	// envconfig.RingHashCap, grpc-js DEFAULT_RING_SIZE_CAP).
+	ringMaxSize = 1 << 16
 )
 
 // How the gRPC flavor serves a cluster. A proxyless client (grpc-go, grpc-js) takes only IP
@@ -186,7 +193,7 @@ func (b *builder) cluster(c *ir.Cluster) (*clusterv3.Cluster, *endpointv3.Cluste
 		pc.LoadBalancingPolicy = b.leastRequestList()
 	case ir.LBRingHash:
 		// lb_policy RING_HASH with XX_HASH and ring sizes within 8M: what grpc-js, grpc-go and
-		// Envoy all take.
+		// Envoy all take (ringMaxSize).
 		pc.LbPolicy = clusterv3.Cluster_RING_HASH
 		pc.LbConfig = &clusterv3.Cluster_RingHashLbConfig_{RingHashLbConfig: &clusterv3.Cluster_RingHashLbConfig{
 			HashFunction:    clusterv3.Cluster_RingHashLbConfig_XX_HASH,

@@ -2,6 +2,7 @@ package envoy_test
 
 import (
 	"fmt"
+	"math"
 	"strings"
 	"testing"
 
@@ -294,5 +295,53 @@ func TestBalancedTargetsThousand(t *testing.T) {
 		if got := weightedBackends(t, res, "lcd"); len(got) != 1000 {
 			t.Errorf("flavor %d: lcd has %d backends", fl, len(got))
 		}
+	}
+}
+
+// envoyRingSize is the number of entries Envoy's ring hash builds for a cluster
+// (source/extensions/load_balancing_policies/ring_hash/ring_hash_lb.cc, Ring::Ring:
+// min(ceil(min_normalized_weight * minimum_ring_size) / min_normalized_weight,
+// maximum_ring_size), each entry a 64-bit hash and a host pointer, 24 bytes, hashed, sorted
+// and rebuilt on every change of the host set).
+func envoyRingSize(c *clusterv3.Cluster, cla *endpointv3.ClusterLoadAssignment) uint64 {
+	var sum, least float64
+	for _, loc := range cla.GetEndpoints() {
+		for _, e := range loc.GetLbEndpoints() {
+			w := float64(e.GetLoadBalancingWeight().GetValue())
+			sum += w
+			if least == 0 || w < least {
+				least = w
+			}
+		}
+	}
+	rh := c.GetRingHashLbConfig()
+	minNorm := least / sum
+	scale := math.Min(math.Ceil(minNorm*float64(rh.GetMinimumRingSize().GetValue()))/minNorm, float64(rh.GetMaximumRingSize().GetValue()))
+	return uint64(math.Ceil(scale))
+}
+
+// Target weights under ip_hash become endpoint weights, and Envoy sizes its ring by the
+// lightest of them: ten targets, one of weight 1 and nine of 1,000,000, would make a ring of
+// 8M entries (about 200 MB, rebuilt on every host change) for one route, in an Envoy every
+// other route shares. The ring is capped at 65,536 entries (1.5 MB); proxyless clients cap
+// theirs at 4,096 anyway (grpc-go envconfig.RingHashCap, grpc-js DEFAULT_RING_SIZE_CAP).
+func TestIPHashRingStaysSmallUnderSkewedWeights(t *testing.T) {
+	var targets strings.Builder
+	for i := range 10 {
+		w := 1_000_000
+		if i == 0 {
+			w = 1
+		}
+		fmt.Fprintf(&targets, "      - {host: 10.6.0.%d, port: 8080, weight: %d}\n", i+1, w)
+	}
+	cfg := translateYAML(t, "\n  - id: skew\n    require_auth: false\n    hosts: [skew.test]\n    load_balance: ip_hash\n    conditions: [{path_pattern: \"/skew/*\"}]\n    targets:\n"+targets.String())
+	res := buildFlavor(t, cfg, envoy.FlavorEnvoy)
+	c := clusterNamed(t, res, "route/skew/0")
+	if n := envoyRingSize(c, assignmentNamed(res, "route/skew/0")); n > 1<<16 {
+		t.Fatalf("Envoy builds a ring of %d entries (%d MB) for one route", n, n*24>>20)
+	}
+	// Equal weights keep Envoy's usual ring of about minimum_ring_size entries.
+	if n := envoyRingSize(c, &endpointv3.ClusterLoadAssignment{Endpoints: []*endpointv3.LocalityLbEndpoints{{LbEndpoints: assignmentNamed(res, "route/skew/0").GetEndpoints()[0].GetLbEndpoints()[1:]}}}); n != 1026 {
+		t.Fatalf("equal weights: ring of %d entries, want 1026", n)
 	}
 }
