@@ -28,7 +28,9 @@ const (
 func routeClusters(r *model.Route, idx *index) ([]*ir.Cluster, []ir.Backend, error) {
 	var clusters []*ir.Cluster
 	var backends []ir.Backend
-	for _, g := range targetGroups(r) {
+	groups := targetGroups(r)
+	weights := groupWeights(r, groups)
+	for gi, g := range groups {
 		i := g.targets[0]
 		t := &r.Targets[i]
 		c := &ir.Cluster{
@@ -77,11 +79,10 @@ func routeClusters(r *model.Route, idx *index) ([]*ir.Cluster, []ir.Backend, err
 			return nil, nil, fmt.Errorf("targets[%d]: %w", i, err)
 		}
 		clusters = append(clusters, c)
-		w, err := groupWeight(r, g.targets)
-		if err != nil {
-			return nil, nil, fmt.Errorf("targets[%d]: %w", i, err)
+		if w := weights[gi]; w > math.MaxUint32 {
+			return nil, nil, fmt.Errorf("targets[%d]: the weights of the targets sharing this cluster sum to %d; Envoy and gRPC clients refuse a sum above %d", i, w, uint64(math.MaxUint32))
 		}
-		backends = append(backends, ir.Backend{Cluster: c.Name, Weight: w})
+		backends = append(backends, ir.Backend{Cluster: c.Name, Weight: uint32(weights[gi])})
 	}
 	if len(backends) == 0 {
 		return nil, nil, fmt.Errorf("targets: no target is in rotation (all have weight 0 or healthy false)")
@@ -180,16 +181,26 @@ func targetAddr(t *model.Target) string {
 	return net.JoinHostPort(net.ParseIP(t.Host).String(), strconv.Itoa(t.Port))
 }
 
-// groupWeight is a group's route-level weight: the sum of its targets' weights.
-func groupWeight(r *model.Route, g []int) (uint32, error) {
-	var sum uint64
-	for _, i := range g {
-		sum += uint64(r.Targets[i].EffectiveWeight())
+// groupWeights are the groups' route-level weights: the sums of their targets' weights.
+// When they sum above 2^32-1 (the most Envoy and grpc-go take in one weighted_clusters) they
+// are divided by their greatest common divisor, which keeps their proportions: a route
+// whose one cluster carries every target (sent as a plain cluster, no weight) then weighs 1.
+func groupWeights(r *model.Route, groups []targetGroup) []uint64 {
+	ws := make([]uint64, len(groups))
+	var sum, d uint64
+	for gi, g := range groups {
+		for _, i := range g.targets {
+			ws[gi] += uint64(r.Targets[i].EffectiveWeight())
+		}
+		sum += ws[gi]
+		d = gcd(d, ws[gi])
 	}
-	if sum > math.MaxUint32 {
-		return 0, fmt.Errorf("the weights of the targets sharing this cluster sum to %d; Envoy and gRPC clients refuse a sum above %d", sum, uint64(math.MaxUint32))
+	if sum > math.MaxUint32 && d > 1 {
+		for gi := range ws {
+			ws[gi] /= d
+		}
 	}
-	return uint32(sum), nil
+	return ws
 }
 
 // groupEndpoints are the endpoints of a group of IP host targets, one per address (the

@@ -187,18 +187,41 @@ func TestSharedClusterWeightOverflow(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "sum to 4294999999 as endpoint weights") {
 		t.Errorf("ip_hash: %v", err)
 	}
-	// Equal weights: endpoint weights 1 each, but the cluster's route weight overflows.
-	_, _, err = routeClusters(mk("least_connections", 1_000_000), clusterIndex())
-	if err == nil || !strings.Contains(err.Error(), "sum to 4295000000") || !strings.Contains(err.Error(), "4294967295") {
-		t.Errorf("least_connections: %v", err)
+	// Equal weights: endpoint weights 1 each, and the route's one cluster carries every
+	// target: Envoy and proxyless clients get a plain cluster, no weight, nothing to refuse.
+	clusters, backends, err := routeClusters(mk("least_connections", 1_000_000), clusterIndex())
+	if err != nil || len(clusters) != 1 || len(backends) != 1 || backends[0].Weight != 1 {
+		t.Errorf("least_connections, one cluster: %v %v", backends, err)
 	}
-	if bs := routeBackends(mk("least_connections", 1_000_000)); len(bs) != 1 || bs[0].Weight != math.MaxUint32 {
+	if bs := routeBackends(mk("least_connections", 1_000_000)); !reflect.DeepEqual(bs, backends) {
+		t.Errorf("routeBackends %v, routeClusters %v", bs, backends)
+	}
+	// Clusters whose weights overflow in all are weighed by their proportions (divided by
+	// their greatest common divisor): 5,000 targets of weight 1,000,000 under round_robin.
+	rr := mk("round_robin", 1_000_000)
+	rr.Targets = append(rr.Targets, rr.Targets[:705]...)
+	for i := range rr.Targets[4295:] {
+		rr.Targets[4295+i].Port = 9090
+	}
+	if _, backends, err := routeClusters(rr, clusterIndex()); err != nil || len(backends) != 5000 || backends[0].Weight != 1 || !reflect.DeepEqual(routeBackends(rr), backends) {
+		t.Errorf("round_robin, 5000 clusters: %v", err)
+	}
+	// No common divisor: a cluster weighing more than 2^32-1 is refused with the reason,
+	// and routeBackends caps instead of wrapping around.
+	heavy := mk("least_connections", 1_000_000)
+	one := 1
+	heavy.Targets = append(heavy.Targets, model.Target{Host: "10.7.0.1", Port: 80, Weight: &one})
+	_, _, err = routeClusters(heavy, clusterIndex())
+	if err == nil || !strings.Contains(err.Error(), "sum to 4295000000") || !strings.Contains(err.Error(), "4294967295") {
+		t.Errorf("least_connections, two clusters: %v", err)
+	}
+	if bs := routeBackends(heavy); len(bs) != 2 || bs[0].Weight != math.MaxUint32 {
 		t.Errorf("routeBackends must cap, not wrap: %v", bs)
 	}
 	// One target less fits.
 	r := mk("ip_hash", 999_999)
 	r.Targets = r.Targets[1:]
-	clusters, _, err := routeClusters(r, clusterIndex())
+	clusters, _, err = routeClusters(r, clusterIndex())
 	if err != nil || len(clusters) != 1 || len(clusters[0].Endpoints) != 4294 {
 		t.Errorf("4294 targets: %v", err)
 	}
