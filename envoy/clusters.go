@@ -146,10 +146,12 @@ const (
 // then round_robin. grpc-js 1.14 NACKs lb_policy LEAST_REQUEST (cluster-resource-type.js
 // takes only ROUND_ROBIN and RING_HASH there) and has no least_request in its policy
 // registry, so it skips that entry and takes round_robin (lb-policy-registry.js,
-// convertToLoadBalancingConfig: the first registered type URL wins; no wrr_locality wrapper,
-// since its wrr_locality converter is registered under a type URL without the
-// "type.googleapis.com/" prefix and so never matches). grpc-go takes least_request
-// (internal/xds/xdsclient/xdslbregistry: first supported policy of the list).
+// convertToLoadBalancingConfig: the first registered type URL wins). grpc-go takes
+// least_request (internal/xds/xdsclient/xdslbregistry: first supported policy of the list).
+// No wrr_locality wrapper: every load assignment is one locality, with no locality weights
+// to apply (grpc-js would take one: load-balancer-xds-wrr-locality.js registers it under
+// the full type URL; lb-policy-registry/wrr-locality.js registers another without the
+// "type.googleapis.com/" prefix, which never matches).
 //
 // Envoy takes the same list the same way: source/common/upstream/upstream_impl.cc,
 // ClusterInfoImpl::configureLbPolicies uses the first policy whose factory is registered
