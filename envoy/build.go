@@ -62,6 +62,10 @@ type Resources struct {
 	Endpoints []*endpointv3.ClusterLoadAssignment
 	// RouteErrors: routes dropped because a resource of theirs failed validation.
 	RouteErrors map[string]string
+	// Omitted (gRPC flavor): routes left out by design, by id, with the reason naming the
+	// field a proxyless client cannot apply (grpcRouteOmission, grpcClusterOmission). They
+	// are not errors: the Envoy flavor serves them. Their clusters are left out too.
+	Omitted map[string]string
 	// Content hashes of every resource by name (equal hash, equal resource), the per-resource
 	// versions: computed from the IR, not by marshalling the resources.
 	ListenerHashes, RouteHashes, ClusterHashes, EndpointHashes map[string]uint64
@@ -94,6 +98,8 @@ type builder struct {
 	h   *ir.Hasher // for the route configuration hashes
 	// packed are the Anys this builder packed, with their messages (for the runtime rules).
 	packed []packedAny
+	// omittedClusters: the gRPC flavor's clusters left out (grpcClusterOmission), by name.
+	omittedClusters map[string]string
 }
 
 func (b *builder) fail(err error) {
@@ -168,21 +174,58 @@ func Build(cfg *ir.Config, o Options) (*Resources, error) {
 	}
 	memo.begin()
 	defer memo.end()
-	out := &Resources{RouteErrors: map[string]string{}, ListenerHashes: map[string]uint64{}, RouteHashes: map[string]uint64{},
+	out := &Resources{RouteErrors: map[string]string{}, Omitted: map[string]string{}, ListenerHashes: map[string]uint64{}, RouteHashes: map[string]uint64{},
 		ClusterHashes: make(map[string]uint64, len(cfg.Clusters)+2), EndpointHashes: make(map[string]uint64, len(cfg.Clusters))}
 	bad := map[string]bool{}
+	// The gRPC flavor leaves out, first, the routes a proxyless client cannot apply (the
+	// reason of the route's first condition that has one): their clusters are not built.
+	var omittedAt map[string]int
+	if o.Flavor == FlavorGRPC {
+		omittedAt = map[string]int{}
+		for _, vh := range cfg.VirtualHosts {
+			for _, r := range vh.Routes {
+				if why := grpcRouteOmission(r); why != "" {
+					i := conditionIndex(r)
+					if at, seen := omittedAt[r.RouteID]; !seen || i < at {
+						omittedAt[r.RouteID], out.Omitted[r.RouteID] = i, why
+					}
+				}
+			}
+		}
+	}
 	// Clusters first: a route whose cluster is invalid is dropped as a whole.
 	referenced := make(map[string]bool, len(cfg.Clusters))
 	for _, vh := range cfg.VirtualHosts {
 		for _, r := range vh.Routes {
+			if _, omitted := out.Omitted[r.RouteID]; omitted {
+				continue
+			}
 			for _, be := range r.Backends {
 				referenced[be.Cluster] = true
 			}
 		}
 	}
+	// A gRPC-flavor cluster a proxyless client cannot use: left out with its route (the
+	// reason of the route's first such cluster by name), or, for a registered service, with
+	// the service's virtual host and API listener.
+	omittedCluster := map[string]string{}
+	omittedBy := map[string]string{}
 	if o.Flavor == FlavorGRPC {
 		for _, s := range cfg.ServiceHosts {
 			referenced[s.Cluster] = true
+		}
+		for _, c := range cfg.Clusters {
+			if !referenced[c.Name] {
+				continue
+			}
+			if why := grpcClusterOmission(c); why != "" {
+				omittedCluster[c.Name] = why
+				if c.RouteID != "" {
+					if by, seen := omittedBy[c.RouteID]; !seen || c.Name < by {
+						omittedBy[c.RouteID], out.Omitted[c.RouteID] = c.Name, why
+					}
+				}
+			}
 		}
 	}
 	type built struct {
@@ -202,7 +245,10 @@ func Build(cfg *ir.Config, o Options) (*Resources, error) {
 		if o.Shared != nil && o.Flavor == FlavorGRPC {
 			c = cfg.Clusters[len(cfg.Clusters)-1-i]
 		}
-		if !referenced[c.Name] {
+		if !referenced[c.Name] || omittedCluster[c.Name] != "" {
+			continue
+		}
+		if _, omitted := out.Omitted[c.RouteID]; omitted && c.RouteID != "" {
 			continue
 		}
 		ce, cla := clusterEntry(h, cfg, o, c)
@@ -235,7 +281,7 @@ func Build(cfg *ir.Config, o Options) (*Resources, error) {
 	envoyRoutes := map[*ir.Route]builtRoute{}
 	for _, vh := range cfg.VirtualHosts {
 		for _, r := range vh.Routes {
-			if bad[r.RouteID] {
+			if _, omitted := out.Omitted[r.RouteID]; bad[r.RouteID] || omitted {
 				continue
 			}
 			if _, done := envoyRoutes[r]; done {
@@ -267,7 +313,7 @@ func Build(cfg *ir.Config, o Options) (*Resources, error) {
 			out.EndpointHashes[c.src.Name] = c.cla.hash
 		}
 	}
-	b := &builder{o: o, cfg: cfg, h: h}
+	b := &builder{o: o, cfg: cfg, h: h, omittedClusters: omittedCluster}
 	var err error
 	switch o.Flavor {
 	case FlavorEnvoy:

@@ -1,8 +1,11 @@
 package envoy
 
 import (
+	"fmt"
+	"math"
 	"sort"
 	"strings"
+	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
@@ -43,7 +46,7 @@ func (b *builder) routeConfig(name string, routes map[*ir.Route]builtRoute, bad 
 	if grpc {
 		// Registered services a route does not already name: xds:///name reaches the service.
 		for _, s := range b.cfg.ServiceHosts {
-			if domains[s.Name] {
+			if domains[s.Name] || b.omittedClusters[s.Cluster] != "" {
 				continue
 			}
 			v := &routev3.VirtualHost{Name: "service/" + s.Name, Domains: []string{s.Name}, Routes: []*routev3.Route{{
@@ -69,12 +72,38 @@ func (b *builder) routeConfig(name string, routes map[*ir.Route]builtRoute, bad 
 	return rc, hashes
 }
 
+// grpcMaxBackOff is the longest retry interval grpc-js reads right: it validates intervals
+// as a signed 32-bit count of milliseconds (route-config-resource-type.js durationToMs, "| 0"),
+// so a longer one wraps negative and the whole route configuration is NACKed.
+const grpcMaxBackOff = math.MaxInt32 * time.Millisecond
+
+// grpcBackOff is a retry interval (0: unset) as proxyless clients take it: whole milliseconds
+// (grpc-js truncates to milliseconds and NACKs a base interval of 0 ms), at least 1 ms and at
+// most grpcMaxBackOff. Envoy reads whole milliseconds, rounded up to 1 ms, too.
+func grpcBackOff(d time.Duration) time.Duration {
+	if d <= 0 {
+		return 0
+	}
+	if d > grpcMaxBackOff {
+		return grpcMaxBackOff
+	}
+	return max(d.Truncate(time.Millisecond), time.Millisecond)
+}
+
 // route builds one Envoy route.
 func (b *builder) route(r *ir.Route) *routev3.Route {
 	grpc := b.o.Flavor == FlavorGRPC
 	ra := &routev3.RouteAction{
 		Timeout:       dur(r.Timeout),
 		PrefixRewrite: r.PrefixRewrite,
+	}
+	if grpc && r.Timeout > 0 {
+		// Proxyless clients ignore RouteAction.timeout: grpc-go and grpc-js take the call's
+		// timeout from max_stream_duration (grpc_timeout_header_max first when set, which we
+		// leave unset) and apply the smaller of it and the call's own deadline. Envoy's
+		// max_stream_duration would be another timer (from the stream's start, upgrades and
+		// streaming included), so the Envoy flavor keeps only timeout.
+		ra.MaxStreamDuration = &routev3.RouteAction_MaxStreamDuration{MaxStreamDuration: dur(r.Timeout)}
 	}
 	if len(r.Backends) == 1 {
 		ra.ClusterSpecifier = &routev3.RouteAction_Cluster{Cluster: r.Backends[0].Cluster}
@@ -112,7 +141,11 @@ func (b *builder) route(r *ir.Route) *routev3.Route {
 			if base <= 0 {
 				base = min(rt.MaxInterval, defaultRetryBase)
 			}
-			rp.RetryBackOff = &routev3.RetryPolicy_RetryBackOff{BaseInterval: dur(base), MaxInterval: dur(rt.MaxInterval)}
+			maxInterval := rt.MaxInterval
+			if grpc {
+				base, maxInterval = grpcBackOff(base), grpcBackOff(maxInterval)
+			}
+			rp.RetryBackOff = &routev3.RetryPolicy_RetryBackOff{BaseInterval: dur(base), MaxInterval: dur(maxInterval)}
 		}
 		ra.RetryPolicy = rp
 	}
@@ -157,9 +190,16 @@ func (b *builder) match(m *ir.Match) *routev3.RouteMatch {
 	}
 	for _, h := range m.Headers {
 		hm := &routev3.HeaderMatcher{Name: h.Name, InvertMatch: h.Invert}
-		if h.Kind == ir.MatchPresent {
+		switch {
+		case h.Kind == ir.MatchPresent && h.Absent && b.o.Flavor == FlavorGRPC:
+			// grpc-js reads present_match as "present" whatever its value (matcher.js
+			// PresentValueMatcher): "absent" is sent as an inverted "present", which Envoy,
+			// grpc-go and grpc-js all read alike.
+			hm.HeaderMatchSpecifier = &routev3.HeaderMatcher_PresentMatch{PresentMatch: true}
+			hm.InvertMatch = !h.Invert
+		case h.Kind == ir.MatchPresent:
 			hm.HeaderMatchSpecifier = &routev3.HeaderMatcher_PresentMatch{PresentMatch: !h.Absent}
-		} else {
+		default:
 			hm.HeaderMatchSpecifier = &routev3.HeaderMatcher_StringMatch{StringMatch: stringMatcher(h)}
 		}
 		rm.Headers = append(rm.Headers, hm)
@@ -196,4 +236,74 @@ func headerValues(hs []ir.HeaderValue) []*corev3.HeaderValueOption {
 		out = append(out, &corev3.HeaderValueOption{Header: &corev3.HeaderValue{Key: h.Name, Value: h.Value}, AppendAction: action})
 	}
 	return out
+}
+
+// headersNotInMetadata are request headers a proxyless gRPC client never matches a route
+// condition against: its route matchers read the call's own metadata, and the transport
+// sets these itself (grpc-go and grpc-js never put them in the metadata the matchers see).
+var headersNotInMetadata = map[string]bool{
+	"user-agent": true, "te": true, "host": true, "grpc-timeout": true, "grpc-encoding": true,
+	"grpc-accept-encoding": true, "grpc-message-type": true,
+}
+
+// conditionIndex is the index of the model condition an IR route was made from (its name is
+// the route id for the first condition and "<id>/<n>" for the others).
+func conditionIndex(r *ir.Route) int {
+	rest, ok := strings.CutPrefix(r.Name, r.RouteID+"/")
+	if !ok {
+		return 0
+	}
+	n := 0
+	for _, c := range rest {
+		if c < '0' || c > '9' || n > 1<<20 {
+			return 0
+		}
+		n = n*10 + int(c-'0')
+	}
+	return n
+}
+
+// grpcRouteOmission is why the gRPC flavor leaves a route out ("" serves it): a feature a
+// proxyless client cannot apply and whose absence would change which backend a call reaches
+// or who may call it. Features whose absence only degrades the service (health checks,
+// sticky sessions, header edits, per-try timeouts) do not omit a route: the README's xDS
+// table lists what each client applies. A pure function of the IR route, so memoized
+// builds agree with fresh ones.
+func grpcRouteOmission(r *ir.Route) string {
+	var why []string
+	i := conditionIndex(r)
+	switch len(r.Match.Methods) {
+	case 0:
+	case 1:
+		why = append(why, fmt.Sprintf("conditions[%d].method: proxyless gRPC clients do not put :method in their metadata, so the route would never match", i))
+	default:
+		why = append(why, fmt.Sprintf("conditions[%d].methods: proxyless gRPC clients do not put :method in their metadata, so the route would never match", i))
+	}
+	if len(r.Match.Query) > 0 {
+		// grpc-go skips a route with query matchers (unmarshal_rds.go), grpc-js drops the
+		// matchers and matches every call (route.js): neither does what Envoy does.
+		why = append(why, fmt.Sprintf("conditions[%d].query %q: grpc-js ignores query conditions (the route would match every call) and grpc-go skips the route", i, r.Match.Query[0].Name))
+	}
+	for _, h := range r.Match.Headers {
+		if strings.HasSuffix(h.Name, "-bin") || headersNotInMetadata[h.Name] {
+			why = append(why, fmt.Sprintf("conditions[%d].headers %q: proxyless gRPC clients match only the metadata a call carries, which never holds binary (-bin) headers or the ones their transport sets, so the route would match other calls than through Envoy", i, h.Name))
+			break
+		}
+	}
+	switch {
+	case r.PrefixRewrite != "":
+		why = append(why, "rewrite.prefix: proxyless gRPC clients do not rewrite the path, so calls would reach the method they name instead of the rewritten one")
+	case r.RegexRewrite != nil:
+		why = append(why, "rewrite.regex: proxyless gRPC clients do not rewrite the path, so calls would reach the method they name instead of the rewritten one")
+	}
+	if r.HostRewrite != "" {
+		why = append(why, "rewrite.host: proxyless gRPC clients do not rewrite the authority, so the backend would see the name the client dialed")
+	}
+	if r.Authz.Enabled {
+		why = append(why, "require_auth / auth / waf / ip rules / policies: the route's ext_authz checks run in Envoy; a proxyless gRPC client calls the backend directly, so nothing would check its calls")
+	}
+	if len(r.RateLimits) > 0 {
+		why = append(why, "rate_limit: rate limits are enforced by Envoy; a proxyless gRPC client calls the backend directly, so nothing would count its calls")
+	}
+	return strings.Join(why, "; ")
 }

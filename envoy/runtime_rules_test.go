@@ -73,7 +73,9 @@ func expectDropped(t *testing.T, cfg *ir.Config, id, want string) {
 		if err != nil {
 			t.Fatalf("flavor %d: %v", fl, err)
 		}
-		if got := res.RouteErrors[id]; !strings.Contains(got, want) {
+		// The gRPC flavor leaves out by design some routes Envoy refuses (a query condition,
+		// a path rewrite): not built, so not refused either.
+		if got := res.RouteErrors[id]; !strings.Contains(got, want) && (fl != envoy.FlavorGRPC || res.Omitted[id] == "") {
 			t.Errorf("flavor %d: route %s: error %q, want it to contain %q", fl, id, got, want)
 		}
 		names := served(res)

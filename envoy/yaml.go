@@ -68,5 +68,8 @@ func ResourcesValue(r *Resources) (map[string]any, error) {
 	if len(r.RouteErrors) > 0 {
 		out["route_errors"] = r.RouteErrors
 	}
+	if len(r.Omitted) > 0 {
+		out["omitted"] = r.Omitted
+	}
 	return out, nil
 }

@@ -92,7 +92,7 @@ type Target struct {
 
 // RetryPolicy refines retries.
 type RetryPolicy struct {
-	RetryOn       []string `json:"retry_on,omitempty"` // Envoy retry_on values; default 5xx,reset,connect-failure
+	RetryOn       []string `json:"retry_on,omitempty"` // Envoy retry_on values; default 5xx,reset,connect-failure (and unavailable with a protocol grpc target)
 	PerTryTimeout Duration `json:"per_try_timeout,omitempty"`
 	BaseInterval  Duration `json:"base_interval,omitempty"`
 	MaxInterval   Duration `json:"max_interval,omitempty"`
@@ -172,7 +172,7 @@ type RouteStatus struct {
 
 // XDSStatus is the state of a resource at one node group.
 type XDSStatus struct {
-	State   string `json:"state"` // ACKED | NACKED | PENDING
+	State   string `json:"state"` // ACKED | NACKED | PENDING | OMITTED (left out of the group by design; Error says why)
 	Version string `json:"version,omitempty"`
 	Error   string `json:"error,omitempty"`
 	Node    string `json:"node,omitempty"`

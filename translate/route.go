@@ -334,11 +334,37 @@ func SortRoutes(rs []*ir.Route) {
 	})
 }
 
+// defaultRetryOn are the retry conditions of a route that names none; defaultGRPCRetryOn
+// those of a gRPC route (a target with protocol grpc). A gRPC error is an HTTP 200 with a
+// grpc-status, which no HTTP condition covers, and proxyless gRPC clients read only the gRPC
+// statuses of retry_on: "unavailable" is the status gRPC defines as transient, safe to retry
+// (the others Envoy names, cancelled, deadline-exceeded, internal and resource-exhausted, may
+// follow work the server did, or add load to an exhausted one).
+var (
+	defaultRetryOn     = []string{"5xx", "reset", "connect-failure"}
+	defaultGRPCRetryOn = []string{"5xx", "reset", "connect-failure", "unavailable"}
+)
+
+// grpcTargets reports whether a route has a target with protocol grpc (read from the route
+// alone: a service target's instances are the clusters' input, not the route part's).
+func grpcTargets(r *model.Route) bool {
+	for i := range r.Targets {
+		if r.Targets[i].Protocol == "grpc" {
+			return true
+		}
+	}
+	return false
+}
+
 func retry(r *model.Route) *ir.Retry {
 	if r.Retries <= 0 {
 		return nil
 	}
-	rt := &ir.Retry{NumRetries: uint32(r.Retries), RetryOn: []string{"5xx", "reset", "connect-failure"}}
+	on := defaultRetryOn
+	if grpcTargets(r) {
+		on = defaultGRPCRetryOn
+	}
+	rt := &ir.Retry{NumRetries: uint32(r.Retries), RetryOn: append([]string(nil), on...)}
 	if p := r.RetryPolicy; p != nil {
 		if len(p.RetryOn) > 0 {
 			rt.RetryOn = append([]string(nil), p.RetryOn...)

@@ -13,7 +13,9 @@ import (
 )
 
 // benchModel has n routes over 1,000 registered services (two instances each); every route
-// has its own host and path, a timeout, retries and one service target.
+// has its own host and path, a timeout, retries and one service target. They are public and
+// match any method, so the gRPC flavor serves them all too (it leaves out routes with
+// ext_authz or a method condition).
 func benchModel(n int) *model.Snapshot {
 	snap := &model.Snapshot{Revision: 1, Settings: &model.Settings{ID: model.SettingsID}}
 	for i := 0; i < 1000; i++ {
@@ -26,8 +28,9 @@ func benchModel(n int) *model.Snapshot {
 		snap.Routes = append(snap.Routes, &model.Route{
 			ID:          fmt.Sprintf("route-%05d", i),
 			Hosts:       []string{fmt.Sprintf("h%d.example.com", i%100)},
-			Conditions:  []model.Condition{{PathPattern: fmt.Sprintf("/api/v1/r%d/*", i), Method: "GET"}},
+			Conditions:  []model.Condition{{PathPattern: fmt.Sprintf("/api/v1/r%d/*", i)}},
 			Targets:     []model.Target{{Service: fmt.Sprintf("svc-%04d", i%1000)}},
+			RequireAuth: falsePtr(),
 			Timeout:     model.Duration(30e9),
 			Retries:     2,
 			LoadBalance: "least_connections",

@@ -30,11 +30,17 @@ func memoModel(rev uint64, mutate func(*model.Snapshot)) *model.Snapshot {
 			Targets:    []model.Target{{Service: fmt.Sprintf("svc-%04d", i%20)}, {Service: fmt.Sprintf("svc-%04d", (i+1)%20), Weight: weight(3)}},
 			Timeout:    model.Duration(int64(i+1) * 1e9),
 		}
+		// Most routes reach the gRPC flavor; a method condition, ext_authz or a rewrite leave
+		// the others out of it (both kinds go through the memos).
+		if i%6 != 5 {
+			r.Conditions[1].Method = ""
+		}
+		if i%8 != 0 {
+			r.RequireAuth = falsePtr()
+		}
 		switch i % 4 {
 		case 0:
 			r.LoadBalance = "ip_hash"
-		case 1:
-			r.RequireAuth = falsePtr()
 		case 2:
 			r.StickySession = &model.StickySession{}
 		case 3:

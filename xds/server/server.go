@@ -98,6 +98,9 @@ type state struct {
 	routeErrors map[string]string
 	// routeClusters: the clusters of each route.
 	routeClusters map[string][]string
+	// omitted: per group, the routes the group leaves out by design, with the reason
+	// (envoy.Resources.Omitted): shown as OMITTED whether or not clients are connected.
+	omitted map[string]map[string]string
 	// hosts: the virtual hosts of each route, built on first use (status.go).
 	hosts routeHosts
 }
@@ -270,7 +273,7 @@ func buildConfig(revision uint64, cfg *ir.Config, memos map[envoy.Flavor]*envoy.
 	}
 	p := &prepared{
 		st: &state{revision: revision, cfg: cfg, versions: map[string]map[string]string{}, edsHash: map[string]string{},
-			routeErrors: map[string]string{}, routeClusters: map[string][]string{}},
+			routeErrors: map[string]string{}, routeClusters: map[string][]string{}, omitted: map[string]map[string]string{}},
 		snaps: map[string]*cachev3.Snapshot{},
 		eds:   map[string]types.Resource{},
 	}
@@ -322,6 +325,9 @@ func buildConfig(revision uint64, cfg *ir.Config, memos map[envoy.Flavor]*envoy.
 		}
 		p.snaps[o.group.Name] = o.snap
 		p.st.versions[o.group.Name] = o.versions
+		if len(o.res.Omitted) > 0 {
+			p.st.omitted[o.group.Name] = o.res.Omitted
+		}
 	}
 	if eds, hashes, ok := last.sameEndpoints(order); ok {
 		p.eds, p.st.edsHash = eds, hashes

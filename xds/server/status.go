@@ -18,6 +18,9 @@ const (
 	StateAcked   = "ACKED"
 	StateNacked  = "NACKED"
 	StatePending = "PENDING"
+	// StateOmitted: the group leaves the route out by design (a feature its clients cannot
+	// apply); the status's error says which. Not a failure: the other groups serve it.
+	StateOmitted = "OMITTED"
 )
 
 // RouteStatus is the xDS state of a route per node group with connected clients: NACKED
@@ -27,8 +30,9 @@ const (
 // route configuration and listener unless the error names other routes only), until an
 // ACKed response carries a new version of that resource or it stops being sent; ACKED when
 // every client of the group answered the current route and cluster versions (the resources
-// a NACK does not name were accepted); PENDING otherwise. Translation is "ok" or why the
-// route was left out. nil when the route is not in the published configuration.
+// a NACK does not name were accepted); PENDING otherwise. OMITTED, with or without clients,
+// when the group leaves the route out by design (the error says why). Translation is "ok" or
+// why the route was left out. nil when the route is not in the published configuration.
 func (s *Server) RouteStatus(id string) *model.RouteStatus {
 	s.mu.RLock()
 	st := s.published
@@ -46,6 +50,13 @@ func (s *Server) RouteStatus(id string) *model.RouteStatus {
 	}
 	clusters := st.routeClusters[id]
 	for _, g := range Groups {
+		if why, omitted := st.omitted[g.Name][id]; omitted {
+			if out.XDS == nil {
+				out.XDS = map[string]model.XDSStatus{}
+			}
+			out.XDS[g.Name] = model.XDSStatus{State: StateOmitted, Error: why}
+			continue
+		}
 		v := s.tracker.view(g.Name)
 		if v.nodes == 0 {
 			continue
