@@ -69,7 +69,7 @@ func TestMemoMatchesFreshUnderRandomClusterEdits(t *testing.T) {
 	seen := map[string]int{}
 	defer func() {
 		t.Logf("counts: %v", seen)
-		for _, what := range []string{"EDS", "STRICT_DNS", "LOGICAL_DNS", "shared", "least_request", "RING_HASH", "memo entries"} {
+		for _, what := range []string{"EDS", "STRICT_DNS", "LOGICAL_DNS", "shared", "least_request", "RING_HASH", "memo entries", "omitted"} {
 			if !t.Failed() && seen[what] < 20 {
 				t.Errorf("only %d of %s: %v", seen[what], what, seen)
 			}
@@ -162,8 +162,11 @@ func TestMemoMatchesFreshUnderRandomClusterEdits(t *testing.T) {
 							seen["shared"]++
 						}
 					}
-					if !maps.Equal(got.RouteErrors, want.RouteErrors) {
-						t.Fatalf("step %d flavor %d after %q: route errors %v, fresh %v", step, f, log, got.RouteErrors, want.RouteErrors)
+					if !maps.Equal(got.RouteErrors, want.RouteErrors) || !maps.Equal(got.Omitted, want.Omitted) {
+						t.Fatalf("step %d flavor %d after %q: route errors %v, omitted %v; fresh %v, %v", step, f, log, got.RouteErrors, got.Omitted, want.RouteErrors, want.Omitted)
+					}
+					if len(got.Omitted) > 0 {
+						seen["omitted"]++
 					}
 				}
 				shared.End()
