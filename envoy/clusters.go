@@ -25,7 +25,14 @@ const (
 	tlsSocketName          = "envoy.transport_sockets.tls"
 	defaultRetryBase       = 25 * time.Millisecond
 	ringMinSize            = 1024
-	ringMaxSize            = 8 << 20
+	// ringMaxSize bounds the ring Envoy builds for ip_hash: sized by the lightest endpoint
+	// weight (ring_hash_lb.cc, Ring::Ring), endpoint weights of 1 and 1,000,000 (targets of a
+	// route, instances of a service) would reach Envoy's default 8M entries, about 200 MB
+	// rebuilt on every host change, in an Envoy all routes share. 65,536 entries take 1.5 MB
+	// and still build the exact ring of 1,024 endpoints whose heaviest weighs 64 times the
+	// lightest; proxyless clients cap their rings at 4,096 anyway (grpc-go
+	// envconfig.RingHashCap, grpc-js DEFAULT_RING_SIZE_CAP).
+	ringMaxSize = 1 << 16
 )
 
 // How the gRPC flavor serves a cluster. A proxyless client (grpc-go, grpc-js) takes only IP
@@ -139,10 +146,12 @@ const (
 // then round_robin. grpc-js 1.14 NACKs lb_policy LEAST_REQUEST (cluster-resource-type.js
 // takes only ROUND_ROBIN and RING_HASH there) and has no least_request in its policy
 // registry, so it skips that entry and takes round_robin (lb-policy-registry.js,
-// convertToLoadBalancingConfig: the first registered type URL wins; no wrr_locality wrapper,
-// since its wrr_locality converter is registered under a type URL without the
-// "type.googleapis.com/" prefix and so never matches). grpc-go takes least_request
-// (internal/xds/xdsclient/xdslbregistry: first supported policy of the list).
+// convertToLoadBalancingConfig: the first registered type URL wins). grpc-go takes
+// least_request (internal/xds/xdsclient/xdslbregistry: first supported policy of the list).
+// No wrr_locality wrapper: every load assignment is one locality, with no locality weights
+// to apply (grpc-js would take one: load-balancer-xds-wrr-locality.js registers it under
+// the full type URL; lb-policy-registry/wrr-locality.js registers another without the
+// "type.googleapis.com/" prefix, which never matches).
 //
 // Envoy takes the same list the same way: source/common/upstream/upstream_impl.cc,
 // ClusterInfoImpl::configureLbPolicies uses the first policy whose factory is registered
@@ -186,7 +195,7 @@ func (b *builder) cluster(c *ir.Cluster) (*clusterv3.Cluster, *endpointv3.Cluste
 		pc.LoadBalancingPolicy = b.leastRequestList()
 	case ir.LBRingHash:
 		// lb_policy RING_HASH with XX_HASH and ring sizes within 8M: what grpc-js, grpc-go and
-		// Envoy all take.
+		// Envoy all take (ringMaxSize).
 		pc.LbPolicy = clusterv3.Cluster_RING_HASH
 		pc.LbConfig = &clusterv3.Cluster_RingHashLbConfig_{RingHashLbConfig: &clusterv3.Cluster_RingHashLbConfig{
 			HashFunction:    clusterv3.Cluster_RingHashLbConfig_XX_HASH,

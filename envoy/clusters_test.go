@@ -2,6 +2,7 @@ package envoy_test
 
 import (
 	"fmt"
+	"math"
 	"strings"
 	"testing"
 
@@ -199,8 +200,9 @@ func TestIPHashIsARingEveryClientTakes(t *testing.T) {
 
 // Under ip_hash and least_connections the targets that can share a cluster share one, named
 // after the first of them, their weights as endpoint weights: the policy then chooses among
-// them. Targets out of rotation, host names, other settings and a repeated address keep
-// clusters of their own; round_robin keeps one cluster per target.
+// them. Targets out of rotation, host names and other settings keep clusters of their own,
+// and so does a repeated address under least_connections (under ip_hash it adds its weight
+// to the address's endpoint); round_robin keeps one cluster per target.
 func TestBalancedTargetsShareOneCluster(t *testing.T) {
 	cfg := translateYAML(t, `
   - id: hash
@@ -242,15 +244,15 @@ func TestBalancedTargetsShareOneCluster(t *testing.T) {
 				t.Errorf("flavor %d: %s: %v, want %v", fl, what, got, want)
 			}
 		}
-		// 80/20/60 share route/hash/0 as 4:1:3 (divided by 20); the name, the TLS target and
-		// the repeated 10.0.5.1 keep their own.
-		check("hash backends", weightedBackends(t, res, "hash"), "route/hash/0=160", "route/hash/4=10", "route/hash/5=10", "route/hash/6=5")
-		check("hash endpoints", endpointWeights(t, assignmentNamed(res, "route/hash/0")), "10.0.5.1:80=4", "10.0.5.2:80=1", "10.0.5.6:80=3")
+		// 80+5/20/60 share route/hash/0 as 17:4:12 (divided by 5); the name and the TLS
+		// target keep their own.
+		check("hash backends", weightedBackends(t, res, "hash"), "route/hash/0=165", "route/hash/4=10", "route/hash/5=10")
+		check("hash endpoints", endpointWeights(t, assignmentNamed(res, "route/hash/0")), "10.0.5.1:80=17", "10.0.5.2:80=4", "10.0.5.6:80=12")
 		// Equal weights share a cluster; the groups keep the route-level weights exact.
 		check("lc backends", weightedBackends(t, res, "lc"), "route/lc/0=2", "route/lc/2=4", "route/lc/4=3")
 		check("lc endpoints", endpointWeights(t, assignmentNamed(res, "route/lc/2")), "10.0.6.3:80=1", "10.0.6.4:80=1")
 		check("rr backends", weightedBackends(t, res, "rr"), "route/rr/0=1", "route/rr/1=1")
-		for _, gone := range []string{"route/hash/1", "route/hash/2", "route/hash/3", "route/hash/7", "route/lc/1", "route/lc/3"} {
+		for _, gone := range []string{"route/hash/1", "route/hash/2", "route/hash/3", "route/hash/6", "route/hash/7", "route/lc/1", "route/lc/3"} {
 			for _, c := range res.Clusters {
 				if c.GetName() == gone {
 					t.Errorf("flavor %d: cluster %s is built", fl, gone)
@@ -293,5 +295,53 @@ func TestBalancedTargetsThousand(t *testing.T) {
 		if got := weightedBackends(t, res, "lcd"); len(got) != 1000 {
 			t.Errorf("flavor %d: lcd has %d backends", fl, len(got))
 		}
+	}
+}
+
+// envoyRingSize is the number of entries Envoy's ring hash builds for a cluster
+// (source/extensions/load_balancing_policies/ring_hash/ring_hash_lb.cc, Ring::Ring:
+// min(ceil(min_normalized_weight * minimum_ring_size) / min_normalized_weight,
+// maximum_ring_size), each entry a 64-bit hash and a host pointer, 24 bytes, hashed, sorted
+// and rebuilt on every change of the host set).
+func envoyRingSize(c *clusterv3.Cluster, cla *endpointv3.ClusterLoadAssignment) uint64 {
+	var sum, least float64
+	for _, loc := range cla.GetEndpoints() {
+		for _, e := range loc.GetLbEndpoints() {
+			w := float64(e.GetLoadBalancingWeight().GetValue())
+			sum += w
+			if least == 0 || w < least {
+				least = w
+			}
+		}
+	}
+	rh := c.GetRingHashLbConfig()
+	minNorm := least / sum
+	scale := math.Min(math.Ceil(minNorm*float64(rh.GetMinimumRingSize().GetValue()))/minNorm, float64(rh.GetMaximumRingSize().GetValue()))
+	return uint64(math.Ceil(scale))
+}
+
+// Target weights under ip_hash become endpoint weights, and Envoy sizes its ring by the
+// lightest of them: ten targets, one of weight 1 and nine of 1,000,000, would make a ring of
+// 8M entries (about 200 MB, rebuilt on every host change) for one route, in an Envoy every
+// other route shares. The ring is capped at 65,536 entries (1.5 MB); proxyless clients cap
+// theirs at 4,096 anyway (grpc-go envconfig.RingHashCap, grpc-js DEFAULT_RING_SIZE_CAP).
+func TestIPHashRingStaysSmallUnderSkewedWeights(t *testing.T) {
+	var targets strings.Builder
+	for i := range 10 {
+		w := 1_000_000
+		if i == 0 {
+			w = 1
+		}
+		fmt.Fprintf(&targets, "      - {host: 10.6.0.%d, port: 8080, weight: %d}\n", i+1, w)
+	}
+	cfg := translateYAML(t, "\n  - id: skew\n    require_auth: false\n    hosts: [skew.test]\n    load_balance: ip_hash\n    conditions: [{path_pattern: \"/skew/*\"}]\n    targets:\n"+targets.String())
+	res := buildFlavor(t, cfg, envoy.FlavorEnvoy)
+	c := clusterNamed(t, res, "route/skew/0")
+	if n := envoyRingSize(c, assignmentNamed(res, "route/skew/0")); n > 1<<16 {
+		t.Fatalf("Envoy builds a ring of %d entries (%d MB) for one route", n, n*24>>20)
+	}
+	// Equal weights keep Envoy's usual ring of about minimum_ring_size entries.
+	if n := envoyRingSize(c, &endpointv3.ClusterLoadAssignment{Endpoints: []*endpointv3.LocalityLbEndpoints{{LbEndpoints: assignmentNamed(res, "route/skew/0").GetEndpoints()[0].GetLbEndpoints()[1:]}}}); n != 1026 {
+		t.Fatalf("equal weights: ring of %d entries, want 1026", n)
 	}
 }

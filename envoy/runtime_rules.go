@@ -71,15 +71,17 @@ func checkClusterRuntime(c *clusterv3.Cluster, packed []packedAny) error {
 
 // Endpoint weights.
 //
-// source/common/upstream/load_balancer_impl.cc (normalizeHostWeights, the ring hash and
-// Maglev tables; and HostSetImpl's locality weights in upstream_impl.cc): the weights of the
-// hosts of one locality are summed in 64 bits and a sum above 2^32-1 throws "The sum of
-// weights of all upstream hosts in a locality exceeds 4294967295". grpc-go refuses the same
-// load assignment, and also a zero weight and two endpoints of one address
-// (internal/xds/xdsclient/xdsresource/unmarshal_eds.go, parseEndpoints: "sum of weights of
-// endpoints in the same locality exceeds maximum value", "duplicate endpoint with the same
-// address"), and grpc-js refuses a repeated address too (xds-resource-type/
-// endpoint-resource-type.js: "address is a duplicate of another address").
+// source/extensions/load_balancing_policies/common/thread_aware_lb_impl.cc
+// (normalizeHostWeights, which the ring hash and Maglev policies build their tables with):
+// the weights of the hosts of one locality are summed in 64 bits and a sum above 2^32-1
+// fails with "The sum of weights of all upstream hosts in a locality exceeds 4294967295".
+// grpc-go refuses the same in every load assignment, and also a zero weight and two
+// endpoints of one address (internal/xds/xdsclient/xdsresource/unmarshal_eds.go,
+// parseEndpoints: "sum of weights of endpoints in the same locality exceeds maximum value",
+// "duplicate endpoint with the same address"), and grpc-js refuses a repeated address too
+// (xds-resource-type/endpoint-resource-type.js: "address is a duplicate of another
+// address"). Both compare the address and port as written, across the whole assignment;
+// the gateway sends one locality.
 func checkLoadAssignment(cla *endpointv3.ClusterLoadAssignment) error {
 	for _, loc := range cla.GetEndpoints() {
 		var sum uint64

@@ -255,7 +255,8 @@ func TestRuntimeRulesRegexProgramSize(t *testing.T) {
 
 // Envoy and grpc-go refuse weighted clusters whose weights sum above 2^32-1
 // (weighted_cluster_specifier.cc; grpc-go unmarshal_rds.go). The API caps one target's
-// weight at 1,000,000, not their number: 4,295 targets are enough.
+// weight at 1,000,000, not their number: 4,295 targets are enough, when their weights have
+// no common divisor (translation divides weights that overflow by theirs).
 func TestRuntimeRulesWeightTotal(t *testing.T) {
 	var b strings.Builder
 	b.WriteString(`
@@ -265,12 +266,16 @@ func TestRuntimeRulesWeightTotal(t *testing.T) {
     targets:
 `)
 	for i := 0; i < 4295; i++ {
-		fmt.Fprintf(&b, "      - {host: 10.1.%d.%d, port: 8080, weight: 1000000}\n", i/250, i%250+1)
+		w := 1_000_000
+		if i == 4294 {
+			w = 999_999
+		}
+		fmt.Fprintf(&b, "      - {host: 10.1.%d.%d, port: 8080, weight: %d}\n", i/250, i%250+1, w)
 	}
 	cfg := translateYAML(t, b.String())
-	expectDropped(t, cfg, "heavy", "sum to 4295000000; Envoy and grpc-go refuse a sum above 4294967295")
+	expectDropped(t, cfg, "heavy", "sum to 4294999999; Envoy and grpc-go refuse a sum above 4294967295")
 
-	// One target fewer sums to 4,294,000,000: served.
+	// One target fewer sums to 4,293,999,999: served.
 	cfg = translateYAML(t, strings.Replace(b.String(), "      - {host: 10.1.0.1, port: 8080, weight: 1000000}\n", "", 1))
 	expectServed(t, cfg, "heavy")
 }

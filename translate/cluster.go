@@ -28,11 +28,13 @@ const (
 func routeClusters(r *model.Route, idx *index) ([]*ir.Cluster, []ir.Backend, error) {
 	var clusters []*ir.Cluster
 	var backends []ir.Backend
-	for _, g := range targetGroups(r) {
-		i := g[0]
+	groups := targetGroups(r)
+	weights := groupWeights(r, groups)
+	for gi, g := range groups {
+		i := g.targets[0]
 		t := &r.Targets[i]
 		c := &ir.Cluster{
-			Name:           ClusterName(r.ID, i),
+			Name:           ClusterName(r.ID, g.name),
 			RouteID:        r.ID,
 			Target:         i,
 			LB:             lbPolicy(r.LoadBalance),
@@ -55,11 +57,11 @@ func routeClusters(r *model.Route, idx *index) ([]*ir.Cluster, []ir.Backend, err
 					}
 				}
 			}
-		} else if len(g) > 1 {
+		} else if len(g.targets) > 1 {
 			// IP host targets: their weights become endpoint weights (least_connections groups
 			// hold equal weights), reduced by their greatest common divisor.
 			var err error
-			if c.Endpoints, err = groupEndpoints(r, g); err != nil {
+			if c.Endpoints, err = groupEndpoints(r, g.targets); err != nil {
 				return nil, nil, fmt.Errorf("targets[%d]: %w", i, err)
 			}
 			c.Discovery = ir.DiscoveryEDS
@@ -77,11 +79,10 @@ func routeClusters(r *model.Route, idx *index) ([]*ir.Cluster, []ir.Backend, err
 			return nil, nil, fmt.Errorf("targets[%d]: %w", i, err)
 		}
 		clusters = append(clusters, c)
-		w, err := groupWeight(r, g)
-		if err != nil {
-			return nil, nil, fmt.Errorf("targets[%d]: %w", i, err)
+		if w := weights[gi]; w > math.MaxUint32 {
+			return nil, nil, fmt.Errorf("targets[%d]: the weights of the targets sharing this cluster sum to %d; Envoy and gRPC clients refuse a sum above %d", i, w, uint64(math.MaxUint32))
 		}
-		backends = append(backends, ir.Backend{Cluster: c.Name, Weight: w})
+		backends = append(backends, ir.Backend{Cluster: c.Name, Weight: uint32(weights[gi])})
 	}
 	if len(backends) == 0 {
 		return nil, nil, fmt.Errorf("targets: no target is in rotation (all have weight 0 or healthy false)")
@@ -89,44 +90,49 @@ func routeClusters(r *model.Route, idx *index) ([]*ir.Cluster, []ir.Backend, err
 	return clusters, backends, nil
 }
 
-// targetGroups lists the targets in rotation (weight above 0, not healthy: false) as groups
-// of target indexes, each group one cluster named after its first target. Every target is a
-// group of its own, except under load_balance least_connections or ip_hash: each target its
-// own cluster would leave the policy nothing to choose from (the weighted pick between
-// clusters happens per request, before the cluster's policy), so targets that can share one
-// cluster do:
+// targetGroup is one cluster of a route's targets: the targets in rotation it carries, in
+// order, and the target index it is named after.
+type targetGroup struct {
+	// name: the cluster is ClusterName(route, name). For a shared cluster it is the first
+	// target that could join the group, in rotation or not, so that taking a target out of
+	// rotation (healthy: false; weight 0 under ip_hash) leaves the cluster's name alone.
+	name    int
+	targets []int
+}
+
+// targetGroups lists the targets in rotation (weight above 0, not healthy: false) as
+// groups, each one cluster. Every target is a group of its own, except under load_balance
+// least_connections or ip_hash: each target its own cluster would leave the policy nothing to
+// choose from (the weighted pick between clusters happens per request, before the cluster's
+// policy), so targets that can share one cluster do:
 //   - host targets given as IP addresses with the same protocol, tls and health_path (a
-//     cluster's settings; an IP host sets no SNI), at distinct addresses: their weights become
-//     endpoint weights. Under least_connections only targets of equal weight share a cluster,
-//     since grpc-go's least_request and grpc-js's round_robin ignore endpoint weights (Envoy
-//     honours them): the groups' weights stay exact route-level weights. Host names never
-//     share a cluster: a proxyless gRPC client resolves one host name per cluster.
+//     cluster's settings; an IP host sets no SNI): their weights become endpoint weights.
+//     Under ip_hash a repeated address adds its weight to that address's endpoint. Under
+//     least_connections only targets of equal weight share a cluster, since grpc-go's
+//     least_request and grpc-js's round_robin ignore endpoint weights (Envoy honours them):
+//     the groups' weights stay exact route-level weights; a repeated address is a cluster of
+//     its own there. Host names never share a cluster: a proxyless gRPC client resolves one
+//     host name per cluster.
 //   - targets of the same service, port, protocol, tls and health_path: the same instances.
 //
 // It reads the route alone (routeBackends calls it without the registered services).
-func targetGroups(r *model.Route) [][]int {
-	merge := r.LoadBalance == "least_connections" || r.LoadBalance == "ip_hash"
-	var groups [][]int
+func targetGroups(r *model.Route) []targetGroup {
+	var groups []targetGroup
 	byKey := map[string]int{}    // group key -> index in groups
-	inGroup := map[string]bool{} // group key + address: taken
+	anchor := map[string]int{}   // group key -> first target of that key, in rotation or not
+	inGroup := map[string]bool{} // least_connections: group key + address taken
 	for i := range r.Targets {
 		t := &r.Targets[i]
 		w := t.EffectiveWeight()
+		key := groupKey(r, t)
+		if _, seen := anchor[key]; key != "" && !seen {
+			anchor[key] = i
+		}
 		if w <= 0 || (t.Healthy != nil && !*t.Healthy) {
 			continue
 		}
-		key := ""
-		switch {
-		case !merge:
-		case t.Service != "":
-			key = fmt.Sprintf("service\x00%s\x00%d\x00%s\x00%t\x00%s", t.Service, t.Port, t.Protocol, t.TLS, t.HealthPath)
-		case net.ParseIP(t.Host) != nil:
-			http2 := t.Protocol == "http2" || t.Protocol == "grpc"
-			key = fmt.Sprintf("host\x00%t\x00%t\x00%s", http2, t.TLS, t.HealthPath)
-			if r.LoadBalance == "least_connections" {
-				key += fmt.Sprintf("\x00%d", w)
-			}
-			addr := key + "\x00" + net.JoinHostPort(net.ParseIP(t.Host).String(), strconv.Itoa(t.Port))
+		if key != "" && t.Service == "" && r.LoadBalance == "least_connections" {
+			addr := key + "\x00" + targetAddr(t)
 			if inGroup[addr] {
 				key = "" // the address is in the group already: a cluster of its own
 			} else {
@@ -135,43 +141,95 @@ func targetGroups(r *model.Route) [][]int {
 		}
 		if key != "" {
 			if gi, ok := byKey[key]; ok {
-				groups[gi] = append(groups[gi], i)
+				groups[gi].targets = append(groups[gi].targets, i)
 				continue
 			}
 			byKey[key] = len(groups)
+			groups = append(groups, targetGroup{name: anchor[key], targets: []int{i}})
+			continue
 		}
-		groups = append(groups, []int{i})
+		// Named after itself: no other group takes this index, since a group's name is
+		// a target of the group's key and an earlier target of this one's key (if any) is
+		// in rotation at the same address.
+		groups = append(groups, targetGroup{name: i, targets: []int{i}})
 	}
 	return groups
 }
 
-// groupWeight is a group's route-level weight: the sum of its targets' weights.
-func groupWeight(r *model.Route, g []int) (uint32, error) {
-	var sum uint64
-	for _, i := range g {
-		sum += uint64(r.Targets[i].EffectiveWeight())
+// groupKey is what targets sharing one cluster have in common ("" when the target keeps a
+// cluster of its own).
+func groupKey(r *model.Route, t *model.Target) string {
+	if r.LoadBalance != "least_connections" && r.LoadBalance != "ip_hash" {
+		return ""
 	}
-	if sum > math.MaxUint32 {
-		return 0, fmt.Errorf("the weights of the targets sharing this cluster sum to %d; Envoy and gRPC clients refuse a sum above %d", sum, uint64(math.MaxUint32))
+	if t.Service != "" {
+		return fmt.Sprintf("service\x00%s\x00%d\x00%s\x00%t\x00%s", t.Service, t.Port, t.Protocol, t.TLS, t.HealthPath)
 	}
-	return uint32(sum), nil
+	if net.ParseIP(t.Host) == nil {
+		return ""
+	}
+	http2 := t.Protocol == "http2" || t.Protocol == "grpc"
+	key := fmt.Sprintf("host\x00%t\x00%t\x00%s", http2, t.TLS, t.HealthPath)
+	if r.LoadBalance == "least_connections" {
+		key += fmt.Sprintf("\x00%d", t.EffectiveWeight())
+	}
+	return key
 }
 
-// groupEndpoints are the endpoints of a group of IP host targets, the targets' weights
-// divided by their greatest common divisor. Envoy and grpc-go refuse a locality whose
-// endpoint weights sum above 2^32-1; such a group is refused with that reason.
-func groupEndpoints(r *model.Route, g []int) ([]ir.Endpoint, error) {
-	d := 0
-	for _, i := range g {
-		d = gcd(d, r.Targets[i].EffectiveWeight())
+// targetAddr is an IP host target's address in canonical form (::ffff:10.0.0.1 is 10.0.0.1).
+func targetAddr(t *model.Target) string {
+	return net.JoinHostPort(net.ParseIP(t.Host).String(), strconv.Itoa(t.Port))
+}
+
+// groupWeights are the groups' route-level weights: the sums of their targets' weights.
+// When they sum above 2^32-1 (the most Envoy and grpc-go take in one weighted_clusters) they
+// are divided by their greatest common divisor, which keeps their proportions: a route
+// whose one cluster carries every target (sent as a plain cluster, no weight) then weighs 1.
+func groupWeights(r *model.Route, groups []targetGroup) []uint64 {
+	ws := make([]uint64, len(groups))
+	var sum, d uint64
+	for gi, g := range groups {
+		for _, i := range g.targets {
+			ws[gi] += uint64(r.Targets[i].EffectiveWeight())
+		}
+		sum += ws[gi]
+		d = gcd(d, ws[gi])
 	}
+	if sum > math.MaxUint32 && d > 1 {
+		for gi := range ws {
+			ws[gi] /= d
+		}
+	}
+	return ws
+}
+
+// groupEndpoints are the endpoints of a group of IP host targets, one per address (the
+// weights of an address repeated under ip_hash added up), the weights divided by their
+// greatest common divisor. Envoy and grpc-go refuse a locality whose endpoint weights sum
+// above 2^32-1; such a group is refused with that reason.
+func groupEndpoints(r *model.Route, g []int) ([]ir.Endpoint, error) {
 	eps := make([]ir.Endpoint, 0, len(g))
-	var sum uint64
+	weights := make([]uint64, 0, len(g))
+	at := make(map[string]int, len(g)) // canonical address -> index in eps
 	for _, i := range g {
 		t := &r.Targets[i]
-		w := t.EffectiveWeight() / d
-		sum += uint64(w)
-		eps = append(eps, ir.Endpoint{Host: t.Host, Port: uint32(t.Port), Weight: uint32(w)})
+		a := targetAddr(t)
+		if j, ok := at[a]; ok {
+			weights[j] += uint64(t.EffectiveWeight())
+			continue
+		}
+		at[a] = len(eps)
+		eps = append(eps, ir.Endpoint{Host: t.Host, Port: uint32(t.Port)})
+		weights = append(weights, uint64(t.EffectiveWeight()))
+	}
+	var d uint64
+	for _, w := range weights {
+		d = gcd(d, w)
+	}
+	var sum uint64
+	for j, w := range weights {
+		sum += w / d
+		eps[j].Weight = uint32(min(w/d, math.MaxUint32))
 	}
 	if sum > math.MaxUint32 {
 		return nil, fmt.Errorf("the weights of the targets sharing this cluster sum to %d as endpoint weights; Envoy and gRPC clients refuse a sum above %d in one locality", sum, uint64(math.MaxUint32))
@@ -180,7 +238,7 @@ func groupEndpoints(r *model.Route, g []int) ([]ir.Endpoint, error) {
 	return eps, nil
 }
 
-func gcd(a, b int) int {
+func gcd(a, b uint64) uint64 {
 	for b != 0 {
 		a, b = b, a%b
 	}

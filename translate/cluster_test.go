@@ -80,11 +80,14 @@ func TestRouteBackendsAgreeWithRouteClusters(t *testing.T) {
 			t.Fatalf("%s: routeBackends %v, routeClusters %v", r.ID, got, backends)
 		}
 		carried := map[int]bool{}
-		for gi, g := range targetGroups(r) {
+		names := map[string]bool{}
+		for gi, tg := range targetGroups(r) {
+			g := tg.targets
 			c := clusters[gi]
-			if c.Name != ClusterName(r.ID, g[0]) || c.Target != g[0] {
-				t.Fatalf("%s: group %v is cluster %s (target %d)", r.ID, g, c.Name, c.Target)
+			if c.Name != ClusterName(r.ID, tg.name) || c.Target != g[0] || tg.name > g[0] || names[c.Name] {
+				t.Fatalf("%s: group %v is cluster %s (target %d)", r.ID, tg, c.Name, c.Target)
 			}
+			names[c.Name] = true
 			var sum uint32
 			for _, ti := range g {
 				if carried[ti] {
@@ -119,14 +122,14 @@ func TestRouteBackendsAgreeWithRouteClusters(t *testing.T) {
 						t.Fatalf("%s: least_connections shares a cluster across weights", r.ID)
 					}
 					a := fmt.Sprintf("%s:%d", tt.Host, tt.Port)
-					if addrs[a] {
-						t.Fatalf("%s: %s twice in one cluster", r.ID, a)
+					if addrs[a] && r.LoadBalance == "least_connections" {
+						t.Fatalf("%s: %s twice in one least_connections cluster", r.ID, a)
 					}
 					addrs[a] = true
 				}
 			}
-			if first.Service == "" && len(c.Endpoints) != len(g) {
-				t.Fatalf("%s: %d endpoints for %d targets", r.ID, len(c.Endpoints), len(g))
+			if first.Service == "" && len(c.Endpoints) != len(addrs) {
+				t.Fatalf("%s: %d endpoints for %d addresses", r.ID, len(c.Endpoints), len(addrs))
 			}
 		}
 		for ti := range r.Targets {
@@ -184,18 +187,41 @@ func TestSharedClusterWeightOverflow(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "sum to 4294999999 as endpoint weights") {
 		t.Errorf("ip_hash: %v", err)
 	}
-	// Equal weights: endpoint weights 1 each, but the cluster's route weight overflows.
-	_, _, err = routeClusters(mk("least_connections", 1_000_000), clusterIndex())
-	if err == nil || !strings.Contains(err.Error(), "sum to 4295000000") || !strings.Contains(err.Error(), "4294967295") {
-		t.Errorf("least_connections: %v", err)
+	// Equal weights: endpoint weights 1 each, and the route's one cluster carries every
+	// target: Envoy and proxyless clients get a plain cluster, no weight, nothing to refuse.
+	clusters, backends, err := routeClusters(mk("least_connections", 1_000_000), clusterIndex())
+	if err != nil || len(clusters) != 1 || len(backends) != 1 || backends[0].Weight != 1 {
+		t.Errorf("least_connections, one cluster: %v %v", backends, err)
 	}
-	if bs := routeBackends(mk("least_connections", 1_000_000)); len(bs) != 1 || bs[0].Weight != math.MaxUint32 {
+	if bs := routeBackends(mk("least_connections", 1_000_000)); !reflect.DeepEqual(bs, backends) {
+		t.Errorf("routeBackends %v, routeClusters %v", bs, backends)
+	}
+	// Clusters whose weights overflow in all are weighed by their proportions (divided by
+	// their greatest common divisor): 5,000 targets of weight 1,000,000 under round_robin.
+	rr := mk("round_robin", 1_000_000)
+	rr.Targets = append(rr.Targets, rr.Targets[:705]...)
+	for i := range rr.Targets[4295:] {
+		rr.Targets[4295+i].Port = 9090
+	}
+	if _, backends, err := routeClusters(rr, clusterIndex()); err != nil || len(backends) != 5000 || backends[0].Weight != 1 || !reflect.DeepEqual(routeBackends(rr), backends) {
+		t.Errorf("round_robin, 5000 clusters: %v", err)
+	}
+	// No common divisor: a cluster weighing more than 2^32-1 is refused with the reason,
+	// and routeBackends caps instead of wrapping around.
+	heavy := mk("least_connections", 1_000_000)
+	one := 1
+	heavy.Targets = append(heavy.Targets, model.Target{Host: "10.7.0.1", Port: 80, Weight: &one})
+	_, _, err = routeClusters(heavy, clusterIndex())
+	if err == nil || !strings.Contains(err.Error(), "sum to 4295000000") || !strings.Contains(err.Error(), "4294967295") {
+		t.Errorf("least_connections, two clusters: %v", err)
+	}
+	if bs := routeBackends(heavy); len(bs) != 2 || bs[0].Weight != math.MaxUint32 {
 		t.Errorf("routeBackends must cap, not wrap: %v", bs)
 	}
 	// One target less fits.
 	r := mk("ip_hash", 999_999)
 	r.Targets = r.Targets[1:]
-	clusters, _, err := routeClusters(r, clusterIndex())
+	clusters, _, err = routeClusters(r, clusterIndex())
 	if err != nil || len(clusters) != 1 || len(clusters[0].Endpoints) != 4294 {
 		t.Errorf("4294 targets: %v", err)
 	}
@@ -234,4 +260,71 @@ func TestInstanceWeightsScaledIntoOneLocality(t *testing.T) {
 	if small[0].Weight != 1 || small[1].Weight != 1_000_000 {
 		t.Fatalf("weights changed below the limit: %v", small[:2])
 	}
+}
+
+// A shared cluster keeps its name when the target it is named after leaves rotation
+// (healthy: false, or weight 0 under ip_hash): the others stay in the same cluster, so
+// Envoy keeps its connection pools, health-check and outlier state and proxyless clients
+// their subchannels, instead of building a new cluster for the same endpoints.
+func TestSharedClusterKeepsItsNameWhenItsFirstTargetLeavesRotation(t *testing.T) {
+	off, zero := false, 0
+	for _, lb := range []string{"ip_hash", "least_connections"} {
+		mk := func(first model.Target) *model.Route {
+			return &model.Route{ID: "r", LoadBalance: lb, Targets: []model.Target{first,
+				{Host: "10.0.0.2", Port: 80}, {Host: "10.0.0.3", Port: 80}}}
+		}
+		in := model.Target{Host: "10.0.0.1", Port: 80}
+		unhealthy := in
+		unhealthy.Healthy = &off
+		variants := map[string]model.Target{"in rotation": in, "healthy false": unhealthy}
+		if lb == "ip_hash" {
+			drained := in
+			drained.Weight = &zero
+			variants["weight 0"] = drained
+		}
+		for what, first := range variants {
+			r := mk(first)
+			clusters, backends, err := routeClusters(r, clusterIndex())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(clusters) != 1 || clusters[0].Name != "route/r/0" || backends[0].Cluster != "route/r/0" {
+				t.Errorf("%s, first target %s: clusters %v", lb, what, clusterNames(clusters))
+			}
+			if got := routeBackends(r); !reflect.DeepEqual(got, backends) {
+				t.Errorf("%s, first target %s: routeBackends %v, routeClusters %v", lb, what, got, backends)
+			}
+		}
+	}
+}
+
+// Under ip_hash a repeated address adds its weight to the one endpoint of that address:
+// a cluster of its own would take part of the traffic away from the hash (the weighted pick
+// between clusters is per request), so the same client would reach several backends.
+func TestIPHashRepeatedAddressAddsToOneEndpoint(t *testing.T) {
+	two := 2
+	r := &model.Route{ID: "r", LoadBalance: "ip_hash", Targets: []model.Target{
+		{Host: "10.0.0.1", Port: 80}, {Host: "10.0.0.2", Port: 80, Weight: &two}, {Host: "::ffff:10.0.0.1", Port: 80, Weight: &two}}}
+	clusters, backends, err := routeClusters(r, clusterIndex())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(clusters) != 1 {
+		t.Fatalf("clusters %v", clusterNames(clusters))
+	}
+	want := []ir.Endpoint{{Host: "10.0.0.1", Port: 80, Weight: 3}, {Host: "10.0.0.2", Port: 80, Weight: 2}}
+	if !reflect.DeepEqual(clusters[0].Endpoints, want) {
+		t.Fatalf("endpoints %v, want %v", clusters[0].Endpoints, want)
+	}
+	if len(backends) != 1 || backends[0].Weight != 5 || !reflect.DeepEqual(routeBackends(r), backends) {
+		t.Fatalf("backends %v, routeBackends %v", backends, routeBackends(r))
+	}
+}
+
+func clusterNames(cs []*ir.Cluster) []string {
+	var out []string
+	for _, c := range cs {
+		out = append(out, c.Name)
+	}
+	return out
 }

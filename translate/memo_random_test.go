@@ -122,6 +122,12 @@ func randomRoute(id string, rng *rand.Rand) *model.Route {
 	r := &model.Route{ID: id, Conditions: []model.Condition{{PathPrefix: "/" + id}},
 		Targets: []model.Target{{Service: pick(rng, randServices)}}}
 	if rng.IntN(2) == 0 {
+		// Several targets under any load_balance: shared clusters, repeated addresses,
+		// targets out of rotation.
+		tr := randomTargetsRoute(rng, id)
+		r.Targets, r.LoadBalance = tr.Targets, tr.LoadBalance
+	}
+	if rng.IntN(2) == 0 {
 		f := false
 		r.RequireAuth = &f
 	}
@@ -240,6 +246,14 @@ func randomEdit(st *memoStore, rng *rand.Rand, now *time.Time) string {
 	case 12:
 		id := fmt.Sprintf("i%d", rng.IntN(4))
 		s := &model.Service{ID: id, Name: pick(rng, randServices), Host: fmt.Sprintf("10.0.1.%d", rng.IntN(3)), Port: 8080}
+		if rng.IntN(3) == 0 {
+			// Registered by host name: the service's clusters turn DNS, and back.
+			s.Host = "inst-" + id + ".internal"
+		}
+		if rng.IntN(3) == 0 {
+			w := 1 + rng.IntN(1_000_000)
+			s.Weight = &w
+		}
 		if rng.IntN(2) == 0 {
 			s.TTL, s.LastHeartbeat = model.Duration(time.Hour), *now
 		}

@@ -56,17 +56,15 @@ func finishRoute(part *routePart, clustersOf func() ([]*ir.Cluster, error)) ([]*
 }
 
 // routeBackends are the weighted clusters of a route's targets in rotation: one per group
-// of targetGroups, named after its first target, weighing the sum of its targets' weights
-// (routeClusters builds the same clusters and refuses a sum above 2^32-1, which is capped
-// here so that the route itself stays valid until routeClusters reports it).
+// of targetGroups, named as targetGroups says, weighing groupWeights (routeClusters builds
+// the same clusters and refuses a weight above 2^32-1, which is capped here so that the
+// route itself stays valid until routeClusters reports it).
 func routeBackends(r *model.Route) []ir.Backend {
+	groups := targetGroups(r)
+	weights := groupWeights(r, groups)
 	var backends []ir.Backend
-	for _, g := range targetGroups(r) {
-		var w uint64
-		for _, i := range g {
-			w += uint64(r.Targets[i].EffectiveWeight())
-		}
-		backends = append(backends, ir.Backend{Cluster: ClusterName(r.ID, g[0]), Weight: uint32(min(w, math.MaxUint32))})
+	for gi, g := range groups {
+		backends = append(backends, ir.Backend{Cluster: ClusterName(r.ID, g.name), Weight: uint32(min(weights[gi], math.MaxUint32))})
 	}
 	return backends
 }
