@@ -132,6 +132,29 @@ func (e *env) checkNoNACKs(t testing.TB, c xdsClient) {
 	}
 }
 
+// nackMark is how many NACKs each of a client's nodes had sent at a moment.
+type nackMark map[string]int
+
+func (e *env) markNACKs(c xdsClient) nackMark {
+	m := nackMark{}
+	for _, id := range c.Nodes() {
+		m[id] = e.proxy.Counts(id).TotalNACKs()
+	}
+	return m
+}
+
+// checkNoNACKsSince fails when any of the client's nodes rejected a response since the mark
+// (a node opened since then counts from zero), naming what it rejected.
+func (e *env) checkNoNACKsSince(t testing.TB, c xdsClient, m nackMark) {
+	t.Helper()
+	for _, id := range c.Nodes() {
+		cs := e.proxy.Counts(id)
+		if n := cs.TotalNACKs() - m[id]; n > 0 {
+			t.Errorf("%s node %s NACKed %d response(s): %q", c.Name(), id, n, cs.NACKErrors[len(cs.NACKErrors)-n:])
+		}
+	}
+}
+
 // checkCountsAgree waits until /xds/nodes reports, for each of the client's nodes, the
 // ACKs and NACKs per type the proxy saw the client send (the gateway counts a client's
 // answer once it has read it, a moment after the proxy forwarded it).
@@ -190,8 +213,9 @@ func (e *env) routeStatus(t testing.TB, id string) routeStatus {
 	return rt.Status
 }
 
-// waitBackend calls until a call answers from want (each call on the scenario's channel).
-func waitBackend(t testing.TB, c xdsClient, r rpcs, want string, within time.Duration) time.Duration {
+// waitBackend calls until a call answers from want (each call on the scenario's channel);
+// when none does, it fails naming what the client's nodes rejected.
+func (e *env) waitBackend(t testing.TB, c xdsClient, r rpcs, want string, within time.Duration) time.Duration {
 	t.Helper()
 	start := time.Now()
 	var last tally
@@ -202,8 +226,22 @@ func waitBackend(t testing.TB, c xdsClient, r rpcs, want string, within time.Dur
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	t.Fatalf("%s: no call to %s reached %s within %v; last: %s", c.Name(), r.Target, want, within, last)
+	t.Fatalf("%s: no call to %s reached %s within %v; last: %s%s", c.Name(), r.Target, want, within, last, e.nackSummary(c))
 	return 0
+}
+
+// nackSummary names what the client's nodes rejected, for failure messages ("" if nothing).
+func (e *env) nackSummary(c xdsClient) string {
+	var out []string
+	for _, id := range c.Nodes() {
+		if cs := e.proxy.Counts(id); len(cs.NACKErrors) > 0 {
+			out = append(out, fmt.Sprintf("node %s NACKed %q", id, cs.NACKErrors))
+		}
+	}
+	if len(out) == 0 {
+		return ""
+	}
+	return "; " + strings.Join(out, "; ")
 }
 
 func grpcTarget(b *xdstest.Backend, w int) map[string]any {

@@ -42,12 +42,12 @@ func TestProxylessGRPC(t *testing.T) {
 			id, host := "follow-"+c.Short(), "follow-"+c.Short()+".test"
 			mustDo(t, g, "POST", "/api/v1/management/routes", publicRoute(id, host, grpcTarget(a, 1)), 201)
 			r := rpcs{Target: host, N: 20}
-			waitBackend(t, c, r, "a", 20*time.Second)
+			e.waitBackend(t, c, r, "a", 10*time.Second)
 			if got := c.Call(t, r); got.Backends["a"] != 20 {
 				t.Fatalf("after the route: %s", got)
 			}
 			mustDo(t, g, "PUT", "/api/v1/management/routes/"+id, publicRoute(id, host, grpcTarget(b, 1)), 200)
-			took := waitBackend(t, c, rpcs{Target: host}, "b", 20*time.Second)
+			took := e.waitBackend(t, c, rpcs{Target: host}, "b", 10*time.Second)
 			t.Logf("%s followed the change within %v", c.Name(), took)
 			if got := c.Call(t, r); got.Backends["b"] != 20 {
 				t.Fatalf("after the change: %s", got)
@@ -75,7 +75,7 @@ func TestProxylessGRPC(t *testing.T) {
 				"conditions": []any{map[string]any{"path_pattern": "/*"}},
 				"targets":    []any{grpcTarget(a, 80), grpcTarget(b, 20)},
 			}, 201)
-			waitBackend(t, c, rpcs{Target: host}, "a", 20*time.Second)
+			e.waitBackend(t, c, rpcs{Target: host}, "a", 10*time.Second)
 			// 4,000 calls: the share of a has a standard deviation of 0.63%, so ±2.5% is
 			// four of them.
 			const n = 4000
@@ -94,7 +94,7 @@ func TestProxylessGRPC(t *testing.T) {
 				"conditions": []any{map[string]any{"path_pattern": "/*", "headers": []any{map[string]any{"name": "x-version", "exact": "v2"}}}},
 				"targets":    []any{grpcTarget(b, 1)},
 			}, 201)
-			waitBackend(t, c, rpcs{Target: host, Metadata: map[string]string{"x-version": "v2"}}, "b", 20*time.Second)
+			e.waitBackend(t, c, rpcs{Target: host, Metadata: map[string]string{"x-version": "v2"}}, "b", 10*time.Second)
 			for md, want := range map[string]string{"v2": "b", "v1": "a", "": "a"} {
 				r := rpcs{Target: host, N: 20}
 				if md != "" {
@@ -108,7 +108,7 @@ func TestProxylessGRPC(t *testing.T) {
 		{"three route changes under 8 call loops fail no call", func(t *testing.T, e *env, c xdsClient) {
 			id, host := "moving-"+c.Short(), "moving-"+c.Short()+".test"
 			mustDo(t, g, "POST", "/api/v1/management/routes", publicRoute(id, host, grpcTarget(a, 1)), 201)
-			waitBackend(t, c, rpcs{Target: host}, "a", 20*time.Second)
+			e.waitBackend(t, c, rpcs{Target: host}, "a", 10*time.Second)
 			c.Start(t, "moving", rpcs{Target: host, Concurrency: 8})
 			stopped := false
 			defer func() {
@@ -126,7 +126,7 @@ func TestProxylessGRPC(t *testing.T) {
 					body[k] = v
 				}
 				mustDo(t, g, "PUT", "/api/v1/management/routes/"+id, body, 200)
-				took := waitBackend(t, c, rpcs{Target: host}, ch.to.Name, 20*time.Second)
+				took := e.waitBackend(t, c, rpcs{Target: host}, ch.to.Name, 10*time.Second)
 				t.Logf("%s: change %d followed within %v", c.Name(), i+1, took)
 			}
 			stopped = true
