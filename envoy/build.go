@@ -314,7 +314,7 @@ func routeEntryByContent(h *ir.Hasher, cfg *ir.Config, o Options, r *ir.Route) *
 // The cluster's key leaves out the endpoints of an EDS cluster, so an instance going up or
 // down rebuilds only the load assignment and leaves the cluster's version alone.
 func clusterKeys(h *ir.Hasher, c *ir.Cluster, f Flavor) (k, claKey uint64) {
-	eds := c.Discovery == ir.DiscoveryEDS || f == FlavorGRPC
+	eds := usesEDS(c, f)
 	kf := f
 	if anyFlavorCluster(c) {
 		kf = flavorAny
@@ -332,8 +332,9 @@ func clusterKeys(h *ir.Hasher, c *ir.Cluster, f Flavor) (k, claKey uint64) {
 	return k, claKey
 }
 
-// anyFlavorCluster: what the gRPC flavor changes (EDS always, no TLS, no health checks, no
-// RANDOM) does not apply: every flavor builds the same cluster, built once for all.
+// anyFlavorCluster: what the gRPC flavor changes (LOGICAL_DNS for a host name, no TLS, no
+// health checks, no RANDOM) does not apply: every flavor builds the same cluster, built once
+// for all.
 func anyFlavorCluster(c *ir.Cluster) bool {
 	return c.Discovery == ir.DiscoveryEDS && !c.TLS && c.HealthCheck == nil && c.LB != ir.LBRandom
 }
@@ -351,7 +352,7 @@ func clusterEntry(h *ir.Hasher, cfg *ir.Config, o Options, c *ir.Cluster) (ce, c
 
 // clusterEntryByContent is clusterEntry keyed by the cluster's content hash.
 func clusterEntryByContent(h *ir.Hasher, cfg *ir.Config, o Options, c *ir.Cluster) (ce, cla *memoEntry) {
-	eds := c.Discovery == ir.DiscoveryEDS || o.Flavor == FlavorGRPC
+	eds := usesEDS(c, o.Flavor)
 	anyFlavor := anyFlavorCluster(c)
 	k, claKey := clusterKeys(h, c, o.Flavor)
 	if eds {
@@ -385,7 +386,11 @@ func clusterEntryByContent(h *ir.Hasher, cfg *ir.Config, o Options, c *ir.Cluste
 		}
 	}
 	if eds && cla == nil {
-		cla = &memoEntry{name: c.Name, cla: builtCLA, hash: claKey, err: Validate(builtCLA)}
+		err := Validate(builtCLA)
+		if err == nil {
+			err = checkLoadAssignment(builtCLA)
+		}
+		cla = &memoEntry{name: c.Name, cla: builtCLA, hash: claKey, err: err}
 		o.Memo.put(claKey, cla)
 		o.Shared.put(claKey, cla)
 	}

@@ -1,11 +1,16 @@
 package envoy
 
 import (
+	"fmt"
+	"net"
+	"strings"
 	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	leastrequestv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/least_request/v3"
+	roundrobinv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/round_robin/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	httpoptsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
@@ -23,6 +28,137 @@ const (
 	ringMaxSize            = 8 << 20
 )
 
+// How the gRPC flavor serves a cluster. A proxyless client (grpc-go, grpc-js) takes only IP
+// addresses in EDS (grpc-js: endpoint-resource-type.js refuses "address is not a valid IPv4
+// or IPv6 address"; Envoy refuses names in EDS too) and resolves a host name only as a
+// LOGICAL_DNS cluster of exactly one locality with exactly one endpoint (grpc-js:
+// xds-resource-type/cluster-resource-type.js, validateResource; grpc-go:
+// internal/xds/xdsclient/xdsresource/unmarshal_cds.go, dnsHostNameFromCluster).
+type grpcKind int
+
+const (
+	grpcEDS        grpcKind = iota // every endpoint an IP address (or none yet)
+	grpcLogicalDNS                 // exactly one endpoint, a host name
+	grpcUnservable                 // several endpoints, one or more of them a host name
+)
+
+func grpcClusterKind(c *ir.Cluster) grpcKind {
+	switch {
+	case firstHostName(c.Endpoints) == "":
+		return grpcEDS
+	case len(c.Endpoints) == 1:
+		return grpcLogicalDNS
+	}
+	return grpcUnservable
+}
+
+// firstHostName is the first endpoint host that is not an IP address, "" if none.
+func firstHostName(eps []ir.Endpoint) string {
+	for _, e := range eps {
+		if net.ParseIP(e.Host) == nil {
+			return e.Host
+		}
+	}
+	return ""
+}
+
+// usesEDS: whether the flavor serves the cluster by EDS (a ClusterLoadAssignment of its own)
+// rather than with its endpoints in the cluster (STRICT_DNS for Envoy, LOGICAL_DNS for
+// proxyless clients). A cluster the gRPC flavor cannot serve (grpcClusterOmission) is built
+// as EDS, as it was before LOGICAL_DNS; Build leaves it out of the gRPC snapshot.
+func usesEDS(c *ir.Cluster, f Flavor) bool {
+	if f == FlavorGRPC {
+		return grpcClusterKind(c) != grpcLogicalDNS
+	}
+	return c.Discovery == ir.DiscoveryEDS
+}
+
+// grpcClusterOmission is why the gRPC flavor cannot serve the cluster ("" when it can): a
+// proxyless client resolves one host name per cluster, so a cluster of several endpoints of
+// which one is a host name (instances of a service registered by name) has no form every
+// client takes. Registering the instances by IP address serves it (EDS).
+func grpcClusterOmission(c *ir.Cluster) string {
+	switch grpcClusterKind(c) {
+	case grpcLogicalDNS:
+		if h := c.Endpoints[0].Host; !dnsName(h) {
+			return fmt.Sprintf("%s: %q is neither an IP address nor a DNS name, and a proxyless gRPC client resolves the one host of a LOGICAL_DNS cluster as a DNS name",
+				clusterField(c), h)
+		}
+	case grpcUnservable:
+		what := fmt.Sprintf("the cluster has %d endpoints", len(c.Endpoints))
+		if c.Service != "" {
+			what = fmt.Sprintf("service %q has %d instances", c.Service, len(c.Endpoints))
+		}
+		return fmt.Sprintf("%s: %s and %q is a host name; a proxyless gRPC client resolves one host name per cluster (LOGICAL_DNS) and takes only IP addresses in EDS, so it cannot balance over them: register the instances by IP address",
+			clusterField(c), what, firstHostName(c.Endpoints))
+	}
+	return ""
+}
+
+// clusterField names what a cluster serves the way status reasons name fields: the route's
+// target, or the registered service.
+func clusterField(c *ir.Cluster) string {
+	if c.RouteID != "" {
+		return fmt.Sprintf("targets[%d]", c.Target)
+	}
+	if c.Service != "" {
+		return fmt.Sprintf("service %s", c.Service)
+	}
+	return "cluster " + c.Name
+}
+
+// dnsName: s is a host name a resolver takes (RFC 1123 labels of letters, digits, '-' and
+// '_', 1-63 bytes each, 253 in all; a trailing dot allowed).
+func dnsName(s string) bool {
+	s = strings.TrimSuffix(s, ".")
+	if s == "" || len(s) > 253 {
+		return false
+	}
+	for _, l := range strings.Split(s, ".") {
+		if l == "" || len(l) > 63 || l[0] == '-' || l[len(l)-1] == '-' {
+			return false
+		}
+		for i := 0; i < len(l); i++ {
+			ch := l[i]
+			if !(ch >= 'a' && ch <= 'z' || ch >= 'A' && ch <= 'Z' || ch >= '0' && ch <= '9' || ch == '-' || ch == '_') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// Load-balancing policies sent as load_balancing_policy (the typed extensions), first
+// supported wins.
+const (
+	leastRequestPolicy = "envoy.load_balancing_policies.least_request"
+	roundRobinPolicy   = "envoy.load_balancing_policies.round_robin"
+)
+
+// leastRequestList is least_connections for every client: least_request (choice_count 2),
+// then round_robin. grpc-js 1.14 NACKs lb_policy LEAST_REQUEST (cluster-resource-type.js
+// takes only ROUND_ROBIN and RING_HASH there) and has no least_request in its policy
+// registry, so it skips that entry and takes round_robin (lb-policy-registry.js,
+// convertToLoadBalancingConfig: the first registered type URL wins; no wrr_locality wrapper,
+// since its wrr_locality converter is registered under a type URL without the
+// "type.googleapis.com/" prefix and so never matches). grpc-go takes least_request
+// (internal/xds/xdsclient/xdslbregistry: first supported policy of the list).
+//
+// Envoy takes the same list the same way: source/common/upstream/upstream_impl.cc,
+// ClusterInfoImpl::configureLbPolicies uses the first policy whose factory is registered
+// (least_request is in every standard build) and ignores lb_policy; its legacy path
+// (LegacyLbPolicyConfigHelper::getTypedLbConfigFromLegacyProto) turns lb_policy LEAST_REQUEST
+// with least_request_lb_config.choice_count 2 into the very same least_request config. So
+// the Envoy flavor sends the list too, and both flavors share one cluster.
+func (b *builder) leastRequestList() *clusterv3.LoadBalancingPolicy {
+	return &clusterv3.LoadBalancingPolicy{Policies: []*clusterv3.LoadBalancingPolicy_Policy{
+		{TypedExtensionConfig: &corev3.TypedExtensionConfig{Name: leastRequestPolicy,
+			TypedConfig: b.pack(&leastrequestv3.LeastRequest{ChoiceCount: wrapperspb.UInt32(2)})}},
+		{TypedExtensionConfig: &corev3.TypedExtensionConfig{Name: roundRobinPolicy,
+			TypedConfig: b.pack(&roundrobinv3.RoundRobin{})}},
+	}}
+}
+
 // cluster builds a cluster and, for EDS, its ClusterLoadAssignment.
 func (b *builder) cluster(c *ir.Cluster) (*clusterv3.Cluster, *endpointv3.ClusterLoadAssignment) {
 	grpc := b.o.Flavor == FlavorGRPC
@@ -31,21 +167,26 @@ func (b *builder) cluster(c *ir.Cluster) (*clusterv3.Cluster, *endpointv3.Cluste
 		ConnectTimeout: dur(c.ConnectTimeout),
 	}
 	var cla *endpointv3.ClusterLoadAssignment
-	if c.Discovery == ir.DiscoveryEDS || grpc {
-		// grpc-go resolves EDS host names itself, so every gRPC cluster is EDS.
+	switch {
+	case usesEDS(c, b.o.Flavor):
 		pc.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS}
 		pc.EdsClusterConfig = &clusterv3.Cluster_EdsClusterConfig{EdsConfig: adsSource()}
 		cla = loadAssignment(c.Name, c.Endpoints)
-	} else {
+	case grpc:
+		// One host name: proxyless clients resolve it themselves.
+		pc.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_LOGICAL_DNS}
+		pc.LoadAssignment = loadAssignment(c.Name, c.Endpoints)
+	default:
 		pc.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STRICT_DNS}
 		pc.DnsLookupFamily = clusterv3.Cluster_V4_PREFERRED
 		pc.LoadAssignment = loadAssignment(c.Name, c.Endpoints)
 	}
 	switch c.LB {
 	case ir.LBLeastRequest:
-		pc.LbPolicy = clusterv3.Cluster_LEAST_REQUEST
-		pc.LbConfig = &clusterv3.Cluster_LeastRequestLbConfig_{LeastRequestLbConfig: &clusterv3.Cluster_LeastRequestLbConfig{ChoiceCount: wrapperspb.UInt32(2)}}
+		pc.LoadBalancingPolicy = b.leastRequestList()
 	case ir.LBRingHash:
+		// lb_policy RING_HASH with XX_HASH and ring sizes within 8M: what grpc-js, grpc-go and
+		// Envoy all take.
 		pc.LbPolicy = clusterv3.Cluster_RING_HASH
 		pc.LbConfig = &clusterv3.Cluster_RingHashLbConfig_{RingHashLbConfig: &clusterv3.Cluster_RingHashLbConfig{
 			HashFunction:    clusterv3.Cluster_RingHashLbConfig_XX_HASH,

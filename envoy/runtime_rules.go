@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net"
 	"regexp"
 	"slices"
 	"strconv"
@@ -25,6 +26,7 @@ import (
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
@@ -57,11 +59,89 @@ func checkRouteRuntime(r *routev3.Route, packed []packedAny) error {
 
 // checkClusterRuntime applies Envoy's run-time rules to one built cluster.
 func checkClusterRuntime(c *clusterv3.Cluster, packed []packedAny) error {
-	errs := []error{checkOutlierEjection(c.GetOutlierDetection()), walkRuntime(c.ProtoReflect(), 0, packed)}
+	errs := []error{checkOutlierEjection(c.GetOutlierDetection()), checkLoadBalancingPolicy(c), walkRuntime(c.ProtoReflect(), 0, packed)}
+	if la := c.GetLoadAssignment(); la != nil {
+		errs = append(errs, checkLoadAssignment(la))
+	}
 	for _, hc := range c.GetHealthChecks() {
 		errs = append(errs, checkExpectedStatuses(hc.GetHttpHealthCheck().GetExpectedStatuses()))
 	}
 	return errors.Join(errs...)
+}
+
+// Endpoint weights.
+//
+// source/common/upstream/load_balancer_impl.cc (normalizeHostWeights, the ring hash and
+// Maglev tables; and HostSetImpl's locality weights in upstream_impl.cc): the weights of the
+// hosts of one locality are summed in 64 bits and a sum above 2^32-1 throws "The sum of
+// weights of all upstream hosts in a locality exceeds 4294967295". grpc-go refuses the same
+// load assignment, and also a zero weight and two endpoints of one address
+// (internal/xds/xdsclient/xdsresource/unmarshal_eds.go, parseEndpoints: "sum of weights of
+// endpoints in the same locality exceeds maximum value", "duplicate endpoint with the same
+// address"), and grpc-js refuses a repeated address too (xds-resource-type/
+// endpoint-resource-type.js: "address is a duplicate of another address").
+func checkLoadAssignment(cla *endpointv3.ClusterLoadAssignment) error {
+	for _, loc := range cla.GetEndpoints() {
+		var sum uint64
+		seen := make(map[string]bool, len(loc.GetLbEndpoints()))
+		for _, e := range loc.GetLbEndpoints() {
+			w := uint64(1) // an unset weight counts as 1
+			if e.GetLoadBalancingWeight() != nil {
+				w = uint64(e.GetLoadBalancingWeight().GetValue())
+			}
+			sa := e.GetEndpoint().GetAddress().GetSocketAddress()
+			addr := net.JoinHostPort(sa.GetAddress(), strconv.FormatUint(uint64(sa.GetPortValue()), 10))
+			if w == 0 {
+				return fmt.Errorf("endpoint %s has weight 0", addr)
+			}
+			if seen[addr] {
+				return fmt.Errorf("endpoint %s appears twice in one locality", addr)
+			}
+			seen[addr] = true
+			sum += w
+		}
+		if sum > math.MaxUint32 {
+			return fmt.Errorf("the endpoint weights of one locality sum to %d; Envoy and grpc-go refuse a sum above %d", sum, uint64(math.MaxUint32))
+		}
+	}
+	return nil
+}
+
+// Load-balancing policy list.
+//
+// source/common/upstream/upstream_impl.cc, ClusterInfoImpl::configureLbPolicies: with
+// load_balancing_policy set, lb_subset_config is refused ("load_balancing_policy cannot be
+// combined with lb_subset_config"), and so are common_lb_config's zone_aware_lb_config,
+// locality_weighted_lb_config and consistent_hashing_lb_config; and a list none of whose
+// entries names a registered factory is refused ("didn't find a registered load balancer
+// factory implementation"). The registered factories checked here are the policies every
+// standard Envoy build links (source/extensions/extensions_build_config.bzl).
+func checkLoadBalancingPolicy(c *clusterv3.Cluster) error {
+	lbp := c.GetLoadBalancingPolicy()
+	if lbp == nil {
+		return nil
+	}
+	if c.GetLbSubsetConfig() != nil {
+		return errors.New("load_balancing_policy cannot be combined with lb_subset_config")
+	}
+	if cl := c.GetCommonLbConfig(); cl.GetZoneAwareLbConfig() != nil || cl.GetLocalityWeightedLbConfig() != nil || cl.GetConsistentHashingLbConfig() != nil {
+		return errors.New("load_balancing_policy cannot be combined with common_lb_config's zone_aware, locality_weighted or consistent_hashing configs")
+	}
+	for _, p := range lbp.GetPolicies() {
+		if envoyLBPolicies[p.GetTypedExtensionConfig().GetTypedConfig().GetTypeUrl()] {
+			return nil
+		}
+	}
+	return errors.New("load_balancing_policy names no policy Envoy registers")
+}
+
+// envoyLBPolicies are the type URLs of the load-balancing policies of a standard Envoy build.
+var envoyLBPolicies = map[string]bool{
+	"type.googleapis.com/envoy.extensions.load_balancing_policies.least_request.v3.LeastRequest": true,
+	"type.googleapis.com/envoy.extensions.load_balancing_policies.round_robin.v3.RoundRobin":     true,
+	"type.googleapis.com/envoy.extensions.load_balancing_policies.random.v3.Random":              true,
+	"type.googleapis.com/envoy.extensions.load_balancing_policies.ring_hash.v3.RingHash":         true,
+	"type.googleapis.com/envoy.extensions.load_balancing_policies.maglev.v3.Maglev":              true,
 }
 
 // Health check statuses.

@@ -173,6 +173,8 @@ func (h *Hasher) StrMap(m map[string]string) {
 func (h *Hasher) Cluster(c *Cluster, withEndpoints bool) {
 	h.Str(c.Name)
 	h.Str(c.RouteID)
+	h.Str(c.Service)
+	h.U64(uint64(c.Target))
 	h.Str(string(c.Discovery))
 	h.Str(string(c.LB))
 	if h.present(withEndpoints) {

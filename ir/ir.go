@@ -272,8 +272,14 @@ const (
 
 // Cluster is one upstream cluster.
 type Cluster struct {
-	Name      string
-	RouteID   string // "" for service clusters
+	Name    string
+	RouteID string // "" for service clusters
+	// Service is the registered service whose instances are the endpoints ("" for a
+	// route's host targets): status reasons name it.
+	Service string
+	// Target is the index in its route's targets of the (first) target the cluster
+	// carries; 0 for service clusters. Status reasons name the field targets[Target].
+	Target    int
 	Discovery Discovery
 	LB        LBPolicy
 	// Endpoints are sorted by host and port; for EDS they make the ClusterLoadAssignment.

@@ -55,15 +55,18 @@ func finishRoute(part *routePart, clustersOf func() ([]*ir.Cluster, error)) ([]*
 	return part.routes, clusters, nil
 }
 
-// routeBackends are the weighted clusters of a route's targets in rotation (routeClusters
-// names the same clusters, one per target).
+// routeBackends are the weighted clusters of a route's targets in rotation: one per group
+// of targetGroups, named after its first target, weighing the sum of its targets' weights
+// (routeClusters builds the same clusters and refuses a sum above 2^32-1, which is capped
+// here so that the route itself stays valid until routeClusters reports it).
 func routeBackends(r *model.Route) []ir.Backend {
 	var backends []ir.Backend
-	for i := range r.Targets {
-		t := &r.Targets[i]
-		if w := t.EffectiveWeight(); w > 0 && (t.Healthy == nil || *t.Healthy) {
-			backends = append(backends, ir.Backend{Cluster: ClusterName(r.ID, i), Weight: uint32(w)})
+	for _, g := range targetGroups(r) {
+		var w uint64
+		for _, i := range g {
+			w += uint64(r.Targets[i].EffectiveWeight())
 		}
+		backends = append(backends, ir.Backend{Cluster: ClusterName(r.ID, g[0]), Weight: uint32(min(w, math.MaxUint32))})
 	}
 	return backends
 }

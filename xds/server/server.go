@@ -98,6 +98,8 @@ type state struct {
 	routeErrors map[string]string
 	// routeClusters: the clusters of each route.
 	routeClusters map[string][]string
+	// hosts: the virtual hosts of each route, built on first use (status.go).
+	hosts routeHosts
 }
 
 // New builds the server; call Register to serve it.

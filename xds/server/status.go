@@ -5,9 +5,11 @@ import (
 	"net/http"
 	"sort"
 	"strings"
+	"sync"
 
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 
+	"github.com/api-gateway/api-gateway/envoy"
 	"github.com/api-gateway/api-gateway/model"
 )
 
@@ -18,12 +20,15 @@ const (
 	StatePending = "PENDING"
 )
 
-// RouteStatus is the xDS state of a route per node group with connected clients (or an open
-// NACK): NACKED when a client rejected a current resource of the route (its clusters or
-// endpoints by name, or a route configuration whose error names the route or no route at
-// all), ACKED when every client of the group acknowledged the current route and cluster
-// versions, PENDING otherwise. Translation is "ok" or why the route was left out. nil when
-// the route is not in the published configuration.
+// RouteStatus is the xDS state of a route per node group with connected clients: NACKED
+// when a client rejected one of the route's own resources (its clusters and endpoint
+// assignments by name; the listener and route configuration that hold it: for the gRPC
+// group "<host>" and "grpc/<host>" of each host of the route, for the Envoy groups the one
+// route configuration and listener unless the error names other routes only), until an
+// ACKed response carries a new version of that resource or it stops being sent; ACKED when
+// every client of the group answered the current route and cluster versions (the resources
+// a NACK does not name were accepted); PENDING otherwise. Translation is "ok" or why the
+// route was left out. nil when the route is not in the published configuration.
 func (s *Server) RouteStatus(id string) *model.RouteStatus {
 	s.mu.RLock()
 	st := s.published
@@ -50,16 +55,14 @@ func (s *Server) RouteStatus(id string) *model.RouteStatus {
 		}
 		versions := st.versions[g.Name]
 		xs := model.XDSStatus{State: StateAcked, Version: versions[resourcev3.RouteType]}
-		for i, n := range v.nacks {
-			if concerns(v.types[i], n, id, clusters, st.cfg.Routes) {
-				xs = model.XDSStatus{State: StateNacked, Version: n.Version, Error: n.Error, Node: n.Node}
-				break
-			}
+		if r, ok := v.rejectionOf(g, id, clusters, st); ok {
+			n := r.nack
+			xs = model.XDSStatus{State: StateNacked, Version: n.Version, Error: n.Error, Node: n.Node}
 		}
 		if xs.State == StateAcked {
-			for _, acked := range v.acked {
-				if acked[resourcev3.RouteType] != versions[resourcev3.RouteType] ||
-					(len(clusters) > 0 && acked[resourcev3.ClusterType] != versions[resourcev3.ClusterType]) {
+			for _, answered := range v.answered {
+				if answered[resourcev3.RouteType] != versions[resourcev3.RouteType] ||
+					(len(clusters) > 0 && answered[resourcev3.ClusterType] != versions[resourcev3.ClusterType]) {
 					xs.State = StatePending
 					break
 				}
@@ -70,28 +73,108 @@ func (s *Server) RouteStatus(id string) *model.RouteStatus {
 	return out
 }
 
-// concerns decides whether an open NACK is about the route.
-func concerns(typeURL string, n *NACK, id string, clusters, routes []string) bool {
-	switch typeURL {
+// rejectionOf returns the newest rejection of one of the route's resources at group g.
+func (v *groupView) rejectionOf(g Group, id string, clusters []string, st *state) (rejected, bool) {
+	var best rejected
+	found := false
+	take := func(r rejected) {
+		if !found || r.nack.At.After(best.nack.At) {
+			best, found = r, true
+		}
+	}
+	for _, c := range clusters {
+		if list := v.endpoints[c]; len(list) > 0 {
+			take(list[0])
+		}
+	}
+	for _, r := range v.holders {
+		if concerns(g, r, id, clusters, st, st.cfg.Routes) {
+			take(r)
+			break
+		}
+	}
+	return best, found
+}
+
+// concerns decides whether a rejected resource is one of the route's at group g.
+func concerns(g Group, r rejected, id string, clusters []string, st *state, routes []string) bool {
+	switch r.typeURL {
 	case resourcev3.ClusterType, resourcev3.EndpointType:
-		for _, c := range clusters {
-			if strings.Contains(n.Error, c) || contains(n.Resources, c) {
-				return true
-			}
-		}
-		return false
+		// An endpoint assignment carries its cluster's name.
+		return contains(clusters, r.name)
 	case resourcev3.RouteType, resourcev3.ListenerType:
-		if strings.Contains(n.Error, id) {
-			return true
+		if g.Flavor == envoy.FlavorGRPC {
+			// One listener and route configuration per host, holding that host's routes.
+			for _, h := range st.hostsOf(id) {
+				if (r.typeURL == resourcev3.ListenerType && r.name == h) ||
+					(r.typeURL == resourcev3.RouteType && r.name == envoy.GRPCRouteConfigPrefix+h) {
+					return true
+				}
+			}
+			return false
 		}
-		for _, r := range routes {
-			if strings.Contains(n.Error, r) {
-				return false // it names another route
+		// Envoy: the one listener and route configuration hold every route; an error
+		// naming routes (Envoy names a route in some) concerns those.
+		named := false
+		for _, tk := range r.nack.tokens {
+			if rid := routeIDOf(tk, routes); rid != "" {
+				if rid == id {
+					return true
+				}
+				named = true
 			}
 		}
-		return true
+		return !named
 	}
 	return false
+}
+
+// routeIDOf returns the route id a token names ("<id>", or "<id>/<n>", the Envoy route of
+// the id's n-th condition), or "".
+func routeIDOf(tk string, routes []string) string {
+	if has(routes, tk) {
+		return tk
+	}
+	if i := strings.LastIndexByte(tk, '/'); i > 0 && i < len(tk)-1 && allDigits(tk[i+1:]) && has(routes, tk[:i]) {
+		return tk[:i]
+	}
+	return ""
+}
+
+func has(sorted []string, s string) bool {
+	i := sort.SearchStrings(sorted, s)
+	return i < len(sorted) && sorted[i] == s
+}
+
+func allDigits(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// routeHosts maps each route id to the virtual hosts holding it, built once per published
+// state on first use (a gRPC listener and its route configuration are named by host).
+type routeHosts struct {
+	once sync.Once
+	m    map[string][]string
+}
+
+func (st *state) hostsOf(id string) []string {
+	st.hosts.once.Do(func() {
+		st.hosts.m = map[string][]string{}
+		for _, vh := range st.cfg.VirtualHosts {
+			for _, r := range vh.Routes {
+				hs := st.hosts.m[r.RouteID]
+				if len(hs) == 0 || hs[len(hs)-1] != vh.Name {
+					st.hosts.m[r.RouteID] = append(hs, vh.Name)
+				}
+			}
+		}
+	})
+	return st.hosts.m[id]
 }
 
 func contains(list []string, s string) bool {
@@ -104,7 +187,8 @@ func contains(list []string, s string) bool {
 }
 
 // NodesHandler serves GET /api/v1/management/xds/nodes: the connected nodes, their group,
-// last ACKed version per type and last NACK.
+// last ACKed version per type, their counts of ACKs and NACKs per type (NodeInfo says
+// exactly what one is), the resources they reject, and their last NACK.
 func (s *Server) NodesHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		s.mu.RLock()

@@ -3,28 +3,68 @@ package server
 import (
 	"context"
 	"log/slog"
+	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
+	"github.com/cespare/xxhash/v2"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/types/known/anypb"
 )
 
-// NACK is one rejected response.
+// What one client can make the tracker hold is bounded: a NACK's message is cut to
+// maxErrorBytes (stored and logged), a stream remembers few responses per type (a SotW
+// response's resources only until it is answered), and a node
+// holds at most maxRejectedPerNode rejected resources (names come only from responses this
+// server sent, so the bound is the configuration's size; the cap is a second line).
+const (
+	maxErrorBytes = 4 << 10
+	// sotwPerType: go-control-plane sends the next SotW response of a type only after a
+	// request naming the last one's nonce (it ignores stale nonces), so the last is enough.
+	sotwPerType        = 1
+	deltaPerType       = 16 // delta responses awaiting an answer, per stream and type
+	maxRejectedPerNode = 4096
+	maxTokens          = 1024
+)
+
+// NACK is one rejected response: counted and recorded once per stream and response nonce.
 type NACK struct {
-	Node      string    `json:"node"`
-	Group     string    `json:"group"`
-	Type      string    `json:"type"`
-	Version   string    `json:"version"`
-	Resources []string  `json:"resources,omitempty"`
-	Error     string    `json:"error"`
-	At        time.Time `json:"at"`
+	Node    string `json:"node"`
+	Group   string `json:"group"`
+	Type    string `json:"type"`
+	Version string `json:"version"`
+	Nonce   string `json:"nonce,omitempty"`
+	// Resources are the resources of the response the NACK rejected: those its message
+	// names, or those at the indices it gives ("resource index N", grpc-js), or every
+	// resource of the response when it names none (Attribution "named", "index", "all").
+	Resources   []string  `json:"resources,omitempty"`
+	Attribution string    `json:"attribution,omitempty"`
+	Error       string    `json:"error"` // at most 4 KiB
+	At          time.Time `json:"at"`
+	tokens      []string  // the message's name-like tokens (route ids in route configuration errors)
 }
 
-// NodeInfo is one connected xDS client.
+// NodeInfo is one connected xDS client (all its streams).
+//
+// Acks and Nacks count, per short type name (lds, rds, cds, eds), the responses of this
+// server the node answered. One ACK is a request on a stream whose response_nonce names a
+// response this server sent on that stream (of the request's type) and that carries no
+// error_detail; one NACK is the same with error_detail. Each response is counted once, by
+// the first request naming its nonce: later requests repeating that nonce (a subscription
+// change, or grpc-js repeating error_detail) are not counted, and neither are requests
+// with an empty nonce or a nonce this server did not send on that stream (or that is not
+// the last SotW response of its type there, which go-control-plane ignores as stale too, or
+// not among the last 16 unanswered delta responses of its type). The counts live as long as the node has a stream
+// open; api_gateway_xds_acks_total and api_gateway_xds_nacks_total count the same events.
 type NodeInfo struct {
 	ID          string            `json:"id"`
 	Cluster     string            `json:"cluster"`
@@ -34,23 +74,85 @@ type NodeInfo struct {
 	ConnectedAt time.Time         `json:"connected_at"`
 	Acked       map[string]string `json:"acked"`
 	Sent        map[string]string `json:"sent"`
-	LastNACK    *NACK             `json:"last_nack,omitempty"`
-	nacks       map[string]*NACK  // by type: the latest NACK not followed by an ACK
+	Acks        map[string]int    `json:"acks"`
+	Nacks       map[string]int    `json:"nacks"`
+	// Rejected lists, per type, the resources whose last version sent was rejected and not
+	// yet followed by an ACKed new version (or stopped being sent).
+	Rejected map[string][]string `json:"rejected,omitempty"`
+	LastNACK *NACK               `json:"last_nack,omitempty"`
+
+	// answered is, per type URL, the version of the last response ACKed or NACKed: a
+	// NACKed response's resources that the NACK does not name were accepted.
+	answered  map[string]string
+	rejected  map[string]map[string]*rejection // type URL -> resource name
+	nRejected int
 }
 
-type sent struct {
-	version, nonce string
-	names          []string
+// rejection is one rejected resource: its version (delta: the resource version; SotW: a
+// hash of its bytes) and the NACK.
+type rejection struct {
+	version string
+	nack    *NACK
+}
+
+// response is one response sent on a stream.
+type response struct {
+	typeURL, version, nonce string
+	delta                   bool
+	sotw                    []*anypb.Any // SotW: the resources (names decoded only when needed), until answered
+	names                   []string     // delta: at hand; SotW: nil until decoded
+	versions                []string     // delta: per-resource versions
+	removed                 []string     // delta
+	answered                bool
+}
+
+// resourceNames returns the names of the response's resources, in order.
+func (r *response) resourceNames() []string {
+	if r.names == nil && !r.delta {
+		r.names = make([]string, len(r.sotw))
+		for i, a := range r.sotw {
+			r.names[i] = anyName(a, r.typeURL)
+		}
+	}
+	return r.names
+}
+
+// resourceVersion is the version of the i-th resource: delta's own, or for SotW a hash of
+// its bytes (go-control-plane marshals deterministically: same content, same bytes).
+func (r *response) resourceVersion(i int) string {
+	if r.delta {
+		return r.versions[i]
+	}
+	return strconv.FormatUint(xxhash.Sum64(r.sotw[i].GetValue()), 16)
 }
 
 type streamState struct {
-	node      *NodeInfo
-	sotw      map[string]sent // by type URL: the latest response
-	deltaSent map[string]sent // by nonce
+	node  *NodeInfo
+	sotw  map[string][]*response // by type URL: the latest responses, oldest first
+	delta map[string][]*response // by type URL: unanswered responses, oldest first
+}
+
+// find returns the remembered response of a type with the nonce, or nil.
+func find(list []*response, nonce string) *response {
+	for i := len(list) - 1; i >= 0; i-- {
+		if list[i].nonce == nonce {
+			return list[i]
+		}
+	}
+	return nil
+}
+
+// remember appends r to list, keeping at most max entries.
+func remember(list []*response, r *response, max int) []*response {
+	if len(list) >= max {
+		list = append(list[:0], list[len(list)-max+1:]...)
+	}
+	return append(list, r)
 }
 
 // tracker implements the go-control-plane server callbacks: it follows nodes, ACKs and
-// NACKs, and keeps a NACKed version from being sent again in a loop.
+// NACKs, attributes each NACK to the resources it rejects, and keeps a NACKed version from
+// being sent again in a loop.
 type tracker struct {
 	log *slog.Logger
 	m   *metrics
@@ -91,7 +193,7 @@ func TypeName(typeURL string) string {
 func (t *tracker) stream(id int64) *streamState {
 	st := t.streams[id]
 	if st == nil {
-		st = &streamState{sotw: map[string]sent{}, deltaSent: map[string]sent{}}
+		st = &streamState{sotw: map[string][]*response{}, delta: map[string][]*response{}}
 		t.streams[id] = st
 	}
 	return st
@@ -107,7 +209,9 @@ func (t *tracker) attach(st *streamState, n *corev3.Node) {
 	ni := t.nodes[key]
 	if ni == nil {
 		ni = &NodeInfo{ID: n.GetId(), Cluster: n.GetCluster(), Group: g, UserAgent: n.GetUserAgentName(),
-			ConnectedAt: t.now(), Acked: map[string]string{}, Sent: map[string]string{}, nacks: map[string]*NACK{}}
+			ConnectedAt: t.now(), Acked: map[string]string{}, Sent: map[string]string{},
+			Acks: map[string]int{}, Nacks: map[string]int{},
+			answered: map[string]string{}, rejected: map[string]map[string]*rejection{}}
 		t.nodes[key] = ni
 	}
 	ni.Streams++
@@ -132,21 +236,104 @@ func (t *tracker) closed(id int64) {
 	t.m.nodes.Set(float64(len(t.nodes)))
 }
 
-func (t *tracker) ack(ni *NodeInfo, typeURL, version string) {
-	if ni.Acked[typeURL] != version || ni.nacks[typeURL] != nil {
-		t.gen++
-	}
-	ni.Acked[typeURL] = version
-	delete(ni.nacks, typeURL)
+// ack records an ACK of r: counted once; rejected resources of the type that r carries in
+// a new version, or (SotW) no longer carries, or (delta) removes, are accepted now.
+func (t *tracker) ack(ni *NodeInfo, r *response) {
+	r.answered = true
+	ni.Acks[TypeName(r.typeURL)]++
+	t.m.acks.WithLabelValues(TypeName(r.typeURL)).Inc()
+	ni.Acked[r.typeURL] = r.version
+	ni.answered[r.typeURL] = r.version
+	t.settle(ni, r, nil)
+	r.release()
+	t.gen++
 }
 
-func (t *tracker) nack(ni *NodeInfo, typeURL string, s sent, detail string) {
-	n := &NACK{Node: ni.ID, Group: ni.Group, Type: TypeName(typeURL), Version: s.version, Resources: s.names, Error: detail, At: t.now()}
-	ni.nacks[typeURL] = n
+// release drops an answered SotW response's resources: go-control-plane marshals them per
+// stream, so holding them longer would hold a copy of the configuration per client.
+func (r *response) release() {
+	r.sotw, r.names = nil, nil
+}
+
+// settle clears the rejections of r's type that r answers: a resource r carries in another
+// version than the rejected one, or that r removes (delta) or no longer carries (SotW
+// listeners and clusters, whose responses hold every subscribed resource; a SotW route
+// configuration or endpoint assignment left out of a response may just be unchanged). Names
+// in keep stay rejected.
+func (t *tracker) settle(ni *NodeInfo, r *response, keep map[string]bool) {
+	rej := ni.rejected[r.typeURL]
+	if len(rej) == 0 {
+		return
+	}
+	names := r.resourceNames()
+	at := make(map[string]int, len(names))
+	for i, n := range names {
+		at[n] = i
+	}
+	for name, x := range rej {
+		if keep[name] {
+			continue
+		}
+		i, carried := at[name]
+		switch {
+		case carried && r.resourceVersion(i) == x.version:
+			continue
+		case !carried && r.delta && !contains(r.removed, name):
+			continue // a delta response carries only what changed
+		case !carried && !r.delta && r.typeURL != resourcev3.ListenerType && r.typeURL != resourcev3.ClusterType:
+			continue
+		}
+		delete(rej, name)
+		ni.nRejected--
+	}
+	if len(rej) == 0 {
+		delete(ni.rejected, r.typeURL)
+	}
+}
+
+// nack records a NACK of r: counted once, attributed to the resources it names (or to all
+// of r's when it names none); the other resources r carries in a new version were accepted.
+func (t *tracker) nack(ni *NodeInfo, r *response, detail string) {
+	r.answered = true
+	msg := truncate(detail, maxErrorBytes)
+	idx, how := attribute(r, msg)
+	names := r.resourceNames()
+	n := &NACK{Node: ni.ID, Group: ni.Group, Type: TypeName(r.typeURL), Version: r.version, Nonce: r.nonce,
+		Attribution: how, Error: msg, At: t.now(), tokens: tokens(msg)}
+	keep := make(map[string]bool, len(idx))
+	rej := ni.rejected[r.typeURL]
+	for _, i := range idx {
+		name := names[i]
+		n.Resources = append(n.Resources, name)
+		keep[name] = true
+		if rej == nil {
+			rej = map[string]*rejection{}
+			ni.rejected[r.typeURL] = rej
+		}
+		if rej[name] == nil {
+			if ni.nRejected >= maxRejectedPerNode {
+				continue
+			}
+			ni.nRejected++
+		}
+		rej[name] = &rejection{version: r.resourceVersion(i), nack: n}
+	}
+	if len(rej) == 0 {
+		delete(ni.rejected, r.typeURL)
+	}
+	t.settle(ni, r, keep)
+	r.release()
+	ni.answered[r.typeURL] = r.version
+	ni.Nacks[n.Type]++
 	ni.LastNACK = n
 	t.gen++
 	t.m.nacks.WithLabelValues(n.Type).Inc()
-	t.log.Warn("xDS NACK", "node", ni.ID, "group", ni.Group, "type", n.Type, "version", s.version, "error", detail)
+	logged := n.Resources
+	if len(logged) > 16 {
+		logged = logged[:16]
+	}
+	t.log.Warn("xDS NACK", "node", ni.ID, "group", ni.Group, "type", n.Type, "version", r.version, "nonce", r.nonce,
+		"rejected", len(n.Resources), "resources", logged, "attribution", how, "error", msg)
 }
 
 // OnStreamOpen is called when a SotW stream opens.
@@ -155,10 +342,11 @@ func (t *tracker) OnStreamOpen(context.Context, int64, string) error { return ni
 // OnStreamClosed is called when a SotW stream closes.
 func (t *tracker) OnStreamClosed(id int64, _ *corev3.Node) { t.closed(id) }
 
-// OnStreamRequest sees every SotW request before the cache does. An ACK records the version;
-// a NACK is recorded and its version_info is set to the version just rejected, so the cache
-// treats the client as current and does not send the same resources again (a NACK loop);
-// the next change is sent as usual.
+// OnStreamRequest sees every SotW request before the cache does. The first request naming
+// a response's nonce ACKs or NACKs it (see NodeInfo). A NACK's version_info is set to the
+// version just rejected (on every request repeating it too), so the cache treats the
+// client as current and does not send the same resources again (a NACK loop); the next
+// change is sent as usual.
 func (t *tracker) OnStreamRequest(id int64, req *discoveryv3.DiscoveryRequest) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -167,29 +355,36 @@ func (t *tracker) OnStreamRequest(id int64, req *discoveryv3.DiscoveryRequest) e
 	if st.node == nil || req.GetResponseNonce() == "" {
 		return nil
 	}
-	s, ok := st.sotw[req.GetTypeUrl()]
-	if !ok || s.nonce != req.GetResponseNonce() {
+	r := find(st.sotw[req.GetTypeUrl()], req.GetResponseNonce())
+	if r == nil {
 		return nil
 	}
-	if ed := req.GetErrorDetail(); ed != nil {
-		t.nack(st.node, req.GetTypeUrl(), s, ed.GetMessage())
-		req.VersionInfo = s.version
-		return nil
+	ed := req.GetErrorDetail()
+	if ed != nil {
+		req.VersionInfo = r.version
 	}
-	t.ack(st.node, req.GetTypeUrl(), req.GetVersionInfo())
+	switch {
+	case r.answered:
+	case ed != nil:
+		t.nack(st.node, r, ed.GetMessage())
+	default:
+		t.ack(st.node, r)
+	}
 	return nil
 }
 
-// OnStreamResponse records what was sent.
-func (t *tracker) OnStreamResponse(_ context.Context, id int64, req *discoveryv3.DiscoveryRequest, resp *discoveryv3.DiscoveryResponse) {
+// OnStreamResponse records what was sent: the response's resources are kept (not decoded)
+// until a later response of the type replaces them.
+func (t *tracker) OnStreamResponse(_ context.Context, id int64, _ *discoveryv3.DiscoveryRequest, resp *discoveryv3.DiscoveryResponse) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	st := t.stream(id)
-	st.sotw[resp.GetTypeUrl()] = sent{version: resp.GetVersionInfo(), nonce: resp.GetNonce(), names: req.GetResourceNames()}
+	r := &response{typeURL: resp.GetTypeUrl(), version: resp.GetVersionInfo(), nonce: resp.GetNonce(), sotw: resp.GetResources()}
+	st.sotw[r.typeURL] = remember(st.sotw[r.typeURL], r, sotwPerType)
 	if st.node != nil {
-		st.node.Sent[resp.GetTypeUrl()] = resp.GetVersionInfo()
+		st.node.Sent[r.typeURL] = r.version
 	}
-	t.m.pushes.WithLabelValues(TypeName(resp.GetTypeUrl())).Inc()
+	t.m.pushes.WithLabelValues(TypeName(r.typeURL)).Inc()
 }
 
 // OnFetchRequest is called for REST fetches.
@@ -204,7 +399,7 @@ func (t *tracker) OnDeltaStreamOpen(context.Context, int64, string) error { retu
 // OnDeltaStreamClosed is called when a delta stream closes.
 func (t *tracker) OnDeltaStreamClosed(id int64, _ *corev3.Node) { t.closed(id) }
 
-// OnStreamDeltaRequest records delta ACKs and NACKs.
+// OnStreamDeltaRequest records delta ACKs and NACKs, once per response nonce.
 func (t *tracker) OnStreamDeltaRequest(id int64, req *discoveryv3.DeltaDiscoveryRequest) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -213,16 +408,22 @@ func (t *tracker) OnStreamDeltaRequest(id int64, req *discoveryv3.DeltaDiscovery
 	if st.node == nil || req.GetResponseNonce() == "" {
 		return nil
 	}
-	s, ok := st.deltaSent[req.GetResponseNonce()]
-	if !ok {
+	list := st.delta[req.GetTypeUrl()]
+	r := find(list, req.GetResponseNonce())
+	if r == nil {
 		return nil
 	}
-	delete(st.deltaSent, req.GetResponseNonce())
+	for i, x := range list {
+		if x == r {
+			st.delta[req.GetTypeUrl()] = append(list[:i:i], list[i+1:]...)
+			break
+		}
+	}
 	if ed := req.GetErrorDetail(); ed != nil {
-		t.nack(st.node, req.GetTypeUrl(), s, ed.GetMessage())
+		t.nack(st.node, r, ed.GetMessage())
 		return nil
 	}
-	t.ack(st.node, req.GetTypeUrl(), s.version)
+	t.ack(st.node, r)
 	return nil
 }
 
@@ -231,15 +432,18 @@ func (t *tracker) OnStreamDeltaResponse(id int64, _ *discoveryv3.DeltaDiscoveryR
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	st := t.stream(id)
-	names := make([]string, 0, len(resp.GetResources()))
-	for _, r := range resp.GetResources() {
-		names = append(names, r.GetName())
+	r := &response{typeURL: resp.GetTypeUrl(), version: resp.GetSystemVersionInfo(), nonce: resp.GetNonce(), delta: true,
+		names: make([]string, 0, len(resp.GetResources())), versions: make([]string, 0, len(resp.GetResources())),
+		removed: resp.GetRemovedResources()}
+	for _, x := range resp.GetResources() {
+		r.names = append(r.names, x.GetName())
+		r.versions = append(r.versions, x.GetVersion())
 	}
-	st.deltaSent[resp.GetNonce()] = sent{version: resp.GetSystemVersionInfo(), nonce: resp.GetNonce(), names: names}
+	st.delta[r.typeURL] = remember(st.delta[r.typeURL], r, deltaPerType)
 	if st.node != nil {
-		st.node.Sent[resp.GetTypeUrl()] = resp.GetSystemVersionInfo()
+		st.node.Sent[r.typeURL] = r.version
 	}
-	t.m.pushes.WithLabelValues(TypeName(resp.GetTypeUrl())).Inc()
+	t.m.pushes.WithLabelValues(TypeName(r.typeURL)).Inc()
 }
 
 // Nodes returns a copy of the connected nodes, sorted by group and id.
@@ -251,11 +455,25 @@ func (t *tracker) Nodes() []NodeInfo {
 		c := *n
 		c.Acked = shortKeys(n.Acked)
 		c.Sent = shortKeys(n.Sent)
+		c.Acks = copyCounts(n.Acks)
+		c.Nacks = copyCounts(n.Nacks)
+		c.Rejected = nil
+		for typ, rej := range n.rejected {
+			if c.Rejected == nil {
+				c.Rejected = map[string][]string{}
+			}
+			names := make([]string, 0, len(rej))
+			for name := range rej {
+				names = append(names, name)
+			}
+			sort.Strings(names)
+			c.Rejected[TypeName(typ)] = names
+		}
 		if n.LastNACK != nil {
 			l := *n.LastNACK
 			c.LastNACK = &l
 		}
-		c.nacks = nil
+		c.answered, c.rejected = nil, nil
 		out = append(out, c)
 	}
 	sort.Slice(out, func(i, j int) bool {
@@ -264,6 +482,14 @@ func (t *tracker) Nodes() []NodeInfo {
 		}
 		return out[i].ID < out[j].ID
 	})
+	return out
+}
+
+func copyCounts(m map[string]int) map[string]int {
+	out := make(map[string]int, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
 	return out
 }
 
@@ -278,9 +504,18 @@ func shortKeys(m map[string]string) map[string]string {
 // groupView is what the route status needs of one group's nodes.
 type groupView struct {
 	nodes int
-	acked []map[string]string // per node, by type URL
-	nacks []*NACK             // open NACKs (not followed by an ACK), with their type URL in Type
-	types []string
+	// answered is, per node and type URL, the version of the last response ACKed or NACKed.
+	answered []map[string]string
+	// endpoints are the rejected clusters and endpoint assignments by name; holders the
+	// rejected listeners and route configurations; each newest NACK first.
+	endpoints map[string][]rejected
+	holders   []rejected
+}
+
+// rejected is one rejected resource at a node of the group.
+type rejected struct {
+	typeURL, name string
+	nack          *NACK
 }
 
 // view returns what the route status needs of a group, cached until the next change (a
@@ -306,16 +541,243 @@ func (t *tracker) buildView(group string) groupView {
 			continue
 		}
 		v.nodes++
-		a := make(map[string]string, len(n.Acked))
-		for k, x := range n.Acked {
+		a := make(map[string]string, len(n.answered))
+		for k, x := range n.answered {
 			a[k] = x
 		}
-		v.acked = append(v.acked, a)
-		for typ, nk := range n.nacks {
-			c := *nk
-			v.nacks = append(v.nacks, &c)
-			v.types = append(v.types, typ)
+		v.answered = append(v.answered, a)
+		copies := map[*NACK]*NACK{} // one copy per NACK, however many resources it rejects
+		for typ, rej := range n.rejected {
+			for name, x := range rej {
+				c := copies[x.nack]
+				if c == nil {
+					cp := *x.nack
+					c = &cp
+					copies[x.nack] = c
+				}
+				r := rejected{typeURL: typ, name: name, nack: c}
+				if typ == resourcev3.ClusterType || typ == resourcev3.EndpointType {
+					if v.endpoints == nil {
+						v.endpoints = map[string][]rejected{}
+					}
+					v.endpoints[name] = append(v.endpoints[name], r)
+				} else {
+					v.holders = append(v.holders, r)
+				}
+			}
 		}
 	}
+	for _, list := range v.endpoints {
+		sortRejected(list)
+	}
+	sortRejected(v.holders)
 	return v
+}
+
+// sortRejected orders rejections newest NACK first (then by type, name and node): a status
+// shows the first that concerns its route.
+func sortRejected(list []rejected) {
+	sort.Slice(list, func(i, j int) bool {
+		a, b := list[i], list[j]
+		if !a.nack.At.Equal(b.nack.At) {
+			return a.nack.At.After(b.nack.At)
+		}
+		if a.typeURL != b.typeURL {
+			return a.typeURL < b.typeURL
+		}
+		if a.name != b.name {
+			return a.name < b.name
+		}
+		return a.nack.Node < b.nack.Node
+	})
+}
+
+// grpc-js names a rejected resource by its index in the response ("resource index N: ...",
+// xds-client.js AdsResponseParser.parseResource); grpc-go by name (`resource "<name>": ...`,
+// xdsclient combineErrors); Envoy by name ("Error adding/updating cluster(s) <name>: ...").
+var (
+	indexRE = regexp.MustCompile(`resource index ([0-9]{1,9}):`)
+	quoteRE = regexp.MustCompile(`resource "([^"]{1,512})"`)
+)
+
+// attribute returns the indices in r of the resources msg rejects and how they were found:
+// "index" (grpc-js), "named" (grpc-go's quoted names, else any resource name of r appearing
+// in msg as a whole token), or "all" (msg names none: every resource of r).
+func attribute(r *response, msg string) ([]int, string) {
+	names := r.resourceNames()
+	var idx []int
+	seen := map[int]bool{}
+	add := func(i int) {
+		if !seen[i] {
+			seen[i] = true
+			idx = append(idx, i)
+		}
+	}
+	for _, m := range indexRE.FindAllStringSubmatch(msg, -1) {
+		if i, err := strconv.Atoi(m[1]); err == nil && i < len(names) {
+			add(i)
+		}
+	}
+	if len(idx) > 0 {
+		return idx, "index"
+	}
+	at := make(map[string]int, len(names))
+	for i, n := range names {
+		if _, dup := at[n]; !dup {
+			at[n] = i
+		}
+	}
+	for _, m := range quoteRE.FindAllStringSubmatch(msg, -1) {
+		if i, ok := at[m[1]]; ok {
+			add(i)
+		}
+	}
+	if len(idx) > 0 {
+		return idx, "named"
+	}
+	toks := map[string]bool{}
+	for _, tk := range tokens(msg) {
+		toks[tk] = true
+	}
+	for i, n := range names {
+		if n != "" && (toks[n] || (!tokenOnly(n) && mentions(msg, n))) {
+			add(i)
+		}
+	}
+	if len(idx) > 0 {
+		return idx, "named"
+	}
+	for i := range names {
+		idx = append(idx, i)
+	}
+	return idx, "all"
+}
+
+// isTokenByte: the bytes of resource names and route ids (ids are [A-Za-z0-9._-]; names join
+// them with '/'; hosts may carry a ":port").
+func isTokenByte(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-' || c == '/' || c == ':'
+}
+
+func tokenOnly(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if !isTokenByte(s[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+// tokens splits msg into maximal runs of name bytes, without the '.' and ':' that end a
+// sentence or introduce an error ("cluster route/a/1: ..."), deduplicated, at most maxTokens.
+// A name is mentioned only as a whole token: route/a/1 is not in "route/a/10".
+func tokens(msg string) []string {
+	var out []string
+	seen := map[string]bool{}
+	for i := 0; i < len(msg) && len(out) < maxTokens; {
+		if !isTokenByte(msg[i]) {
+			i++
+			continue
+		}
+		j := i
+		for j < len(msg) && isTokenByte(msg[j]) {
+			j++
+		}
+		tk := strings.TrimRight(msg[i:j], ".:")
+		if tk != "" && !seen[tk] {
+			seen[tk] = true
+			out = append(out, tk)
+		}
+		i = j
+	}
+	return out
+}
+
+// mentions reports whether name (holding bytes outside tokens) occurs in msg bounded by
+// non-name bytes (a trailing '.' or ':' run counts as a boundary).
+func mentions(msg, name string) bool {
+	for off := 0; ; {
+		i := strings.Index(msg[off:], name)
+		if i < 0 {
+			return false
+		}
+		start, end := off+i, off+i+len(name)
+		for k := end; ; k++ {
+			if k == len(msg) || !isTokenByte(msg[k]) {
+				if start == 0 || !isTokenByte(msg[start-1]) {
+					return true
+				}
+				break
+			}
+			if msg[k] != '.' && msg[k] != ':' {
+				break
+			}
+		}
+		off = start + 1
+	}
+}
+
+// truncate cuts s to at most n bytes (an ellipsis included), on a rune boundary.
+func truncate(s string, n int) string {
+	const more = "…"
+	if len(s) <= n {
+		return s
+	}
+	s = s[:n-len(more)]
+	for i := 0; i < utf8.UTFMax && len(s) > 0; i++ {
+		if r, size := utf8.DecodeLastRuneInString(s); r != utf8.RuneError || size != 1 {
+			break
+		}
+		s = s[:len(s)-1]
+	}
+	return s + more
+}
+
+// anyName is the name of one resource of a response: the name field (field 1 of a
+// Listener, RouteConfiguration, Cluster and ClusterLoadAssignment) read from its bytes,
+// else the resource decoded (a TTL Resource wrapper names itself).
+func anyName(a *anypb.Any, typeURL string) string {
+	if a.GetTypeUrl() == typeURL {
+		switch typeURL {
+		case resourcev3.ListenerType, resourcev3.RouteType, resourcev3.ClusterType, resourcev3.EndpointType:
+			if name, ok := nameField(a.GetValue()); ok {
+				return name
+			}
+		}
+	}
+	m, err := a.UnmarshalNew()
+	if err != nil {
+		return ""
+	}
+	if w, ok := m.(*discoveryv3.Resource); ok {
+		return w.GetName()
+	}
+	if r, ok := m.(types.Resource); ok {
+		return cachev3.GetResourceName(r)
+	}
+	return ""
+}
+
+// nameField reads field 1 (a string) of a marshaled message.
+func nameField(b []byte) (string, bool) {
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return "", false
+		}
+		b = b[n:]
+		if num == 1 && typ == protowire.BytesType {
+			v, m := protowire.ConsumeBytes(b)
+			if m < 0 {
+				return "", false
+			}
+			return string(v), true
+		}
+		m := protowire.ConsumeFieldValue(num, typ, b)
+		if m < 0 {
+			return "", false
+		}
+		b = b[m:]
+	}
+	return "", true
 }
