@@ -71,6 +71,8 @@ type xdsClient interface {
 	// Start runs r.Concurrency loops of calls until Stop returns their tally.
 	Start(t testing.TB, loop string, r rpcs)
 	Stop(t testing.TB, loop string) tally
+	// Close closes the target's channel (a later call opens a new one).
+	Close(t testing.TB, target string)
 }
 
 // codeNames are gRPC's canonical code names, as grpc-js reports them.
@@ -276,6 +278,16 @@ func (c *goClient) Stop(t testing.TB, loop string) tally {
 	return l.t
 }
 
+func (c *goClient) Close(_ testing.TB, target string) {
+	c.mu.Lock()
+	ch := c.chans[target]
+	delete(c.chans, target)
+	c.mu.Unlock()
+	if ch != nil {
+		_ = ch.cc.Close()
+	}
+}
+
 // jsDir is the Node client's folder (package.json, the committed lockfile, client.js).
 const jsDir = "grpcjs"
 
@@ -467,6 +479,14 @@ func (c *jsClient) Start(t testing.TB, loop string, r rpcs) {
 	if res.Started != loop {
 		t.Fatalf("loop %s did not start: %+v", loop, res)
 	}
+}
+
+func (c *jsClient) Close(t testing.TB, target string) {
+	t.Helper()
+	var res struct {
+		Closed bool `json:"closed"`
+	}
+	c.do(t, map[string]any{"op": "close", "target": "xds:///" + target}, 10*time.Second, &res)
 }
 
 func (c *jsClient) Stop(t testing.TB, loop string) tally {

@@ -191,6 +191,29 @@ func (e *env) checkCountsAgree(t testing.TB, c xdsClient) {
 	})
 }
 
+// behind names the nodes of a group whose ACKed route or cluster version is not the
+// group's current one (what keeps a route PENDING).
+func (e *env) behind(t testing.TB, group string) string {
+	t.Helper()
+	doc := e.nodes(t)
+	cur := doc.Versions[group]
+	var out []string
+	for _, n := range doc.Nodes {
+		if n.Group != group {
+			continue
+		}
+		for _, typ := range []string{"rds", "cds"} {
+			if n.Acked[typ] != cur[typ] {
+				out = append(out, fmt.Sprintf("%s %s %q (current %q)", n.ID, typ, n.Acked[typ], cur[typ]))
+			}
+		}
+	}
+	if len(out) == 0 {
+		return "every node of " + group + " ACKed the current rds and cds versions"
+	}
+	return "nodes behind: " + strings.Join(out, ", ")
+}
+
 // routeStatus is a route's status as GET /routes/{id} shows it.
 type routeStatus struct {
 	Translation string `json:"translation"`

@@ -1,6 +1,7 @@
 package xds_test
 
 import (
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -136,6 +137,25 @@ func TestProxylessRouteSemantics(t *testing.T) {
 				}
 			}
 			e.checkNoNACKsSince(t, c, mark)
+		}},
+		{"a client following no cluster leaves routes ACKED", func(t *testing.T, e *env, c xdsClient) {
+			// A channel to a host no route names yet: its xDS client asks for the listener
+			// and, finding none, for no route configuration or cluster (grpc-go gives each
+			// channel its own xDS client, so that node never asks for a cluster at all).
+			unrouted := "unrouted-" + c.Short() + ".test"
+			if got := c.Call(t, rpcs{Target: unrouted, Deadline: time.Second}); got.OK != 0 {
+				t.Fatalf("a host without routes answered: %s", got)
+			}
+			defer c.Close(t, unrouted)
+			id, host := "acked-"+c.Short(), "acked-"+c.Short()+".test"
+			mustDo(t, g, "POST", "/api/v1/management/routes", publicRoute(id, host, grpcTarget(a, 1)), 201)
+			e.waitBackend(t, c, rpcs{Target: host}, "a", 10*time.Second)
+			eventually(t, 10*time.Second, func() string {
+				if st := e.routeStatus(t, id); st.XDS["grpc"].State != "ACKED" {
+					return fmt.Sprintf("route %s answers, status %+v; %s", id, st, e.behind(t, "grpc"))
+				}
+				return ""
+			})
 		}},
 		{"ip_hash keeps a channel on one backend", func(t *testing.T, e *env, c xdsClient) {
 			host := "iphash-" + c.Short() + ".test"
