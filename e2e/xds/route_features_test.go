@@ -24,6 +24,9 @@ type routeFeature struct {
 	before, after func(t *testing.T, g *testutil.Gateway, id string)
 	md            map[string]string // call metadata the route needs to match
 	backends      []string          // who may answer (default m1 and m2)
+	// unreachable, when set, says why no call may answer when the route is served: the
+	// feature, applied, keeps the client from the test's backends.
+	unreachable string
 }
 
 func conditions(c ...map[string]any) []any {
@@ -137,9 +140,11 @@ var routeFeatures = []routeFeature{
 	{name: "target health_path", fields: []string{"targets.health_path"}, route: func(_ string, r map[string]any, m1, _ *xdstest.Backend) {
 		r["targets"] = []any{withTarget(m1, map[string]any{"health_path": "/health"})}
 	}},
-	{name: "target tls", fields: []string{"targets.tls"}, route: func(_ string, r map[string]any, m1, _ *xdstest.Backend) {
-		r["targets"] = []any{withTarget(m1, map[string]any{"tls": true})}
-	}},
+	{name: "target tls", fields: []string{"targets.tls"},
+		unreachable: "m1 speaks plaintext: a client that applies tls cannot call it, one that answers sent the call unencrypted to a target configured for TLS",
+		route: func(_ string, r map[string]any, m1, _ *xdstest.Backend) {
+			r["targets"] = []any{withTarget(m1, map[string]any{"tls": true})}
+		}},
 	{name: "target protocol http2", fields: []string{"targets.protocol"}, route: func(_ string, r map[string]any, m1, _ *xdstest.Backend) {
 		r["targets"] = []any{withTarget(m1, map[string]any{"protocol": "http2"})}
 	}},
@@ -319,12 +324,25 @@ func TestProxylessRouteFeatures(t *testing.T) {
 			for _, c := range e.clients {
 				t.Run(c.Name(), func(t *testing.T) {
 					mark := e.markNACKs(c)
-					if omitted {
+					switch {
+					case omitted:
 						// Nothing else routes this host: no call may answer.
 						if got := c.Call(t, rpcs{Target: host, N: 3, Metadata: f.md, Deadline: time.Second}); got.OK != 0 {
 							t.Errorf("route left out of the gRPC flavor (%s), yet calls answered: %s", st.XDS["grpc"].Error, got)
 						}
-					} else {
+					case f.unreachable != "":
+						// The client has the route once the group ACKed its version.
+						c.Call(t, rpcs{Target: host, Metadata: f.md, Deadline: time.Second})
+						eventually(t, 10*time.Second, func() string {
+							if s := e.routeStatus(t, id); s.XDS["grpc"].State != "ACKED" {
+								return fmt.Sprintf("route %s, status %+v; %s", id, s, e.behind(t, "grpc"))
+							}
+							return ""
+						})
+						if got := c.Call(t, rpcs{Target: host, N: 3, Metadata: f.md, Deadline: 2 * time.Second}); got.OK != 0 {
+							t.Errorf("route served to proxyless clients and calls answered, but %s: %s", f.unreachable, got)
+						}
+					default:
 						eventually(t, 10*time.Second, func() string {
 							got := c.Call(t, rpcs{Target: host, N: 5, Metadata: f.md, Deadline: 2 * time.Second})
 							for be := range got.Backends {
@@ -342,7 +360,7 @@ func TestProxylessRouteFeatures(t *testing.T) {
 					e.checkCountsAgree(t, c)
 				})
 			}
-			if !omitted {
+			if !omitted && f.unreachable == "" {
 				eventually(t, 10*time.Second, func() string {
 					if s := e.routeStatus(t, id); s.XDS["grpc"].State != "ACKED" {
 						return fmt.Sprintf("route %s served to both clients, status %+v; %s", id, s, e.behind(t, "grpc"))
