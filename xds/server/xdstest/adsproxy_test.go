@@ -126,7 +126,7 @@ func TestADSProxyCountsEachAnsweredResponseOnce(t *testing.T) {
 	}
 	respond(cdsType, "v1", "1")
 	send(&discoveryv3.DiscoveryRequest{TypeUrl: cdsType, VersionInfo: "v1", ResponseNonce: "1"})
-	send(&discoveryv3.DiscoveryRequest{TypeUrl: cdsType, VersionInfo: "v1", ResponseNonce: "1"})    // repeated
+	send(&discoveryv3.DiscoveryRequest{TypeUrl: cdsType, VersionInfo: "v1", ResponseNonce: "1"})     // repeated
 	send(&discoveryv3.DiscoveryRequest{TypeUrl: cdsType, VersionInfo: "v1", ResponseNonce: "other"}) // never sent
 	respond(cdsType, "v2", "2")
 	nack := &discoveryv3.DiscoveryRequest{TypeUrl: cdsType, VersionInfo: "v1", ResponseNonce: "2", ErrorDetail: &statuspb.Status{Code: 3, Message: "resource index 0: bad"}}
