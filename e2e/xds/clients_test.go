@@ -302,6 +302,9 @@ type jsClient struct {
 	stderr *lockedBuffer
 	exited chan struct{}
 	mu     sync.Mutex
+	// broken is set once a reply did not come in time: a late reply would answer the next
+	// request, so every later request fails at once.
+	broken string
 }
 
 type lockedBuffer struct {
@@ -410,6 +413,7 @@ func (c *jsClient) read(t testing.TB, timeout time.Duration, out any) {
 			t.Fatalf("grpc-js client: reply %q: %v", line, err)
 		}
 	case <-time.After(timeout):
+		c.broken = fmt.Sprintf("an earlier request got no answer within %v", timeout)
 		t.Fatalf("grpc-js client gave no answer within %v; stderr:\n%s", timeout, c.stderr.String())
 	}
 }
@@ -419,6 +423,9 @@ func (c *jsClient) do(t testing.TB, req map[string]any, timeout time.Duration, o
 	t.Helper()
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.broken != "" {
+		t.Fatalf("grpc-js client unusable: %s", c.broken)
+	}
 	raw, err := json.Marshal(req)
 	if err != nil {
 		t.Fatal(err)
