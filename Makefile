@@ -7,6 +7,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 # Packages whose tests need the tools installed by test-deps.
 TEST_TIMEOUT ?= 25m
+GRPCJS_DIR := e2e/xds/grpcjs
 
 .PHONY: all build run test test-deps vet fmt-check bench clean
 
@@ -21,7 +22,9 @@ run: build
 	./$(BIN) serve
 
 # Installs what the tests need and is not Go: redis-server (and redis-cli for the cluster
-# tests) from Debian's packages, and promtool built from source through the Go module proxy.
+# tests) from Debian's packages, promtool built from source through the Go module proxy, and
+# the Node client of e2e/xds (@grpc/grpc-js-xds from npm; Node.js and npm from Debian's
+# packages when the machine has none).
 test-deps:
 	@if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then \
 		echo "installing redis-server"; \
@@ -29,6 +32,17 @@ test-deps:
 		$$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q redis-server redis-tools </dev/null; \
 	fi
 	@if [ -x deploy/prometheus/promtool.sh ]; then deploy/prometheus/promtool.sh install; fi
+	@if ! command -v node >/dev/null || ! command -v npm >/dev/null; then \
+		echo "installing nodejs and npm"; \
+		SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+		$$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q nodejs npm </dev/null; \
+	fi
+	@# The grpc-js xDS client of e2e/xds, exactly as its committed lockfile pins it; installed
+	@# again only when the lockfile changed since the last install. No package of it needs an
+	@# install script (protobufjs's only checks versions), so none runs.
+	@cd $(GRPCJS_DIR) && if ! cmp -s package-lock.json node_modules/.installed-lock.json; then \
+		npm ci --no-audit --no-fund --ignore-scripts </dev/null && cp package-lock.json node_modules/.installed-lock.json; \
+	fi
 
 vet:
 	$(GO) vet $(GOFLAGS_TAGS) ./...

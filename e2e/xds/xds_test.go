@@ -1,25 +1,23 @@
-// Package xds_test drives the built binary with proxyless grpc-go clients (xds:///HOST):
-// routes created through the REST API are followed, weights hold, header routing picks the
-// right backend, a removed instance drains, a route update fails no RPC, and the route's
-// xDS status and the nodes endpoint report what the clients acknowledged.
+// Package xds_test drives the built binary with two independent proxyless gRPC clients,
+// grpc-go's xDS resolver and @grpc/grpc-js-xds in a Node process (grpcjs/), each reaching
+// the gateway through an ADS proxy that counts the ACKs and NACKs the client sent. Every
+// scenario runs once per client: routes created through the REST API are followed, weights
+// hold, header routing picks the right backend, a removed instance drains, route updates
+// fail no call, each route feature is either applied or left out of the gRPC flavor with a
+// reason, neither client rejects anything, and /xds/nodes counts what the clients sent.
 package xds_test
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"net/http"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/api-gateway/api-gateway/internal/testutil"
 	"github.com/api-gateway/api-gateway/xds/server/xdstest"
 )
-
-var ctxTimeout = 30 * time.Second
 
 func mustDo(t *testing.T, g *testutil.Gateway, method, path string, body any, want int) []byte {
 	t.Helper()
@@ -34,199 +32,156 @@ func target(b *xdstest.Backend, w int) map[string]any {
 	return map[string]any{"host": b.Host, "port": b.Port, "weight": w, "protocol": "grpc"}
 }
 
-// waitFor polls fn until it is true or 20 s pass.
-func waitFor(t *testing.T, what string, fn func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !fn() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 func TestProxylessGRPC(t *testing.T) {
-	g := testutil.StartGateway(t, testutil.GatewayOptions{})
+	e := newEnv(t, testutil.GatewayOptions{})
 	a, b := xdstest.StartBackend(t, "a"), xdstest.StartBackend(t, "b")
-	ctx, cancel := context.WithTimeout(context.Background(), 2*ctxTimeout)
-	defer cancel()
+	g := e.g
 
-	t.Run("weights 80/20", func(t *testing.T) {
-		mustDo(t, g, "POST", "/api/v1/management/routes", map[string]any{
-			"id": "weighted", "hosts": []string{"weighted.test"}, "require_auth": false, "load_balance": "weighted",
-			"conditions": []any{map[string]any{"path_pattern": "/*"}},
-			"targets":    []any{target(a, 80), target(b, 20)},
-		}, 201)
-		cc := xdstest.Dial(t, g.GRPCAddr(), "weights-client", "weighted.test")
-		counts := map[string]int{}
-		const n = 2000
-		for i := 0; i < n; i++ {
-			got, err := xdstest.Call(ctx, cc)
-			if err != nil {
-				t.Fatalf("rpc %d: %v", i, err)
+	e.runScenarios(t, []scenario{
+		{"a new route and its change are followed", func(t *testing.T, e *env, c xdsClient) {
+			id, host := "follow-"+c.Short(), "follow-"+c.Short()+".test"
+			mustDo(t, g, "POST", "/api/v1/management/routes", publicRoute(id, host, grpcTarget(a, 1)), 201)
+			r := rpcs{Target: host, N: 20}
+			e.waitBackend(t, c, r, "a", 10*time.Second)
+			if got := c.Call(t, r); got.Backends["a"] != 20 {
+				t.Fatalf("after the route: %s", got)
 			}
-			counts[got]++
-		}
-		share := float64(counts["a"]) / n
-		t.Logf("a=%d b=%d (a share %.3f)", counts["a"], counts["b"], share)
-		if share < 0.75 || share > 0.85 || counts["a"]+counts["b"] != n {
-			t.Fatalf("weights 80/20 do not hold: %v", counts)
-		}
-		// The route's status shows the gRPC group acknowledged it.
-		waitFor(t, "route status ACKED", func() bool {
-			var rt struct {
-				Status struct {
-					Translation string `json:"translation"`
-					XDS         map[string]struct {
-						State string `json:"state"`
-					} `json:"xds"`
-				} `json:"status"`
+			mustDo(t, g, "PUT", "/api/v1/management/routes/"+id, publicRoute(id, host, grpcTarget(b, 1)), 200)
+			took := e.waitBackend(t, c, rpcs{Target: host}, "b", 10*time.Second)
+			t.Logf("%s followed the change within %v", c.Name(), took)
+			if got := c.Call(t, r); got.Backends["b"] != 20 {
+				t.Fatalf("after the change: %s", got)
 			}
-			g.Do("GET", "/api/v1/management/routes/weighted", nil, &rt)
-			return rt.Status.Translation == "ok" && rt.Status.XDS["grpc"].State == "ACKED"
-		})
-		var nodes struct {
-			Nodes []struct {
-				ID    string            `json:"id"`
-				Group string            `json:"group"`
-				Acked map[string]string `json:"acked"`
-			} `json:"nodes"`
-		}
-		code, raw := g.Do("GET", "/api/v1/management/xds/nodes", nil, &nodes)
-		found := false
-		for _, nd := range nodes.Nodes {
-			found = found || (nd.ID == "weights-client" && nd.Group == "grpc" && nd.Acked["rds"] != "")
-		}
-		if code != 200 || !found {
-			t.Fatalf("nodes: %d %s", code, raw)
-		}
-	})
-
-	t.Run("header routing", func(t *testing.T) {
-		mustDo(t, g, "POST", "/api/v1/management/routes", map[string]any{
-			"id": "hdr-default", "hosts": []string{"hdr.test"}, "require_auth": false,
-			"conditions": []any{map[string]any{"path_pattern": "/*"}}, "targets": []any{target(a, 1)},
-		}, 201)
-		mustDo(t, g, "POST", "/api/v1/management/routes", map[string]any{
-			"id": "hdr-canary", "hosts": []string{"hdr.test"}, "require_auth": false,
-			"conditions": []any{map[string]any{"path_pattern": "/*", "headers": []any{map[string]any{"name": "x-version", "exact": "v2"}}}},
-			"targets":    []any{target(b, 1)},
-		}, 201)
-		cc := xdstest.Dial(t, g.GRPCAddr(), "header-client", "hdr.test")
-		for i := 0; i < 20; i++ {
-			if got, err := xdstest.Call(ctx, cc, "x-version", "v2"); err != nil || got != "b" {
-				t.Fatalf("x-version v2: %q %v", got, err)
+			// The route's status shows the gRPC group acknowledged it, and the client is a
+			// node of the grpc group.
+			eventually(t, 20*time.Second, func() string {
+				st := e.routeStatus(t, id)
+				if st.Translation == "ok" && st.XDS["grpc"].State == "ACKED" {
+					return ""
+				}
+				return fmt.Sprintf("route status %+v", st)
+			})
+			for _, node := range c.Nodes() {
+				n := e.node(t, node)
+				if n == nil || n.Group != "grpc" || n.Acked["rds"] == "" || !strings.HasPrefix(strings.ToLower(n.UserAgent), "grpc") {
+					t.Fatalf("node %s on /xds/nodes: %+v", node, n)
+				}
 			}
-			if got, err := xdstest.Call(ctx, cc, "x-version", "v1"); err != nil || got != "a" {
-				t.Fatalf("x-version v1: %q %v", got, err)
-			}
-			if got, err := xdstest.Call(ctx, cc); err != nil || got != "a" {
-				t.Fatalf("no header: %q %v", got, err)
-			}
-		}
-	})
-
-	t.Run("removing an instance drains it", func(t *testing.T) {
-		for _, be := range []*xdstest.Backend{a, b} {
-			mustDo(t, g, "POST", "/api/v1/management/services", map[string]any{
-				"id": "pool-" + be.Name, "name": "pool", "host": be.Host, "port": be.Port, "protocol": "grpc",
+		}},
+		{"weights 80/20", func(t *testing.T, e *env, c xdsClient) {
+			host := "weighted-" + c.Short() + ".test"
+			mustDo(t, g, "POST", "/api/v1/management/routes", map[string]any{
+				"id": "weighted-" + c.Short(), "hosts": []string{host}, "require_auth": false, "load_balance": "weighted",
+				"conditions": []any{map[string]any{"path_pattern": "/*"}},
+				"targets":    []any{grpcTarget(a, 80), grpcTarget(b, 20)},
 			}, 201)
-		}
-		mustDo(t, g, "POST", "/api/v1/management/routes", map[string]any{
-			"id": "pooled", "hosts": []string{"pool.test"}, "require_auth": false,
-			"conditions": []any{map[string]any{"path_pattern": "/*"}}, "targets": []any{map[string]any{"service": "pool"}},
-		}, 201)
-		cc := xdstest.Dial(t, g.GRPCAddr(), "pool-client", "pool.test")
-		seen := map[string]bool{}
-		waitFor(t, "both instances serving", func() bool {
-			got, err := xdstest.Call(ctx, cc)
-			if err != nil {
-				t.Fatal(err)
+			e.waitBackend(t, c, rpcs{Target: host}, "a", 10*time.Second)
+			// 4,000 calls: the share of a has a standard deviation of 0.63%, so ±2.5% is
+			// four of them.
+			const n = 4000
+			got := c.Call(t, rpcs{Target: host, N: n, Concurrency: 8})
+			share := float64(got.Backends["a"]) / n
+			t.Logf("%s: a=%d b=%d (a share %.3f)", c.Name(), got.Backends["a"], got.Backends["b"], share)
+			if got.OK != n || got.Backends["a"]+got.Backends["b"] != n || share < 0.775 || share > 0.825 {
+				t.Fatalf("weights 80/20 do not hold within 2.5%%: %s", got)
 			}
-			seen[got] = true
-			return seen["a"] && seen["b"]
-		})
-		mustDo(t, g, "DELETE", "/api/v1/management/services/pool-b", nil, 204)
-		// Once b is gone from EDS no RPC reaches it, and none fails.
-		waitFor(t, "b drained", func() bool {
-			for i := 0; i < 20; i++ {
-				got, err := xdstest.Call(ctx, cc)
-				if err != nil {
-					t.Fatal(err)
+		}},
+		{"header routing", func(t *testing.T, e *env, c xdsClient) {
+			host := "hdr-" + c.Short() + ".test"
+			mustDo(t, g, "POST", "/api/v1/management/routes", publicRoute("hdr-default-"+c.Short(), host, grpcTarget(a, 1)), 201)
+			mustDo(t, g, "POST", "/api/v1/management/routes", map[string]any{
+				"id": "hdr-canary-" + c.Short(), "hosts": []string{host}, "require_auth": false,
+				"conditions": []any{map[string]any{"path_pattern": "/*", "headers": []any{map[string]any{"name": "x-version", "exact": "v2"}}}},
+				"targets":    []any{grpcTarget(b, 1)},
+			}, 201)
+			e.waitBackend(t, c, rpcs{Target: host, Metadata: map[string]string{"x-version": "v2"}}, "b", 10*time.Second)
+			for md, want := range map[string]string{"v2": "b", "v1": "a", "": "a"} {
+				r := rpcs{Target: host, N: 20}
+				if md != "" {
+					r.Metadata = map[string]string{"x-version": md}
 				}
-				if got == "b" {
-					return false
+				if got := c.Call(t, r); got.Backends[want] != 20 {
+					t.Fatalf("x-version %q: want all on %s, got %s", md, want, got)
 				}
 			}
-			return true
-		})
-		for i := 0; i < 100; i++ {
-			if got, err := xdstest.Call(ctx, cc); err != nil || got != "a" {
-				t.Fatalf("after drain: %q %v", got, err)
-			}
-		}
-		// A registered service name is also dialable directly.
-		direct := xdstest.Dial(t, g.GRPCAddr(), "direct-client", "pool")
-		if got, err := xdstest.Call(ctx, direct); err != nil || got != "a" {
-			t.Fatalf("xds:///pool: %q %v", got, err)
-		}
-	})
-
-	t.Run("route update fails no RPC", func(t *testing.T) {
-		mustDo(t, g, "POST", "/api/v1/management/routes", map[string]any{
-			"id": "moving", "hosts": []string{"moving.test"}, "require_auth": false,
-			"conditions": []any{map[string]any{"path_pattern": "/*"}}, "targets": []any{target(a, 1)},
-		}, 201)
-		cc := xdstest.Dial(t, g.GRPCAddr(), "moving-client", "moving.test")
-		if got, err := xdstest.Call(ctx, cc); err != nil || got != "a" {
-			t.Fatalf("before: %q %v", got, err)
-		}
-		var failed, total atomic.Int64
-		var sawB atomic.Bool
-		var errMu sync.Mutex
-		var firstErr error
-		stop := make(chan struct{})
-		var wg sync.WaitGroup
-		for w := 0; w < 4; w++ {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for {
-					select {
-					case <-stop:
-						return
-					default:
-					}
-					got, err := xdstest.Call(ctx, cc)
-					total.Add(1)
-					if err != nil {
-						failed.Add(1)
-						errMu.Lock()
-						if firstErr == nil {
-							firstErr = err
-						}
-						errMu.Unlock()
-					}
-					if got == "b" {
-						sawB.Store(true)
-					}
+		}},
+		{"three route changes under 8 call loops fail no call", func(t *testing.T, e *env, c xdsClient) {
+			id, host := "moving-"+c.Short(), "moving-"+c.Short()+".test"
+			mustDo(t, g, "POST", "/api/v1/management/routes", publicRoute(id, host, grpcTarget(a, 1)), 201)
+			e.waitBackend(t, c, rpcs{Target: host}, "a", 10*time.Second)
+			c.Start(t, "moving", rpcs{Target: host, Concurrency: 8})
+			stopped := false
+			defer func() {
+				if !stopped {
+					c.Stop(t, "moving")
 				}
 			}()
-		}
-		time.Sleep(100 * time.Millisecond) // traffic flowing before the update
-		mustDo(t, g, "PUT", "/api/v1/management/routes/moving", map[string]any{
-			"id": "moving", "hosts": []string{"moving.test"}, "require_auth": false, "timeout": "10s",
-			"conditions": []any{map[string]any{"path_pattern": "/*"}}, "targets": []any{target(b, 1)},
-		}, 200)
-		waitFor(t, "traffic on b", sawB.Load)
-		time.Sleep(100 * time.Millisecond)
-		close(stop)
-		wg.Wait()
-		t.Logf("%d RPCs during the update, %d failed", total.Load(), failed.Load())
-		if failed.Load() != 0 {
-			t.Fatalf("%d of %d RPCs failed during a route update; first: %v", failed.Load(), total.Load(), firstErr)
-		}
+			changes := []struct {
+				to    *xdstest.Backend
+				extra map[string]any
+			}{{b, map[string]any{}}, {a, map[string]any{"timeout": "10s"}}, {b, map[string]any{"retries": 2}}}
+			for i, ch := range changes {
+				body := publicRoute(id, host, grpcTarget(ch.to, 1))
+				for k, v := range ch.extra {
+					body[k] = v
+				}
+				mustDo(t, g, "PUT", "/api/v1/management/routes/"+id, body, 200)
+				took := e.waitBackend(t, c, rpcs{Target: host}, ch.to.Name, 10*time.Second)
+				t.Logf("%s: change %d followed within %v", c.Name(), i+1, took)
+			}
+			stopped = true
+			got := c.Stop(t, "moving")
+			t.Logf("%s: %d calls during three changes, %d failed", c.Name(), got.OK+got.failed(), got.failed())
+			if got.failed() != 0 || got.OK == 0 {
+				t.Fatalf("calls failed during route changes: %s", got)
+			}
+		}},
+		{"a deregistered instance drains", func(t *testing.T, e *env, c xdsClient) {
+			pool := "pool-" + c.Short()
+			for _, be := range []*xdstest.Backend{a, b} {
+				mustDo(t, g, "POST", "/api/v1/management/services", map[string]any{
+					"id": pool + "-" + be.Name, "name": pool, "host": be.Host, "port": be.Port, "protocol": "grpc",
+				}, 201)
+			}
+			host := pool + ".test"
+			mustDo(t, g, "POST", "/api/v1/management/routes", map[string]any{
+				"id": "pooled-" + c.Short(), "hosts": []string{host}, "require_auth": false,
+				"conditions": []any{map[string]any{"path_pattern": "/*"}}, "targets": []any{map[string]any{"service": pool}},
+			}, 201)
+			eventually(t, 20*time.Second, func() string {
+				got := c.Call(t, rpcs{Target: host, N: 20})
+				if got.failed() > 0 {
+					t.Fatalf("before the drain: %s", got)
+				}
+				if got.Backends["a"] > 0 && got.Backends["b"] > 0 {
+					return ""
+				}
+				return "both instances serving: " + got.String()
+			})
+			mustDo(t, g, "DELETE", "/api/v1/management/services/"+pool+"-b", nil, 204)
+			// Once b is gone from EDS no call reaches it, and none fails.
+			eventually(t, 20*time.Second, func() string {
+				got := c.Call(t, rpcs{Target: host, N: 20})
+				if got.failed() > 0 {
+					t.Fatalf("during the drain: %s", got)
+				}
+				if got.Backends["b"] > 0 {
+					return "b still answers: " + got.String()
+				}
+				return ""
+			})
+			if got := c.Call(t, rpcs{Target: host, N: 100, Concurrency: 4}); got.Backends["a"] != 100 {
+				t.Fatalf("after the drain: %s", got)
+			}
+			// A registered service name is also dialable directly.
+			if got := c.Call(t, rpcs{Target: pool, N: 5}); got.Backends["a"] != 5 {
+				t.Fatalf("xds:///%s: %s", pool, got)
+			}
+		}},
+		{"no NACK, and the gateway counts the ACKs the client sent", func(t *testing.T, e *env, c xdsClient) {
+			e.checkNoNACKs(t, c)
+			e.checkCountsAgree(t, c)
+		}},
 	})
 
 	t.Run("metrics", func(t *testing.T) {

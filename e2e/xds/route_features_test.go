@@ -1,0 +1,375 @@
+package xds_test
+
+import (
+	"fmt"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/api-gateway/api-gateway/internal/testutil"
+	"github.com/api-gateway/api-gateway/model"
+	"github.com/api-gateway/api-gateway/xds/server/xdstest"
+)
+
+// routeFeature turns one route feature on: a route on its own host, built from a plain
+// public route to backend m1.
+type routeFeature struct {
+	name string
+	// fields are the route fields it sets, as "field" or "conditions.field" / "targets.field".
+	fields []string
+	route  func(id string, r map[string]any, m1, m2 *xdstest.Backend)
+	// before creates what the route names; after creates what names the route.
+	before, after func(t *testing.T, g *testutil.Gateway, id string)
+	md            map[string]string // call metadata the route needs to match
+	backends      []string          // who may answer (default m1 and m2)
+	// unreachable, when set, says why no call may answer when the route is served: the
+	// feature, applied, keeps the client from the test's backends.
+	unreachable string
+}
+
+func conditions(c ...map[string]any) []any {
+	out := make([]any, len(c))
+	for i := range c {
+		out[i] = c[i]
+	}
+	return out
+}
+
+func withTarget(b *xdstest.Backend, extra map[string]any) map[string]any {
+	t := grpcTarget(b, 1)
+	for k, v := range extra {
+		t[k] = v
+	}
+	return t
+}
+
+func twoTargets(lb string) func(string, map[string]any, *xdstest.Backend, *xdstest.Backend) {
+	return func(_ string, r map[string]any, m1, m2 *xdstest.Backend) {
+		r["load_balance"] = lb
+		r["targets"] = []any{grpcTarget(m1, 1), grpcTarget(m2, 1)}
+	}
+}
+
+func create(collection string, body map[string]any) func(*testing.T, *testutil.Gateway, string) {
+	return func(t *testing.T, g *testutil.Gateway, id string) {
+		t.Helper()
+		b := map[string]any{}
+		for k, v := range body {
+			b[k] = v
+		}
+		b["id"] = collection + "-" + id
+		if _, ok := b["routes"]; ok { // nil in the table: the route being built
+			b["routes"] = []string{id}
+		}
+		mustDo(t, g, "POST", "/api/v1/management/"+collection, b, 201)
+	}
+}
+
+// routeFeatures is every route feature of the README, one at a time.
+var routeFeatures = []routeFeature{
+	{name: "name, metadata and two hosts", fields: []string{"name", "metadata", "hosts"}, route: func(id string, r map[string]any, _, _ *xdstest.Backend) {
+		r["name"] = "Feature " + id
+		r["metadata"] = map[string]string{"team": "edge"}
+		r["hosts"] = append(r["hosts"].([]string), id+".other.test")
+	}},
+	{name: "path_pattern exact", fields: []string{"conditions.path_pattern"}, route: func(_ string, r map[string]any, _, _ *xdstest.Backend) {
+		r["conditions"] = conditions(map[string]any{"path_pattern": "/grpc.health.v1.Health/Check"})
+	}},
+	{name: "path_pattern template", route: func(_ string, r map[string]any, _, _ *xdstest.Backend) {
+		r["conditions"] = conditions(map[string]any{"path_pattern": "/grpc.health.v1.Health/{method}"})
+	}},
+	{name: "path_pattern rest of path", route: func(_ string, r map[string]any, _, _ *xdstest.Backend) {
+		r["conditions"] = conditions(map[string]any{"path_pattern": "/grpc.health.v1.Health/{rest=**}"})
+	}},
+	{name: "path_prefix", fields: []string{"conditions.path_prefix"}, route: func(_ string, r map[string]any, _, _ *xdstest.Backend) {
+		r["conditions"] = conditions(map[string]any{"path_prefix": "/grpc.health.v1."})
+	}},
+	{name: "path_regex", fields: []string{"conditions.path_regex"}, route: func(_ string, r map[string]any, _, _ *xdstest.Backend) {
+		r["conditions"] = conditions(map[string]any{"path_regex": `/grpc\.health\.v1\.Health/.*`})
+	}},
+	{name: "two conditions", route: func(_ string, r map[string]any, _, _ *xdstest.Backend) {
+		r["conditions"] = conditions(map[string]any{"path_pattern": "/other.Service/*"}, map[string]any{"path_pattern": "/grpc.health.v1.Health/*"})
+	}},
+	{name: "header exact", fields: []string{"conditions.headers"}, md: map[string]string{"x-tier": "gold"}, route: func(_ string, r map[string]any, _, _ *xdstest.Backend) {
+		r["conditions"] = conditions(map[string]any{"path_pattern": "/*", "headers": []any{map[string]any{"name": "x-tier", "exact": "gold"}}})
+	}},
+	{name: "header prefix and regex", md: map[string]string{"x-tier": "gold", "x-region": "eu-west"}, route: func(_ string, r map[string]any, _, _ *xdstest.Backend) {
+		r["conditions"] = conditions(map[string]any{"path_pattern": "/*", "headers": []any{
+			map[string]any{"name": "x-tier", "prefix": "go"}, map[string]any{"name": "x-region", "regex": "eu-[a-z]+"}}})
+	}},
+	{name: "header present", md: map[string]string{"x-debug": "1"}, route: func(_ string, r map[string]any, _, _ *xdstest.Backend) {
+		r["conditions"] = conditions(map[string]any{"path_pattern": "/*", "headers": []any{map[string]any{"name": "x-debug", "present": true}}})
+	}},
+	{name: "header inverted", md: map[string]string{"x-block": "0"}, route: func(_ string, r map[string]any, _, _ *xdstest.Backend) {
+		r["conditions"] = conditions(map[string]any{"path_pattern": "/*", "headers": []any{map[string]any{"name": "x-block", "exact": "1", "invert": true}}})
+	}},
+	{name: "method", fields: []string{"conditions.method"}, route: func(_ string, r map[string]any, _, _ *xdstest.Backend) {
+		r["conditions"] = conditions(map[string]any{"path_pattern": "/*", "method": "POST"})
+	}},
+	{name: "methods", fields: []string{"conditions.methods"}, route: func(_ string, r map[string]any, _, _ *xdstest.Backend) {
+		r["conditions"] = conditions(map[string]any{"path_pattern": "/*", "methods": []string{"GET", "POST"}})
+	}},
+	{name: "query", fields: []string{"conditions.query"}, route: func(_ string, r map[string]any, _, _ *xdstest.Backend) {
+		r["conditions"] = conditions(map[string]any{"path_pattern": "/*", "query": []any{
+			map[string]any{"name": "debug", "present": true}, map[string]any{"name": "v", "exact": "2"}}})
+	}},
+	{name: "weights", fields: []string{"targets.weight"}, route: func(_ string, r map[string]any, m1, m2 *xdstest.Backend) {
+		r["load_balance"] = "weighted"
+		r["targets"] = []any{grpcTarget(m1, 3), grpcTarget(m2, 1)}
+	}},
+	{name: "load_balance round_robin", fields: []string{"load_balance"}, route: twoTargets("round_robin")},
+	{name: "load_balance least_connections", route: twoTargets("least_connections")},
+	{name: "load_balance ip_hash", route: twoTargets("ip_hash")},
+	{name: "load_balance random", route: twoTargets("random")},
+	{name: "target taken out (healthy false)", fields: []string{"targets.healthy"}, backends: []string{"m1"},
+		route: func(_ string, r map[string]any, m1, m2 *xdstest.Backend) {
+			r["targets"] = []any{grpcTarget(m1, 1), withTarget(m2, map[string]any{"healthy": false})}
+		}},
+	{name: "registered service target", fields: []string{"targets.service"},
+		before: func(t *testing.T, g *testutil.Gateway, id string) {
+			for i, be := range featureBackends {
+				mustDo(t, g, "POST", "/api/v1/management/services", map[string]any{
+					"id": fmt.Sprintf("svc-%s-%d", id, i), "name": "svc-" + id, "host": be.Host, "port": be.Port, "protocol": "grpc"}, 201)
+			}
+		},
+		route: func(id string, r map[string]any, _, _ *xdstest.Backend) {
+			r["targets"] = []any{map[string]any{"service": "svc-" + id}}
+		}},
+	{name: "target health_path", fields: []string{"targets.health_path"}, route: func(_ string, r map[string]any, m1, _ *xdstest.Backend) {
+		r["targets"] = []any{withTarget(m1, map[string]any{"health_path": "/health"})}
+	}},
+	{name: "target tls", fields: []string{"targets.tls"},
+		unreachable: "m1 speaks plaintext: a client that applies tls cannot call it, one that answers sent the call unencrypted to a target configured for TLS",
+		route: func(_ string, r map[string]any, m1, _ *xdstest.Backend) {
+			r["targets"] = []any{withTarget(m1, map[string]any{"tls": true})}
+		}},
+	{name: "target protocol http2", fields: []string{"targets.protocol"}, route: func(_ string, r map[string]any, m1, _ *xdstest.Backend) {
+		r["targets"] = []any{withTarget(m1, map[string]any{"protocol": "http2"})}
+	}},
+	{name: "timeout", fields: []string{"timeout"}, route: func(_ string, r map[string]any, _, _ *xdstest.Backend) {
+		r["timeout"] = "5s"
+	}},
+	{name: "retries with backoff", fields: []string{"retries", "retry_policy"}, route: func(_ string, r map[string]any, _, _ *xdstest.Backend) {
+		r["retries"] = 2
+		r["retry_policy"] = map[string]any{"retry_on": []string{"5xx", "reset", "connect-failure"}, "per_try_timeout": "2s",
+			"base_interval": "25ms", "max_interval": "250ms"}
+	}},
+	{name: "retries on gRPC statuses", route: func(_ string, r map[string]any, _, _ *xdstest.Backend) {
+		r["retries"] = 3
+		r["retry_policy"] = map[string]any{"retry_on": []string{"unavailable", "cancelled", "deadline-exceeded", "resource-exhausted", "internal"}}
+	}},
+	{name: "retries on status codes", route: func(_ string, r map[string]any, _, _ *xdstest.Backend) {
+		r["retries"] = 1
+		r["retry_policy"] = map[string]any{"retry_on": []string{"retriable-status-codes"}, "retriable_status_codes": []int{503, 504}}
+	}},
+	{name: "require_auth with auth", fields: []string{"require_auth", "auth"}, route: func(_ string, r map[string]any, _, _ *xdstest.Backend) {
+		r["require_auth"] = true
+		r["auth"] = map[string]any{"methods": []string{"api_key"}, "scopes": []string{"users:read"}, "roles": []string{"admin"}}
+	}},
+	{name: "auth dry_run", route: func(_ string, r map[string]any, _, _ *xdstest.Backend) {
+		r["require_auth"] = true
+		r["auth"] = map[string]any{"methods": []string{"api_key"}, "dry_run": true}
+	}},
+	{name: "auth ip_rules and policies", before: func(t *testing.T, g *testutil.Gateway, id string) {
+		// Each names the route too: an object naming no route applies to every route.
+		create("ip-rules", map[string]any{"action": "allow", "cidrs": []string{"127.0.0.0/8"}, "routes": nil})(t, g, id)
+		create("policies", map[string]any{"routes": nil, "rules": []any{map[string]any{"expression": `request.method == "DELETE"`, "action": "deny", "status": 403}}})(t, g, id)
+	}, route: func(id string, r map[string]any, _, _ *xdstest.Backend) {
+		r["auth"] = map[string]any{"ip_rules": []string{"ip-rules-" + id}, "policies": []string{"policies-" + id}}
+	}},
+	{name: "ip rule naming the route", after: create("ip-rules", map[string]any{"action": "allow", "cidrs": []string{"127.0.0.0/8"}, "routes": nil})},
+	{name: "policy naming the route", after: create("policies", map[string]any{"routes": nil,
+		"rules": []any{map[string]any{"expression": `request.method == "DELETE"`, "action": "deny", "status": 403}}})},
+	{name: "rewrite prefix", fields: []string{"rewrite"}, route: func(_ string, r map[string]any, _, _ *xdstest.Backend) {
+		r["conditions"] = conditions(map[string]any{"path_pattern": "/grpc.health.v1.Health/*"})
+		r["rewrite"] = map[string]any{"prefix": "/grpc.health.v1.Health/"}
+	}},
+	{name: "rewrite regex", route: func(_ string, r map[string]any, _, _ *xdstest.Backend) {
+		r["rewrite"] = map[string]any{"regex": `^/grpc\.health\.v1\.Health/(.*)$`, "substitution": `/grpc.health.v1.Health/\1`}
+	}},
+	{name: "rewrite host", route: func(_ string, r map[string]any, _, _ *xdstest.Backend) {
+		r["rewrite"] = map[string]any{"host": "backend.internal"}
+	}},
+	{name: "request headers", fields: []string{"request_headers"}, route: func(_ string, r map[string]any, _, _ *xdstest.Backend) {
+		r["request_headers"] = map[string]any{"add": map[string]string{"x-gateway": "agw"}, "set": map[string]string{"x-env": "test"}, "remove": []string{"x-internal"}}
+	}},
+	{name: "response headers", fields: []string{"response_headers"}, route: func(_ string, r map[string]any, _, _ *xdstest.Backend) {
+		r["response_headers"] = map[string]any{"add": map[string]string{"x-served-by": "agw"}, "set": map[string]string{"cache-control": "no-store"}, "remove": []string{"x-powered-by"}}
+	}},
+	{name: "sticky_session", fields: []string{"sticky_session"}, route: func(_ string, r map[string]any, m1, m2 *xdstest.Backend) {
+		r["targets"] = []any{grpcTarget(m1, 1), grpcTarget(m2, 1)}
+		r["sticky_session"] = map[string]any{"cookie": "agw-session", "ttl": "1h", "path": "/"}
+	}},
+	{name: "tenant", fields: []string{"tenant"}, before: func(t *testing.T, g *testutil.Gateway, id string) {
+		mustDo(t, g, "POST", "/api/v1/management/tenants", map[string]any{"id": "tenant-" + id}, 201)
+	}, route: func(id string, r map[string]any, _, _ *xdstest.Backend) {
+		r["tenant"] = "tenant-" + id
+	}},
+	{name: "waf", fields: []string{"waf"}, route: func(_ string, r map[string]any, _, _ *xdstest.Backend) {
+		r["waf"] = map[string]any{"enabled": true, "mode": "block", "paranoia_level": 1}
+	}},
+	{name: "rate limit policy", fields: []string{"rate_limit"}, before: create("rate-limits", map[string]any{
+		"strategy": "token_bucket", "requests_per_unit": 1000, "time_unit": "1m", "burst_capacity": 1000, "by": "ip"}),
+		route: func(id string, r map[string]any, _, _ *xdstest.Backend) {
+			r["rate_limit"] = map[string]any{"policies": []string{"rate-limits-" + id}}
+		}},
+	{name: "rate limit inline", route: func(_ string, r map[string]any, _, _ *xdstest.Backend) {
+		r["rate_limit"] = map[string]any{"limits": []any{map[string]any{"requests_per_unit": 1000, "time_unit": "1m", "by": "route"}}, "fail_mode": "open"}
+	}},
+	{name: "health_check", fields: []string{"health_check"}, route: func(_ string, r map[string]any, _, _ *xdstest.Backend) {
+		r["health_check"] = map[string]any{"path": "/health", "interval": "5s", "timeout": "1s", "healthy_threshold": 2,
+			"unhealthy_threshold": 3, "expected_statuses": []int{200}}
+	}},
+	{name: "circuit_breaker", fields: []string{"circuit_breaker"}, route: func(_ string, r map[string]any, _, _ *xdstest.Backend) {
+		r["circuit_breaker"] = map[string]any{"max_connections": 1024, "max_pending_requests": 256, "max_requests": 1024, "max_retries": 3}
+	}},
+	{name: "outlier_detection", fields: []string{"outlier_detection"}, route: func(_ string, r map[string]any, _, _ *xdstest.Backend) {
+		r["outlier_detection"] = map[string]any{"consecutive_5xx": 5, "interval": "10s", "base_ejection_time": "30s", "max_ejection_percent": 50}
+	}},
+}
+
+// featureBackends are m1 and m2 while TestProxylessRouteFeatures runs (services name them).
+var featureBackends []*xdstest.Backend
+
+// routeFields are the fields of a route, a condition and a target, as "field",
+// "conditions.field" and "targets.field".
+func routeFields() []string {
+	var out []string
+	add := func(prefix string, v any) {
+		rt := reflect.TypeOf(v)
+		for i := 0; i < rt.NumField(); i++ {
+			f := rt.Field(i)
+			name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+			if f.Anonymous || name == "" || name == "-" {
+				continue
+			}
+			out = append(out, prefix+name)
+		}
+	}
+	add("", model.Route{})
+	add("conditions.", model.Condition{})
+	add("targets.", model.Target{})
+	return out
+}
+
+// The feature table turns on every field a route, a condition or a target has: a field
+// added to the model without a row here fails.
+func TestRouteFeatureTableCoversTheModel(t *testing.T) {
+	inherent := []string{"id", "conditions", "targets", "status", "targets.host", "targets.port"}
+	covered := map[string]bool{}
+	for _, f := range routeFeatures {
+		for _, name := range f.fields {
+			covered[name] = true
+		}
+	}
+	all := routeFields()
+	for _, name := range all {
+		if !covered[name] && !slices.Contains(inherent, name) {
+			t.Errorf("no row of routeFeatures turns on %s", name)
+		}
+	}
+	for name := range covered {
+		if !slices.Contains(all, name) {
+			t.Errorf("routeFeatures names %s, which no route has", name)
+		}
+	}
+}
+
+// TestProxylessRouteFeatures turns every route feature on in turn, and for each: the write
+// is accepted and translated, both proxyless clients take what the gRPC flavor serves
+// without a single NACK, a route served to them answers and shows ACKED, a route left out
+// shows OMITTED with the reason, and /xds/nodes counts exactly the ACKs and NACKs each
+// client sent.
+func TestProxylessRouteFeatures(t *testing.T) {
+	e := newEnv(t, testutil.GatewayOptions{})
+	m1, m2 := xdstest.StartBackend(t, "m1"), xdstest.StartBackend(t, "m2")
+	featureBackends = []*xdstest.Backend{m1, m2}
+	t.Cleanup(func() { featureBackends = nil })
+	var table []string
+	for i, f := range routeFeatures {
+		t.Run(f.name, func(t *testing.T) {
+			id := fmt.Sprintf("feat-%02d", i)
+			host := id + ".test"
+			if f.before != nil {
+				f.before(t, e.g, id)
+			}
+			r := publicRoute(id, host, grpcTarget(m1, 1))
+			if f.route != nil {
+				f.route(id, r, m1, m2)
+			}
+			mustDo(t, e.g, "POST", "/api/v1/management/routes", r, 201)
+			// Each row's channels end with it: a row's clients follow only its host.
+			defer func() {
+				for _, c := range e.clients {
+					c.Close(t, host)
+				}
+			}()
+			if f.after != nil {
+				f.after(t, e.g, id)
+			}
+			st := e.routeStatus(t, id)
+			if st.Translation != "ok" {
+				t.Fatalf("route %s: translation %q", id, st.Translation)
+			}
+			omitted := st.XDS["grpc"].State == "OMITTED"
+			if omitted && st.XDS["grpc"].Error == "" {
+				t.Fatalf("route %s is OMITTED from the gRPC flavor without a reason: %+v", id, st)
+			}
+			allowed := f.backends
+			if allowed == nil {
+				allowed = []string{"m1", "m2"}
+			}
+			for _, c := range e.clients {
+				t.Run(c.Name(), func(t *testing.T) {
+					mark := e.markNACKs(c)
+					switch {
+					case omitted:
+						// Nothing else routes this host: no call may answer.
+						if got := c.Call(t, rpcs{Target: host, N: 3, Metadata: f.md, Deadline: time.Second}); got.OK != 0 {
+							t.Errorf("route left out of the gRPC flavor (%s), yet calls answered: %s", st.XDS["grpc"].Error, got)
+						}
+					case f.unreachable != "":
+						// The client has the route once the group ACKed its version.
+						c.Call(t, rpcs{Target: host, Metadata: f.md, Deadline: time.Second})
+						eventually(t, 10*time.Second, func() string {
+							if s := e.routeStatus(t, id); s.XDS["grpc"].State != "ACKED" {
+								return fmt.Sprintf("route %s, status %+v; %s", id, s, e.behind(t, "grpc"))
+							}
+							return ""
+						})
+						if got := c.Call(t, rpcs{Target: host, N: 3, Metadata: f.md, Deadline: 2 * time.Second}); got.OK != 0 {
+							t.Errorf("route served to proxyless clients and calls answered, but %s: %s", f.unreachable, got)
+						}
+					default:
+						eventually(t, 10*time.Second, func() string {
+							got := c.Call(t, rpcs{Target: host, N: 5, Metadata: f.md, Deadline: 2 * time.Second})
+							for be := range got.Backends {
+								if !slices.Contains(allowed, be) {
+									t.Fatalf("calls answered by %s, want only %v: %s", be, allowed, got)
+								}
+							}
+							if got.OK == 5 {
+								return ""
+							}
+							return got.String() + e.nackSummary(c)
+						})
+					}
+					e.checkNoNACKsSince(t, c, mark)
+					e.checkCountsAgree(t, c)
+				})
+			}
+			if !omitted && f.unreachable == "" {
+				eventually(t, 10*time.Second, func() string {
+					if s := e.routeStatus(t, id); s.XDS["grpc"].State != "ACKED" {
+						return fmt.Sprintf("route %s served to both clients, status %+v; %s", id, s, e.behind(t, "grpc"))
+					}
+					return ""
+				})
+			}
+			table = append(table, fmt.Sprintf("%-44s grpc: %s %s", f.name, e.routeStatus(t, id).XDS["grpc"].State, st.XDS["grpc"].Error))
+		})
+	}
+	t.Logf("route features in the gRPC flavor:\n%s", strings.Join(table, "\n"))
+}
