@@ -85,6 +85,15 @@ func usesEDS(c *ir.Cluster, f Flavor) bool {
 // which one is a host name (instances of a service registered by name) has no form every
 // client takes. Registering the instances by IP address serves it (EDS).
 func grpcClusterOmission(c *ir.Cluster) string {
+	if c.TLS {
+		// A proxyless client takes upstream TLS only as an xDS security config naming
+		// certificate providers of its bootstrap, which the gateway does not configure;
+		// without it the call goes out with the channel's own credentials, in plaintext on
+		// an insecure channel (tokens in the metadata included), to a target the operator
+		// configured for TLS.
+		return fmt.Sprintf("%s.tls: a proxyless gRPC client takes upstream TLS only from certificate providers in its own bootstrap, which the gateway does not configure; served without it, the call would go out with the channel's credentials, in plaintext on an insecure channel",
+			clusterField(c))
+	}
 	switch grpcClusterKind(c) {
 	case grpcLogicalDNS:
 		if h := c.Endpoints[0].Host; !dnsName(h) {

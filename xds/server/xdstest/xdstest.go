@@ -86,7 +86,6 @@ func StartBackendWith(t testing.TB, name string, o BackendOptions) *Backend {
 	b := &Backend{Name: name, Addr: l.Addr().String(), Host: host, Port: port}
 	b.srv = grpc.NewServer(grpc.UnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 		n := b.calls.Add(1)
-		_ = grpc.SetHeader(ctx, metadata.Pairs(IdentityHeader, name))
 		if o.Delay > 0 {
 			select {
 			case <-time.After(o.Delay):
@@ -95,8 +94,12 @@ func StartBackendWith(t testing.TB, name string, o BackendOptions) *Backend {
 			}
 		}
 		if o.FailEvery > 0 && (n-1)%int64(o.FailEvery) == 0 {
+			// A failure is a Trailers-Only response, as most servers fail: header metadata set
+			// before it would go out as a header frame of its own, and a client that received
+			// headers has committed the call and never retries it (gRFC A6).
 			return nil, status.Errorf(codes.Unavailable, "backend %s fails call %d on purpose", name, n)
 		}
+		_ = grpc.SetHeader(ctx, metadata.Pairs(IdentityHeader, name))
 		return h(ctx, req)
 	}))
 	healthpb.RegisterHealthServer(b.srv, health.NewServer())
