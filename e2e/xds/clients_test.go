@@ -409,7 +409,11 @@ func (c *jsClient) read(t testing.TB, timeout time.Duration, out any) {
 		if e.Error != "" {
 			t.Fatalf("grpc-js client: %s; stderr:\n%s", e.Error, c.stderr.String())
 		}
-		if err := json.Unmarshal([]byte(line), out); err != nil {
+		// Strictly: a reply of another shape than the request's (a field unknown to it) is a
+		// driver out of step with this harness, not an answer.
+		dec := json.NewDecoder(strings.NewReader(line))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(out); err != nil {
 			t.Fatalf("grpc-js client: reply %q: %v", line, err)
 		}
 	case <-time.After(timeout):
@@ -471,6 +475,11 @@ func (c *jsClient) Call(t testing.TB, r rpcs) tally {
 	t.Helper()
 	out := newTally()
 	c.do(t, jsRequest("call", r), batchTimeout(r), &out)
+	// Every call asked for is in the reply, answered or failed: a reply that accounts for
+	// fewer (an empty "{}" among them) would pass any "no call answered" check.
+	if n := max(r.N, 1); out.OK+out.failed() != n || len(out.LatencyMS) != n {
+		t.Fatalf("grpc-js client: %d calls asked, the reply accounts for %d (%d latencies): %s", n, out.OK+out.failed(), len(out.LatencyMS), out)
+	}
 	return out
 }
 
@@ -494,11 +503,17 @@ func (c *jsClient) Close(t testing.TB, target string) {
 		Closed bool `json:"closed"`
 	}
 	c.do(t, map[string]any{"op": "close", "target": "xds:///" + target}, 10*time.Second, &res)
+	if !res.Closed {
+		t.Fatalf("grpc-js client did not close the channel to %s", target)
+	}
 }
 
 func (c *jsClient) Stop(t testing.TB, loop string) tally {
 	t.Helper()
 	out := newTally()
 	c.do(t, map[string]any{"op": "stop", "loop": loop}, 30*time.Second, &out)
+	if out.OK+out.failed() != len(out.LatencyMS) {
+		t.Fatalf("grpc-js client: loop %s reply accounts for %d calls but %d latencies: %s", loop, out.OK+out.failed(), len(out.LatencyMS), out)
+	}
 	return out
 }

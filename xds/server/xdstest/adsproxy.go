@@ -32,6 +32,8 @@ type ADSProxy struct {
 
 	mu    sync.Mutex
 	nodes map[string]*proxyNode
+	// corrupt holds, per node id, the types whose next SotW response is to be corrupted.
+	corrupt map[string]map[string]bool
 }
 
 // Counts is what one node's client answered, by short type name (lds, rds, cds, eds).
@@ -47,6 +49,7 @@ type Counts struct {
 }
 
 type proxyNode struct {
+	id     string
 	counts Counts
 }
 
@@ -71,7 +74,7 @@ func StartADSProxy(t testing.TB, upstream string) *ADSProxy {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &ADSProxy{Addr: l.Addr().String(), upstream: discoveryv3.NewAggregatedDiscoveryServiceClient(cc), nodes: map[string]*proxyNode{}}
+	p := &ADSProxy{Addr: l.Addr().String(), upstream: discoveryv3.NewAggregatedDiscoveryServiceClient(cc), nodes: map[string]*proxyNode{}, corrupt: map[string]map[string]bool{}}
 	srv := grpc.NewServer()
 	discoveryv3.RegisterAggregatedDiscoveryServiceServer(srv, adsForwarder{p: p})
 	go func() { _ = srv.Serve(l) }()
@@ -153,7 +156,7 @@ func (p *ADSProxy) open(st *proxyStream, nodeID string) {
 	}
 	n := p.nodes[nodeID]
 	if n == nil || n.counts.Streams == 0 {
-		n = &proxyNode{counts: Counts{ACKs: map[string]int{}, NACKs: map[string]int{}, Answered: map[string]string{}}}
+		n = &proxyNode{id: nodeID, counts: Counts{ACKs: map[string]int{}, NACKs: map[string]int{}, Answered: map[string]string{}}}
 		p.nodes[nodeID] = n
 	}
 	n.counts.Streams++
@@ -196,6 +199,46 @@ func (p *ADSProxy) response(st *proxyStream, typeURL, version, nonce string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	st.sent[nonce] = sentResponse{typeURL: typeURL, version: version}
+}
+
+// corruptType is the type URL a corrupted response's resources carry: a type no xDS client
+// takes for any resource type (grpc-go: "unexpected resource type", grpc-js: "resource index
+// N: incorrect resource type"), so every client rejects the response, whatever it holds.
+const corruptType = "type.googleapis.com/google.protobuf.Empty"
+
+// CorruptNext makes the next state-of-the-world response of typeURL that the proxy forwards
+// to the node carry every resource under a type no client takes: the client NACKs a
+// response the control plane built correctly, so a test gets a real NACK from a real client.
+// The response keeps its nonce and version: the client's NACK names what the control plane
+// sent, and the proxy counts it as it counts any answer.
+func (p *ADSProxy) CorruptNext(nodeID, typeURL string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.corrupt[nodeID] == nil {
+		p.corrupt[nodeID] = map[string]bool{}
+	}
+	p.corrupt[nodeID][typeURL] = true
+}
+
+// Corrupting reports whether a CorruptNext for the node and type is still to happen.
+func (p *ADSProxy) Corrupting(nodeID, typeURL string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.corrupt[nodeID][typeURL]
+}
+
+// sotwResponse records a SotW response and corrupts it when CorruptNext asked for it.
+func (p *ADSProxy) sotwResponse(st *proxyStream, res *discoveryv3.DiscoveryResponse) {
+	p.response(st, res.GetTypeUrl(), res.GetVersionInfo(), res.GetNonce())
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if st.node == nil || !p.corrupt[st.node.id][res.GetTypeUrl()] || len(res.GetResources()) == 0 {
+		return
+	}
+	delete(p.corrupt[st.node.id], res.GetTypeUrl())
+	for _, r := range res.GetResources() {
+		r.TypeUrl = corruptType
+	}
 }
 
 type adsForwarder struct {
@@ -263,7 +306,7 @@ func (f adsForwarder) StreamAggregatedResources(ds discoveryv3.AggregatedDiscove
 			if err != nil {
 				return err
 			}
-			f.p.response(st, res.GetTypeUrl(), res.GetVersionInfo(), res.GetNonce())
+			f.p.sotwResponse(st, res)
 			if err := ds.Send(res); err != nil {
 				return err
 			}

@@ -12,6 +12,7 @@ import (
 	statuspb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/types/known/anypb"
 )
 
 const (
@@ -219,5 +220,55 @@ func TestADSProxyCountsDelta(t *testing.T) {
 	c := p.Counts("d1")
 	if c.ACKs["cds"] != 1 || c.NACKs["cds"] != 1 || c.Answered["cds"] != "sb" || !reflect.DeepEqual(c.NACKErrors, []string{"cds: no"}) {
 		t.Fatalf("delta counts %+v", c)
+	}
+}
+
+// CorruptNext corrupts exactly the next response of the type to the node: every resource
+// under a type no client takes, nonce and version kept; other types and later responses
+// pass unchanged.
+func TestADSProxyCorruptNext(t *testing.T) {
+	up, upAddr := startUpstream(t)
+	p := StartADSProxy(t, upAddr)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cs, err := adsClient(t, p.Addr).StreamAggregatedResources(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cs.Send(&discoveryv3.DiscoveryRequest{Node: &corev3.Node{Id: "c1"}, TypeUrl: cdsType}); err != nil {
+		t.Fatal(err)
+	}
+	us := <-up.sotw
+	if _, err := us.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	p.CorruptNext("c1", cdsType)
+	p.CorruptNext("other", ldsType)
+	res := func(typ, nonce string) *discoveryv3.DiscoveryResponse {
+		return &discoveryv3.DiscoveryResponse{TypeUrl: typ, VersionInfo: "v" + nonce, Nonce: nonce,
+			Resources: []*anypb.Any{{TypeUrl: typ, Value: []byte{0x0a, 0x01, 'x'}}, {TypeUrl: typ, Value: []byte{0x0a, 0x01, 'y'}}}}
+	}
+	for _, step := range []struct {
+		typ, nonce string
+		corrupt    bool
+	}{{ldsType, "1", false}, {cdsType, "2", true}, {cdsType, "3", false}} {
+		if err := us.Send(res(step.typ, step.nonce)); err != nil {
+			t.Fatal(err)
+		}
+		got, err := cs.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.GetNonce() != step.nonce || got.GetVersionInfo() != "v"+step.nonce || len(got.GetResources()) != 2 {
+			t.Fatalf("response %s forwarded as %v", step.nonce, got)
+		}
+		for _, r := range got.GetResources() {
+			if corrupted := r.GetTypeUrl() == corruptType; corrupted != step.corrupt || (!corrupted && r.GetTypeUrl() != step.typ) {
+				t.Fatalf("response %s (corrupt %v): resource type %s", step.nonce, step.corrupt, r.GetTypeUrl())
+			}
+		}
+	}
+	if p.Corrupting("c1", cdsType) || !p.Corrupting("other", ldsType) {
+		t.Fatal("a corruption was used up by the wrong node or type")
 	}
 }
