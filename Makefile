@@ -38,10 +38,15 @@ test-deps:
 		$$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q nodejs npm </dev/null; \
 	fi
 	@# The grpc-js xDS client of e2e/xds, exactly as its committed lockfile pins it; installed
-	@# again only when the lockfile changed since the last install. No package of it needs an
-	@# install script (protobufjs's only checks versions), so none runs.
-	@cd $(GRPCJS_DIR) && if ! cmp -s package-lock.json node_modules/.installed-lock.json; then \
-		npm ci --no-audit --no-fund --ignore-scripts </dev/null && cp package-lock.json node_modules/.installed-lock.json; \
+	@# again when the lockfile changed since the last install, or when what is installed no
+	@# longer matches it or does not load (a package deleted or cut short: npm ci starts from
+	@# an empty node_modules). No package of it needs an install script (protobufjs's only
+	@# checks versions), so none runs.
+	@cd $(GRPCJS_DIR) && if ! cmp -s package-lock.json node_modules/.installed-lock.json \
+		|| ! npm ls --all --offline --no-update-notifier >/dev/null 2>&1 </dev/null \
+		|| ! node -e 'require("@grpc/grpc-js"); require("@grpc/grpc-js-xds")' >/dev/null 2>&1 </dev/null; then \
+		rm -f node_modules/.installed-lock.json; \
+		npm ci --no-audit --no-fund --ignore-scripts --no-update-notifier </dev/null && cp package-lock.json node_modules/.installed-lock.json; \
 	fi
 
 vet:
