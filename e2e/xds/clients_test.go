@@ -338,9 +338,15 @@ func startJSClient(t testing.TB, addr, node string) *jsClient {
 		t.Fatalf("the Node client's packages are not installed: run make test-deps (npm ci in e2e/xds/%s): %v", jsDir, err)
 	}
 	boot := xdstest.Bootstrap(addr, node, "edge")
-	cmd := exec.Command("node", "client.js")
-	cmd.Dir = jsDir
-	cmd.Env = append(os.Environ(), "GRPC_XDS_BOOTSTRAP_CONFIG="+string(boot), "GRPC_XDS_BOOTSTRAP=")
+	return startNodeDriver(t, jsDir, "client.js", node, "GRPC_XDS_BOOTSTRAP_CONFIG="+string(boot), "GRPC_XDS_BOOTSTRAP=")
+}
+
+// startNodeDriver starts node script in dir as a jsClient of the node id, with env added.
+func startNodeDriver(t testing.TB, dir, script, node string, env ...string) *jsClient {
+	t.Helper()
+	cmd := exec.Command("node", script)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), env...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	inR, inW, err := os.Pipe()
 	if err != nil {
