@@ -97,7 +97,7 @@ func TestTrackerBounds(t *testing.T) {
 		tr.OnStreamDeltaResponse(1, nil, &discoveryv3.DeltaDiscoveryResponse{TypeUrl: resourcev3.ClusterType,
 			Nonce: fmt.Sprint(i), SystemVersionInfo: fmt.Sprint(i), Resources: res})
 	}
-	if got := len(tr.streams[1].delta[resourcev3.ClusterType]); got != deltaPerType {
+	if got := len(tr.streams[streamKey{id: 1, delta: true}].delta[resourcev3.ClusterType]); got != deltaPerType {
 		t.Fatalf("%d delta responses remembered", got)
 	}
 	// A message naming nothing rejects every resource: at most the cap is held.

@@ -158,12 +158,19 @@ type tracker struct {
 	m   *metrics
 	now func() time.Time
 
-	mu      sync.Mutex
-	streams map[int64]*streamState
+	mu sync.Mutex
+	// streams: go-control-plane numbers SotW and delta streams with separate counters (the
+	// first of each is 1), so a stream is its kind and id.
+	streams map[streamKey]*streamState
 	nodes   map[string]*NodeInfo // by group + "/" + node id
 	// gen counts changes to nodes, ACKs and NACKs; views caches group views per gen.
 	gen   uint64
 	views map[string]cachedView
+}
+
+type streamKey struct {
+	id    int64
+	delta bool
 }
 
 type cachedView struct {
@@ -172,7 +179,7 @@ type cachedView struct {
 }
 
 func newTracker(log *slog.Logger, m *metrics, now func() time.Time) *tracker {
-	return &tracker{log: log, m: m, now: now, streams: map[int64]*streamState{}, nodes: map[string]*NodeInfo{}}
+	return &tracker{log: log, m: m, now: now, streams: map[streamKey]*streamState{}, nodes: map[string]*NodeInfo{}}
 }
 
 // TypeName is the short name of a type URL used in metrics and the API (lds, rds, cds, eds).
@@ -190,11 +197,11 @@ func TypeName(typeURL string) string {
 	return typeURL[strings.LastIndex(typeURL, ".")+1:]
 }
 
-func (t *tracker) stream(id int64) *streamState {
-	st := t.streams[id]
+func (t *tracker) stream(k streamKey) *streamState {
+	st := t.streams[k]
 	if st == nil {
 		st = &streamState{sotw: map[string][]*response{}, delta: map[string][]*response{}}
-		t.streams[id] = st
+		t.streams[k] = st
 	}
 	return st
 }
@@ -220,11 +227,11 @@ func (t *tracker) attach(st *streamState, n *corev3.Node) {
 	t.m.nodes.Set(float64(len(t.nodes)))
 }
 
-func (t *tracker) closed(id int64) {
+func (t *tracker) closed(k streamKey) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	st := t.streams[id]
-	delete(t.streams, id)
+	st := t.streams[k]
+	delete(t.streams, k)
 	if st == nil || st.node == nil {
 		return
 	}
@@ -340,7 +347,7 @@ func (t *tracker) nack(ni *NodeInfo, r *response, detail string) {
 func (t *tracker) OnStreamOpen(context.Context, int64, string) error { return nil }
 
 // OnStreamClosed is called when a SotW stream closes.
-func (t *tracker) OnStreamClosed(id int64, _ *corev3.Node) { t.closed(id) }
+func (t *tracker) OnStreamClosed(id int64, _ *corev3.Node) { t.closed(streamKey{id: id}) }
 
 // OnStreamRequest sees every SotW request before the cache does. The first request naming
 // a response's nonce ACKs or NACKs it (see NodeInfo). A NACK's version_info is set to the
@@ -350,7 +357,7 @@ func (t *tracker) OnStreamClosed(id int64, _ *corev3.Node) { t.closed(id) }
 func (t *tracker) OnStreamRequest(id int64, req *discoveryv3.DiscoveryRequest) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	st := t.stream(id)
+	st := t.stream(streamKey{id: id})
 	t.attach(st, req.GetNode())
 	if st.node == nil || req.GetResponseNonce() == "" {
 		return nil
@@ -378,7 +385,7 @@ func (t *tracker) OnStreamRequest(id int64, req *discoveryv3.DiscoveryRequest) e
 func (t *tracker) OnStreamResponse(_ context.Context, id int64, _ *discoveryv3.DiscoveryRequest, resp *discoveryv3.DiscoveryResponse) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	st := t.stream(id)
+	st := t.stream(streamKey{id: id})
 	r := &response{typeURL: resp.GetTypeUrl(), version: resp.GetVersionInfo(), nonce: resp.GetNonce(), sotw: resp.GetResources()}
 	st.sotw[r.typeURL] = remember(st.sotw[r.typeURL], r, sotwPerType)
 	if st.node != nil {
@@ -397,13 +404,13 @@ func (t *tracker) OnFetchResponse(*discoveryv3.DiscoveryRequest, *discoveryv3.Di
 func (t *tracker) OnDeltaStreamOpen(context.Context, int64, string) error { return nil }
 
 // OnDeltaStreamClosed is called when a delta stream closes.
-func (t *tracker) OnDeltaStreamClosed(id int64, _ *corev3.Node) { t.closed(id) }
+func (t *tracker) OnDeltaStreamClosed(id int64, _ *corev3.Node) { t.closed(streamKey{id: id, delta: true}) }
 
 // OnStreamDeltaRequest records delta ACKs and NACKs, once per response nonce.
 func (t *tracker) OnStreamDeltaRequest(id int64, req *discoveryv3.DeltaDiscoveryRequest) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	st := t.stream(id)
+	st := t.stream(streamKey{id: id, delta: true})
 	t.attach(st, req.GetNode())
 	if st.node == nil || req.GetResponseNonce() == "" {
 		return nil
@@ -431,7 +438,7 @@ func (t *tracker) OnStreamDeltaRequest(id int64, req *discoveryv3.DeltaDiscovery
 func (t *tracker) OnStreamDeltaResponse(id int64, _ *discoveryv3.DeltaDiscoveryRequest, resp *discoveryv3.DeltaDiscoveryResponse) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	st := t.stream(id)
+	st := t.stream(streamKey{id: id, delta: true})
 	r := &response{typeURL: resp.GetTypeUrl(), version: resp.GetSystemVersionInfo(), nonce: resp.GetNonce(), delta: true,
 		names: make([]string, 0, len(resp.GetResources())), versions: make([]string, 0, len(resp.GetResources())),
 		removed: resp.GetRemovedResources()}
