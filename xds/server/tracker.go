@@ -404,7 +404,9 @@ func (t *tracker) OnFetchResponse(*discoveryv3.DiscoveryRequest, *discoveryv3.Di
 func (t *tracker) OnDeltaStreamOpen(context.Context, int64, string) error { return nil }
 
 // OnDeltaStreamClosed is called when a delta stream closes.
-func (t *tracker) OnDeltaStreamClosed(id int64, _ *corev3.Node) { t.closed(streamKey{id: id, delta: true}) }
+func (t *tracker) OnDeltaStreamClosed(id int64, _ *corev3.Node) {
+	t.closed(streamKey{id: id, delta: true})
+}
 
 // OnStreamDeltaRequest records delta ACKs and NACKs, once per response nonce.
 func (t *tracker) OnStreamDeltaRequest(id int64, req *discoveryv3.DeltaDiscoveryRequest) error {
