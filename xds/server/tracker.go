@@ -76,15 +76,16 @@ type NodeInfo struct {
 	Sent        map[string]string `json:"sent"`
 	Acks        map[string]int    `json:"acks"`
 	Nacks       map[string]int    `json:"nacks"`
-	// Rejected lists, per type, the resources whose last version sent was rejected and not
-	// yet followed by an ACKed new version (or stopped being sent).
+	// Rejected lists, per type, the resources whose last version sent on a stream was
+	// rejected there and not yet followed there by an ACKed new version (or stopped being
+	// sent or subscribed), while that stream is open.
 	Rejected map[string][]string `json:"rejected,omitempty"`
 	LastNACK *NACK               `json:"last_nack,omitempty"`
 
 	// answered is, per type URL, the version of the last response ACKed or NACKed: a
 	// NACKed response's resources that the NACK does not name were accepted.
-	answered  map[string]string
-	rejected  map[string]map[string]*rejection // type URL -> resource name
+	answered map[string]string
+	// nRejected counts the rejections its streams hold (bounded by maxRejectedPerNode).
 	nRejected int
 }
 
@@ -130,6 +131,10 @@ type streamState struct {
 	node  *NodeInfo
 	sotw  map[string][]*response // by type URL: the latest responses, oldest first
 	delta map[string][]*response // by type URL: unanswered responses, oldest first
+	// rejected: what this stream's client rejects (type URL -> resource name). A rejection
+	// is one client's: clients sharing a node id, or a client's next stream, answer only
+	// for themselves, and it ends with the stream.
+	rejected map[string]map[string]*rejection
 }
 
 // find returns the remembered response of a type with the nonce, or nil.
@@ -217,8 +222,7 @@ func (t *tracker) attach(st *streamState, n *corev3.Node) {
 	if ni == nil {
 		ni = &NodeInfo{ID: n.GetId(), Cluster: n.GetCluster(), Group: g, UserAgent: n.GetUserAgentName(),
 			ConnectedAt: t.now(), Acked: map[string]string{}, Sent: map[string]string{},
-			Acks: map[string]int{}, Nacks: map[string]int{},
-			answered: map[string]string{}, rejected: map[string]map[string]*rejection{}}
+			Acks: map[string]int{}, Nacks: map[string]int{}, answered: map[string]string{}}
 		t.nodes[key] = ni
 	}
 	ni.Streams++
@@ -236,6 +240,9 @@ func (t *tracker) closed(k streamKey) {
 		return
 	}
 	st.node.Streams--
+	for _, rej := range st.rejected {
+		st.node.nRejected -= len(rej)
+	}
 	t.gen++
 	if st.node.Streams <= 0 {
 		delete(t.nodes, st.node.Group+"/"+st.node.ID)
@@ -245,13 +252,14 @@ func (t *tracker) closed(k streamKey) {
 
 // ack records an ACK of r: counted once; rejected resources of the type that r carries in
 // a new version, or (SotW) no longer carries, or (delta) removes, are accepted now.
-func (t *tracker) ack(ni *NodeInfo, r *response) {
+func (t *tracker) ack(st *streamState, r *response) {
+	ni := st.node
 	r.answered = true
 	ni.Acks[TypeName(r.typeURL)]++
 	t.m.acks.WithLabelValues(TypeName(r.typeURL)).Inc()
 	ni.Acked[r.typeURL] = r.version
 	ni.answered[r.typeURL] = r.version
-	t.settle(ni, r, nil)
+	t.settle(st, r, nil)
 	r.release()
 	t.gen++
 }
@@ -267,8 +275,8 @@ func (r *response) release() {
 // listeners and clusters, whose responses hold every subscribed resource; a SotW route
 // configuration or endpoint assignment left out of a response may just be unchanged). Names
 // in keep stay rejected.
-func (t *tracker) settle(ni *NodeInfo, r *response, keep map[string]bool) {
-	rej := ni.rejected[r.typeURL]
+func (t *tracker) settle(st *streamState, r *response, keep map[string]bool) {
+	rej := st.rejected[r.typeURL]
 	if len(rej) == 0 {
 		return
 	}
@@ -291,16 +299,17 @@ func (t *tracker) settle(ni *NodeInfo, r *response, keep map[string]bool) {
 			continue
 		}
 		delete(rej, name)
-		ni.nRejected--
+		st.node.nRejected--
 	}
 	if len(rej) == 0 {
-		delete(ni.rejected, r.typeURL)
+		delete(st.rejected, r.typeURL)
 	}
 }
 
 // nack records a NACK of r: counted once, attributed to the resources it names (or to all
 // of r's when it names none); the other resources r carries in a new version were accepted.
-func (t *tracker) nack(ni *NodeInfo, r *response, detail string) {
+func (t *tracker) nack(st *streamState, r *response, detail string) {
+	ni := st.node
 	r.answered = true
 	msg := truncate(detail, maxErrorBytes)
 	idx, how := attribute(r, msg)
@@ -308,14 +317,17 @@ func (t *tracker) nack(ni *NodeInfo, r *response, detail string) {
 	n := &NACK{Node: ni.ID, Group: ni.Group, Type: TypeName(r.typeURL), Version: r.version, Nonce: r.nonce,
 		Attribution: how, Error: msg, At: t.now(), tokens: tokens(msg)}
 	keep := make(map[string]bool, len(idx))
-	rej := ni.rejected[r.typeURL]
+	rej := st.rejected[r.typeURL]
 	for _, i := range idx {
 		name := names[i]
 		n.Resources = append(n.Resources, name)
 		keep[name] = true
 		if rej == nil {
 			rej = map[string]*rejection{}
-			ni.rejected[r.typeURL] = rej
+			if st.rejected == nil {
+				st.rejected = map[string]map[string]*rejection{}
+			}
+			st.rejected[r.typeURL] = rej
 		}
 		if rej[name] == nil {
 			if ni.nRejected >= maxRejectedPerNode {
@@ -326,9 +338,9 @@ func (t *tracker) nack(ni *NodeInfo, r *response, detail string) {
 		rej[name] = &rejection{version: r.resourceVersion(i), nack: n}
 	}
 	if len(rej) == 0 {
-		delete(ni.rejected, r.typeURL)
+		delete(st.rejected, r.typeURL)
 	}
-	t.settle(ni, r, keep)
+	t.settle(st, r, keep)
 	r.release()
 	ni.answered[r.typeURL] = r.version
 	ni.Nacks[n.Type]++
@@ -373,9 +385,9 @@ func (t *tracker) OnStreamRequest(id int64, req *discoveryv3.DiscoveryRequest) e
 	switch {
 	case r.answered:
 	case ed != nil:
-		t.nack(st.node, r, ed.GetMessage())
+		t.nack(st, r, ed.GetMessage())
 	default:
-		t.ack(st.node, r)
+		t.ack(st, r)
 	}
 	return nil
 }
@@ -429,10 +441,10 @@ func (t *tracker) OnStreamDeltaRequest(id int64, req *discoveryv3.DeltaDiscovery
 		}
 	}
 	if ed := req.GetErrorDetail(); ed != nil {
-		t.nack(st.node, r, ed.GetMessage())
+		t.nack(st, r, ed.GetMessage())
 		return nil
 	}
-	t.ack(st.node, r)
+	t.ack(st, r)
 	return nil
 }
 
@@ -459,6 +471,22 @@ func (t *tracker) OnStreamDeltaResponse(id int64, _ *discoveryv3.DeltaDiscoveryR
 func (t *tracker) Nodes() []NodeInfo {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	rejectedBy := map[*NodeInfo]map[string][]string{}
+	for _, st := range t.streams {
+		if st.node == nil {
+			continue
+		}
+		for typ, rej := range st.rejected {
+			m := rejectedBy[st.node]
+			if m == nil {
+				m = map[string][]string{}
+				rejectedBy[st.node] = m
+			}
+			for name := range rej {
+				m[TypeName(typ)] = append(m[TypeName(typ)], name)
+			}
+		}
+	}
 	out := make([]NodeInfo, 0, len(t.nodes))
 	for _, n := range t.nodes {
 		c := *n
@@ -466,23 +494,16 @@ func (t *tracker) Nodes() []NodeInfo {
 		c.Sent = shortKeys(n.Sent)
 		c.Acks = copyCounts(n.Acks)
 		c.Nacks = copyCounts(n.Nacks)
-		c.Rejected = nil
-		for typ, rej := range n.rejected {
-			if c.Rejected == nil {
-				c.Rejected = map[string][]string{}
-			}
-			names := make([]string, 0, len(rej))
-			for name := range rej {
-				names = append(names, name)
-			}
+		c.Rejected = rejectedBy[n]
+		for typ, names := range c.Rejected {
 			sort.Strings(names)
-			c.Rejected[TypeName(typ)] = names
+			c.Rejected[typ] = dedupSorted(names) // streams of one node may reject the same resource
 		}
 		if n.LastNACK != nil {
 			l := *n.LastNACK
 			c.LastNACK = &l
 		}
-		c.answered, c.rejected = nil, nil
+		c.answered = nil
 		out = append(out, c)
 	}
 	sort.Slice(out, func(i, j int) bool {
@@ -491,6 +512,16 @@ func (t *tracker) Nodes() []NodeInfo {
 		}
 		return out[i].ID < out[j].ID
 	})
+	return out
+}
+
+func dedupSorted(s []string) []string {
+	out := s[:0]
+	for i, x := range s {
+		if i == 0 || x != s[i-1] {
+			out = append(out, x)
+		}
+	}
 	return out
 }
 
@@ -555,8 +586,13 @@ func (t *tracker) buildView(group string) groupView {
 			a[k] = x
 		}
 		v.answered = append(v.answered, a)
-		copies := map[*NACK]*NACK{} // one copy per NACK, however many resources it rejects
-		for typ, rej := range n.rejected {
+	}
+	copies := map[*NACK]*NACK{} // one copy per NACK, however many resources it rejects
+	for _, st := range t.streams {
+		if st.node == nil || st.node.Group != group {
+			continue
+		}
+		for typ, rej := range st.rejected {
 			for name, x := range rej {
 				c := copies[x.nack]
 				if c == nil {

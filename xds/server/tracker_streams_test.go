@@ -80,3 +80,50 @@ func TestSotwAndDeltaStreamsWithTheSameID(t *testing.T) {
 		t.Fatalf("grpc-1 after the delta stream closed: %+v", g)
 	}
 }
+
+// Clients sharing a node id (one bootstrap file for many processes, or a client whose new
+// stream opens before its old one closes) are several streams of one node: a rejection is
+// the rejecting stream's, and ends with it; the other streams' ACKs do not answer for it.
+func TestRejectionEndsWithItsStream(t *testing.T) {
+	h := start(t)
+	h.apply(t, threeRoutes(1, 10))
+	clusters := []string{translate.ClusterName("a", 0), translate.ClusterName("b", 0), translate.ClusterName("c", 0)}
+	var cs []*adsClient
+	var firsts []*discoveryv3.DiscoveryResponse
+	for range 2 {
+		c := dialADS(t, h, "shared", "gRPC Go")
+		c.subscribe(resourcev3.ListenerType, "a.test", "b.test", "c.test")
+		c.subscribe(resourcev3.RouteType, "grpc/a.test", "grpc/b.test", "grpc/c.test")
+		firsts = append(firsts, c.subscribe(resourcev3.ClusterType, clusters...))
+		cs = append(cs, c)
+	}
+	wantStates(t, h, "every route ACKED", map[string]string{"a": StateAcked, "b": StateAcked, "c": StateAcked})
+
+	h.apply(t, threeRoutes(2, 20))
+	bad, good := cs[0].recv(resourcev3.ClusterType), cs[1].recv(resourcev3.ClusterType)
+	cs[0].nack(bad, firsts[0].GetVersionInfo(), fmt.Sprintf("resource %q: unsupported", clusters[1]))
+	cs[1].ack(good)
+	waitFor(t, "both answers", func() bool {
+		n := nodesCounts(t, h, "shared")
+		return n.Acks["cds"] == 3 && n.Nacks["cds"] == 1
+	})
+	if s := grpcState(h, "b"); s != StateNacked {
+		t.Fatalf("b is %s while a stream rejects its cluster", s)
+	}
+	// The rejecting stream ends: nothing rejects b's cluster any more.
+	if err := cs[0].stream.CloseSend(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "one stream left", func() bool {
+		for _, n := range h.s.Nodes() {
+			if n.ID == "shared" {
+				return n.Streams == 1
+			}
+		}
+		return false
+	})
+	if n := nodesCounts(t, h, "shared"); len(n.Rejected) != 0 {
+		t.Fatalf("rejected %v after the rejecting stream closed", n.Rejected)
+	}
+	wantStates(t, h, "every route ACKED", map[string]string{"a": StateAcked, "b": StateAcked, "c": StateAcked})
+}
