@@ -273,8 +273,9 @@ func (r *response) release() {
 // settle clears the rejections of r's type that r answers: a resource r carries in another
 // version than the rejected one, or that r removes (delta) or no longer carries (SotW
 // listeners and clusters, whose responses hold every subscribed resource; a SotW route
-// configuration or endpoint assignment left out of a response may just be unchanged). Names
-// in keep stay rejected.
+// configuration or endpoint assignment left out of a response may just be unchanged, and
+// ends its rejection when the client unsubscribes from it, see unsubscribed). Names in keep
+// stay rejected.
 func (t *tracker) settle(st *streamState, r *response, keep map[string]bool) {
 	rej := st.rejected[r.typeURL]
 	if len(rej) == 0 {
@@ -389,7 +390,35 @@ func (t *tracker) OnStreamRequest(id int64, req *discoveryv3.DiscoveryRequest) e
 	default:
 		t.ack(st, r)
 	}
+	// The request names the last response's nonce, so go-control-plane applies its
+	// subscription: what the client no longer subscribes to, it no longer rejects.
+	if rej := st.rejected[r.typeURL]; len(rej) > 0 {
+		t.unsubscribed(st, r.typeURL, req.GetResourceNames())
+	}
 	return nil
+}
+
+// unsubscribed drops the stream's rejections of a type that a SotW subscription (names;
+// none or "*" is a wildcard, which keeps them) no longer names.
+func (t *tracker) unsubscribed(st *streamState, typeURL string, names []string) {
+	if len(names) == 0 || contains(names, "*") {
+		return
+	}
+	subscribed := make(map[string]bool, len(names))
+	for _, n := range names {
+		subscribed[n] = true
+	}
+	rej := st.rejected[typeURL]
+	for name := range rej {
+		if !subscribed[name] {
+			delete(rej, name)
+			st.node.nRejected--
+			t.gen++
+		}
+	}
+	if len(rej) == 0 {
+		delete(st.rejected, typeURL)
+	}
 }
 
 // OnStreamResponse records what was sent: the response's resources are kept (not decoded)
@@ -426,6 +455,19 @@ func (t *tracker) OnStreamDeltaRequest(id int64, req *discoveryv3.DeltaDiscovery
 	defer t.mu.Unlock()
 	st := t.stream(streamKey{id: id, delta: true})
 	t.attach(st, req.GetNode())
+	if rej := st.rejected[req.GetTypeUrl()]; len(rej) > 0 {
+		// A resource the client unsubscribes from is no longer rejected.
+		for _, name := range req.GetResourceNamesUnsubscribe() {
+			if rej[name] != nil {
+				delete(rej, name)
+				st.node.nRejected--
+				t.gen++
+			}
+		}
+		if len(rej) == 0 {
+			delete(st.rejected, req.GetTypeUrl())
+		}
+	}
 	if st.node == nil || req.GetResponseNonce() == "" {
 		return nil
 	}

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"testing"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/api-gateway/api-gateway/model"
 	"github.com/api-gateway/api-gateway/translate"
 )
 
@@ -126,4 +128,80 @@ func TestRejectionEndsWithItsStream(t *testing.T) {
 		t.Fatalf("rejected %v after the rejecting stream closed", n.Rejected)
 	}
 	wantStates(t, h, "every route ACKED", map[string]string{"a": StateAcked, "b": StateAcked, "c": StateAcked})
+}
+
+// A SotW route configuration or endpoint assignment missing from a response may be
+// unchanged, but one the client no longer subscribes to is no longer rejected: a route
+// whose endpoints were rejected and that was then deleted leaves nothing behind (a stale
+// rejection would hold one of the node's 4096 places for the life of the stream), and
+// re-created with the same id (so the same names) it is as good as its new resources.
+func TestUnsubscribedRejectionClears(t *testing.T) {
+	h := start(t)
+	mk := func(rev uint64, bPort int, withB bool) *model.Snapshot {
+		r := func(id string, port int) *model.Route {
+			return &model.Route{ID: id, Hosts: []string{id + ".test"}, RequireAuth: falsePtr(),
+				Conditions: []model.Condition{{PathPattern: "/*"}}, Targets: []model.Target{{Host: "127.0.0.1", Port: port}}}
+		}
+		if !withB {
+			return snapshot(rev, r("a", 1001))
+		}
+		return snapshot(rev, r("a", 1001), r("b", bPort))
+	}
+	aName, bName := translate.ClusterName("a", 0), translate.ClusterName("b", 0)
+	h.apply(t, mk(1, 1002, true))
+	c := dialADS(t, h, "client-1", "gRPC Go")
+	first := c.subscribe(resourcev3.EndpointType, aName, bName)
+	if len(first.GetResources()) != 2 {
+		t.Fatalf("%d endpoint assignments", len(first.GetResources()))
+	}
+	h.apply(t, mk(2, 1003, true))
+	second := c.recv(resourcev3.EndpointType)
+	c.nack(second, first.GetVersionInfo(), fmt.Sprintf("resource %q: bad endpoint", bName))
+	waitFor(t, "b's endpoints rejected", func() bool {
+		return fmt.Sprint(nodesCounts(t, h, "client-1").Rejected) == "map[eds:["+bName+"]]"
+	})
+
+	// Route b is deleted: the client's routes no longer name its cluster, so it stops
+	// subscribing to b's endpoints (a request repeating the last nonce, as clients send a
+	// subscription change).
+	h.apply(t, mk(3, 1003, false))
+	c.names[resourcev3.EndpointType] = []string{aName}
+	c.send(&discoveryv3.DiscoveryRequest{TypeUrl: resourcev3.EndpointType, ResourceNames: []string{aName},
+		VersionInfo: first.GetVersionInfo(), ResponseNonce: second.GetNonce()})
+	// A request on another type, answered, marks that the subscription change was seen.
+	c.subscribe(resourcev3.ClusterType, aName)
+	waitFor(t, "the CDS ACK", func() bool { return nodesCounts(t, h, "client-1").Acks["cds"] == 1 })
+	if n := nodesCounts(t, h, "client-1"); len(n.Rejected) != 0 {
+		t.Fatalf("rejected %v after the client unsubscribed", n.Rejected)
+	}
+}
+
+// On a delta stream, resource_names_unsubscribe ends the rejection of those names.
+func TestDeltaUnsubscribeClearsRejection(t *testing.T) {
+	m, err := newMetrics(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := newTracker(slog.New(slog.DiscardHandler), m, time.Now)
+	node := &corev3.Node{Id: "n", UserAgentName: "envoy"}
+	req := func(r *discoveryv3.DeltaDiscoveryRequest) {
+		r.TypeUrl = resourcev3.EndpointType
+		if err := tr.OnStreamDeltaRequest(1, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	req(&discoveryv3.DeltaDiscoveryRequest{Node: node, ResourceNamesSubscribe: []string{"x", "y"}})
+	tr.OnStreamDeltaResponse(1, nil, &discoveryv3.DeltaDiscoveryResponse{TypeUrl: resourcev3.EndpointType, Nonce: "1",
+		Resources: []*discoveryv3.Resource{{Name: "x", Version: "1"}, {Name: "y", Version: "1"}}})
+	req(&discoveryv3.DeltaDiscoveryRequest{ResponseNonce: "1", ErrorDetail: statusProto(`resource "x": bad`)})
+	if got := fmt.Sprint(tr.Nodes()[0].Rejected); got != "map[eds:[x]]" {
+		t.Fatalf("rejected %s", got)
+	}
+	req(&discoveryv3.DeltaDiscoveryRequest{ResourceNamesUnsubscribe: []string{"x"}})
+	if got := tr.Nodes()[0].Rejected; len(got) != 0 {
+		t.Fatalf("rejected %v after unsubscribing", got)
+	}
+	if n := tr.nodes["edge/n"].nRejected; n != 0 {
+		t.Fatalf("nRejected %d", n)
+	}
 }
