@@ -127,6 +127,33 @@ func (r *response) resourceVersion(i int) string {
 	return strconv.FormatUint(xxhash.Sum64(r.sotw[i].GetValue()), 16)
 }
 
+// carried returns the version r carries of each name in rej. It runs on every ACK of a
+// stream holding a rejection of the type, under the tracker's lock: a SotW response's names
+// are compared in place (no copy, no decoding), the only work per resource.
+func (r *response) carried(rej map[string]*rejection) map[string]string {
+	out := make(map[string]string, len(rej))
+	if r.delta || r.names != nil {
+		for i, n := range r.resourceNames() {
+			if rej[n] != nil {
+				out[n] = r.resourceVersion(i)
+			}
+		}
+		return out
+	}
+	for i, a := range r.sotw {
+		if b, ok := rawName(a, r.typeURL); ok {
+			if rej[string(b)] != nil {
+				out[string(b)] = r.resourceVersion(i)
+			}
+			continue
+		}
+		if n := anyName(a, r.typeURL); rej[n] != nil {
+			out[n] = r.resourceVersion(i)
+		}
+	}
+	return out
+}
+
 type streamState struct {
 	node  *NodeInfo
 	sotw  map[string][]*response // by type URL: the latest responses, oldest first
@@ -281,18 +308,14 @@ func (t *tracker) settle(st *streamState, r *response, keep map[string]bool) {
 	if len(rej) == 0 {
 		return
 	}
-	names := r.resourceNames()
-	at := make(map[string]int, len(names))
-	for i, n := range names {
-		at[n] = i
-	}
+	at := r.carried(rej)
 	for name, x := range rej {
 		if keep[name] {
 			continue
 		}
-		i, carried := at[name]
+		version, carried := at[name]
 		switch {
-		case carried && r.resourceVersion(i) == x.version:
+		case carried && version == x.version:
 			continue
 		case !carried && r.delta && !contains(r.removed, name):
 			continue // a delta response carries only what changed
@@ -824,13 +847,8 @@ func truncate(s string, n int) string {
 // Listener, RouteConfiguration, Cluster and ClusterLoadAssignment) read from its bytes,
 // else the resource decoded (a TTL Resource wrapper names itself).
 func anyName(a *anypb.Any, typeURL string) string {
-	if a.GetTypeUrl() == typeURL {
-		switch typeURL {
-		case resourcev3.ListenerType, resourcev3.RouteType, resourcev3.ClusterType, resourcev3.EndpointType:
-			if name, ok := nameField(a.GetValue()); ok {
-				return name
-			}
-		}
+	if b, ok := rawName(a, typeURL); ok {
+		return string(b)
 	}
 	m, err := a.UnmarshalNew()
 	if err != nil {
@@ -845,26 +863,40 @@ func anyName(a *anypb.Any, typeURL string) string {
 	return ""
 }
 
-// nameField reads field 1 (a string) of a marshaled message.
-func nameField(b []byte) (string, bool) {
+// rawName is the name field of a Listener, RouteConfiguration, Cluster or
+// ClusterLoadAssignment of the response's type, in the resource's bytes; false for other
+// resources (decode them).
+func rawName(a *anypb.Any, typeURL string) ([]byte, bool) {
+	if a.GetTypeUrl() != typeURL {
+		return nil, false
+	}
+	switch typeURL {
+	case resourcev3.ListenerType, resourcev3.RouteType, resourcev3.ClusterType, resourcev3.EndpointType:
+		return nameField(a.GetValue())
+	}
+	return nil, false
+}
+
+// nameField reads field 1 (a string) of a marshaled message, in place.
+func nameField(b []byte) ([]byte, bool) {
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
 		if n < 0 {
-			return "", false
+			return nil, false
 		}
 		b = b[n:]
 		if num == 1 && typ == protowire.BytesType {
 			v, m := protowire.ConsumeBytes(b)
 			if m < 0 {
-				return "", false
+				return nil, false
 			}
-			return string(v), true
+			return v, true
 		}
 		m := protowire.ConsumeFieldValue(num, typ, b)
 		if m < 0 {
-			return "", false
+			return nil, false
 		}
 		b = b[m:]
 	}
-	return "", true
+	return nil, true
 }
