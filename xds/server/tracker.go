@@ -279,14 +279,14 @@ func (t *tracker) closed(k streamKey) {
 
 // ack records an ACK of r: counted once; rejected resources of the type that r carries in
 // a new version, or (SotW) no longer carries, or (delta) removes, are accepted now.
-func (t *tracker) ack(st *streamState, r *response) {
+func (t *tracker) ack(st *streamState, r *response, v verdict) {
 	ni := st.node
 	r.answered = true
 	ni.Acks[TypeName(r.typeURL)]++
 	t.m.acks.WithLabelValues(TypeName(r.typeURL)).Inc()
 	ni.Acked[r.typeURL] = r.version
 	ni.answered[r.typeURL] = r.version
-	t.settle(st, r, nil)
+	t.settle(st, r, nil, v.at)
 	r.release()
 	t.gen++
 }
@@ -303,12 +303,11 @@ func (r *response) release() {
 // configuration or endpoint assignment left out of a response may just be unchanged, and
 // ends its rejection when the client unsubscribes from it, see unsubscribed). Names in keep
 // stay rejected.
-func (t *tracker) settle(st *streamState, r *response, keep map[string]bool) {
+func (t *tracker) settle(st *streamState, r *response, keep map[string]bool, at map[string]string) {
 	rej := st.rejected[r.typeURL]
 	if len(rej) == 0 {
 		return
 	}
-	at := r.carried(rej)
 	for name, x := range rej {
 		if keep[name] {
 			continue
@@ -332,18 +331,15 @@ func (t *tracker) settle(st *streamState, r *response, keep map[string]bool) {
 
 // nack records a NACK of r: counted once, attributed to the resources it names (or to all
 // of r's when it names none); the other resources r carries in a new version were accepted.
-func (t *tracker) nack(st *streamState, r *response, detail string) {
+func (t *tracker) nack(st *streamState, r *response, v verdict) {
 	ni := st.node
 	r.answered = true
-	msg := truncate(detail, maxErrorBytes)
-	idx, how := attribute(r, msg)
-	names := r.resourceNames()
+	msg, how := v.msg, v.how
 	n := &NACK{Node: ni.ID, Group: ni.Group, Type: TypeName(r.typeURL), Version: r.version, Nonce: r.nonce,
-		Attribution: how, Error: msg, At: t.now(), tokens: tokens(msg)}
-	keep := make(map[string]bool, len(idx))
+		Attribution: how, Error: msg, At: t.now(), tokens: v.tokens}
+	keep := make(map[string]bool, len(v.names))
 	rej := st.rejected[r.typeURL]
-	for _, i := range idx {
-		name := names[i]
+	for k, name := range v.names {
 		n.Resources = append(n.Resources, name)
 		keep[name] = true
 		if rej == nil {
@@ -359,12 +355,12 @@ func (t *tracker) nack(st *streamState, r *response, detail string) {
 			}
 			ni.nRejected++
 		}
-		rej[name] = &rejection{version: r.resourceVersion(i), nack: n}
+		rej[name] = &rejection{version: v.versions[k], nack: n}
 	}
 	if len(rej) == 0 {
 		delete(st.rejected, r.typeURL)
 	}
-	t.settle(st, r, keep)
+	t.settle(st, r, keep, v.at)
 	r.release()
 	ni.answered[r.typeURL] = r.version
 	ni.Nacks[n.Type]++
@@ -377,6 +373,40 @@ func (t *tracker) nack(st *streamState, r *response, detail string) {
 	}
 	t.log.Warn("xDS NACK", "node", ni.ID, "group", ni.Group, "type", n.Type, "version", r.version, "nonce", r.nonce,
 		"rejected", len(n.Resources), "resources", logged, "attribution", how, "error", msg)
+}
+
+// verdict is what an answer to a response says, worked out before the tracker's lock is
+// taken (the part that grows with the response's resources). go-control-plane calls a
+// stream's callbacks on that stream's goroutine, the only one writing its responses and
+// rejections, so it reads them without the lock; other goroutines only read them, under it.
+type verdict struct {
+	// at: the version the response carries of each name the stream rejects (settle).
+	at map[string]string
+	// NACK: its message (cut), the names it rejects with their versions, how they were found,
+	// and its tokens.
+	msg, how        string
+	names, versions []string
+	tokens          []string
+}
+
+func judge(st *streamState, r *response, nack bool, detail string) verdict {
+	var v verdict
+	if rej := st.rejected[r.typeURL]; len(rej) > 0 {
+		v.at = r.carried(rej)
+	}
+	if !nack {
+		return v
+	}
+	v.msg = truncate(detail, maxErrorBytes)
+	var idx []int
+	idx, v.how = attribute(r, v.msg)
+	names := r.resourceNames()
+	for _, i := range idx {
+		v.names = append(v.names, names[i])
+		v.versions = append(v.versions, r.resourceVersion(i))
+	}
+	v.tokens = tokens(v.msg)
+	return v
 }
 
 // OnStreamOpen is called when a SotW stream opens.
@@ -392,9 +422,9 @@ func (t *tracker) OnStreamClosed(id int64, _ *corev3.Node) { t.closed(streamKey{
 // change is sent as usual.
 func (t *tracker) OnStreamRequest(id int64, req *discoveryv3.DiscoveryRequest) error {
 	t.mu.Lock()
-	defer t.mu.Unlock()
 	st := t.stream(streamKey{id: id})
 	t.attach(st, req.GetNode())
+	t.mu.Unlock()
 	if st.node == nil || req.GetResponseNonce() == "" {
 		return nil
 	}
@@ -406,12 +436,18 @@ func (t *tracker) OnStreamRequest(id int64, req *discoveryv3.DiscoveryRequest) e
 	if ed != nil {
 		req.VersionInfo = r.version
 	}
+	var v verdict
+	if !r.answered {
+		v = judge(st, r, ed != nil, ed.GetMessage())
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
 	switch {
 	case r.answered:
 	case ed != nil:
-		t.nack(st, r, ed.GetMessage())
+		t.nack(st, r, v)
 	default:
-		t.ack(st, r)
+		t.ack(st, r, v)
 	}
 	// The request names the last response's nonce, so go-control-plane applies its
 	// subscription: what the client no longer subscribes to, it no longer rejects.
@@ -475,42 +511,53 @@ func (t *tracker) OnDeltaStreamClosed(id int64, _ *corev3.Node) {
 // OnStreamDeltaRequest records delta ACKs and NACKs, once per response nonce.
 func (t *tracker) OnStreamDeltaRequest(id int64, req *discoveryv3.DeltaDiscoveryRequest) error {
 	t.mu.Lock()
-	defer t.mu.Unlock()
 	st := t.stream(streamKey{id: id, delta: true})
 	t.attach(st, req.GetNode())
-	if rej := st.rejected[req.GetTypeUrl()]; len(rej) > 0 {
-		// A resource the client unsubscribes from is no longer rejected.
-		for _, name := range req.GetResourceNamesUnsubscribe() {
-			if rej[name] != nil {
-				delete(rej, name)
-				st.node.nRejected--
-				t.gen++
+	t.mu.Unlock()
+	if st.node != nil && req.GetResponseNonce() != "" {
+		if r := find(st.delta[req.GetTypeUrl()], req.GetResponseNonce()); r != nil {
+			ed := req.GetErrorDetail()
+			v := judge(st, r, ed != nil, ed.GetMessage())
+			t.mu.Lock()
+			defer t.mu.Unlock()
+			t.deltaUnsubscribe(st, req)
+			list := st.delta[req.GetTypeUrl()]
+			for i, x := range list {
+				if x == r {
+					st.delta[req.GetTypeUrl()] = append(list[:i:i], list[i+1:]...)
+					break
+				}
 			}
-		}
-		if len(rej) == 0 {
-			delete(st.rejected, req.GetTypeUrl())
-		}
-	}
-	if st.node == nil || req.GetResponseNonce() == "" {
-		return nil
-	}
-	list := st.delta[req.GetTypeUrl()]
-	r := find(list, req.GetResponseNonce())
-	if r == nil {
-		return nil
-	}
-	for i, x := range list {
-		if x == r {
-			st.delta[req.GetTypeUrl()] = append(list[:i:i], list[i+1:]...)
-			break
+			if ed != nil {
+				t.nack(st, r, v)
+			} else {
+				t.ack(st, r, v)
+			}
+			return nil
 		}
 	}
-	if ed := req.GetErrorDetail(); ed != nil {
-		t.nack(st, r, ed.GetMessage())
-		return nil
-	}
-	t.ack(st, r)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.deltaUnsubscribe(st, req)
 	return nil
+}
+
+// deltaUnsubscribe ends the stream's rejections of the names a delta request unsubscribes.
+func (t *tracker) deltaUnsubscribe(st *streamState, req *discoveryv3.DeltaDiscoveryRequest) {
+	rej := st.rejected[req.GetTypeUrl()]
+	if len(rej) == 0 {
+		return
+	}
+	for _, name := range req.GetResourceNamesUnsubscribe() {
+		if rej[name] != nil {
+			delete(rej, name)
+			st.node.nRejected--
+			t.gen++
+		}
+	}
+	if len(rej) == 0 {
+		delete(st.rejected, req.GetTypeUrl())
+	}
 }
 
 // OnStreamDeltaResponse records what was sent.

@@ -155,3 +155,36 @@ func BenchmarkTrackerNACK(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkTrackerACKBesideRejected is an ACK of 100 resources on one stream while another
+// stream, holding a rejection, ACKs responses of 10,000 resources in a loop: what one
+// client's large responses cost the others through the tracker's lock.
+func BenchmarkTrackerACKBesideRejected(b *testing.B) {
+	small, large := benchResources(b, 100, 0), benchResources(b, 10000, 0)
+	tr := benchTracker(b)
+	c := resourcev3.ClusterType
+	benchRound(b, tr, 1, c, "x0", large[c], `resource "route/r00001/0": bad`)
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 1; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			benchRound(b, tr, 1, c, "x"+strconv.Itoa(i), large[c], "")
+		}
+	}()
+	i := 0
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		i++
+		typ := benchTypes[i%len(benchTypes)]
+		benchRound(b, tr, int64(i%(benchStreams-1)+2), typ, strconv.Itoa(i), small[typ], "")
+	}
+	b.StopTimer()
+	close(stop)
+	<-done
+}
