@@ -90,7 +90,7 @@ func TestTrackerBounds(t *testing.T) {
 		t.Fatal(err)
 	}
 	var res []*discoveryv3.Resource
-	for i := range 2 * maxRejectedPerNode {
+	for i := range 2 * maxRejectedPerStream {
 		res = append(res, &discoveryv3.Resource{Name: fmt.Sprintf("c%d", i), Version: "1"})
 	}
 	for i := range 3 * deltaPerType {
@@ -113,8 +113,8 @@ func TestTrackerBounds(t *testing.T) {
 	if len(nodes) != 1 || nodes[0].Nacks["cds"] != 1 {
 		t.Fatalf("nodes %+v", nodes)
 	}
-	if got := len(nodes[0].Rejected["cds"]); got != maxRejectedPerNode {
-		t.Fatalf("%d rejected resources held, want the cap %d", got, maxRejectedPerNode)
+	if got := len(nodes[0].Rejected["cds"]); got != maxRejectedPerStream {
+		t.Fatalf("%d rejected resources held, want the cap %d", got, maxRejectedPerStream)
 	}
 	if e := nodes[0].LastNACK.Error; len(e) > maxErrorBytes || !utf8.ValidString(e) || !strings.HasPrefix(e, "éé") {
 		t.Fatalf("stored error of %d bytes (valid UTF-8: %v)", len(e), utf8.ValidString(e))

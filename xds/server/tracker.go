@@ -23,17 +23,18 @@ import (
 
 // What one client can make the tracker hold is bounded: a NACK's message is cut to
 // maxErrorBytes (stored and logged), a stream remembers few responses per type (a SotW
-// response's resources only until it is answered), and a node
-// holds at most maxRejectedPerNode rejected resources (names come only from responses this
-// server sent, so the bound is the configuration's size; the cap is a second line).
+// response's resources only until it is answered), and a stream
+// holds at most maxRejectedPerStream rejected resources (names come only from responses this
+// server sent on it, so the bound is the configuration's size, as for go-control-plane's own
+// per-stream state; the cap is a second line).
 const (
 	maxErrorBytes = 4 << 10
 	// sotwPerType: go-control-plane sends the next SotW response of a type only after a
 	// request naming the last one's nonce (it ignores stale nonces), so the last is enough.
-	sotwPerType        = 1
-	deltaPerType       = 16 // delta responses awaiting an answer, per stream and type
-	maxRejectedPerNode = 4096
-	maxTokens          = 1024
+	sotwPerType          = 1
+	deltaPerType         = 16 // delta responses awaiting an answer, per stream and type
+	maxRejectedPerStream = 4096
+	maxTokens            = 1024
 )
 
 // NACK is one rejected response: counted and recorded once per stream and response nonce.
@@ -85,8 +86,6 @@ type NodeInfo struct {
 	// answered is, per type URL, the version of the last response ACKed or NACKed: a
 	// NACKed response's resources that the NACK does not name were accepted.
 	answered map[string]string
-	// nRejected counts the rejections its streams hold (bounded by maxRejectedPerNode).
-	nRejected int
 }
 
 // rejection is one rejected resource: its version (delta: the resource version; SotW: a
@@ -162,6 +161,9 @@ type streamState struct {
 	// is one client's: clients sharing a node id, or a client's next stream, answer only
 	// for themselves, and it ends with the stream.
 	rejected map[string]map[string]*rejection
+	// nRejected counts them, at most maxRejectedPerStream: per stream, so that one client
+	// cannot use up the room of another sharing its node id.
+	nRejected int
 }
 
 // find returns the remembered response of a type with the nonce, or nil.
@@ -267,9 +269,6 @@ func (t *tracker) closed(k streamKey) {
 		return
 	}
 	st.node.Streams--
-	for _, rej := range st.rejected {
-		st.node.nRejected -= len(rej)
-	}
 	t.gen++
 	if st.node.Streams <= 0 {
 		delete(t.nodes, st.node.Group+"/"+st.node.ID)
@@ -322,7 +321,7 @@ func (t *tracker) settle(st *streamState, r *response, keep map[string]bool, at 
 			continue
 		}
 		delete(rej, name)
-		st.node.nRejected--
+		st.nRejected--
 	}
 	if len(rej) == 0 {
 		delete(st.rejected, r.typeURL)
@@ -350,10 +349,10 @@ func (t *tracker) nack(st *streamState, r *response, v verdict) {
 			st.rejected[r.typeURL] = rej
 		}
 		if rej[name] == nil {
-			if ni.nRejected >= maxRejectedPerNode {
+			if st.nRejected >= maxRejectedPerStream {
 				continue
 			}
-			ni.nRejected++
+			st.nRejected++
 		}
 		rej[name] = &rejection{version: v.versions[k], nack: n}
 	}
@@ -471,7 +470,7 @@ func (t *tracker) unsubscribed(st *streamState, typeURL string, names []string) 
 	for name := range rej {
 		if !subscribed[name] {
 			delete(rej, name)
-			st.node.nRejected--
+			st.nRejected--
 			t.gen++
 		}
 	}
@@ -551,7 +550,7 @@ func (t *tracker) deltaUnsubscribe(st *streamState, req *discoveryv3.DeltaDiscov
 	for _, name := range req.GetResourceNamesUnsubscribe() {
 		if rej[name] != nil {
 			delete(rej, name)
-			st.node.nRejected--
+			st.nRejected--
 			t.gen++
 		}
 	}

@@ -135,7 +135,7 @@ func TestRejectionEndsWithItsStream(t *testing.T) {
 // A SotW route configuration or endpoint assignment missing from a response may be
 // unchanged, but one the client no longer subscribes to is no longer rejected: a route
 // whose endpoints were rejected and that was then deleted leaves nothing behind (a stale
-// rejection would hold one of the node's 4096 places for the life of the stream), and
+// rejection would hold one of the stream's 4096 places for the life of the stream), and
 // re-created with the same id (so the same names) it is as good as its new resources.
 func TestUnsubscribedRejectionClears(t *testing.T) {
 	h := start(t)
@@ -203,7 +203,7 @@ func TestDeltaUnsubscribeClearsRejection(t *testing.T) {
 	if got := tr.Nodes()[0].Rejected; len(got) != 0 {
 		t.Fatalf("rejected %v after unsubscribing", got)
 	}
-	if n := tr.nodes["edge/n"].nRejected; n != 0 {
+	if n := tr.streams[streamKey{id: 1, delta: true}].nRejected; n != 0 {
 		t.Fatalf("nRejected %d", n)
 	}
 }
@@ -249,5 +249,49 @@ func TestACKWithRejectionAllocatesNothingPerResource(t *testing.T) {
 	}
 	if allocs > 50 {
 		t.Fatalf("%.0f allocations per ACK of 10,000 resources", allocs)
+	}
+}
+
+// The bound on held rejections is per stream: a client sharing another's node id (by
+// accident or on purpose) filling it with NACKs that name nothing in large responses does
+// not hide the other client's real rejection.
+func TestRejectionBoundIsPerStream(t *testing.T) {
+	m, err := newMetrics(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := newTracker(slog.New(slog.DiscardHandler), m, time.Now)
+	node := &corev3.Node{Id: "shared", UserAgentName: "gRPC Go"}
+	respond := func(stream int64, names ...string) {
+		var res []*anypb.Any
+		for _, n := range names {
+			a, err := anypb.New(&clusterv3.Cluster{Name: n})
+			if err != nil {
+				t.Fatal(err)
+			}
+			res = append(res, a)
+		}
+		tr.OnStreamResponse(context.Background(), stream, nil, &discoveryv3.DiscoveryResponse{TypeUrl: resourcev3.ClusterType, Nonce: "1", Resources: res})
+	}
+	nack := func(stream int64, msg string) {
+		if err := tr.OnStreamRequest(stream, &discoveryv3.DiscoveryRequest{Node: node, TypeUrl: resourcev3.ClusterType,
+			ResponseNonce: "1", ErrorDetail: statusProto(msg)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var many []string
+	for i := range 2 * maxRejectedPerStream {
+		many = append(many, fmt.Sprintf("route/r%05d/0", i))
+	}
+	respond(1, many...)
+	nack(1, "no names here")
+	respond(2, "route/real/0", "route/other/0")
+	nack(2, `error parsing "ClusterResource" response: resource "route/real/0": bad`)
+	rej := tr.Nodes()[0].Rejected["cds"]
+	if !contains(rej, "route/real/0") {
+		t.Fatalf("the second stream's rejection was dropped (%d rejected held)", len(rej))
+	}
+	if len(rej) != maxRejectedPerStream+1 {
+		t.Fatalf("%d rejected held, want %d", len(rej), maxRejectedPerStream+1)
 	}
 }
