@@ -95,23 +95,73 @@ type rejection struct {
 	nack    *NACK
 }
 
-// response is one response sent on a stream.
+// response is one response sent on a stream. Of a SotW response only the names and the
+// hashes of its resources are kept, read when it is sent: go-control-plane marshals each
+// response per stream and drops it once sent, so keeping the resources until a client
+// answers would let a client that never answers hold a copy of the configuration per stream.
 type response struct {
 	typeURL, version, nonce string
 	delta                   bool
-	sotw                    []*anypb.Any // SotW: the resources (names decoded only when needed), until answered
-	names                   []string     // delta: at hand; SotW: nil until decoded
-	versions                []string     // delta: per-resource versions
-	removed                 []string     // delta
+	nameBuf                 []byte   // SotW: the names, one after another
+	nameEnd                 []int    // SotW: where each name ends in nameBuf
+	hashes                  []uint64 // SotW: a hash of each resource's bytes
+	names                   []string // delta: at hand; SotW: nil until needed (a NACK)
+	versions                []string // delta: per-resource versions
+	removed                 []string // delta
 	answered                bool
+}
+
+// sotwResponse reads the names and hashes of a SotW response's resources.
+func sotwResponse(resp *discoveryv3.DiscoveryResponse) *response {
+	res := resp.GetResources()
+	r := &response{typeURL: resp.GetTypeUrl(), version: resp.GetVersionInfo(), nonce: resp.GetNonce(),
+		nameEnd: make([]int, len(res)), hashes: make([]uint64, len(res))}
+	known := false
+	switch r.typeURL {
+	case resourcev3.ListenerType, resourcev3.RouteType, resourcev3.ClusterType, resourcev3.EndpointType:
+		known = true
+	}
+	// The names are read in place twice (to size the buffer, then to fill it): cheaper than
+	// growing it.
+	raw := func(a *anypb.Any) ([]byte, bool) {
+		if known && a.GetTypeUrl() == r.typeURL {
+			return nameField(a.GetValue())
+		}
+		return nil, false
+	}
+	size := 0
+	for _, a := range res {
+		b, _ := raw(a)
+		size += len(b)
+	}
+	r.nameBuf = make([]byte, 0, size)
+	for i, a := range res {
+		if b, ok := raw(a); ok {
+			r.nameBuf = append(r.nameBuf, b...)
+		} else {
+			r.nameBuf = append(r.nameBuf, anyName(a, r.typeURL)...)
+		}
+		r.nameEnd[i] = len(r.nameBuf)
+		r.hashes[i] = xxhash.Sum64(a.GetValue())
+	}
+	return r
+}
+
+// sotwName is the i-th name of a SotW response, in place.
+func (r *response) sotwName(i int) []byte {
+	start := 0
+	if i > 0 {
+		start = r.nameEnd[i-1]
+	}
+	return r.nameBuf[start:r.nameEnd[i]]
 }
 
 // resourceNames returns the names of the response's resources, in order.
 func (r *response) resourceNames() []string {
 	if r.names == nil && !r.delta {
-		r.names = make([]string, len(r.sotw))
-		for i, a := range r.sotw {
-			r.names[i] = anyName(a, r.typeURL)
+		r.names = make([]string, len(r.nameEnd))
+		for i := range r.nameEnd {
+			r.names[i] = string(r.sotwName(i))
 		}
 	}
 	return r.names
@@ -123,12 +173,12 @@ func (r *response) resourceVersion(i int) string {
 	if r.delta {
 		return r.versions[i]
 	}
-	return strconv.FormatUint(xxhash.Sum64(r.sotw[i].GetValue()), 16)
+	return strconv.FormatUint(r.hashes[i], 16)
 }
 
 // carried returns the version r carries of each name in rej. It runs on every ACK of a
-// stream holding a rejection of the type, under the tracker's lock: a SotW response's names
-// are compared in place (no copy, no decoding), the only work per resource.
+// stream holding a rejection of the type: a SotW response's names are compared in place,
+// the only work per resource.
 func (r *response) carried(rej map[string]*rejection) map[string]string {
 	out := make(map[string]string, len(rej))
 	if r.delta || r.names != nil {
@@ -139,15 +189,9 @@ func (r *response) carried(rej map[string]*rejection) map[string]string {
 		}
 		return out
 	}
-	for i, a := range r.sotw {
-		if b, ok := rawName(a, r.typeURL); ok {
-			if rej[string(b)] != nil {
-				out[string(b)] = r.resourceVersion(i)
-			}
-			continue
-		}
-		if n := anyName(a, r.typeURL); rej[n] != nil {
-			out[n] = r.resourceVersion(i)
+	for i := range r.nameEnd {
+		if b := r.sotwName(i); rej[string(b)] != nil {
+			out[string(b)] = r.resourceVersion(i)
 		}
 	}
 	return out
@@ -290,10 +334,9 @@ func (t *tracker) ack(st *streamState, r *response, v verdict) {
 	t.gen++
 }
 
-// release drops an answered SotW response's resources: go-control-plane marshals them per
-// stream, so holding them longer would hold a copy of the configuration per client.
+// release drops an answered SotW response's names and hashes: nothing asks for them again.
 func (r *response) release() {
-	r.sotw, r.names = nil, nil
+	r.nameBuf, r.nameEnd, r.hashes, r.names = nil, nil, nil, nil
 }
 
 // settle clears the rejections of r's type that r answers: a resource r carries in another
@@ -479,13 +522,13 @@ func (t *tracker) unsubscribed(st *streamState, typeURL string, names []string) 
 	}
 }
 
-// OnStreamResponse records what was sent: the response's resources are kept (not decoded)
-// until a later response of the type replaces them.
+// OnStreamResponse records what was sent: the names and hashes of the response's resources
+// (read before the lock is taken), until it is answered or a later response replaces it.
 func (t *tracker) OnStreamResponse(_ context.Context, id int64, _ *discoveryv3.DiscoveryRequest, resp *discoveryv3.DiscoveryResponse) {
+	r := sotwResponse(resp)
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	st := t.stream(streamKey{id: id})
-	r := &response{typeURL: resp.GetTypeUrl(), version: resp.GetVersionInfo(), nonce: resp.GetNonce(), sotw: resp.GetResources()}
 	st.sotw[r.typeURL] = remember(st.sotw[r.typeURL], r, sotwPerType)
 	if st.node != nil {
 		st.node.Sent[r.typeURL] = r.version
