@@ -130,8 +130,13 @@ func concerns(g Group, r rejected, id string, clusters []string, st *state, rout
 }
 
 // routeIDOf returns the route id a token names ("<id>", or "<id>/<n>", the Envoy route of
-// the id's n-th condition), or "".
+// the id's n-th condition), or "". A bare number names no route: Envoy's validation errors
+// are full of indices ("VirtualHosts[0]", "Routes[3]"), and taking one for a numeric route id
+// would blame that route alone and clear the one rejected (naming none blames them all).
 func routeIDOf(tk string, routes []string) string {
+	if allDigits(tk) {
+		return ""
+	}
 	if has(routes, tk) {
 		return tk
 	}

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/anypb"
 
+	"github.com/api-gateway/api-gateway/envoy"
 	"github.com/api-gateway/api-gateway/model"
 	"github.com/api-gateway/api-gateway/translate"
 )
@@ -293,5 +294,29 @@ func TestRejectionBoundIsPerStream(t *testing.T) {
 	}
 	if len(rej) != maxRejectedPerStream+1 {
 		t.Fatalf("%d rejected held, want %d", len(rej), maxRejectedPerStream+1)
+	}
+}
+
+// Envoy's proto validation errors hold indices ("VirtualHosts[0]", "Routes[1]") and no route
+// name: with numeric route ids they name no route, so the NACK concerns every route of the
+// route configuration, not only routes "0" and "1" (which would hide the rejected one).
+func TestNumericRouteIDsAreNotIndices(t *testing.T) {
+	routes := []string{"0", "1", "7"}
+	msg := `Proto constraint validation failed (RouteConfigurationValidationError.VirtualHosts[0]: embedded message failed validation | caused by VirtualHostValidationError.Routes[1]: embedded message failed validation | caused by RouteValidationError.Match: value is required)`
+	n := &NACK{Error: msg, tokens: tokens(msg)}
+	rej := rejected{typeURL: resourcev3.RouteType, name: envoy.EnvoyRouteConfigName, nack: n}
+	for _, id := range routes {
+		if !concerns(Groups[0], rej, id, nil, &state{}, routes) {
+			t.Errorf("the NACK does not concern route %s", id)
+		}
+	}
+	// A route named in Envoy's form for a later condition is still named.
+	named := "route 7/2: bad regex"
+	n = &NACK{Error: named, tokens: tokens(named)}
+	rej.nack = n
+	for _, id := range routes {
+		if got := concerns(Groups[0], rej, id, nil, &state{}, routes); got != (id == "7") {
+			t.Errorf("%q concerns %s: %v", named, id, got)
+		}
 	}
 }
