@@ -77,7 +77,7 @@ func TestRouteConfigNACKConcernsNamedRoutes(t *testing.T) {
 	}
 }
 
-// What a client can make the tracker hold is bounded: rejected resources per node, delta
+// What a client can make the tracker hold is bounded: rejected resources per stream, delta
 // responses remembered per type, and a NACK's stored message.
 func TestTrackerBounds(t *testing.T) {
 	m, err := newMetrics(nil)
