@@ -113,8 +113,9 @@ func TestTrackerBounds(t *testing.T) {
 	if len(nodes) != 1 || nodes[0].Nacks["cds"] != 1 {
 		t.Fatalf("nodes %+v", nodes)
 	}
-	if got := len(nodes[0].Rejected["cds"]); got != maxRejectedPerStream {
-		t.Fatalf("%d rejected resources held, want the cap %d", got, maxRejectedPerStream)
+	// Past the cap the rejection is of every resource of the type ("*").
+	if got := nodes[0].Rejected["cds"]; len(got) != maxRejectedPerStream+1 || got[0] != "*" {
+		t.Fatalf("%d rejected resources held, want the cap %d and \"*\"", len(got), maxRejectedPerStream)
 	}
 	if e := nodes[0].LastNACK.Error; len(e) > maxErrorBytes || !utf8.ValidString(e) || !strings.HasPrefix(e, "éé") {
 		t.Fatalf("stored error of %d bytes (valid UTF-8: %v)", len(e), utf8.ValidString(e))

@@ -87,6 +87,9 @@ func (v *groupView) rejectionOf(g Group, id string, clusters []string, st *state
 			take(list[0])
 		}
 	}
+	if len(clusters) > 0 && len(v.allEndpoints) > 0 {
+		take(v.allEndpoints[0])
+	}
 	for _, r := range v.holders {
 		if concerns(g, r, id, clusters, st, st.cfg.Routes) {
 			take(r)
@@ -98,6 +101,9 @@ func (v *groupView) rejectionOf(g Group, id string, clusters []string, st *state
 
 // concerns decides whether a rejected resource is one of the route's at group g.
 func concerns(g Group, r rejected, id string, clusters []string, st *state, routes []string) bool {
+	if r.all {
+		return len(clusters) > 0 || (r.typeURL != resourcev3.ClusterType && r.typeURL != resourcev3.EndpointType)
+	}
 	switch r.typeURL {
 	case resourcev3.ClusterType, resourcev3.EndpointType:
 		// An endpoint assignment carries its cluster's name.

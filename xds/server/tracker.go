@@ -79,7 +79,8 @@ type NodeInfo struct {
 	Nacks       map[string]int    `json:"nacks"`
 	// Rejected lists, per type, the resources whose last version sent on a stream was
 	// rejected there and not yet followed there by an ACKed new version (or stopped being
-	// sent or subscribed), while that stream is open.
+	// sent or subscribed), while that stream is open. "*" is every resource of the type: a
+	// NACK rejected more than a stream holds by name (4096), until that stream ACKs the type.
 	Rejected map[string][]string `json:"rejected,omitempty"`
 	LastNACK *NACK               `json:"last_nack,omitempty"`
 
@@ -208,6 +209,9 @@ type streamState struct {
 	// nRejected counts them, at most maxRejectedPerStream: per stream, so that one client
 	// cannot use up the room of another sharing its node id.
 	nRejected int
+	// overflow: per type URL, a NACK that rejected more than the stream could hold by name:
+	// it rejects every resource of the type until the stream ACKs a response of the type.
+	overflow map[string]*NACK
 }
 
 // find returns the remembered response of a type with the nonce, or nil.
@@ -330,6 +334,7 @@ func (t *tracker) ack(st *streamState, r *response, v verdict) {
 	ni.Acked[r.typeURL] = r.version
 	ni.answered[r.typeURL] = r.version
 	t.settle(st, r, nil, v.at)
+	delete(st.overflow, r.typeURL)
 	r.release()
 	t.gen++
 }
@@ -393,6 +398,10 @@ func (t *tracker) nack(st *streamState, r *response, v verdict) {
 		}
 		if rej[name] == nil {
 			if st.nRejected >= maxRejectedPerStream {
+				if st.overflow == nil {
+					st.overflow = map[string]*NACK{}
+				}
+				st.overflow[r.typeURL] = n
 				continue
 			}
 			st.nRejected++
@@ -630,6 +639,14 @@ func (t *tracker) Nodes() []NodeInfo {
 		if st.node == nil {
 			continue
 		}
+		for typ := range st.overflow {
+			m := rejectedBy[st.node]
+			if m == nil {
+				m = map[string][]string{}
+				rejectedBy[st.node] = m
+			}
+			m[TypeName(typ)] = append(m[TypeName(typ)], "*") // every resource of the type
+		}
 		for typ, rej := range st.rejected {
 			m := rejectedBy[st.node]
 			if m == nil {
@@ -704,12 +721,15 @@ type groupView struct {
 	// rejected listeners and route configurations; each newest NACK first.
 	endpoints map[string][]rejected
 	holders   []rejected
+	// allEndpoints: rejections of every cluster or endpoint assignment (past a stream's bound).
+	allEndpoints []rejected
 }
 
 // rejected is one rejected resource at a node of the group.
 type rejected struct {
 	typeURL, name string
 	nack          *NACK
+	all           bool // every resource of the type (name "*")
 }
 
 // view returns what the route status needs of a group, cached until the next change (a
@@ -746,6 +766,20 @@ func (t *tracker) buildView(group string) groupView {
 		if st.node == nil || st.node.Group != group {
 			continue
 		}
+		for typ, n := range st.overflow {
+			c := copies[n]
+			if c == nil {
+				cp := *n
+				c = &cp
+				copies[n] = c
+			}
+			r := rejected{typeURL: typ, name: "*", nack: c, all: true}
+			if typ == resourcev3.ClusterType || typ == resourcev3.EndpointType {
+				v.allEndpoints = append(v.allEndpoints, r)
+			} else {
+				v.holders = append(v.holders, r)
+			}
+		}
 		for typ, rej := range st.rejected {
 			for name, x := range rej {
 				c := copies[x.nack]
@@ -770,6 +804,7 @@ func (t *tracker) buildView(group string) groupView {
 		sortRejected(list)
 	}
 	sortRejected(v.holders)
+	sortRejected(v.allEndpoints)
 	return v
 }
 

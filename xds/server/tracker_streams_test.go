@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/api-gateway/api-gateway/envoy"
+	"github.com/api-gateway/api-gateway/ir"
 	"github.com/api-gateway/api-gateway/model"
 	"github.com/api-gateway/api-gateway/translate"
 )
@@ -292,8 +293,9 @@ func TestRejectionBoundIsPerStream(t *testing.T) {
 	if !contains(rej, "route/real/0") {
 		t.Fatalf("the second stream's rejection was dropped (%d rejected held)", len(rej))
 	}
-	if len(rej) != maxRejectedPerStream+1 {
-		t.Fatalf("%d rejected held, want %d", len(rej), maxRejectedPerStream+1)
+	// The first stream's cap, "*" (every cluster, past its cap), the second stream's one.
+	if len(rej) != maxRejectedPerStream+2 || rej[0] != "*" {
+		t.Fatalf("%d rejected held, want %d", len(rej), maxRejectedPerStream+2)
 	}
 }
 
@@ -318,5 +320,52 @@ func TestNumericRouteIDsAreNotIndices(t *testing.T) {
 		if got := concerns(Groups[0], rej, id, nil, &state{}, routes); got != (id == "7") {
 			t.Errorf("%q concerns %s: %v", named, id, got)
 		}
+	}
+}
+
+// A NACK rejecting more resources than a stream holds by name (a message naming none, on a
+// response of more than 4096 clusters) still makes every route of that response NACKED,
+// until the stream ACKs a later response of the type: past the bound, the rejection is of
+// the whole response, not silently of its first 4096 resources.
+func TestRejectionPastTheBoundCoversTheResponse(t *testing.T) {
+	m, err := newMetrics(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := newTracker(slog.New(slog.DiscardHandler), m, time.Now)
+	node := &corev3.Node{Id: "n", UserAgentName: "gRPC Go"}
+	var res []*anypb.Any
+	for i := range maxRejectedPerStream + 100 {
+		a, err := anypb.New(&clusterv3.Cluster{Name: fmt.Sprintf("route/r%05d/0", i)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		res = append(res, a)
+	}
+	answer := func(nonce, msg string) {
+		tr.OnStreamResponse(context.Background(), 1, nil, &discoveryv3.DiscoveryResponse{TypeUrl: resourcev3.ClusterType, Nonce: nonce, Resources: res})
+		req := &discoveryv3.DiscoveryRequest{Node: node, TypeUrl: resourcev3.ClusterType, ResponseNonce: nonce}
+		if msg != "" {
+			req.ErrorDetail = statusProto(msg)
+		}
+		if err := tr.OnStreamRequest(1, req); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st := &state{cfg: &ir.Config{}}
+	rejectedAt := func(i int) bool {
+		v := tr.view(GRPCGroup)
+		_, found := v.rejectionOf(Groups[len(Groups)-1], "r", []string{fmt.Sprintf("route/r%05d/0", i)}, st)
+		return found
+	}
+	answer("1", "something went wrong")
+	for _, i := range []int{0, maxRejectedPerStream - 1, maxRejectedPerStream, maxRejectedPerStream + 99} {
+		if !rejectedAt(i) {
+			t.Errorf("cluster %d of the rejected response is not rejected", i)
+		}
+	}
+	answer("2", "")
+	if rejectedAt(maxRejectedPerStream + 50) {
+		t.Errorf("still rejected after an ACK")
 	}
 }
