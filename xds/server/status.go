@@ -71,9 +71,16 @@ func (s *Server) RouteStatus(id string) *model.RouteStatus {
 			xs = model.XDSStatus{State: StateNacked, Version: n.Version, Error: n.Error, Node: n.Node}
 		}
 		if xs.State == StateAcked {
-			for _, answered := range v.answered {
-				if answered[resourcev3.RouteType] != versions[resourcev3.RouteType] ||
-					(len(clusters) > 0 && answered[resourcev3.ClusterType] != versions[resourcev3.ClusterType]) {
+			for i := range v.followers {
+				f := &v.followers[i]
+				// A proxyless client follows the listeners of the hosts it dialed: the
+				// route of another host is not waiting for it (and a client whose host has
+				// no cluster never answers a cluster version). Envoy follows every listener.
+				if g.Flavor == envoy.FlavorGRPC && !f.follows(st.hostsOf(id)) {
+					continue
+				}
+				if f.answered[resourcev3.RouteType] != versions[resourcev3.RouteType] ||
+					(len(clusters) > 0 && f.answered[resourcev3.ClusterType] != versions[resourcev3.ClusterType]) {
 					xs.State = StatePending
 					break
 				}

@@ -212,6 +212,54 @@ type streamState struct {
 	// overflow: per type URL, a NACK that rejected more than the stream could hold by name:
 	// it rejects every resource of the type until the stream ACKs a response of the type.
 	overflow map[string]*NACK
+	// listeners: the listener names the stream subscribes to (nil: none asked yet; all:
+	// a wildcard subscription, as Envoy's). A proxyless client asks for the listener of
+	// each host it dialed: a route of another host is none of its business, and a client
+	// whose host has no cluster never asks for clusters at all.
+	listeners    map[string]bool
+	allListeners bool
+}
+
+// maxListenersPerStream bounds the listener names remembered per stream; past it the stream
+// counts as following every listener (its clients then weigh on every route's state, as
+// before names were remembered).
+const maxListenersPerStream = 4096
+
+// followListeners records a SotW listener subscription (no names or "*": wildcard).
+func (st *streamState) followListeners(names []string) {
+	if len(names) == 0 || contains(names, "*") || len(names) > maxListenersPerStream {
+		st.listeners, st.allListeners = nil, true
+		return
+	}
+	st.allListeners = false
+	st.listeners = make(map[string]bool, len(names))
+	for _, n := range names {
+		st.listeners[n] = true
+	}
+}
+
+// followDeltaListeners applies a delta listener request's subscribe and unsubscribe lists.
+func (st *streamState) followDeltaListeners(req *discoveryv3.DeltaDiscoveryRequest) {
+	if st.allListeners {
+		return
+	}
+	if st.listeners == nil && len(req.GetResourceNamesSubscribe()) == 0 && req.GetResponseNonce() == "" {
+		st.allListeners = true // the first request names nothing: a wildcard subscription
+		return
+	}
+	if st.listeners == nil {
+		st.listeners = map[string]bool{}
+	}
+	for _, n := range req.GetResourceNamesSubscribe() {
+		if n == "*" || len(st.listeners) >= maxListenersPerStream {
+			st.listeners, st.allListeners = nil, true
+			return
+		}
+		st.listeners[n] = true
+	}
+	for _, n := range req.GetResourceNamesUnsubscribe() {
+		delete(st.listeners, n)
+	}
 }
 
 // find returns the remembered response of a type with the nonce, or nil.
@@ -475,6 +523,10 @@ func (t *tracker) OnStreamRequest(id int64, req *discoveryv3.DiscoveryRequest) e
 	t.mu.Lock()
 	st := t.stream(streamKey{id: id})
 	t.attach(st, req.GetNode())
+	if req.GetTypeUrl() == resourcev3.ListenerType {
+		st.followListeners(req.GetResourceNames())
+		t.gen++
+	}
 	t.mu.Unlock()
 	if st.node == nil || req.GetResponseNonce() == "" {
 		return nil
@@ -564,6 +616,10 @@ func (t *tracker) OnStreamDeltaRequest(id int64, req *discoveryv3.DeltaDiscovery
 	t.mu.Lock()
 	st := t.stream(streamKey{id: id, delta: true})
 	t.attach(st, req.GetNode())
+	if req.GetTypeUrl() == resourcev3.ListenerType {
+		st.followDeltaListeners(req)
+		t.gen++
+	}
 	t.mu.Unlock()
 	if st.node != nil && req.GetResponseNonce() != "" {
 		if r := find(st.delta[req.GetTypeUrl()], req.GetResponseNonce()); r != nil {
@@ -715,14 +771,37 @@ func shortKeys(m map[string]string) map[string]string {
 // groupView is what the route status needs of one group's nodes.
 type groupView struct {
 	nodes int
-	// answered is, per node and type URL, the version of the last response ACKed or NACKed.
-	answered []map[string]string
+	// followers are the group's nodes, each with what it answered and follows.
+	followers []follower
 	// endpoints are the rejected clusters and endpoint assignments by name; holders the
 	// rejected listeners and route configurations; each newest NACK first.
 	endpoints map[string][]rejected
 	holders   []rejected
 	// allEndpoints: rejections of every cluster or endpoint assignment (past a stream's bound).
 	allEndpoints []rejected
+}
+
+// follower is one node of a group in the route status.
+type follower struct {
+	// answered is, per type URL, the version of the last response ACKed or NACKed.
+	answered map[string]string
+	// listeners are the listener names its streams subscribe to; all: a wildcard.
+	listeners map[string]bool
+	all       bool
+}
+
+// follows reports whether the node subscribes to a listener of one of hosts (a wildcard
+// subscription follows every listener).
+func (f *follower) follows(hosts []string) bool {
+	if f.all {
+		return true
+	}
+	for _, h := range hosts {
+		if f.listeners[h] {
+			return true
+		}
+	}
+	return false
 }
 
 // rejected is one rejected resource at a node of the group.
@@ -755,11 +834,20 @@ func (t *tracker) buildView(group string) groupView {
 			continue
 		}
 		v.nodes++
-		a := make(map[string]string, len(n.answered))
+		f := follower{answered: make(map[string]string, len(n.answered)), listeners: map[string]bool{}}
 		for k, x := range n.answered {
-			a[k] = x
+			f.answered[k] = x
 		}
-		v.answered = append(v.answered, a)
+		for _, st := range t.streams {
+			if st.node != n {
+				continue
+			}
+			f.all = f.all || st.allListeners
+			for l := range st.listeners {
+				f.listeners[l] = true
+			}
+		}
+		v.followers = append(v.followers, f)
 	}
 	copies := map[*NACK]*NACK{} // one copy per NACK, however many resources it rejects
 	for _, st := range t.streams {
