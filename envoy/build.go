@@ -187,6 +187,7 @@ func Build(cfg *ir.Config, o Options) (*Resources, error) {
 	} else {
 		referenced = referencedClusters(cfg, nil)
 	}
+	// Clusters first: a route whose cluster is invalid is dropped as a whole.
 	type built struct {
 		c   *memoEntry
 		cla *memoEntry
