@@ -49,7 +49,7 @@ const proxylessFile = `routes:
 func TestValidateNamesRoutesLeftOutForProxylessClients(t *testing.T) {
 	file := writeValidateFile(t, proxylessFile)
 	var out, errOut bytes.Buffer
-	if code := runValidate([]string{"-f", file}, &out, &errOut); code != 0 {
+	if code := runValidate([]string{"-proxyless", "-f", file}, &out, &errOut); code != 0 {
 		t.Fatalf("validate: exit %d\n%s%s", code, out.String(), errOut.String())
 	}
 	if errOut.Len() > 0 {
@@ -80,7 +80,7 @@ func TestValidateNamesRoutesLeftOutForProxylessClients(t *testing.T) {
 func TestValidateServedRoutesHaveNoNotice(t *testing.T) {
 	file := writeValidateFile(t, manyGRPCRoutes(3, false))
 	var out, errOut bytes.Buffer
-	if code := runValidate([]string{"-f", file}, &out, &errOut); code != 0 {
+	if code := runValidate([]string{"-proxyless", "-f", file}, &out, &errOut); code != 0 {
 		t.Fatalf("validate: exit %d\n%s%s", code, out.String(), errOut.String())
 	}
 	if got, want := out.String(), file+": 3 object(s), valid\n"; got != want {
@@ -95,7 +95,7 @@ func TestValidateNoticesOfManyRoutes(t *testing.T) {
 	text := manyGRPCRoutes(n, true)
 	file := writeValidateFile(t, text)
 	var out, errOut bytes.Buffer
-	if code := runValidate([]string{"-f", file}, &out, &errOut); code != 0 {
+	if code := runValidate([]string{"-proxyless", "-f", file}, &out, &errOut); code != 0 {
 		t.Fatalf("validate: exit %d\n%s", code, errOut.String())
 	}
 	lines := strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n")
@@ -153,7 +153,7 @@ func BenchmarkValidateNotices(b *testing.B) {
 			}
 			for b.Loop() {
 				var out, errOut bytes.Buffer
-				if code := runValidate([]string{"-f", file}, &out, &errOut); code != 0 {
+				if code := runValidate([]string{"-proxyless", "-f", file}, &out, &errOut); code != 0 {
 					b.Fatalf("exit %d: %s", code, errOut.String())
 				}
 			}
@@ -183,4 +183,19 @@ func writeValidateFile(t *testing.T, text string) string {
 		t.Fatal(err)
 	}
 	return file
+}
+
+// Without -proxyless, validate counts the routes proxyless clients will not get in one line
+// (a deployment without proxyless clients is not handed a line per authenticated route).
+func TestValidateCountsRoutesLeftOutByDefault(t *testing.T) {
+	file := writeValidateFile(t, proxylessFile)
+	var out, errOut bytes.Buffer
+	if code := runValidate([]string{"-f", file}, &out, &errOut); code != 0 {
+		t.Fatalf("validate: exit %d\n%s%s", code, out.String(), errOut.String())
+	}
+	want := file + ": 2 route(s) not served to proxyless gRPC clients (validate -proxyless -f " + file + " lists them with the reason)\n" +
+		file + ": 3 object(s), valid\n"
+	if out.String() != want {
+		t.Fatalf("got:\n%s\nwant:\n%s", out.String(), want)
+	}
 }
