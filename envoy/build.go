@@ -177,57 +177,17 @@ func Build(cfg *ir.Config, o Options) (*Resources, error) {
 	out := &Resources{RouteErrors: map[string]string{}, Omitted: map[string]string{}, ListenerHashes: map[string]uint64{}, RouteHashes: map[string]uint64{},
 		ClusterHashes: make(map[string]uint64, len(cfg.Clusters)+2), EndpointHashes: make(map[string]uint64, len(cfg.Clusters))}
 	bad := map[string]bool{}
-	// The gRPC flavor leaves out, first, the routes a proxyless client cannot apply (the
-	// reason of the route's first condition that has one): their clusters are not built.
-	var omittedAt map[string]int
+	// The gRPC flavor leaves out, first, what a proxyless client cannot apply
+	// (GRPCOmissions): the clusters of those routes are not built.
+	var referenced map[string]bool
+	omittedCluster := map[string]string{}
 	if o.Flavor == FlavorGRPC {
-		omittedAt = map[string]int{}
-		for _, vh := range cfg.VirtualHosts {
-			for _, r := range vh.Routes {
-				if why := grpcRouteOmission(r); why != "" {
-					i := conditionIndex(r)
-					if at, seen := omittedAt[r.RouteID]; !seen || i < at {
-						omittedAt[r.RouteID], out.Omitted[r.RouteID] = i, why
-					}
-				}
-			}
-		}
+		om := grpcOmissions(cfg)
+		out.Omitted, referenced, omittedCluster = om.routes, om.referenced, om.clusters
+	} else {
+		referenced = referencedClusters(cfg, nil)
 	}
 	// Clusters first: a route whose cluster is invalid is dropped as a whole.
-	referenced := make(map[string]bool, len(cfg.Clusters))
-	for _, vh := range cfg.VirtualHosts {
-		for _, r := range vh.Routes {
-			if _, omitted := out.Omitted[r.RouteID]; omitted {
-				continue
-			}
-			for _, be := range r.Backends {
-				referenced[be.Cluster] = true
-			}
-		}
-	}
-	// A gRPC-flavor cluster a proxyless client cannot use: left out with its route (the
-	// reason of the route's first such cluster by name), or, for a registered service, with
-	// the service's virtual host and API listener.
-	omittedCluster := map[string]string{}
-	omittedBy := map[string]string{}
-	if o.Flavor == FlavorGRPC {
-		for _, s := range cfg.ServiceHosts {
-			referenced[s.Cluster] = true
-		}
-		for _, c := range cfg.Clusters {
-			if !referenced[c.Name] {
-				continue
-			}
-			if why := grpcClusterOmission(c); why != "" {
-				omittedCluster[c.Name] = why
-				if c.RouteID != "" {
-					if by, seen := omittedBy[c.RouteID]; !seen || c.Name < by {
-						omittedBy[c.RouteID], out.Omitted[c.RouteID] = c.Name, why
-					}
-				}
-			}
-		}
-	}
 	type built struct {
 		c   *memoEntry
 		cla *memoEntry
@@ -332,6 +292,78 @@ func Build(cfg *ir.Config, o Options) (*Resources, error) {
 	sort.Slice(out.Routes, func(i, j int) bool { return out.Routes[i].Name < out.Routes[j].Name })
 	memo.remember(h, cfg, o, out)
 	return out, nil
+}
+
+// GRPCOmissions is what the gRPC flavor leaves out of cfg by design (Resources.Omitted of a
+// FlavorGRPC Build of cfg, which calls it): route id -> reason naming the field a proxyless
+// client cannot apply. Pure, so `validate -f` and the served status cannot disagree.
+func GRPCOmissions(cfg *ir.Config) map[string]string {
+	return grpcOmissions(cfg).routes
+}
+
+// omissions is the gRPC flavor's first pass over the IR.
+type omissions struct {
+	// routes: the routes left out, by id, with the reason (Resources.Omitted).
+	routes map[string]string
+	// clusters: the referenced clusters left out (grpcClusterOmission), by name.
+	clusters map[string]string
+	// referenced: the clusters the flavor serves (unless left out): those of the routes
+	// not left out for a condition, and those of the registered services.
+	referenced map[string]bool
+}
+
+// grpcOmissions leaves out, first, the routes a proxyless client cannot apply (the reason
+// of the route's first condition that has one; their clusters are not built), then the
+// clusters it cannot use: with their route (the reason of the route's first such cluster
+// by name), or, for a registered service, with the service's virtual host and API listener.
+func grpcOmissions(cfg *ir.Config) omissions {
+	om := omissions{routes: map[string]string{}, clusters: map[string]string{}}
+	omittedAt := map[string]int{}
+	for _, vh := range cfg.VirtualHosts {
+		for _, r := range vh.Routes {
+			if why := grpcRouteOmission(r); why != "" {
+				i := conditionIndex(r)
+				if at, seen := omittedAt[r.RouteID]; !seen || i < at {
+					omittedAt[r.RouteID], om.routes[r.RouteID] = i, why
+				}
+			}
+		}
+	}
+	om.referenced = referencedClusters(cfg, om.routes)
+	for _, s := range cfg.ServiceHosts {
+		om.referenced[s.Cluster] = true
+	}
+	omittedBy := map[string]string{}
+	for _, c := range cfg.Clusters {
+		if !om.referenced[c.Name] {
+			continue
+		}
+		if why := grpcClusterOmission(c); why != "" {
+			om.clusters[c.Name] = why
+			if c.RouteID != "" {
+				if by, seen := omittedBy[c.RouteID]; !seen || c.Name < by {
+					omittedBy[c.RouteID], om.routes[c.RouteID] = c.Name, why
+				}
+			}
+		}
+	}
+	return om
+}
+
+// referencedClusters are the clusters of cfg's routes but those of the routes in omitted.
+func referencedClusters(cfg *ir.Config, omitted map[string]string) map[string]bool {
+	referenced := make(map[string]bool, len(cfg.Clusters))
+	for _, vh := range cfg.VirtualHosts {
+		for _, r := range vh.Routes {
+			if _, omitted := omitted[r.RouteID]; omitted {
+				continue
+			}
+			for _, be := range r.Backends {
+				referenced[be.Cluster] = true
+			}
+		}
+	}
+	return referenced
 }
 
 // routeEntryByContent builds (or recalls by its content hash) a validated route.

@@ -519,7 +519,7 @@ func (a *API) CheckFileData(ctx context.Context, name string, data []byte) ([]Fi
 				found = partialProblems(fo.reported, found)
 			}
 			for _, fe := range found {
-				probs = append(probs, FileProblem{File: name, Line: fo.fieldLine(fe.Field), Object: fo.ref, Field: fe.Field, Problem: fe.Problem})
+				probs = append(probs, FileProblem{File: name, Line: fo.FieldLine(fe.Field), Object: fo.ref, Field: fe.Field, Problem: fe.Problem})
 			}
 		}
 	}
@@ -563,19 +563,30 @@ func (a *API) checkFile(name string, base *model.Snapshot, objs []FileObject) Fi
 			errs = append(errs, v(fo.Obj, snap)...)
 		}
 		for _, fe := range errs {
-			probs = append(probs, FileProblem{File: name, Line: fo.fieldLine(fe.Field), Object: string(fo.Kind) + "/" + fo.Obj.GetID(), Field: fe.Field, Problem: fe.Problem})
+			probs = append(probs, FileProblem{File: name, Line: fo.FieldLine(fe.Field), Object: string(fo.Kind) + "/" + fo.Obj.GetID(), Field: fe.Field, Problem: fe.Problem})
 		}
 	}
 	return probs
 }
 
-// fieldLine is the line of a field of the object (the object's own line when the field is
-// not written in the file).
-func (fo FileObject) fieldLine(field string) int {
+// FieldLine is the line of a field of the object, e.g. "targets[0].tls" (the object's own
+// line when the field is not written in the file).
+func (fo FileObject) FieldLine(field string) int {
 	if fo.node == nil {
 		return fo.Line
 	}
 	return lineOf(fo.node, field)
+}
+
+// FileSnapshot is the model the file's objects (CheckFileData's) make on top of the one the
+// file is checked against: the revision whose whole-revision checks the file passed.
+// validate -f reads from it what the serving components leave out by design.
+func (a *API) FileSnapshot(ctx context.Context, objs []FileObject) (*model.Snapshot, error) {
+	base, err := a.fileBase(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return mergeSnapshot(base, objs), nil
 }
 
 // mergeSnapshot returns base with the file's objects put in (replacing same ids).

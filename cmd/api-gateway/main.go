@@ -49,7 +49,8 @@ func commands(stdout, stderr io.Writer) map[string]func(args []string) int {
 func usage(w io.Writer) {
 	fmt.Fprint(w, `usage:
   api-gateway [serve] [--config FILE]    run the control plane (default)
-  api-gateway validate -f FILE           check a declarative config file; exit 1 on problems
+  api-gateway validate [-proxyless] -f FILE  check a declarative config file; exit 1 on problems
+                                         (-proxyless: list the routes proxyless gRPC clients will not get)
   api-gateway envoy-bootstrap [flags]    print an Envoy bootstrap for this control plane
   api-gateway healthcheck [--path /ready] exit 0 when this host's gateway answers 200 (for containers)
   api-gateway version                    print the version

@@ -391,6 +391,18 @@ func (p *Pipeline) Check(ctx context.Context, snap *model.Snapshot) error {
 	return err
 }
 
+// Translate is the IR the consumers would be given for snap, a revision that is not stored,
+// translated as Check translates it (validate -f reads from it what the xDS flavors leave out).
+func (p *Pipeline) Translate(snap *model.Snapshot) (*ir.Config, error) {
+	p.prepMu.Lock()
+	defer p.prepMu.Unlock()
+	rev, err := p.revision(snap, false)
+	if err != nil {
+		return nil, err
+	}
+	return rev.IR, nil
+}
+
 // wake tells every WaitFor to look again. Called with p.mu held.
 func (p *Pipeline) wake() {
 	for _, w := range p.waiters {

@@ -77,7 +77,7 @@ func TestRouteConfigNACKConcernsNamedRoutes(t *testing.T) {
 	}
 }
 
-// What a client can make the tracker hold is bounded: rejected resources per node, delta
+// What a client can make the tracker hold is bounded: rejected resources per stream, delta
 // responses remembered per type, and a NACK's stored message.
 func TestTrackerBounds(t *testing.T) {
 	m, err := newMetrics(nil)
@@ -90,14 +90,14 @@ func TestTrackerBounds(t *testing.T) {
 		t.Fatal(err)
 	}
 	var res []*discoveryv3.Resource
-	for i := range 2 * maxRejectedPerNode {
+	for i := range 2 * maxRejectedPerStream {
 		res = append(res, &discoveryv3.Resource{Name: fmt.Sprintf("c%d", i), Version: "1"})
 	}
 	for i := range 3 * deltaPerType {
 		tr.OnStreamDeltaResponse(1, nil, &discoveryv3.DeltaDiscoveryResponse{TypeUrl: resourcev3.ClusterType,
 			Nonce: fmt.Sprint(i), SystemVersionInfo: fmt.Sprint(i), Resources: res})
 	}
-	if got := len(tr.streams[1].delta[resourcev3.ClusterType]); got != deltaPerType {
+	if got := len(tr.streams[streamKey{id: 1, delta: true}].delta[resourcev3.ClusterType]); got != deltaPerType {
 		t.Fatalf("%d delta responses remembered", got)
 	}
 	// A message naming nothing rejects every resource: at most the cap is held.
@@ -113,8 +113,9 @@ func TestTrackerBounds(t *testing.T) {
 	if len(nodes) != 1 || nodes[0].Nacks["cds"] != 1 {
 		t.Fatalf("nodes %+v", nodes)
 	}
-	if got := len(nodes[0].Rejected["cds"]); got != maxRejectedPerNode {
-		t.Fatalf("%d rejected resources held, want the cap %d", got, maxRejectedPerNode)
+	// Past the cap the rejection is of every resource of the type ("*").
+	if got := nodes[0].Rejected["cds"]; len(got) != maxRejectedPerStream+1 || got[0] != "*" {
+		t.Fatalf("%d rejected resources held, want the cap %d and \"*\"", len(got), maxRejectedPerStream)
 	}
 	if e := nodes[0].LastNACK.Error; len(e) > maxErrorBytes || !utf8.ValidString(e) || !strings.HasPrefix(e, "éé") {
 		t.Fatalf("stored error of %d bytes (valid UTF-8: %v)", len(e), utf8.ValidString(e))

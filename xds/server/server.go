@@ -693,7 +693,47 @@ func (s *Server) publish(p *prepared) {
 	if len(p.st.routeErrors) > 0 {
 		s.log.Warn("routes left out of the xDS configuration", "revision", p.st.revision, "count", len(p.st.routeErrors))
 	}
+	for _, g := range Groups {
+		if g.Flavor != envoy.FlavorGRPC {
+			continue // only the gRPC flavor leaves routes out by design
+		}
+		var before map[string]string
+		if prev != nil {
+			before = prev.omitted[g.Name]
+		}
+		s.logOmitted(g.Name, p.st.revision, before, p.st.omitted[g.Name])
+	}
 	s.published = p.st
+}
+
+// maxLoggedOmitted bounds the route ids logOmitted names: the count says how many there are.
+const maxLoggedOmitted = 100
+
+// logOmitted says, at Info, which routes a gRPC group leaves out by design (a feature
+// proxyless clients cannot apply; the reasons are in each route's status.xds), once per
+// change of that set of ids: a revision that leaves the same routes out (a service
+// heartbeat, an unrelated write) says nothing again.
+func (s *Server) logOmitted(group string, revision uint64, before, now map[string]string) {
+	if len(before) == len(now) {
+		same := true
+		for id := range now {
+			if _, ok := before[id]; !ok {
+				same = false
+				break
+			}
+		}
+		if same {
+			return
+		}
+	}
+	ids := slices.Sorted(maps.Keys(now))
+	attrs := []any{"group", group, "revision", revision, "count", len(ids)}
+	if len(ids) > maxLoggedOmitted {
+		attrs = append(attrs, "routes", ids[:maxLoggedOmitted], "routes_not_named", len(ids)-maxLoggedOmitted)
+	} else {
+		attrs = append(attrs, "routes", ids)
+	}
+	s.log.Info("routes not served to proxyless gRPC clients, by design (each route's status.xds says why)", attrs...)
 }
 
 func equalVersions(a, b map[string]string) bool {

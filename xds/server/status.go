@@ -71,9 +71,16 @@ func (s *Server) RouteStatus(id string) *model.RouteStatus {
 			xs = model.XDSStatus{State: StateNacked, Version: n.Version, Error: n.Error, Node: n.Node}
 		}
 		if xs.State == StateAcked {
-			for _, answered := range v.answered {
-				if answered[resourcev3.RouteType] != versions[resourcev3.RouteType] ||
-					(len(clusters) > 0 && answered[resourcev3.ClusterType] != versions[resourcev3.ClusterType]) {
+			for i := range v.followers {
+				f := &v.followers[i]
+				// A proxyless client follows the listeners of the hosts it dialed: the
+				// route of another host is not waiting for it (and a client whose host has
+				// no cluster never answers a cluster version). Envoy follows every listener.
+				if g.Flavor == envoy.FlavorGRPC && !f.follows(st.hostsOf(id)) {
+					continue
+				}
+				if f.answered[resourcev3.RouteType] != versions[resourcev3.RouteType] ||
+					(len(clusters) > 0 && f.answered[resourcev3.ClusterType] != versions[resourcev3.ClusterType]) {
 					xs.State = StatePending
 					break
 				}
@@ -98,6 +105,9 @@ func (v *groupView) rejectionOf(g Group, id string, clusters []string, st *state
 			take(list[0])
 		}
 	}
+	if len(clusters) > 0 && len(v.allEndpoints) > 0 {
+		take(v.allEndpoints[0])
+	}
 	for _, r := range v.holders {
 		if concerns(g, r, id, clusters, st, st.cfg.Routes) {
 			take(r)
@@ -109,6 +119,9 @@ func (v *groupView) rejectionOf(g Group, id string, clusters []string, st *state
 
 // concerns decides whether a rejected resource is one of the route's at group g.
 func concerns(g Group, r rejected, id string, clusters []string, st *state, routes []string) bool {
+	if r.all {
+		return len(clusters) > 0 || (r.typeURL != resourcev3.ClusterType && r.typeURL != resourcev3.EndpointType)
+	}
 	switch r.typeURL {
 	case resourcev3.ClusterType, resourcev3.EndpointType:
 		// An endpoint assignment carries its cluster's name.
@@ -141,8 +154,13 @@ func concerns(g Group, r rejected, id string, clusters []string, st *state, rout
 }
 
 // routeIDOf returns the route id a token names ("<id>", or "<id>/<n>", the Envoy route of
-// the id's n-th condition), or "".
+// the id's n-th condition), or "". A bare number names no route: Envoy's validation errors
+// are full of indices ("VirtualHosts[0]", "Routes[3]"), and taking one for a numeric route id
+// would blame that route alone and clear the one rejected (naming none blames them all).
 func routeIDOf(tk string, routes []string) string {
+	if allDigits(tk) {
+		return ""
+	}
 	if has(routes, tk) {
 		return tk
 	}

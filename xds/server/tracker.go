@@ -23,17 +23,18 @@ import (
 
 // What one client can make the tracker hold is bounded: a NACK's message is cut to
 // maxErrorBytes (stored and logged), a stream remembers few responses per type (a SotW
-// response's resources only until it is answered), and a node
-// holds at most maxRejectedPerNode rejected resources (names come only from responses this
-// server sent, so the bound is the configuration's size; the cap is a second line).
+// response's resources only until it is answered), and a stream
+// holds at most maxRejectedPerStream rejected resources (names come only from responses this
+// server sent on it, so the bound is the configuration's size, as for go-control-plane's own
+// per-stream state; the cap is a second line).
 const (
 	maxErrorBytes = 4 << 10
 	// sotwPerType: go-control-plane sends the next SotW response of a type only after a
 	// request naming the last one's nonce (it ignores stale nonces), so the last is enough.
-	sotwPerType        = 1
-	deltaPerType       = 16 // delta responses awaiting an answer, per stream and type
-	maxRejectedPerNode = 4096
-	maxTokens          = 1024
+	sotwPerType          = 1
+	deltaPerType         = 16 // delta responses awaiting an answer, per stream and type
+	maxRejectedPerStream = 4096
+	maxTokens            = 1024
 )
 
 // NACK is one rejected response: counted and recorded once per stream and response nonce.
@@ -76,16 +77,16 @@ type NodeInfo struct {
 	Sent        map[string]string `json:"sent"`
 	Acks        map[string]int    `json:"acks"`
 	Nacks       map[string]int    `json:"nacks"`
-	// Rejected lists, per type, the resources whose last version sent was rejected and not
-	// yet followed by an ACKed new version (or stopped being sent).
+	// Rejected lists, per type, the resources whose last version sent on a stream was
+	// rejected there and not yet followed there by an ACKed new version (or stopped being
+	// sent or subscribed), while that stream is open. "*" is every resource of the type: a
+	// NACK rejected more than a stream holds by name (4096), until that stream ACKs the type.
 	Rejected map[string][]string `json:"rejected,omitempty"`
 	LastNACK *NACK               `json:"last_nack,omitempty"`
 
 	// answered is, per type URL, the version of the last response ACKed or NACKed: a
 	// NACKed response's resources that the NACK does not name were accepted.
-	answered  map[string]string
-	rejected  map[string]map[string]*rejection // type URL -> resource name
-	nRejected int
+	answered map[string]string
 }
 
 // rejection is one rejected resource: its version (delta: the resource version; SotW: a
@@ -95,23 +96,73 @@ type rejection struct {
 	nack    *NACK
 }
 
-// response is one response sent on a stream.
+// response is one response sent on a stream. Of a SotW response only the names and the
+// hashes of its resources are kept, read when it is sent: go-control-plane marshals each
+// response per stream and drops it once sent, so keeping the resources until a client
+// answers would let a client that never answers hold a copy of the configuration per stream.
 type response struct {
 	typeURL, version, nonce string
 	delta                   bool
-	sotw                    []*anypb.Any // SotW: the resources (names decoded only when needed), until answered
-	names                   []string     // delta: at hand; SotW: nil until decoded
-	versions                []string     // delta: per-resource versions
-	removed                 []string     // delta
+	nameBuf                 []byte   // SotW: the names, one after another
+	nameEnd                 []int    // SotW: where each name ends in nameBuf
+	hashes                  []uint64 // SotW: a hash of each resource's bytes
+	names                   []string // delta: at hand; SotW: nil until needed (a NACK)
+	versions                []string // delta: per-resource versions
+	removed                 []string // delta
 	answered                bool
+}
+
+// sotwResponse reads the names and hashes of a SotW response's resources.
+func sotwResponse(resp *discoveryv3.DiscoveryResponse) *response {
+	res := resp.GetResources()
+	r := &response{typeURL: resp.GetTypeUrl(), version: resp.GetVersionInfo(), nonce: resp.GetNonce(),
+		nameEnd: make([]int, len(res)), hashes: make([]uint64, len(res))}
+	known := false
+	switch r.typeURL {
+	case resourcev3.ListenerType, resourcev3.RouteType, resourcev3.ClusterType, resourcev3.EndpointType:
+		known = true
+	}
+	// The names are read in place twice (to size the buffer, then to fill it): cheaper than
+	// growing it.
+	raw := func(a *anypb.Any) ([]byte, bool) {
+		if known && a.GetTypeUrl() == r.typeURL {
+			return nameField(a.GetValue())
+		}
+		return nil, false
+	}
+	size := 0
+	for _, a := range res {
+		b, _ := raw(a)
+		size += len(b)
+	}
+	r.nameBuf = make([]byte, 0, size)
+	for i, a := range res {
+		if b, ok := raw(a); ok {
+			r.nameBuf = append(r.nameBuf, b...)
+		} else {
+			r.nameBuf = append(r.nameBuf, anyName(a, r.typeURL)...)
+		}
+		r.nameEnd[i] = len(r.nameBuf)
+		r.hashes[i] = xxhash.Sum64(a.GetValue())
+	}
+	return r
+}
+
+// sotwName is the i-th name of a SotW response, in place.
+func (r *response) sotwName(i int) []byte {
+	start := 0
+	if i > 0 {
+		start = r.nameEnd[i-1]
+	}
+	return r.nameBuf[start:r.nameEnd[i]]
 }
 
 // resourceNames returns the names of the response's resources, in order.
 func (r *response) resourceNames() []string {
 	if r.names == nil && !r.delta {
-		r.names = make([]string, len(r.sotw))
-		for i, a := range r.sotw {
-			r.names[i] = anyName(a, r.typeURL)
+		r.names = make([]string, len(r.nameEnd))
+		for i := range r.nameEnd {
+			r.names[i] = string(r.sotwName(i))
 		}
 	}
 	return r.names
@@ -123,13 +174,92 @@ func (r *response) resourceVersion(i int) string {
 	if r.delta {
 		return r.versions[i]
 	}
-	return strconv.FormatUint(xxhash.Sum64(r.sotw[i].GetValue()), 16)
+	return strconv.FormatUint(r.hashes[i], 16)
+}
+
+// carried returns the version r carries of each name in rej. It runs on every ACK of a
+// stream holding a rejection of the type: a SotW response's names are compared in place,
+// the only work per resource.
+func (r *response) carried(rej map[string]*rejection) map[string]string {
+	out := make(map[string]string, len(rej))
+	if r.delta || r.names != nil {
+		for i, n := range r.resourceNames() {
+			if rej[n] != nil {
+				out[n] = r.resourceVersion(i)
+			}
+		}
+		return out
+	}
+	for i := range r.nameEnd {
+		if b := r.sotwName(i); rej[string(b)] != nil {
+			out[string(b)] = r.resourceVersion(i)
+		}
+	}
+	return out
 }
 
 type streamState struct {
 	node  *NodeInfo
 	sotw  map[string][]*response // by type URL: the latest responses, oldest first
 	delta map[string][]*response // by type URL: unanswered responses, oldest first
+	// rejected: what this stream's client rejects (type URL -> resource name). A rejection
+	// is one client's: clients sharing a node id, or a client's next stream, answer only
+	// for themselves, and it ends with the stream.
+	rejected map[string]map[string]*rejection
+	// nRejected counts them, at most maxRejectedPerStream: per stream, so that one client
+	// cannot use up the room of another sharing its node id.
+	nRejected int
+	// overflow: per type URL, a NACK that rejected more than the stream could hold by name:
+	// it rejects every resource of the type until the stream ACKs a response of the type.
+	overflow map[string]*NACK
+	// listeners: the listener names the stream subscribes to (nil: none asked yet; all:
+	// a wildcard subscription, as Envoy's). A proxyless client asks for the listener of
+	// each host it dialed: a route of another host is none of its business, and a client
+	// whose host has no cluster never asks for clusters at all.
+	listeners    map[string]bool
+	allListeners bool
+}
+
+// maxListenersPerStream bounds the listener names remembered per stream; past it the stream
+// counts as following every listener (its clients then weigh on every route's state, as
+// before names were remembered).
+const maxListenersPerStream = 4096
+
+// followListeners records a SotW listener subscription (no names or "*": wildcard).
+func (st *streamState) followListeners(names []string) {
+	if len(names) == 0 || contains(names, "*") || len(names) > maxListenersPerStream {
+		st.listeners, st.allListeners = nil, true
+		return
+	}
+	st.allListeners = false
+	st.listeners = make(map[string]bool, len(names))
+	for _, n := range names {
+		st.listeners[n] = true
+	}
+}
+
+// followDeltaListeners applies a delta listener request's subscribe and unsubscribe lists.
+func (st *streamState) followDeltaListeners(req *discoveryv3.DeltaDiscoveryRequest) {
+	if st.allListeners {
+		return
+	}
+	if st.listeners == nil && len(req.GetResourceNamesSubscribe()) == 0 && req.GetResponseNonce() == "" {
+		st.allListeners = true // the first request names nothing: a wildcard subscription
+		return
+	}
+	if st.listeners == nil {
+		st.listeners = map[string]bool{}
+	}
+	for _, n := range req.GetResourceNamesSubscribe() {
+		if n == "*" || len(st.listeners) >= maxListenersPerStream {
+			st.listeners, st.allListeners = nil, true
+			return
+		}
+		st.listeners[n] = true
+	}
+	for _, n := range req.GetResourceNamesUnsubscribe() {
+		delete(st.listeners, n)
+	}
 }
 
 // find returns the remembered response of a type with the nonce, or nil.
@@ -158,12 +288,19 @@ type tracker struct {
 	m   *metrics
 	now func() time.Time
 
-	mu      sync.Mutex
-	streams map[int64]*streamState
+	mu sync.Mutex
+	// streams: go-control-plane numbers SotW and delta streams with separate counters (the
+	// first of each is 1), so a stream is its kind and id.
+	streams map[streamKey]*streamState
 	nodes   map[string]*NodeInfo // by group + "/" + node id
 	// gen counts changes to nodes, ACKs and NACKs; views caches group views per gen.
 	gen   uint64
 	views map[string]cachedView
+}
+
+type streamKey struct {
+	id    int64
+	delta bool
 }
 
 type cachedView struct {
@@ -172,7 +309,7 @@ type cachedView struct {
 }
 
 func newTracker(log *slog.Logger, m *metrics, now func() time.Time) *tracker {
-	return &tracker{log: log, m: m, now: now, streams: map[int64]*streamState{}, nodes: map[string]*NodeInfo{}}
+	return &tracker{log: log, m: m, now: now, streams: map[streamKey]*streamState{}, nodes: map[string]*NodeInfo{}}
 }
 
 // TypeName is the short name of a type URL used in metrics and the API (lds, rds, cds, eds).
@@ -190,11 +327,11 @@ func TypeName(typeURL string) string {
 	return typeURL[strings.LastIndex(typeURL, ".")+1:]
 }
 
-func (t *tracker) stream(id int64) *streamState {
-	st := t.streams[id]
+func (t *tracker) stream(k streamKey) *streamState {
+	st := t.streams[k]
 	if st == nil {
 		st = &streamState{sotw: map[string][]*response{}, delta: map[string][]*response{}}
-		t.streams[id] = st
+		t.streams[k] = st
 	}
 	return st
 }
@@ -210,8 +347,7 @@ func (t *tracker) attach(st *streamState, n *corev3.Node) {
 	if ni == nil {
 		ni = &NodeInfo{ID: n.GetId(), Cluster: n.GetCluster(), Group: g, UserAgent: n.GetUserAgentName(),
 			ConnectedAt: t.now(), Acked: map[string]string{}, Sent: map[string]string{},
-			Acks: map[string]int{}, Nacks: map[string]int{},
-			answered: map[string]string{}, rejected: map[string]map[string]*rejection{}}
+			Acks: map[string]int{}, Nacks: map[string]int{}, answered: map[string]string{}}
 		t.nodes[key] = ni
 	}
 	ni.Streams++
@@ -220,11 +356,11 @@ func (t *tracker) attach(st *streamState, n *corev3.Node) {
 	t.m.nodes.Set(float64(len(t.nodes)))
 }
 
-func (t *tracker) closed(id int64) {
+func (t *tracker) closed(k streamKey) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	st := t.streams[id]
-	delete(t.streams, id)
+	st := t.streams[k]
+	delete(t.streams, k)
 	if st == nil || st.node == nil {
 		return
 	}
@@ -238,45 +374,42 @@ func (t *tracker) closed(id int64) {
 
 // ack records an ACK of r: counted once; rejected resources of the type that r carries in
 // a new version, or (SotW) no longer carries, or (delta) removes, are accepted now.
-func (t *tracker) ack(ni *NodeInfo, r *response) {
+func (t *tracker) ack(st *streamState, r *response, v verdict) {
+	ni := st.node
 	r.answered = true
 	ni.Acks[TypeName(r.typeURL)]++
 	t.m.acks.WithLabelValues(TypeName(r.typeURL)).Inc()
 	ni.Acked[r.typeURL] = r.version
 	ni.answered[r.typeURL] = r.version
-	t.settle(ni, r, nil)
+	t.settle(st, r, nil, v.at)
+	delete(st.overflow, r.typeURL)
 	r.release()
 	t.gen++
 }
 
-// release drops an answered SotW response's resources: go-control-plane marshals them per
-// stream, so holding them longer would hold a copy of the configuration per client.
+// release drops an answered SotW response's names and hashes: nothing asks for them again.
 func (r *response) release() {
-	r.sotw, r.names = nil, nil
+	r.nameBuf, r.nameEnd, r.hashes, r.names = nil, nil, nil, nil
 }
 
 // settle clears the rejections of r's type that r answers: a resource r carries in another
 // version than the rejected one, or that r removes (delta) or no longer carries (SotW
 // listeners and clusters, whose responses hold every subscribed resource; a SotW route
-// configuration or endpoint assignment left out of a response may just be unchanged). Names
-// in keep stay rejected.
-func (t *tracker) settle(ni *NodeInfo, r *response, keep map[string]bool) {
-	rej := ni.rejected[r.typeURL]
+// configuration or endpoint assignment left out of a response may just be unchanged, and
+// ends its rejection when the client unsubscribes from it, see unsubscribed). Names in keep
+// stay rejected.
+func (t *tracker) settle(st *streamState, r *response, keep map[string]bool, at map[string]string) {
+	rej := st.rejected[r.typeURL]
 	if len(rej) == 0 {
 		return
-	}
-	names := r.resourceNames()
-	at := make(map[string]int, len(names))
-	for i, n := range names {
-		at[n] = i
 	}
 	for name, x := range rej {
 		if keep[name] {
 			continue
 		}
-		i, carried := at[name]
+		version, carried := at[name]
 		switch {
-		case carried && r.resourceVersion(i) == x.version:
+		case carried && version == x.version:
 			continue
 		case !carried && r.delta && !contains(r.removed, name):
 			continue // a delta response carries only what changed
@@ -284,44 +417,49 @@ func (t *tracker) settle(ni *NodeInfo, r *response, keep map[string]bool) {
 			continue
 		}
 		delete(rej, name)
-		ni.nRejected--
+		st.nRejected--
 	}
 	if len(rej) == 0 {
-		delete(ni.rejected, r.typeURL)
+		delete(st.rejected, r.typeURL)
 	}
 }
 
 // nack records a NACK of r: counted once, attributed to the resources it names (or to all
 // of r's when it names none); the other resources r carries in a new version were accepted.
-func (t *tracker) nack(ni *NodeInfo, r *response, detail string) {
+func (t *tracker) nack(st *streamState, r *response, v verdict) {
+	ni := st.node
 	r.answered = true
-	msg := truncate(detail, maxErrorBytes)
-	idx, how := attribute(r, msg)
-	names := r.resourceNames()
+	msg, how := v.msg, v.how
 	n := &NACK{Node: ni.ID, Group: ni.Group, Type: TypeName(r.typeURL), Version: r.version, Nonce: r.nonce,
-		Attribution: how, Error: msg, At: t.now(), tokens: tokens(msg)}
-	keep := make(map[string]bool, len(idx))
-	rej := ni.rejected[r.typeURL]
-	for _, i := range idx {
-		name := names[i]
+		Attribution: how, Error: msg, At: t.now(), tokens: v.tokens}
+	keep := make(map[string]bool, len(v.names))
+	rej := st.rejected[r.typeURL]
+	for k, name := range v.names {
 		n.Resources = append(n.Resources, name)
 		keep[name] = true
 		if rej == nil {
 			rej = map[string]*rejection{}
-			ni.rejected[r.typeURL] = rej
+			if st.rejected == nil {
+				st.rejected = map[string]map[string]*rejection{}
+			}
+			st.rejected[r.typeURL] = rej
 		}
 		if rej[name] == nil {
-			if ni.nRejected >= maxRejectedPerNode {
+			if st.nRejected >= maxRejectedPerStream {
+				if st.overflow == nil {
+					st.overflow = map[string]*NACK{}
+				}
+				st.overflow[r.typeURL] = n
 				continue
 			}
-			ni.nRejected++
+			st.nRejected++
 		}
-		rej[name] = &rejection{version: r.resourceVersion(i), nack: n}
+		rej[name] = &rejection{version: v.versions[k], nack: n}
 	}
 	if len(rej) == 0 {
-		delete(ni.rejected, r.typeURL)
+		delete(st.rejected, r.typeURL)
 	}
-	t.settle(ni, r, keep)
+	t.settle(st, r, keep, v.at)
 	r.release()
 	ni.answered[r.typeURL] = r.version
 	ni.Nacks[n.Type]++
@@ -336,11 +474,45 @@ func (t *tracker) nack(ni *NodeInfo, r *response, detail string) {
 		"rejected", len(n.Resources), "resources", logged, "attribution", how, "error", msg)
 }
 
+// verdict is what an answer to a response says, worked out before the tracker's lock is
+// taken (the part that grows with the response's resources). go-control-plane calls a
+// stream's callbacks on that stream's goroutine, the only one writing its responses and
+// rejections, so it reads them without the lock; other goroutines only read them, under it.
+type verdict struct {
+	// at: the version the response carries of each name the stream rejects (settle).
+	at map[string]string
+	// NACK: its message (cut), the names it rejects with their versions, how they were found,
+	// and its tokens.
+	msg, how        string
+	names, versions []string
+	tokens          []string
+}
+
+func judge(st *streamState, r *response, nack bool, detail string) verdict {
+	var v verdict
+	if rej := st.rejected[r.typeURL]; len(rej) > 0 {
+		v.at = r.carried(rej)
+	}
+	if !nack {
+		return v
+	}
+	v.msg = truncate(detail, maxErrorBytes)
+	var idx []int
+	idx, v.how = attribute(r, v.msg)
+	names := r.resourceNames()
+	for _, i := range idx {
+		v.names = append(v.names, names[i])
+		v.versions = append(v.versions, r.resourceVersion(i))
+	}
+	v.tokens = tokens(v.msg)
+	return v
+}
+
 // OnStreamOpen is called when a SotW stream opens.
 func (t *tracker) OnStreamOpen(context.Context, int64, string) error { return nil }
 
 // OnStreamClosed is called when a SotW stream closes.
-func (t *tracker) OnStreamClosed(id int64, _ *corev3.Node) { t.closed(id) }
+func (t *tracker) OnStreamClosed(id int64, _ *corev3.Node) { t.closed(streamKey{id: id}) }
 
 // OnStreamRequest sees every SotW request before the cache does. The first request naming
 // a response's nonce ACKs or NACKs it (see NodeInfo). A NACK's version_info is set to the
@@ -349,9 +521,13 @@ func (t *tracker) OnStreamClosed(id int64, _ *corev3.Node) { t.closed(id) }
 // change is sent as usual.
 func (t *tracker) OnStreamRequest(id int64, req *discoveryv3.DiscoveryRequest) error {
 	t.mu.Lock()
-	defer t.mu.Unlock()
-	st := t.stream(id)
+	st := t.stream(streamKey{id: id})
 	t.attach(st, req.GetNode())
+	if req.GetTypeUrl() == resourcev3.ListenerType {
+		st.followListeners(req.GetResourceNames())
+		t.gen++
+	}
+	t.mu.Unlock()
 	if st.node == nil || req.GetResponseNonce() == "" {
 		return nil
 	}
@@ -363,23 +539,57 @@ func (t *tracker) OnStreamRequest(id int64, req *discoveryv3.DiscoveryRequest) e
 	if ed != nil {
 		req.VersionInfo = r.version
 	}
+	var v verdict
+	if !r.answered {
+		v = judge(st, r, ed != nil, ed.GetMessage())
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
 	switch {
 	case r.answered:
 	case ed != nil:
-		t.nack(st.node, r, ed.GetMessage())
+		t.nack(st, r, v)
 	default:
-		t.ack(st.node, r)
+		t.ack(st, r, v)
+	}
+	// The request names the last response's nonce, so go-control-plane applies its
+	// subscription: what the client no longer subscribes to, it no longer rejects.
+	if rej := st.rejected[r.typeURL]; len(rej) > 0 {
+		t.unsubscribed(st, r.typeURL, req.GetResourceNames())
 	}
 	return nil
 }
 
-// OnStreamResponse records what was sent: the response's resources are kept (not decoded)
-// until a later response of the type replaces them.
+// unsubscribed drops the stream's rejections of a type that a SotW subscription (names;
+// none or "*" is a wildcard, which keeps them) no longer names.
+func (t *tracker) unsubscribed(st *streamState, typeURL string, names []string) {
+	if len(names) == 0 || contains(names, "*") {
+		return
+	}
+	subscribed := make(map[string]bool, len(names))
+	for _, n := range names {
+		subscribed[n] = true
+	}
+	rej := st.rejected[typeURL]
+	for name := range rej {
+		if !subscribed[name] {
+			delete(rej, name)
+			st.nRejected--
+			t.gen++
+		}
+	}
+	if len(rej) == 0 {
+		delete(st.rejected, typeURL)
+	}
+}
+
+// OnStreamResponse records what was sent: the names and hashes of the response's resources
+// (read before the lock is taken), until it is answered or a later response replaces it.
 func (t *tracker) OnStreamResponse(_ context.Context, id int64, _ *discoveryv3.DiscoveryRequest, resp *discoveryv3.DiscoveryResponse) {
+	r := sotwResponse(resp)
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	st := t.stream(id)
-	r := &response{typeURL: resp.GetTypeUrl(), version: resp.GetVersionInfo(), nonce: resp.GetNonce(), sotw: resp.GetResources()}
+	st := t.stream(streamKey{id: id})
 	st.sotw[r.typeURL] = remember(st.sotw[r.typeURL], r, sotwPerType)
 	if st.node != nil {
 		st.node.Sent[r.typeURL] = r.version
@@ -397,41 +607,71 @@ func (t *tracker) OnFetchResponse(*discoveryv3.DiscoveryRequest, *discoveryv3.Di
 func (t *tracker) OnDeltaStreamOpen(context.Context, int64, string) error { return nil }
 
 // OnDeltaStreamClosed is called when a delta stream closes.
-func (t *tracker) OnDeltaStreamClosed(id int64, _ *corev3.Node) { t.closed(id) }
+func (t *tracker) OnDeltaStreamClosed(id int64, _ *corev3.Node) {
+	t.closed(streamKey{id: id, delta: true})
+}
 
 // OnStreamDeltaRequest records delta ACKs and NACKs, once per response nonce.
 func (t *tracker) OnStreamDeltaRequest(id int64, req *discoveryv3.DeltaDiscoveryRequest) error {
 	t.mu.Lock()
-	defer t.mu.Unlock()
-	st := t.stream(id)
+	st := t.stream(streamKey{id: id, delta: true})
 	t.attach(st, req.GetNode())
-	if st.node == nil || req.GetResponseNonce() == "" {
-		return nil
+	if req.GetTypeUrl() == resourcev3.ListenerType {
+		st.followDeltaListeners(req)
+		t.gen++
 	}
-	list := st.delta[req.GetTypeUrl()]
-	r := find(list, req.GetResponseNonce())
-	if r == nil {
-		return nil
-	}
-	for i, x := range list {
-		if x == r {
-			st.delta[req.GetTypeUrl()] = append(list[:i:i], list[i+1:]...)
-			break
+	t.mu.Unlock()
+	if st.node != nil && req.GetResponseNonce() != "" {
+		if r := find(st.delta[req.GetTypeUrl()], req.GetResponseNonce()); r != nil {
+			ed := req.GetErrorDetail()
+			v := judge(st, r, ed != nil, ed.GetMessage())
+			t.mu.Lock()
+			defer t.mu.Unlock()
+			t.deltaUnsubscribe(st, req)
+			list := st.delta[req.GetTypeUrl()]
+			for i, x := range list {
+				if x == r {
+					st.delta[req.GetTypeUrl()] = append(list[:i:i], list[i+1:]...)
+					break
+				}
+			}
+			if ed != nil {
+				t.nack(st, r, v)
+			} else {
+				t.ack(st, r, v)
+			}
+			return nil
 		}
 	}
-	if ed := req.GetErrorDetail(); ed != nil {
-		t.nack(st.node, r, ed.GetMessage())
-		return nil
-	}
-	t.ack(st.node, r)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.deltaUnsubscribe(st, req)
 	return nil
+}
+
+// deltaUnsubscribe ends the stream's rejections of the names a delta request unsubscribes.
+func (t *tracker) deltaUnsubscribe(st *streamState, req *discoveryv3.DeltaDiscoveryRequest) {
+	rej := st.rejected[req.GetTypeUrl()]
+	if len(rej) == 0 {
+		return
+	}
+	for _, name := range req.GetResourceNamesUnsubscribe() {
+		if rej[name] != nil {
+			delete(rej, name)
+			st.nRejected--
+			t.gen++
+		}
+	}
+	if len(rej) == 0 {
+		delete(st.rejected, req.GetTypeUrl())
+	}
 }
 
 // OnStreamDeltaResponse records what was sent.
 func (t *tracker) OnStreamDeltaResponse(id int64, _ *discoveryv3.DeltaDiscoveryRequest, resp *discoveryv3.DeltaDiscoveryResponse) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	st := t.stream(id)
+	st := t.stream(streamKey{id: id, delta: true})
 	r := &response{typeURL: resp.GetTypeUrl(), version: resp.GetSystemVersionInfo(), nonce: resp.GetNonce(), delta: true,
 		names: make([]string, 0, len(resp.GetResources())), versions: make([]string, 0, len(resp.GetResources())),
 		removed: resp.GetRemovedResources()}
@@ -450,6 +690,30 @@ func (t *tracker) OnStreamDeltaResponse(id int64, _ *discoveryv3.DeltaDiscoveryR
 func (t *tracker) Nodes() []NodeInfo {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	rejectedBy := map[*NodeInfo]map[string][]string{}
+	for _, st := range t.streams {
+		if st.node == nil {
+			continue
+		}
+		for typ := range st.overflow {
+			m := rejectedBy[st.node]
+			if m == nil {
+				m = map[string][]string{}
+				rejectedBy[st.node] = m
+			}
+			m[TypeName(typ)] = append(m[TypeName(typ)], "*") // every resource of the type
+		}
+		for typ, rej := range st.rejected {
+			m := rejectedBy[st.node]
+			if m == nil {
+				m = map[string][]string{}
+				rejectedBy[st.node] = m
+			}
+			for name := range rej {
+				m[TypeName(typ)] = append(m[TypeName(typ)], name)
+			}
+		}
+	}
 	out := make([]NodeInfo, 0, len(t.nodes))
 	for _, n := range t.nodes {
 		c := *n
@@ -457,23 +721,16 @@ func (t *tracker) Nodes() []NodeInfo {
 		c.Sent = shortKeys(n.Sent)
 		c.Acks = copyCounts(n.Acks)
 		c.Nacks = copyCounts(n.Nacks)
-		c.Rejected = nil
-		for typ, rej := range n.rejected {
-			if c.Rejected == nil {
-				c.Rejected = map[string][]string{}
-			}
-			names := make([]string, 0, len(rej))
-			for name := range rej {
-				names = append(names, name)
-			}
+		c.Rejected = rejectedBy[n]
+		for typ, names := range c.Rejected {
 			sort.Strings(names)
-			c.Rejected[TypeName(typ)] = names
+			c.Rejected[typ] = dedupSorted(names) // streams of one node may reject the same resource
 		}
 		if n.LastNACK != nil {
 			l := *n.LastNACK
 			c.LastNACK = &l
 		}
-		c.answered, c.rejected = nil, nil
+		c.answered = nil
 		out = append(out, c)
 	}
 	sort.Slice(out, func(i, j int) bool {
@@ -482,6 +739,16 @@ func (t *tracker) Nodes() []NodeInfo {
 		}
 		return out[i].ID < out[j].ID
 	})
+	return out
+}
+
+func dedupSorted(s []string) []string {
+	out := s[:0]
+	for i, x := range s {
+		if i == 0 || x != s[i-1] {
+			out = append(out, x)
+		}
+	}
 	return out
 }
 
@@ -504,18 +771,44 @@ func shortKeys(m map[string]string) map[string]string {
 // groupView is what the route status needs of one group's nodes.
 type groupView struct {
 	nodes int
-	// answered is, per node and type URL, the version of the last response ACKed or NACKed.
-	answered []map[string]string
+	// followers are the group's nodes, each with what it answered and follows.
+	followers []follower
 	// endpoints are the rejected clusters and endpoint assignments by name; holders the
 	// rejected listeners and route configurations; each newest NACK first.
 	endpoints map[string][]rejected
 	holders   []rejected
+	// allEndpoints: rejections of every cluster or endpoint assignment (past a stream's bound).
+	allEndpoints []rejected
+}
+
+// follower is one node of a group in the route status.
+type follower struct {
+	// answered is, per type URL, the version of the last response ACKed or NACKed.
+	answered map[string]string
+	// listeners are the listener names its streams subscribe to; all: a wildcard.
+	listeners map[string]bool
+	all       bool
+}
+
+// follows reports whether the node subscribes to a listener of one of hosts (a wildcard
+// subscription follows every listener).
+func (f *follower) follows(hosts []string) bool {
+	if f.all {
+		return true
+	}
+	for _, h := range hosts {
+		if f.listeners[h] {
+			return true
+		}
+	}
+	return false
 }
 
 // rejected is one rejected resource at a node of the group.
 type rejected struct {
 	typeURL, name string
 	nack          *NACK
+	all           bool // every resource of the type (name "*")
 }
 
 // view returns what the route status needs of a group, cached until the next change (a
@@ -541,13 +834,41 @@ func (t *tracker) buildView(group string) groupView {
 			continue
 		}
 		v.nodes++
-		a := make(map[string]string, len(n.answered))
+		f := follower{answered: make(map[string]string, len(n.answered)), listeners: map[string]bool{}}
 		for k, x := range n.answered {
-			a[k] = x
+			f.answered[k] = x
 		}
-		v.answered = append(v.answered, a)
-		copies := map[*NACK]*NACK{} // one copy per NACK, however many resources it rejects
-		for typ, rej := range n.rejected {
+		for _, st := range t.streams {
+			if st.node != n {
+				continue
+			}
+			f.all = f.all || st.allListeners
+			for l := range st.listeners {
+				f.listeners[l] = true
+			}
+		}
+		v.followers = append(v.followers, f)
+	}
+	copies := map[*NACK]*NACK{} // one copy per NACK, however many resources it rejects
+	for _, st := range t.streams {
+		if st.node == nil || st.node.Group != group {
+			continue
+		}
+		for typ, n := range st.overflow {
+			c := copies[n]
+			if c == nil {
+				cp := *n
+				c = &cp
+				copies[n] = c
+			}
+			r := rejected{typeURL: typ, name: "*", nack: c, all: true}
+			if typ == resourcev3.ClusterType || typ == resourcev3.EndpointType {
+				v.allEndpoints = append(v.allEndpoints, r)
+			} else {
+				v.holders = append(v.holders, r)
+			}
+		}
+		for typ, rej := range st.rejected {
 			for name, x := range rej {
 				c := copies[x.nack]
 				if c == nil {
@@ -571,6 +892,7 @@ func (t *tracker) buildView(group string) groupView {
 		sortRejected(list)
 	}
 	sortRejected(v.holders)
+	sortRejected(v.allEndpoints)
 	return v
 }
 
@@ -737,13 +1059,8 @@ func truncate(s string, n int) string {
 // Listener, RouteConfiguration, Cluster and ClusterLoadAssignment) read from its bytes,
 // else the resource decoded (a TTL Resource wrapper names itself).
 func anyName(a *anypb.Any, typeURL string) string {
-	if a.GetTypeUrl() == typeURL {
-		switch typeURL {
-		case resourcev3.ListenerType, resourcev3.RouteType, resourcev3.ClusterType, resourcev3.EndpointType:
-			if name, ok := nameField(a.GetValue()); ok {
-				return name
-			}
-		}
+	if b, ok := rawName(a, typeURL); ok {
+		return string(b)
 	}
 	m, err := a.UnmarshalNew()
 	if err != nil {
@@ -758,26 +1075,40 @@ func anyName(a *anypb.Any, typeURL string) string {
 	return ""
 }
 
-// nameField reads field 1 (a string) of a marshaled message.
-func nameField(b []byte) (string, bool) {
+// rawName is the name field of a Listener, RouteConfiguration, Cluster or
+// ClusterLoadAssignment of the response's type, in the resource's bytes; false for other
+// resources (decode them).
+func rawName(a *anypb.Any, typeURL string) ([]byte, bool) {
+	if a.GetTypeUrl() != typeURL {
+		return nil, false
+	}
+	switch typeURL {
+	case resourcev3.ListenerType, resourcev3.RouteType, resourcev3.ClusterType, resourcev3.EndpointType:
+		return nameField(a.GetValue())
+	}
+	return nil, false
+}
+
+// nameField reads field 1 (a string) of a marshaled message, in place.
+func nameField(b []byte) ([]byte, bool) {
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
 		if n < 0 {
-			return "", false
+			return nil, false
 		}
 		b = b[n:]
 		if num == 1 && typ == protowire.BytesType {
 			v, m := protowire.ConsumeBytes(b)
 			if m < 0 {
-				return "", false
+				return nil, false
 			}
-			return string(v), true
+			return v, true
 		}
 		m := protowire.ConsumeFieldValue(num, typ, b)
 		if m < 0 {
-			return "", false
+			return nil, false
 		}
 		b = b[m:]
 	}
-	return "", true
+	return nil, true
 }
