@@ -10,7 +10,9 @@ import (
 	"sync"
 	"testing"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	statuspb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
@@ -273,56 +275,38 @@ func pipe(cancel context.CancelFunc, down, up func() error) error {
 }
 
 func (f adsForwarder) StreamAggregatedResources(ds discoveryv3.AggregatedDiscoveryService_StreamAggregatedResourcesServer) error {
-	ctx, cancel := context.WithCancel(upstreamContext(ds.Context()))
-	defer cancel()
-	us, err := f.p.upstream.StreamAggregatedResources(ctx)
-	if err != nil {
-		return err
-	}
-	st := &proxyStream{sent: map[string]sentResponse{}, answered: map[string]bool{}}
-	defer f.p.close(st)
-	return pipe(cancel, func() error {
-		for {
-			req, err := ds.Recv()
-			if err != nil {
-				if errors.Is(err, io.EOF) {
-					_ = us.CloseSend()
-				}
-				return err
-			}
-			var detail *string
-			if ed := req.GetErrorDetail(); ed != nil {
-				m := ed.GetMessage()
-				detail = &m
-			}
-			f.p.request(st, req.GetNode().GetId(), req.GetResponseNonce(), detail)
-			if err := us.Send(req); err != nil {
-				return err
-			}
-		}
-	}, func() error {
-		for {
-			res, err := us.Recv()
-			if err != nil {
-				return err
-			}
-			f.p.sotwResponse(st, res)
-			if err := ds.Send(res); err != nil {
-				return err
-			}
-		}
-	})
+	return relay(f.p, ds, f.p.upstream.StreamAggregatedResources, f.p.sotwResponse)
 }
 
 func (f adsForwarder) DeltaAggregatedResources(ds discoveryv3.AggregatedDiscoveryService_DeltaAggregatedResourcesServer) error {
+	return relay(f.p, ds, f.p.upstream.DeltaAggregatedResources, func(st *proxyStream, res *discoveryv3.DeltaDiscoveryResponse) {
+		f.p.response(st, res.GetTypeUrl(), res.GetSystemVersionInfo(), res.GetNonce())
+	})
+}
+
+// adsRequest is what the proxy reads of a request, SotW or delta.
+type adsRequest interface {
+	GetNode() *corev3.Node
+	GetResponseNonce() string
+	GetErrorDetail() *statuspb.Status
+}
+
+// relay forwards one client stream (SotW or delta) to the gateway and back, counting the
+// client's answers from its requests and what was sent from the gateway's responses.
+func relay[Req any, Res any, PReq interface {
+	*Req
+	adsRequest
+}](p *ADSProxy, ds grpc.BidiStreamingServer[Req, Res],
+	open func(context.Context, ...grpc.CallOption) (grpc.BidiStreamingClient[Req, Res], error),
+	sent func(*proxyStream, *Res)) error {
 	ctx, cancel := context.WithCancel(upstreamContext(ds.Context()))
 	defer cancel()
-	us, err := f.p.upstream.DeltaAggregatedResources(ctx)
+	us, err := open(ctx)
 	if err != nil {
 		return err
 	}
 	st := &proxyStream{sent: map[string]sentResponse{}, answered: map[string]bool{}}
-	defer f.p.close(st)
+	defer p.close(st)
 	return pipe(cancel, func() error {
 		for {
 			req, err := ds.Recv()
@@ -332,12 +316,13 @@ func (f adsForwarder) DeltaAggregatedResources(ds discoveryv3.AggregatedDiscover
 				}
 				return err
 			}
+			r := PReq(req)
 			var detail *string
-			if ed := req.GetErrorDetail(); ed != nil {
+			if ed := r.GetErrorDetail(); ed != nil {
 				m := ed.GetMessage()
 				detail = &m
 			}
-			f.p.request(st, req.GetNode().GetId(), req.GetResponseNonce(), detail)
+			p.request(st, r.GetNode().GetId(), r.GetResponseNonce(), detail)
 			if err := us.Send(req); err != nil {
 				return err
 			}
@@ -348,7 +333,7 @@ func (f adsForwarder) DeltaAggregatedResources(ds discoveryv3.AggregatedDiscover
 			if err != nil {
 				return err
 			}
-			f.p.response(st, res.GetTypeUrl(), res.GetSystemVersionInfo(), res.GetNonce())
+			sent(st, res)
 			if err := ds.Send(res); err != nil {
 				return err
 			}
