@@ -85,12 +85,10 @@ func (r *Route) validateAction(errs *FieldErrors) {
 			errs.Add(f, "set only one of targets, redirect, direct_response (%s are set)", strings.Join(set, ", "))
 		}
 	}
-	if len(r.Targets) > 0 {
-		return
-	}
-	action := set[0]
-	for _, f := range r.upstreamOnly() {
-		errs.Add(f, "applies to targets only: a route with %s forwards nothing", action)
+	if len(r.Targets) == 0 {
+		for _, f := range r.upstreamOnly() {
+			errs.Add(f, "applies to targets only: a route with %s forwards nothing", set[0])
+		}
 	}
 	if rd := r.Redirect; rd != nil {
 		errs.Nest("redirect", rd.validate(r.Conditions))
