@@ -89,6 +89,11 @@ func (r *Route) validateAction(errs *FieldErrors) {
 		for _, f := range r.upstreamOnly() {
 			errs.Add(f, "applies to targets only: a route with %s forwards nothing", set[0])
 		}
+		if r.RateLimit != nil {
+			// source/extensions/filters/http/ratelimit/ratelimit.cc initiateCall returns for a
+			// route without a route entry (a redirect or direct response has none) or cluster.
+			errs.Add("rate_limit", "Envoy's rate-limit filter skips a route with %s (it has no cluster): nothing would count its requests", set[0])
+		}
 	}
 	if rd := r.Redirect; rd != nil {
 		errs.Nest("redirect", rd.validate(r.Conditions))
