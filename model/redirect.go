@@ -10,7 +10,8 @@ import (
 // Redirect answers a route's requests with a redirect instead of forwarding them (Envoy's
 // RedirectAction): the request's URL with the scheme, host and path changed as set.
 type Redirect struct {
-	// HTTPS redirects to https (the port is dropped when it is the default one).
+	// HTTPS redirects to https. Without Host, Envoy keeps the request's host and port (it
+	// drops ":80" only, the old scheme's default: source/common/http/utility.cc newUri).
 	HTTPS bool `json:"https,omitempty"`
 	// Host replaces the host (and port, when it names one): "example.com", "example.com:8443".
 	Host string `json:"host,omitempty"`
