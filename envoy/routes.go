@@ -165,16 +165,63 @@ func (b *builder) route(r *ir.Route) *routev3.Route {
 	er := &routev3.Route{
 		Name:                    r.Name,
 		Match:                   b.match(&r.Match),
-		Action:                  &routev3.Route_Route{Route: ra},
 		RequestHeadersToAdd:     headerValues(r.RequestHeaders.Add),
 		RequestHeadersToRemove:  r.RequestHeaders.Remove,
 		ResponseHeadersToAdd:    headerValues(r.ResponseHeaders.Add),
 		ResponseHeadersToRemove: r.ResponseHeaders.Remove,
 	}
+	setRouteAction(er, r, ra)
+	if d := r.DirectResponse; d != nil && d.ContentType != "" {
+		er.ResponseHeadersToAdd = append(er.ResponseHeadersToAdd, &corev3.HeaderValueOption{
+			// A header value is an Envoy format string: '%' is written "%%".
+			Header:       &corev3.HeaderValue{Key: "content-type", Value: strings.ReplaceAll(d.ContentType, "%", "%%")},
+			AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
+		})
+	}
 	if !grpc {
 		er.TypedPerFilterConfig = b.perFilterConfig(r)
 	}
 	return er
+}
+
+// setRouteAction sets the route's action: forwarding (ra), a redirect or a direct response. The
+// filters (ext_authz, rate limits) run before the router answers either of the last two, so
+// a route that requires a credential redirects only a caller that has one.
+func setRouteAction(er *routev3.Route, r *ir.Route, ra *routev3.RouteAction) {
+	switch {
+	case r.Redirect != nil:
+		rd := r.Redirect
+		ea := &routev3.RedirectAction{HostRedirect: rd.Host, ResponseCode: redirectCodes[rd.Status]}
+		if rd.HTTPS {
+			ea.SchemeRewriteSpecifier = &routev3.RedirectAction_HttpsRedirect{HttpsRedirect: true}
+		}
+		switch {
+		case rd.Path != "":
+			ea.PathRewriteSpecifier = &routev3.RedirectAction_PathRedirect{PathRedirect: rd.Path}
+		case rd.PrefixRewrite != "":
+			ea.PathRewriteSpecifier = &routev3.RedirectAction_PrefixRewrite{PrefixRewrite: rd.PrefixRewrite}
+		}
+		er.Action = &routev3.Route_Redirect{Redirect: ea}
+	case r.DirectResponse != nil:
+		d := r.DirectResponse
+		da := &routev3.DirectResponseAction{Status: d.Status}
+		if d.Body != "" {
+			da.Body = &corev3.DataSource{Specifier: &corev3.DataSource_InlineString{InlineString: d.Body}}
+		}
+		er.Action = &routev3.Route_DirectResponse{DirectResponse: da}
+	default:
+		er.Action = &routev3.Route_Route{Route: ra}
+	}
+}
+
+// redirectCodes maps a redirect status to Envoy's RedirectResponseCode (ir.Route.Validate
+// admits these five only).
+var redirectCodes = map[uint32]routev3.RedirectAction_RedirectResponseCode{
+	301: routev3.RedirectAction_MOVED_PERMANENTLY,
+	302: routev3.RedirectAction_FOUND,
+	303: routev3.RedirectAction_SEE_OTHER,
+	307: routev3.RedirectAction_TEMPORARY_REDIRECT,
+	308: routev3.RedirectAction_PERMANENT_REDIRECT,
 }
 
 func (b *builder) match(m *ir.Match) *routev3.RouteMatch {
@@ -335,6 +382,12 @@ func grpcRouteOmission(r *ir.Route) string {
 	}
 	if r.HostRewrite != "" {
 		why = append(why, "rewrite.host: proxyless gRPC clients do not rewrite the authority, so the backend would see the name the client dialed")
+	}
+	switch {
+	case r.Redirect != nil:
+		why = append(why, "redirect: proxyless gRPC clients cannot follow a redirect (grpc-js refuses the whole route configuration with a redirect action, grpc-go fails the calls it matches)")
+	case r.DirectResponse != nil:
+		why = append(why, "direct_response: proxyless gRPC clients cannot answer a call themselves (grpc-js refuses the whole route configuration with a direct_response action, grpc-go fails the calls it matches)")
 	}
 	if len(r.OwnChecks) > 0 {
 		// Only the route's own checks: edge-wide ones (a global IP rule such as a WAF ban, a

@@ -34,6 +34,8 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/api-gateway/api-gateway/ir"
 )
 
 // packedAny is an Any a builder packed and the message it packed: the walk reads the
@@ -53,8 +55,31 @@ func checkRouteRuntime(r *routev3.Route, packed []packedAny) error {
 	if ra := r.GetRoute(); ra != nil {
 		errs = append(errs, checkWeightedClusters(ra.GetWeightedClusters()), checkRetryBackOff(ra.GetRetryPolicy()))
 	}
+	errs = append(errs, checkDirectResponseBody(r.GetDirectResponse()))
 	errs = append(errs, walkRuntime(r.ProtoReflect(), 0, packed))
 	return errors.Join(errs...)
+}
+
+// Direct response bodies.
+//
+// source/common/router/config_utility.cc, ConfigUtility::parseDirectResponseBody (with
+// Config::DataSource::read): a direct response body above the route configuration's
+// max_direct_response_body_size_bytes, 4096 when unset (config_impl.cc
+// DEFAULT_MAX_DIRECT_RESPONSE_BODY_SIZE_BYTES; the gateway leaves it unset), is refused
+// ("response body size is N bytes; maximum is 4096"), and with it the whole route
+// configuration.
+func checkDirectResponseBody(d *routev3.DirectResponseAction) error {
+	if d == nil {
+		return nil
+	}
+	body := d.GetBody().GetInlineString()
+	if b := d.GetBody().GetInlineBytes(); len(b) > 0 {
+		body = string(b)
+	}
+	if len(body) > ir.MaxDirectResponseBody {
+		return fmt.Errorf("direct_response: response body size is %d bytes; maximum is %d", len(body), ir.MaxDirectResponseBody)
+	}
+	return nil
 }
 
 // checkClusterRuntime applies Envoy's run-time rules to one built cluster.

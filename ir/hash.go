@@ -83,6 +83,18 @@ func (h *Hasher) Route(r *Route) {
 		h.Str(b.Cluster)
 		h.U64(uint64(b.Weight))
 	}
+	if rd := r.Redirect; h.present(rd != nil) {
+		h.Bool(rd.HTTPS)
+		h.Str(rd.Host)
+		h.Str(rd.Path)
+		h.Str(rd.PrefixRewrite)
+		h.U64(uint64(rd.Status))
+	}
+	if d := r.DirectResponse; h.present(d != nil) {
+		h.U64(uint64(d.Status))
+		h.Str(d.Body)
+		h.Str(d.ContentType)
+	}
 	h.Bool(r.HashSourceIP)
 	h.Dur(r.Timeout)
 	if rt := r.Retry; h.present(rt != nil) {

@@ -157,8 +157,12 @@ type Route struct {
 	RouteID string
 	Tenant  string
 	Match   Match
-	// Backends: one per target, weights > 0 (targets with weight 0 are left out).
+	// Backends: one per target, weights > 0 (targets with weight 0 are left out). Empty for a
+	// route that answers itself (Redirect or DirectResponse set: exactly one of the three).
 	Backends []Backend
+	// Redirect answers with a redirect; DirectResponse with a fixed response.
+	Redirect       *Redirect
+	DirectResponse *DirectResponse
 	// HashSourceIP turns on a source-ip hash policy (ip_hash).
 	HashSourceIP bool
 	Timeout      time.Duration // 0: Envoy's default
@@ -181,6 +185,24 @@ type Route struct {
 	// route's own: Authz.Enabled and RateLimits may come from them alone. The gRPC flavor
 	// leaves out a route with own checks (proxyless clients call backends directly).
 	OwnChecks []string
+}
+
+// Redirect is a redirect action: the request's URL with the scheme, host and path changed.
+type Redirect struct {
+	HTTPS bool
+	Host  string // host[:port]; "": the request's
+	// Path replaces the whole path, PrefixRewrite the matched prefix (a prefix match only);
+	// at most one.
+	Path          string
+	PrefixRewrite string
+	Status        uint32 // 301, 302, 303, 307 or 308
+}
+
+// DirectResponse is a fixed response.
+type DirectResponse struct {
+	Status      uint32 // 200-599
+	Body        string
+	ContentType string // "": Envoy's text/plain for a body
 }
 
 // Retry is a retry policy.
@@ -449,8 +471,23 @@ func (r *Route) Validate() error {
 	if err := r.Match.Validate(); err != nil {
 		return fmt.Errorf("match: %w", err)
 	}
-	if len(r.Backends) == 0 {
+	actions := 0
+	for _, set := range []bool{len(r.Backends) > 0, r.Redirect != nil, r.DirectResponse != nil} {
+		if set {
+			actions++
+		}
+	}
+	switch {
+	case actions > 1:
+		return errors.New("set only one of backends, a redirect, a direct response")
+	case actions == 0:
 		return errors.New("no backend with a weight above zero")
+	}
+	if err := r.Redirect.validate(r.Match.PathKind); err != nil {
+		return fmt.Errorf("redirect: %w", err)
+	}
+	if err := r.DirectResponse.validate(); err != nil {
+		return fmt.Errorf("direct response: %w", err)
 	}
 	for _, b := range r.Backends {
 		if b.Cluster == "" || b.Weight == 0 {
@@ -560,3 +597,50 @@ func (c *Cluster) Validate() error {
 	}
 	return nil
 }
+
+func (rd *Redirect) validate(kind PathKind) error {
+	if rd == nil {
+		return nil
+	}
+	switch rd.Status {
+	case 301, 302, 303, 307, 308:
+	default:
+		return fmt.Errorf("status %d is not a redirect status (301, 302, 303, 307, 308)", rd.Status)
+	}
+	if rd.Path != "" && rd.PrefixRewrite != "" {
+		return errors.New("set a path or a prefix rewrite, not both")
+	}
+	if rd.PrefixRewrite != "" && kind != PathPrefix {
+		return errors.New("a prefix rewrite needs a prefix match")
+	}
+	if !rd.HTTPS && rd.Host == "" && rd.Path == "" && rd.PrefixRewrite == "" {
+		return errors.New("a redirect to the same URL")
+	}
+	for _, v := range []string{rd.Host, rd.Path, rd.PrefixRewrite} {
+		if strings.ContainsAny(v, "\x00\r\n") {
+			return fmt.Errorf("%q: a header value cannot hold NUL, CR or LF", v)
+		}
+	}
+	return nil
+}
+
+func (d *DirectResponse) validate() error {
+	if d == nil {
+		return nil
+	}
+	if d.Status < 200 || d.Status > 599 {
+		return fmt.Errorf("status %d is outside 200-599", d.Status)
+	}
+	if len(d.Body) > MaxDirectResponseBody {
+		return fmt.Errorf("a body of %d bytes is above %d", len(d.Body), MaxDirectResponseBody)
+	}
+	if strings.ContainsAny(d.ContentType, "\x00\r\n") {
+		return errors.New("a content type cannot hold NUL, CR or LF")
+	}
+	return nil
+}
+
+// MaxDirectResponseBody is Envoy's default RouteConfiguration.max_direct_response_body_size_bytes
+// (source/common/router/config_impl.cc DEFAULT_MAX_DIRECT_RESPONSE_BODY_SIZE_BYTES): the
+// gateway leaves that field unset, so a larger body would fail the whole route configuration.
+const MaxDirectResponseBody = 4096

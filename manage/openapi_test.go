@@ -59,7 +59,7 @@ func TestOpenAPIDocument(t *testing.T) {
 		t.Fatalf("only %d endpoints registered", len(e.api.SortedPaths()))
 	}
 	schemas := generic["components"].(map[string]any)["schemas"].(map[string]any)
-	for _, name := range []string{"Route", "Condition", "Target", "Service", "APIKey", "RateLimit", "IPRule", "Policy", "Tenant", "Settings", "ErrorBody"} {
+	for _, name := range []string{"Route", "Condition", "Target", "Redirect", "DirectResponse", "Service", "APIKey", "RateLimit", "IPRule", "Policy", "Tenant", "Settings", "ErrorBody"} {
 		if _, ok := schemas[name]; !ok {
 			t.Errorf("schema %s missing", name)
 		}
@@ -71,7 +71,7 @@ func TestOpenAPIDocument(t *testing.T) {
 			t.Errorf("Condition.%s missing", f)
 		}
 	}
-	for _, f := range []string{"load_balance", "require_auth", "timeout", "targets", "conditions"} {
+	for _, f := range []string{"load_balance", "require_auth", "timeout", "targets", "conditions", "redirect", "direct_response"} {
 		if _, ok := route[f]; !ok {
 			t.Errorf("Route.%s missing", f)
 		}

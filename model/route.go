@@ -14,7 +14,10 @@ type Route struct {
 	Name       string      `json:"name,omitempty"`
 	Hosts      []string    `json:"hosts,omitempty"` // virtual hosts; default "*"
 	Conditions []Condition `json:"conditions"`
-	Targets    []Target    `json:"targets"`
+	// Targets, Redirect and DirectResponse are the route's action: exactly one is set.
+	Targets        []Target        `json:"targets,omitempty"`
+	Redirect       *Redirect       `json:"redirect,omitempty"`
+	DirectResponse *DirectResponse `json:"direct_response,omitempty"`
 	// LoadBalance is round_robin (default), weighted, least_connections, ip_hash or random.
 	LoadBalance string   `json:"load_balance,omitempty"`
 	Timeout     Duration `json:"timeout,omitempty"`
@@ -210,9 +213,7 @@ func (r *Route) Validate() FieldErrors {
 	for i := range r.Conditions {
 		errs.Nest(fmt.Sprintf("conditions[%d]", i), r.Conditions[i].Validate())
 	}
-	if len(r.Targets) == 0 {
-		errs.Add("targets", "at least one target is required")
-	}
+	r.validateAction(&errs)
 	total := 0
 	for i := range r.Targets {
 		t := &r.Targets[i]

@@ -26,6 +26,9 @@ const (
 // clients alike), except where targetGroups puts several targets in one cluster so that
 // least_connections or ip_hash applies across them.
 func routeClusters(r *model.Route, idx *index) ([]*ir.Cluster, []ir.Backend, error) {
+	if !forwards(r) && len(r.Targets) == 0 {
+		return nil, nil, nil // a redirect or a direct response: Envoy answers, no cluster
+	}
 	var clusters []*ir.Cluster
 	var backends []ir.Backend
 	groups := targetGroups(r)

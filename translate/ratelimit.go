@@ -31,7 +31,10 @@ type rlPolicy struct {
 // of contracts.md. GeneratedDomain builds the matching rules from the same resolution, so the
 // two cannot drift. Policies that do not resolve are left out (GeneratedDomain reports them).
 func RouteRateLimits(route *model.Route, snap *model.Snapshot) []ir.RateLimit {
-	if route == nil || snap == nil {
+	if route == nil || snap == nil || !forwards(route) {
+		// A redirect or a direct response: Envoy's rate-limit filter skips a route without
+		// a cluster (source/extensions/filters/http/ratelimit/ratelimit.cc initiateCall), so
+		// no limit, not even an edge-wide one, counts these requests.
 		return nil
 	}
 	var out []ir.RateLimit

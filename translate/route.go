@@ -55,6 +55,10 @@ func finishRoute(part *routePart, clustersOf func() ([]*ir.Cluster, error)) ([]*
 	return part.routes, clusters, nil
 }
 
+// forwards reports whether a route forwards requests to targets (not a redirect or a direct
+// response, which Envoy answers itself: no clusters, no upstream headers).
+func forwards(r *model.Route) bool { return r.Redirect == nil && r.DirectResponse == nil }
+
 // routeBackends are the weighted clusters of a route's targets in rotation: one per group
 // of targetGroups, named as targetGroups says, weighing groupWeights (routeClusters builds
 // the same clusters and refuses a weight above 2^32-1, which is capped here so that the
@@ -89,6 +93,16 @@ func translateRoutePart(r *model.Route, in *inputs) *routePart {
 		OwnChecks:    in.ownChecks(r),
 	}
 	part.auth = in.routeAuthz(r)
+	if rd := r.Redirect; rd != nil {
+		status := uint32(301)
+		if rd.Status != 0 {
+			status = uint32(rd.Status)
+		}
+		tmpl.Redirect = &ir.Redirect{HTTPS: rd.HTTPS, Host: rd.Host, Path: rd.Path, PrefixRewrite: rd.Prefix, Status: status}
+	}
+	if d := r.DirectResponse; d != nil {
+		tmpl.DirectResponse = &ir.DirectResponse{Status: uint32(d.Status), Body: d.Body, ContentType: d.ContentType}
+	}
 	if rw := r.Rewrite; rw != nil {
 		tmpl.PrefixRewrite = rw.Prefix
 		if rw.Regex != "" {
@@ -97,7 +111,7 @@ func translateRoutePart(r *model.Route, in *inputs) *routePart {
 		tmpl.HostRewrite = rw.Host
 	}
 	tmpl.RequestHeaders = headerOps(r.RequestHeaders)
-	if !tmpl.Authz.Enabled {
+	if !tmpl.Authz.Enabled && forwards(r) {
 		// Without ext_authz nothing overwrites the identity headers upstreams trust: a client
 		// must not be able to send its own x-user-id.
 		tmpl.RequestHeaders.Remove = mergeSorted(tmpl.RequestHeaders.Remove, in.routeIdentityHeaders(r))
@@ -132,7 +146,7 @@ func translateRoutePart(r *model.Route, in *inputs) *routePart {
 		if i > 0 {
 			rt.Name = fmt.Sprintf("%s/%d", r.ID, i)
 		}
-		if len(rt.Backends) > 0 { // none: routeClusters reports it first
+		if len(rt.Backends) > 0 || !forwards(r) { // no backends: routeClusters reports it first
 			if err := rt.Validate(); err != nil {
 				part.condErr = fmt.Errorf("conditions[%d]: %w", i, err)
 				return part

@@ -277,6 +277,33 @@ var validationCases = []validationCase{
 		want: []want{{"routes/vp-wide", "rate_limit.policies", "33 policies and inline limits; at most 32", "rate_limit:"}},
 	},
 	{
+		name: "a route with targets and a redirect, a route with neither",
+		objs: []fileObj{
+			{"routes", "id: vp-both\nconditions:\n  - path_prefix: /vp-both\ntargets:\n  - host: 127.0.0.1\n    port: 9001\nredirect:\n  https: true\nrequire_auth: false\n"},
+			{"routes", "id: vp-none\nconditions:\n  - path_prefix: /vp-none\nrequire_auth: false\n"},
+		},
+		want: []want{
+			{"routes/vp-both", "redirect", "set only one of targets, redirect, direct_response", "redirect:"},
+			{"routes/vp-none", "targets", "at least one target is required (or set redirect or direct_response)", "id: vp-none"},
+		},
+	},
+	{
+		name: "bad redirect and direct response fields",
+		objs: []fileObj{
+			{"routes", "id: vp-redir\nconditions:\n  - path_pattern: /vp-redir\nredirect:\n  status: 304\n  host: vp.example.com/evil\n  prefix: /vp-new/\ntimeout: 5s\nrequire_auth: false\n"},
+			{"routes", "id: vp-direct\nconditions:\n  - path_prefix: /vp-direct\ndirect_response:\n  status: 700\n  body: " + strings.Repeat("b", model.MaxDirectResponseBody+1) + "\n  content_type: \"text/html\\r\\nSet-Cookie: a=b\"\nrequire_auth: false\n"},
+		},
+		want: []want{
+			{"routes/vp-redir", "redirect.status", "must be 301, 302, 303, 307 or 308", "status: 304"},
+			{"routes/vp-redir", "redirect.host", "must be a DNS name", "host: vp.example.com/evil"},
+			{"routes/vp-redir", "redirect.prefix", "needs a prefix match", "prefix: /vp-new/"},
+			{"routes/vp-redir", "timeout", "applies to targets only", "timeout: 5s"},
+			{"routes/vp-direct", "direct_response.status", "must be an HTTP status 200-599", "status: 700"},
+			{"routes/vp-direct", "direct_response.body", "must be at most 4096 bytes", "body: bbb"},
+			{"routes/vp-direct", "direct_response.content_type", "no CR, LF, NUL", "content_type:"},
+		},
+	},
+	{
 		name: "settings with more global rate limits than the rate-limit service enforces",
 		objs: []fileObj{{"settings", "rate_limit:\n" + inlineLimitsYAML(model.MaxPoliciesPerScope+1)}},
 		want: []want{{"settings/global", "rate_limit.policies", "33 policies and inline limits; at most 32", "rate_limit:"}},

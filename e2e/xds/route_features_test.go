@@ -231,6 +231,14 @@ var routeFeatures = []routeFeature{
 	{name: "outlier_detection", fields: []string{"outlier_detection"}, route: func(_ string, r map[string]any, _, _ *xdstest.Backend) {
 		r["outlier_detection"] = map[string]any{"consecutive_5xx": 5, "interval": "10s", "base_ejection_time": "30s", "max_ejection_percent": 50}
 	}},
+	{name: "redirect", fields: []string{"redirect"}, omit: "redirect:", route: func(_ string, r map[string]any, _, _ *xdstest.Backend) {
+		delete(r, "targets")
+		r["redirect"] = map[string]any{"https": true, "host": "other.test", "prefix": "/moved/", "status": 308}
+	}},
+	{name: "direct_response", fields: []string{"direct_response"}, omit: "direct_response:", route: func(_ string, r map[string]any, _, _ *xdstest.Backend) {
+		delete(r, "targets")
+		r["direct_response"] = map[string]any{"status": 503, "body": "down\n", "content_type": "text/plain"}
+	}},
 }
 
 // featureBackends are m1 and m2 while TestProxylessRouteFeatures runs (services name them).
