@@ -186,6 +186,9 @@ type OutlierDetection struct {
 type RouteStatus struct {
 	Translation string               `json:"translation,omitempty"` // "ok" or why the route was left out
 	XDS         map[string]XDSStatus `json:"xds,omitempty"`
+	// Warnings: what the route is served with that an operator should know (an upstream
+	// certificate not verified), each line naming the field.
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // XDSStatus is the state of a resource at one node group.
