@@ -92,9 +92,9 @@ type Target struct {
 	// every instance). By default the upstream's certificate chain is verified against the
 	// CA bundle at ENVOY_UPSTREAM_CA_FILE on Envoy's machine and its name against the SNI (a
 	// host name target's own name), or an IP target's address.
-	TLSCAPEM     string   `json:"tls_ca_pem,omitempty" jsonschema:"description=PEM CA certificates (only CERTIFICATE blocks; at most 256 KiB) that the upstream's certificate must chain to instead of the system CA bundle; only with tls: true"`
+	TLSCAPEM     string   `json:"tls_ca_pem,omitempty" jsonschema:"description=PEM CA certificates (only CERTIFICATE blocks; at most 256 KiB) that the upstream's certificate must chain to instead of the system CA bundle; only with tls: true,maxLength=262144"`
 	TLSSNI       string   `json:"tls_sni,omitempty" jsonschema:"description=the server name sent in the TLS handshake and verified against the upstream's certificate (default: the target's host name; none for an IP address); only with tls: true"`
-	TLSVerifySAN []string `json:"tls_verify_san,omitempty" jsonschema:"description=DNS names or IP addresses of which the upstream's certificate must carry one as a subject alternative name (replaces the SNI name check); only with tls: true"`
+	TLSVerifySAN []string `json:"tls_verify_san,omitempty" jsonschema:"description=DNS names or IP addresses of which the upstream's certificate must carry one as a subject alternative name (replaces the SNI name check); only with tls: true,maxItems=64"`
 	// TLSInsecureSkipVerify turns verification off: the route's status shows a warning.
 	TLSInsecureSkipVerify bool `json:"tls_insecure_skip_verify,omitempty" jsonschema:"description=accept any upstream certificate (no chain or name check: the connection can be intercepted); the route's status shows a warning; only with tls: true"`
 }
