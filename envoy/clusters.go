@@ -13,6 +13,7 @@ import (
 	roundrobinv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/round_robin/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	httpoptsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
@@ -230,7 +231,7 @@ func (b *builder) cluster(c *ir.Cluster) (*clusterv3.Cluster, *endpointv3.Cluste
 	}
 	if c.TLS && !grpc {
 		pc.TransportSocket = &corev3.TransportSocket{Name: tlsSocketName, ConfigType: &corev3.TransportSocket_TypedConfig{
-			TypedConfig: b.pack(&tlsv3.UpstreamTlsContext{Sni: c.SNI}),
+			TypedConfig: b.pack(upstreamTLSContext(c)),
 		}}
 	}
 	if h := c.HealthCheck; h != nil && !grpc {
@@ -268,6 +269,41 @@ func (b *builder) cluster(c *ir.Cluster) (*clusterv3.Cluster, *endpointv3.Cluste
 		pc.CircuitBreakers = &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{t}}
 	}
 	return pc, cla
+}
+
+// upstreamTLSContext is the cluster's UpstreamTlsContext: the SNI and, unless verification
+// is skipped, a validation context with the trusted CA (inline PEM, or a file on Envoy's
+// machine) and the name check (translate's upstreamTLS says which name and why Envoy needs
+// it spelled out).
+func upstreamTLSContext(c *ir.Cluster) *tlsv3.UpstreamTlsContext {
+	ctx := &tlsv3.UpstreamTlsContext{Sni: c.SNI}
+	if c.SkipVerify {
+		return ctx
+	}
+	vc := &tlsv3.CertificateValidationContext{}
+	if c.TrustedCAPEM != "" {
+		vc.TrustedCa = &corev3.DataSource{Specifier: &corev3.DataSource_InlineString{InlineString: c.TrustedCAPEM}}
+	} else {
+		vc.TrustedCa = &corev3.DataSource{Specifier: &corev3.DataSource_Filename{Filename: c.TrustedCAFile}}
+	}
+	for _, s := range c.SANs {
+		t := tlsv3.SubjectAltNameMatcher_DNS
+		if s.Kind == ir.SANIP {
+			t = tlsv3.SubjectAltNameMatcher_IP_ADDRESS
+		}
+		vc.MatchTypedSubjectAltNames = append(vc.MatchTypedSubjectAltNames, &tlsv3.SubjectAltNameMatcher{
+			SanType: t,
+			Matcher: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: s.Value}},
+		})
+	}
+	if c.AutoHostSNI {
+		ctx.AutoHostSni = true
+		ctx.AutoSniSanValidation = true
+	}
+	ctx.CommonTlsContext = &tlsv3.CommonTlsContext{
+		ValidationContextType: &tlsv3.CommonTlsContext_ValidationContext{ValidationContext: vc},
+	}
+	return ctx
 }
 
 func u32(v uint32) *wrapperspb.UInt32Value {

@@ -41,6 +41,9 @@ func TestGolden(t *testing.T) {
 			if len(cfg.RouteErrors) > 0 {
 				doc["translation_errors"] = cfg.RouteErrors
 			}
+			if len(cfg.RouteWarnings) > 0 {
+				doc["route_warnings"] = cfg.RouteWarnings
+			}
 			for _, fl := range []struct {
 				key    string
 				flavor envoy.Flavor

@@ -13,6 +13,9 @@ package envoy
 // listener.go); a builder that starts emitting a new field should add its rule here.
 
 import (
+	"bytes"
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"math"
@@ -28,6 +31,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/protobuf/proto"
@@ -84,7 +88,7 @@ func checkDirectResponseBody(d *routev3.DirectResponseAction) error {
 
 // checkClusterRuntime applies Envoy's run-time rules to one built cluster.
 func checkClusterRuntime(c *clusterv3.Cluster, packed []packedAny) error {
-	errs := []error{checkOutlierEjection(c.GetOutlierDetection()), checkLoadBalancingPolicy(c), walkRuntime(c.ProtoReflect(), 0, packed)}
+	errs := []error{checkOutlierEjection(c.GetOutlierDetection()), checkLoadBalancingPolicy(c), checkUpstreamTLS(c, packed), walkRuntime(c.ProtoReflect(), 0, packed)}
 	if la := c.GetLoadAssignment(); la != nil {
 		errs = append(errs, checkLoadAssignment(la))
 	}
@@ -92,6 +96,100 @@ func checkClusterRuntime(c *clusterv3.Cluster, packed []packedAny) error {
 		errs = append(errs, checkExpectedStatuses(hc.GetHttpHealthCheck().GetExpectedStatuses()))
 	}
 	return errors.Join(errs...)
+}
+
+// Upstream TLS.
+//
+// What Envoy refuses when it creates a cluster's TLS context:
+//   - source/common/tls/cert_validator/default_validator.cc, parseCaCertList (from
+//     DefaultCertValidator::initializeSslContexts): a trusted_ca that BoringSSL's
+//     PEM_X509_INFO_read_bio cannot read (a damaged PEM block, a CERTIFICATE block that is
+//     no X.509 certificate) or that holds no certificate: "Failed to load trusted CA
+//     certificates from <inline>";
+//   - the same function: auto_sni_san_validation without a trusted CA ("'auto_sni_san_validation'
+//     was configured without configuring a trusted CA");
+//   - source/common/ssl/certificate_validation_context_config_impl.cc,
+//     CertificateValidationContextConfigImpl: SAN matchers without a trusted CA ("SAN-based
+//     verification of peer certificates without trusted CA is insecure and not allowed").
+//
+// An exact SAN matcher with an empty value, or a DNS SAN holding a NUL, is no refusal of
+// Envoy's, but it matches no certificate (a DNS name holds no NUL: Utility::dnsNameMatch
+// compares the certificate's IA5String): the cluster could never connect, so it is refused
+// here too. A trusted_ca file is read on Envoy's machine, out of reach of this check.
+func checkUpstreamTLS(c *clusterv3.Cluster, packed []packedAny) error {
+	ts := c.GetTransportSocket()
+	if ts == nil {
+		return nil
+	}
+	var ctx *tlsv3.UpstreamTlsContext
+	for _, p := range packed {
+		if p.a == ts.GetTypedConfig() {
+			ctx, _ = p.m.(*tlsv3.UpstreamTlsContext)
+		}
+	}
+	if ctx == nil {
+		ctx = &tlsv3.UpstreamTlsContext{}
+		if err := ts.GetTypedConfig().UnmarshalTo(ctx); err != nil {
+			return fmt.Errorf("transport socket: %w", err)
+		}
+	}
+	vc := ctx.GetCommonTlsContext().GetValidationContext()
+	ca := vc.GetTrustedCa()
+	hasCA := ca.GetFilename() != "" || ca.GetInlineString() != "" || len(ca.GetInlineBytes()) > 0
+	if inline := ca.GetInlineString(); inline != "" {
+		if err := checkInlineCA(inline); err != nil {
+			return fmt.Errorf("upstream TLS trusted_ca: %w", err)
+		}
+	}
+	if ctx.GetAutoSniSanValidation() && !hasCA {
+		return errors.New("upstream TLS: auto_sni_san_validation without a trusted CA: Envoy refuses it")
+	}
+	if len(vc.GetMatchTypedSubjectAltNames()) > 0 && !hasCA {
+		return errors.New("upstream TLS: SAN matchers without a trusted CA: Envoy refuses them as insecure")
+	}
+	for _, m := range vc.GetMatchTypedSubjectAltNames() {
+		v := m.GetMatcher().GetExact()
+		if v == "" || strings.ContainsRune(v, 0) {
+			return fmt.Errorf("upstream TLS: SAN matcher %q matches no certificate", v)
+		}
+		if m.GetSanType() == tlsv3.SubjectAltNameMatcher_IP_ADDRESS && net.ParseIP(v) == nil {
+			return fmt.Errorf("upstream TLS: IP SAN matcher %q is not an IP address and matches no certificate", v)
+		}
+	}
+	return nil
+}
+
+// checkInlineCA reads a PEM bundle as BoringSSL's PEM_X509_INFO_read_bio does for Envoy:
+// every block must decode, every certificate block must parse, and one at least must be a
+// certificate (other blocks are skipped).
+func checkInlineCA(s string) error {
+	rest := []byte(s)
+	begins := bytes.Count(rest, []byte("-----BEGIN "))
+	blocks, certs := 0, 0
+	for {
+		var b *pem.Block
+		b, rest = pem.Decode(rest)
+		if b == nil {
+			break
+		}
+		blocks++
+		switch b.Type {
+		case "TRUSTED CERTIFICATE":
+			certs++ // a certificate followed by OpenSSL's trust settings (d2i_X509_AUX)
+		case "CERTIFICATE", "X509 CERTIFICATE":
+			if _, err := x509.ParseCertificate(b.Bytes); err != nil {
+				return fmt.Errorf("a certificate block does not parse (%v): Envoy fails to load the trusted CA certificates", err)
+			}
+			certs++
+		}
+	}
+	if blocks != begins {
+		return errors.New("a PEM block does not decode: Envoy fails to load the trusted CA certificates")
+	}
+	if certs == 0 {
+		return errors.New("holds no certificate: Envoy fails to load the trusted CA certificates")
+	}
+	return nil
 }
 
 // Endpoint weights.

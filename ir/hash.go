@@ -197,6 +197,15 @@ func (h *Hasher) Cluster(c *Cluster, withEndpoints bool) {
 	h.Bool(c.HTTP2)
 	h.Bool(c.TLS)
 	h.Str(c.SNI)
+	h.Str(c.TrustedCAPEM)
+	h.Str(c.TrustedCAFile)
+	h.U64(uint64(len(c.SANs)))
+	for _, s := range c.SANs {
+		h.Str(string(s.Kind))
+		h.Str(s.Value)
+	}
+	h.Bool(c.AutoHostSNI)
+	h.Bool(c.SkipVerify)
 	h.Dur(c.ConnectTimeout)
 	if hc := c.HealthCheck; h.present(hc != nil) {
 		h.Str(hc.Path)

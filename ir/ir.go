@@ -63,6 +63,9 @@ type Config struct {
 	ServiceHosts []*ServiceHost
 	// RouteErrors: routes left out, by id, with the reason.
 	RouteErrors map[string]string
+	// RouteWarnings: translated routes served with something their status must point out
+	// (an upstream certificate not verified), by id, each line naming the field.
+	RouteWarnings map[string][]string
 	// Routes lists the ids of the routes that were translated (sorted).
 	Routes []string
 	// Authz is what ext_authz compiles: each translated route's settings and the sets every
@@ -318,14 +321,41 @@ type Cluster struct {
 	Discovery Discovery
 	LB        LBPolicy
 	// Endpoints are sorted by host and port; for EDS they make the ClusterLoadAssignment.
-	Endpoints      []Endpoint
-	HTTP2          bool
-	TLS            bool
-	SNI            string
+	Endpoints []Endpoint
+	HTTP2     bool
+	TLS       bool
+	// SNI is the server name sent ("" none).
+	SNI string
+	// Upstream certificate verification (TLS only). Unless SkipVerify, the chain is verified
+	// against TrustedCAPEM (inline PEM) or else TrustedCAFile (a path on Envoy's machine),
+	// and the name against SANs (any one matches) or, with AutoHostSNI, against the host
+	// name of each endpoint, which is then also the SNI.
+	TrustedCAPEM  string
+	TrustedCAFile string
+	SANs          []SAN
+	AutoHostSNI   bool
+	SkipVerify    bool
+
 	ConnectTimeout time.Duration
 	HealthCheck    *HealthCheck
 	Outlier        *Outlier
 	Circuit        *CircuitBreaker
+}
+
+// SANKind is the type of a subject alternative name.
+type SANKind string
+
+// SAN kinds.
+const (
+	SANDNS SANKind = "dns"
+	SANIP  SANKind = "ip"
+)
+
+// SAN is a subject alternative name the upstream certificate may carry: a DNS name matched
+// by DNS rules (a wildcard certificate name covers one label) or an IP address, exactly.
+type SAN struct {
+	Kind  SANKind
+	Value string
 }
 
 // Endpoint is one upstream address.
@@ -594,6 +624,33 @@ func (c *Cluster) Validate() error {
 	}
 	if o := c.Outlier; o != nil && o.MaxEjectionPercent > 100 {
 		return errors.New("max ejection percent must be 0-100")
+	}
+	return c.validateTLS()
+}
+
+// validateTLS: verification settings only with TLS; verification needs a trust anchor
+// (Envoy refuses a name check without one); no empty or mistyped SAN.
+func (c *Cluster) validateTLS() error {
+	verifies := c.TrustedCAPEM != "" || c.TrustedCAFile != "" || len(c.SANs) > 0 || c.AutoHostSNI
+	switch {
+	case !c.TLS && (verifies || c.SkipVerify || c.SNI != ""):
+		return errors.New("upstream TLS settings without TLS")
+	case c.SkipVerify && verifies:
+		return errors.New("upstream TLS verification settings with verification skipped")
+	case c.TLS && !c.SkipVerify && c.TrustedCAPEM == "" && c.TrustedCAFile == "":
+		return errors.New("upstream TLS without a trusted CA (set skip verify to accept any certificate)")
+	case c.AutoHostSNI && (c.SNI != "" || len(c.SANs) > 0):
+		return errors.New("upstream TLS: auto host SNI with an SNI or SANs of its own")
+	}
+	for _, s := range c.SANs {
+		switch {
+		case s.Value == "" || strings.ContainsRune(s.Value, 0):
+			return fmt.Errorf("upstream TLS SAN %q: empty or holds NUL", s.Value)
+		case s.Kind == SANIP && net.ParseIP(s.Value) == nil:
+			return fmt.Errorf("upstream TLS SAN %q: not an IP address", s.Value)
+		case s.Kind != SANIP && s.Kind != SANDNS:
+			return fmt.Errorf("upstream TLS SAN %q: unknown kind %q", s.Value, s.Kind)
+		}
 	}
 	return nil
 }

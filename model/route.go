@@ -91,7 +91,25 @@ type Target struct {
 	HealthPath string `json:"health_path,omitempty"`
 	TLS        bool   `json:"tls,omitempty"`
 	Protocol   string `json:"protocol,omitempty"` // http1 (default) | http2 | grpc
+	// Upstream TLS verification (each only with tls: true; on a service target they apply to
+	// every instance). By default the upstream's certificate chain is verified against the
+	// CA bundle at ENVOY_UPSTREAM_CA_FILE on Envoy's machine and its name against the SNI (a
+	// host name target's own name), or an IP target's address.
+	TLSCAPEM     string   `json:"tls_ca_pem,omitempty" jsonschema:"description=PEM CA certificates (only CERTIFICATE blocks; at most 256 KiB) that the upstream's certificate must chain to instead of the system CA bundle; only with tls: true,maxLength=262144"`
+	TLSSNI       string   `json:"tls_sni,omitempty" jsonschema:"description=the server name sent in the TLS handshake and verified against the upstream's certificate (default: the target's host name; none for an IP address); only with tls: true"`
+	TLSVerifySAN []string `json:"tls_verify_san,omitempty" jsonschema:"description=DNS names or IP addresses of which the upstream's certificate must carry one as a subject alternative name (replaces the SNI name check); only with tls: true,maxItems=64"`
+	// TLSInsecureSkipVerify turns verification off: the route's status shows a warning.
+	TLSInsecureSkipVerify bool `json:"tls_insecure_skip_verify,omitempty" jsonschema:"description=accept any upstream certificate (no chain or name check: the connection can be intercepted); the route's status shows a warning; only with tls: true"`
 }
+
+// Upstream TLS limits.
+const (
+	// MaxTLSCAPEMBytes bounds tls_ca_pem: every cluster carries its bundle inline in CDS,
+	// and a whole public bundle (about 220 KB) fits.
+	MaxTLSCAPEMBytes = 256 << 10
+	// MaxTLSVerifySANs bounds tls_verify_san.
+	MaxTLSVerifySANs = 64
+)
 
 // RetryPolicy refines retries.
 type RetryPolicy struct {
@@ -171,6 +189,9 @@ type OutlierDetection struct {
 type RouteStatus struct {
 	Translation string               `json:"translation,omitempty"` // "ok" or why the route was left out
 	XDS         map[string]XDSStatus `json:"xds,omitempty"`
+	// Warnings: what the route is served with that an operator should know (an upstream
+	// certificate not verified), each line naming the field.
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // XDSStatus is the state of a resource at one node group.
@@ -444,6 +465,7 @@ func (t *Target) Validate() FieldErrors {
 	default:
 		errs.Add("protocol", "must be http1, http2 or grpc")
 	}
+	t.validateTLS(&errs)
 	return errs
 }
 

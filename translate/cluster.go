@@ -1,11 +1,13 @@
 package translate
 
 import (
+	"crypto/sha256"
 	"fmt"
 	"math"
 	"net"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/api-gateway/api-gateway/ir"
@@ -73,10 +75,10 @@ func routeClusters(r *model.Route, idx *index) ([]*ir.Cluster, []ir.Backend, err
 			c.Discovery = ir.DiscoveryEDS
 			if net.ParseIP(t.Host) == nil {
 				c.Discovery = ir.DiscoveryDNS
-				if t.TLS {
-					c.SNI = t.Host
-				}
 			}
+		}
+		if t.TLS {
+			upstreamTLS(c, t, idx.caFile)
 		}
 		if err := c.Validate(); err != nil {
 			return nil, nil, fmt.Errorf("targets[%d]: %w", i, err)
@@ -166,17 +168,27 @@ func groupKey(r *model.Route, t *model.Target) string {
 		return ""
 	}
 	if t.Service != "" {
-		return fmt.Sprintf("service\x00%s\x00%d\x00%s\x00%t\x00%s", t.Service, t.Port, t.Protocol, t.TLS, t.HealthPath)
+		return fmt.Sprintf("service\x00%s\x00%d\x00%s\x00%t\x00%s\x00%s", t.Service, t.Port, t.Protocol, t.TLS, t.HealthPath, tlsKey(t))
 	}
 	if net.ParseIP(t.Host) == nil {
 		return ""
 	}
 	http2 := t.Protocol == "http2" || t.Protocol == "grpc"
-	key := fmt.Sprintf("host\x00%t\x00%t\x00%s", http2, t.TLS, t.HealthPath)
+	key := fmt.Sprintf("host\x00%t\x00%t\x00%s\x00%s", http2, t.TLS, t.HealthPath, tlsKey(t))
 	if r.LoadBalance == "least_connections" {
 		key += fmt.Sprintf("\x00%d", t.EffectiveWeight())
 	}
 	return key
+}
+
+// tlsKey is what of a target's upstream TLS verification its cluster carries: targets
+// differing in it never share a cluster.
+func tlsKey(t *model.Target) string {
+	if !t.TLS {
+		return ""
+	}
+	ca := sha256.Sum256([]byte(t.TLSCAPEM))
+	return fmt.Sprintf("%x\x00%s\x00%q\x00%t", ca, t.TLSSNI, t.TLSVerifySAN, t.TLSInsecureSkipVerify)
 }
 
 // targetAddr is an IP host target's address in canonical form (::ffff:10.0.0.1 is 10.0.0.1).
@@ -319,6 +331,89 @@ func serviceCluster(name string, inst []*model.Service) *ir.Cluster {
 		}
 	}
 	return c
+}
+
+// upstreamTLS sets the cluster's TLS verification from its (first) target:
+//   - the chain: against tls_ca_pem, else the CA bundle file on Envoy's machine;
+//   - the SNI: tls_sni, else a host name target's own name (an IP address is never sent);
+//   - the name: tls_verify_san when given; else the SNI; else, for IP host targets, their
+//     addresses (as IP SANs: every IP target sharing the cluster); else, for a service
+//     target, each instance's host name, sent as its SNI (AutoHostSNI; instances registered
+//     by IP address have none, and routeWarnings says so).
+//
+// Envoy checks no name unless told: with a trusted CA alone it accepts any certificate
+// that chains to it, whatever name it carries (source/common/tls/cert_validator/
+// default_validator.cc, DefaultCertValidator::verifyCertificate runs the SAN checks only
+// for a non-empty match_typed_subject_alt_names, or for the SNI sent when the
+// UpstreamTlsContext sets auto_sni_san_validation). So the name is always sent as
+// match_typed_subject_alt_names, except for service targets, which use auto_host_sni +
+// auto_sni_san_validation (verifyCertAndUpdateStatus: the SNI actually sent, the instance's
+// host name, replaces the matchers).
+func upstreamTLS(c *ir.Cluster, t *model.Target, caFile string) {
+	if t.TLSInsecureSkipVerify {
+		c.SkipVerify = true
+		c.SNI = sniOf(t)
+		return
+	}
+	if t.TLSCAPEM != "" {
+		c.TrustedCAPEM = t.TLSCAPEM
+	} else {
+		c.TrustedCAFile = caFile
+	}
+	c.SNI = sniOf(t)
+	switch {
+	case len(t.TLSVerifySAN) > 0:
+		for _, s := range t.TLSVerifySAN {
+			if ip := net.ParseIP(s); ip != nil {
+				c.SANs = append(c.SANs, ir.SAN{Kind: ir.SANIP, Value: ip.String()})
+			} else {
+				c.SANs = append(c.SANs, ir.SAN{Kind: ir.SANDNS, Value: s})
+			}
+		}
+	case c.SNI != "":
+		c.SANs = []ir.SAN{{Kind: ir.SANDNS, Value: c.SNI}}
+	case t.Service != "":
+		c.AutoHostSNI = true
+	default:
+		// IP host targets: the address dialed, as a browser checks an https://IP URL.
+		for _, e := range c.Endpoints {
+			c.SANs = append(c.SANs, ir.SAN{Kind: ir.SANIP, Value: net.ParseIP(e.Host).String()})
+		}
+	}
+}
+
+// sniOf is the server name a TLS target sends: tls_sni, else a host name target's name.
+func sniOf(t *model.Target) string {
+	if t.TLSSNI != "" {
+		return strings.TrimSuffix(t.TLSSNI, ".")
+	}
+	if t.Service == "" && net.ParseIP(t.Host) == nil {
+		return strings.TrimSuffix(t.Host, ".")
+	}
+	return ""
+}
+
+// routeWarnings are what the route's status points out about a translated route: targets
+// whose upstream certificate is not verified, or verified without a name.
+func routeWarnings(r *model.Route, clusters []*ir.Cluster) []string {
+	var out []string
+	for i := range r.Targets {
+		if r.Targets[i].TLS && r.Targets[i].TLSInsecureSkipVerify {
+			out = append(out, fmt.Sprintf("targets[%d].tls_insecure_skip_verify: the upstream certificate is not verified: anyone on the path to the upstream can read and change the traffic", i))
+		}
+	}
+	for _, c := range clusters {
+		if !c.AutoHostSNI {
+			continue
+		}
+		for _, e := range c.Endpoints {
+			if net.ParseIP(e.Host) != nil {
+				out = append(out, fmt.Sprintf("targets[%d].tls: instance %s of service %s is registered by IP address, so it has no host name to send and verify (its certificate is checked against the CA alone, or refused for want of the name): set tls_sni or tls_verify_san", c.Target, e.Host, c.Service))
+				break
+			}
+		}
+	}
+	return out
 }
 
 func lbPolicy(s string) ir.LBPolicy {

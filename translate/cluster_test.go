@@ -5,6 +5,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -40,6 +41,16 @@ func randomTargetsRoute(rng *rand.Rand, id string) *model.Route {
 			t.Healthy = &f
 		}
 		t.TLS = rng.IntN(4) == 0
+		if t.TLS {
+			switch rng.IntN(4) {
+			case 0:
+				t.TLSSNI = "backend.internal"
+			case 1:
+				t.TLSInsecureSkipVerify = true
+			case 2:
+				t.TLSVerifySAN = []string{"backend.internal"}
+			}
+		}
 		t.Protocol = []string{"", "http1", "http2", "grpc"}[rng.IntN(4)]
 		if rng.IntN(4) == 0 {
 			t.HealthPath = "/hc"
@@ -111,6 +122,7 @@ func TestRouteBackendsAgreeWithRouteClusters(t *testing.T) {
 			for _, ti := range g {
 				tt := r.Targets[ti]
 				if tt.Service != first.Service || tt.TLS != first.TLS || tt.HealthPath != first.HealthPath ||
+					tt.TLSSNI != first.TLSSNI || tt.TLSInsecureSkipVerify != first.TLSInsecureSkipVerify || !slices.Equal(tt.TLSVerifySAN, first.TLSVerifySAN) ||
 					(tt.Protocol == "http2" || tt.Protocol == "grpc") != (first.Protocol == "http2" || first.Protocol == "grpc") {
 					t.Fatalf("%s: targets %d and %d share a cluster with other settings", r.ID, g[0], ti)
 				}
@@ -327,4 +339,77 @@ func clusterNames(cs []*ir.Cluster) []string {
 		out = append(out, c.Name)
 	}
 	return out
+}
+
+// Each TLS field of a target lands in its cluster: the SNI (a host name target's own, or
+// tls_sni; none for an IP), the name check (tls_verify_san; else the SNI; else an IP
+// target's addresses; else, for a service, each instance's host name), the trusted CA
+// (tls_ca_pem, else the bundle file), and skip verify alone with nothing to verify.
+func TestTargetTLSFieldsReachTheCluster(t *testing.T) {
+	idx := clusterIndex()
+	idx.caFile = "/bundle.pem"
+	dns := func(v string) ir.SAN { return ir.SAN{Kind: ir.SANDNS, Value: v} }
+	ip := func(v string) ir.SAN { return ir.SAN{Kind: ir.SANIP, Value: v} }
+	for _, tc := range []struct {
+		name string
+		lb   string
+		t    []model.Target
+		want ir.Cluster // the TLS fields only
+	}{
+		{name: "host name", t: []model.Target{{Host: "api.example.com.", Port: 443, TLS: true}},
+			want: ir.Cluster{SNI: "api.example.com", TrustedCAFile: "/bundle.pem", SANs: []ir.SAN{dns("api.example.com")}}},
+		{name: "tls_sni replaces the name sent and checked", t: []model.Target{{Host: "api.example.com", Port: 443, TLS: true, TLSSNI: "edge.example.com"}},
+			want: ir.Cluster{SNI: "edge.example.com", TrustedCAFile: "/bundle.pem", SANs: []ir.SAN{dns("edge.example.com")}}},
+		{name: "tls_verify_san replaces the SNI check", t: []model.Target{{Host: "api.example.com", Port: 443, TLS: true, TLSCAPEM: "PEM", TLSVerifySAN: []string{"a.example", "2001:0db8::1"}}},
+			want: ir.Cluster{SNI: "api.example.com", TrustedCAPEM: "PEM", SANs: []ir.SAN{dns("a.example"), ip("2001:db8::1")}}},
+		{name: "IP target: its address", t: []model.Target{{Host: "10.0.0.1", Port: 443, TLS: true}},
+			want: ir.Cluster{TrustedCAFile: "/bundle.pem", SANs: []ir.SAN{ip("10.0.0.1")}}},
+		{name: "IP targets sharing a cluster: every address", lb: "ip_hash", t: []model.Target{{Host: "10.0.0.2", Port: 443, TLS: true}, {Host: "10.0.0.1", Port: 443, TLS: true}},
+			want: ir.Cluster{TrustedCAFile: "/bundle.pem", SANs: []ir.SAN{ip("10.0.0.1"), ip("10.0.0.2")}}},
+		{name: "service: each instance's host name", t: []model.Target{{Service: "svc-b", TLS: true}},
+			want: ir.Cluster{TrustedCAFile: "/bundle.pem", AutoHostSNI: true}},
+		{name: "service with tls_sni", t: []model.Target{{Service: "svc-b", TLS: true, TLSSNI: "b.internal"}},
+			want: ir.Cluster{SNI: "b.internal", TrustedCAFile: "/bundle.pem", SANs: []ir.SAN{dns("b.internal")}}},
+		{name: "skip verify", t: []model.Target{{Host: "api.example.com", Port: 443, TLS: true, TLSInsecureSkipVerify: true}},
+			want: ir.Cluster{SNI: "api.example.com", SkipVerify: true}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := &model.Route{ID: "r", LoadBalance: tc.lb, Targets: tc.t}
+			cs, _, err := routeClusters(r, idx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(cs) != 1 {
+				t.Fatalf("%d clusters", len(cs))
+			}
+			c := cs[0]
+			got := ir.Cluster{SNI: c.SNI, TrustedCAPEM: c.TrustedCAPEM, TrustedCAFile: c.TrustedCAFile, SANs: c.SANs, AutoHostSNI: c.AutoHostSNI, SkipVerify: c.SkipVerify}
+			if !c.TLS || !reflect.DeepEqual(got, tc.want) {
+				t.Fatalf("got %+v, want %+v", got, tc.want)
+			}
+		})
+	}
+}
+
+// IP targets whose TLS verification differs never share a cluster, and the route's
+// warnings name skip verify and service instances without a host name.
+func TestTLSVerificationSplitsClustersAndWarns(t *testing.T) {
+	r := &model.Route{ID: "r", LoadBalance: "least_connections", Targets: []model.Target{
+		{Host: "10.0.0.1", Port: 443, TLS: true, TLSCAPEM: "A"},
+		{Host: "10.0.0.2", Port: 443, TLS: true, TLSCAPEM: "B"},
+		{Host: "10.0.0.3", Port: 443, TLS: true, TLSInsecureSkipVerify: true},
+		{Service: "svc-b", TLS: true},
+	}}
+	cs, _, err := routeClusters(r, clusterIndex())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cs) != 4 {
+		t.Fatalf("%d clusters, want 4: %v", len(cs), clusterNames(cs))
+	}
+	w := routeWarnings(r, cs)
+	if len(w) != 2 || !strings.HasPrefix(w[0], "targets[2].tls_insecure_skip_verify: the upstream certificate is not verified") ||
+		!strings.HasPrefix(w[1], "targets[3].tls: instance 10.8.1.1 of service svc-b is registered by IP address") {
+		t.Fatalf("warnings %q", w)
+	}
 }

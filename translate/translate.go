@@ -29,7 +29,15 @@ type Options struct {
 	ServiceName string
 	// Now decides which service instances are serving (TTL); default time.Now.
 	Now func() time.Time
+	// UpstreamCAFile is the CA bundle upstream TLS certificates are verified against when a
+	// target gives no tls_ca_pem: a path on Envoy's machine, which Envoy reads (default
+	// DefaultUpstreamCAFile).
+	UpstreamCAFile string
 }
+
+// DefaultUpstreamCAFile is the system CA bundle of Debian and Ubuntu (Envoy's images among
+// them), Alpine and Arch.
+const DefaultUpstreamCAFile = "/etc/ssl/certs/ca-certificates.crt"
 
 // ListenerName is the name of the Envoy HTTP listener.
 const ListenerName = "http"
@@ -83,6 +91,9 @@ func (t *Translator) Translate(snap *model.Snapshot) (*ir.Config, error) {
 		tm = now()
 	}
 	idx := newIndex(snap, tm)
+	if o.UpstreamCAFile != "" {
+		idx.caFile = o.UpstreamCAFile
+	}
 	in := newInputs(snap, tm)
 	cfg.Authz = in.authzConfig()
 	memo := make(map[string]*routePart, len(snap.Routes))
@@ -147,6 +158,12 @@ func (t *Translator) Translate(snap *model.Snapshot) (*ir.Config, error) {
 		}
 		cfg.Routes = append(cfg.Routes, r.ID)
 		cfg.Clusters = append(cfg.Clusters, clusters...)
+		if w := routeWarnings(r, clusters); len(w) > 0 {
+			if cfg.RouteWarnings == nil {
+				cfg.RouteWarnings = map[string][]string{}
+			}
+			cfg.RouteWarnings[r.ID] = w
+		}
 		cfg.Authz.Routes = append(cfg.Authz.Routes, part.auth)
 		for _, h := range hosts {
 			byHost[h] = append(byHost[h], routes...)
@@ -254,6 +271,8 @@ type index struct {
 	now          time.Time // the translation's time (zero for a model without routes or services)
 	// serving is each service's serving instances as a memo key part (see clusterKey).
 	serving map[string]string
+	// caFile is Options.UpstreamCAFile (or its default).
+	caFile string
 }
 
 // clusterKey is the memo key of route r's clusters: the route's revision and, for each
@@ -292,7 +311,7 @@ func (idx *index) clusterKey(r *model.Route) (string, bool) {
 }
 
 func newIndex(snap *model.Snapshot, now time.Time) *index {
-	idx := &index{snap: snap, instances: map[string][]*model.Service{}, known: map[string]bool{}, now: now}
+	idx := &index{snap: snap, instances: map[string][]*model.Service{}, known: map[string]bool{}, now: now, caFile: DefaultUpstreamCAFile}
 	for _, s := range snap.Services {
 		if checkNamePart(s.Name) != nil {
 			// Not a name the API stores: its cluster name could be another's (names.go).

@@ -13,6 +13,7 @@ import (
 	"github.com/api-gateway/api-gateway/internal/grpctls"
 	"github.com/api-gateway/api-gateway/model"
 	"github.com/api-gateway/api-gateway/store"
+	"github.com/api-gateway/api-gateway/translate"
 )
 
 // config is everything the binary reads from the environment (and serve's flags).
@@ -37,6 +38,9 @@ type config struct {
 
 	// EnvoyListenAddr is the address of the HTTP listener served to Envoy.
 	EnvoyListenAddr string
+	// EnvoyUpstreamCAFile is the CA bundle Envoy verifies upstream TLS certificates against
+	// when a target gives no tls_ca_pem: a path on Envoy's machine, not this binary's.
+	EnvoyUpstreamCAFile string
 	// XDSAdvertiseAddr is how Envoy reaches this binary's gRPC port (ext_authz, rate limit,
 	// access logs) from the config it is served.
 	XDSAdvertiseAddr string
@@ -110,6 +114,7 @@ func loadConfig() (config, error) {
 		LogLevel:                    envStr("LOG_LEVEL", "info"),
 		AdminToken:                  os.Getenv("ADMIN_TOKEN"),
 		EnvoyListenAddr:             envStr("ENVOY_LISTENER_ADDRESS", "0.0.0.0:10000"),
+		EnvoyUpstreamCAFile:         envStr("ENVOY_UPSTREAM_CA_FILE", translate.DefaultUpstreamCAFile),
 		GeoIPDB:                     os.Getenv("GEOIP_DB"),
 		JWTIssuer:                   os.Getenv("JWT_ISSUER"),
 		JWTAudience:                 os.Getenv("JWT_AUDIENCE"),
@@ -226,6 +231,11 @@ func loadConfig() (config, error) {
 	}
 	if !isHostPort(c.EnvoyListenAddr) {
 		errs = append(errs, fmt.Sprintf("ENVOY_LISTENER_ADDRESS=%q must be host:port (port 1-65535)", c.EnvoyListenAddr))
+	}
+	// Envoy reads the file itself, relative to its own working directory for a relative path:
+	// only an absolute path names one file whatever directory Envoy runs in.
+	if f := c.EnvoyUpstreamCAFile; !strings.HasPrefix(f, "/") || strings.HasSuffix(f, "/") || strings.ContainsFunc(f, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+		errs = append(errs, fmt.Sprintf("ENVOY_UPSTREAM_CA_FILE=%q must be the absolute path of a PEM CA bundle file on Envoy's machine", f))
 	}
 	// The default is checked for its form only: it carries GRPC_PORT, which may be 0 (any port).
 	if _, _, err := net.SplitHostPort(c.XDSAdvertiseAddr); err != nil || (os.Getenv("XDS_ADVERTISE_ADDRESS") != "" && !isHostPort(c.XDSAdvertiseAddr)) {

@@ -48,5 +48,6 @@ func translateOptions(cfg config) translate.Options {
 		ControlPlane:    cfg.XDSAdvertiseAddr,
 		OTLPEndpoint:    cfg.OTLPEndpoint,
 		ServiceName:     cfg.ServiceName,
+		UpstreamCAFile:  cfg.EnvoyUpstreamCAFile,
 	}
 }

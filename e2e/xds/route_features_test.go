@@ -30,6 +30,20 @@ type routeFeature struct {
 	omit string
 }
 
+// featureCAPEM is a self-signed CA certificate (P-256, valid until 2126) for tls_ca_pem.
+const featureCAPEM = `-----BEGIN CERTIFICATE-----
+MIIBkTCCATegAwIBAgIUDL1LlscNBLNdV5wrFJaYvAeyZqwwCgYIKoZIzj0EAwIw
+HTEbMBkGA1UEAwwSZ29sZGVuIHVwc3RyZWFtIENBMCAXDTI2MTIwNzIyMjAwMVoY
+DzIxMjYxMTEzMjIyMDAxWjAdMRswGQYDVQQDDBJnb2xkZW4gdXBzdHJlYW0gQ0Ew
+WTATBgcqhkjOPQIBBggqhkjOPQMBBwNCAAQuu0w7yoDtbMS8bCrUuaGX5HyRXUlf
++jsNGRZFseKHhvrxun+XesqTRJ1+KnVLKzdeRrqH0NmfxLQC09owJ+1zo1MwUTAd
+BgNVHQ4EFgQURY8MJrmOh8k9YJT9dRaVLFi4DMEwHwYDVR0jBBgwFoAURY8MJrmO
+h8k9YJT9dRaVLFi4DMEwDwYDVR0TAQH/BAUwAwEB/zAKBggqhkjOPQQDAgNIADBF
+AiEAs1G454ZvJLsvaCJ19NPbhJ9P+bPCMgPZCP/OXbhlytgCIEnp6Tzjk6eUFEPL
+meloUh84l5hjjv2pnSvlS+BAPRhF
+-----END CERTIFICATE-----
+`
+
 func conditions(c ...map[string]any) []any {
 	out := make([]any, len(c))
 	for i := range c {
@@ -147,6 +161,41 @@ var routeFeatures = []routeFeature{
 	{name: "target tls", fields: []string{"targets.tls"}, omit: "targets[0].tls:",
 		route: func(_ string, r map[string]any, m1, _ *xdstest.Backend) {
 			r["targets"] = []any{withTarget(m1, map[string]any{"tls": true})}
+		}},
+	{name: "target tls_ca_pem", fields: []string{"targets.tls_ca_pem"}, omit: "targets[0].tls:",
+		before: func(t *testing.T, g *testutil.Gateway, id string) {
+			// A key where the CA belongs is a 400 naming the field, and nothing is stored.
+			bad := publicRoute(id, id+".test", map[string]any{"host": "127.0.0.1", "port": 443, "tls": true,
+				"tls_ca_pem": "-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg\n-----END PRIVATE KEY-----\n"})
+			if raw := mustDo(t, g, "POST", "/api/v1/management/routes", bad, 400); !strings.Contains(string(raw), "targets[0].tls_ca_pem") {
+				t.Fatalf("refusal does not name the field: %s", raw)
+			}
+		},
+		route: func(_ string, r map[string]any, m1, _ *xdstest.Backend) {
+			r["targets"] = []any{withTarget(m1, map[string]any{"tls": true, "tls_ca_pem": featureCAPEM})}
+		}},
+	{name: "target tls_sni", fields: []string{"targets.tls_sni"}, omit: "targets[0].tls:",
+		route: func(_ string, r map[string]any, m1, _ *xdstest.Backend) {
+			r["targets"] = []any{withTarget(m1, map[string]any{"tls": true, "tls_sni": "m1.internal"})}
+		}},
+	{name: "target tls_verify_san", fields: []string{"targets.tls_verify_san"}, omit: "targets[0].tls:",
+		route: func(_ string, r map[string]any, m1, _ *xdstest.Backend) {
+			r["targets"] = []any{withTarget(m1, map[string]any{"tls": true, "tls_verify_san": []string{"m1.internal", m1.Host}})}
+		}},
+	{name: "target tls_insecure_skip_verify", fields: []string{"targets.tls_insecure_skip_verify"}, omit: "targets[0].tls:",
+		route: func(_ string, r map[string]any, m1, _ *xdstest.Backend) {
+			r["targets"] = []any{withTarget(m1, map[string]any{"tls": true, "tls_insecure_skip_verify": true})}
+		},
+		after: func(t *testing.T, g *testutil.Gateway, id string) {
+			var rt struct {
+				Status model.RouteStatus `json:"status"`
+			}
+			if code, raw := g.Do("GET", "/api/v1/management/routes/"+id, nil, &rt); code != 200 {
+				t.Fatalf("GET route %s: %d %s", id, code, raw)
+			}
+			if w := rt.Status.Warnings; len(w) != 1 || !strings.HasPrefix(w[0], "targets[0].tls_insecure_skip_verify: the upstream certificate is not verified") {
+				t.Fatalf("status warnings %q, want the skip-verify warning", w)
+			}
 		}},
 	{name: "target protocol http2", fields: []string{"targets.protocol"}, route: func(_ string, r map[string]any, m1, _ *xdstest.Backend) {
 		r["targets"] = []any{withTarget(m1, map[string]any{"protocol": "http2"})}

@@ -3,6 +3,7 @@ package server
 import (
 	"encoding/json"
 	"net/http"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -48,6 +49,7 @@ func (s *Server) RouteStatus(id string) *model.RouteStatus {
 	if i := sort.SearchStrings(st.cfg.Routes, id); i == len(st.cfg.Routes) || st.cfg.Routes[i] != id {
 		return nil
 	}
+	out.Warnings = slices.Clone(st.cfg.RouteWarnings[id])
 	clusters := st.routeClusters[id]
 	for _, g := range Groups {
 		if why, omitted := st.omitted[g.Name][id]; omitted {

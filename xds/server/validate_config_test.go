@@ -17,7 +17,7 @@ func TestValidateConfigReadsKnownFields(t *testing.T) {
 	for typ, want := range map[reflect.Type][]string{
 		// Compared by validateConfig (Authz by calling its Validate) / not read by Validate.
 		reflect.TypeFor[ir.Config](): {"Authz", "Clusters", "ControlPlane", "Listener", "OTLP", "RateLimit", "Revision",
-			"RouteErrors", "Routes", "ServiceHosts", "ServiceName", "VirtualHosts"},
+			"RouteErrors", "RouteWarnings", "Routes", "ServiceHosts", "ServiceName", "VirtualHosts"},
 		reflect.TypeFor[ir.VirtualHost](): {"Domains", "Name", "Routes"},
 	} {
 		var got []string
