@@ -558,6 +558,7 @@ func (b *builder) grpcTop(out *Resources, routes map[*ir.Route]builtRoute, bad m
 		}
 		k := keyOf(b.h, kindAPIListener, b.o.Flavor)
 		k.Str(h)
+		k.Bool(hasFault(b.cfg)) // the fault filter is in the chain
 		key := k.Sum64()
 		e := b.o.Memo.get(key, h)
 		if e == nil {
