@@ -175,7 +175,7 @@ type OutlierDetection struct {
 type Mirror struct {
 	Target  *Target  `json:"target,omitempty"`
 	Service string   `json:"service,omitempty"`
-	Percent *float64 `json:"percent,omitempty"` // share of requests mirrored, 0-100; default 100
+	Percent *float64 `json:"percent,omitempty" jsonschema:"minimum=0,maximum=100"` // share of requests mirrored, 0-100; default 100
 }
 
 // Fault injects a delay and/or an abort. At least one of Delay, Abort.
@@ -187,15 +187,15 @@ type Fault struct {
 // FaultDelay holds a share of requests for Fixed before forwarding them.
 type FaultDelay struct {
 	Fixed   Duration `json:"fixed"`
-	Percent *float64 `json:"percent,omitempty"` // 0-100; default 100
+	Percent *float64 `json:"percent,omitempty" jsonschema:"minimum=0,maximum=100"` // 0-100; default 100
 }
 
 // FaultAbort answers a share of requests itself, with an HTTP status or a gRPC status.
 // Exactly one of Status, GRPCStatus.
 type FaultAbort struct {
-	Status     int      `json:"status,omitempty"`      // HTTP status 200-599
-	GRPCStatus *int     `json:"grpc_status,omitempty"` // gRPC status code 1-16
-	Percent    *float64 `json:"percent,omitempty"`     // 0-100; default 100
+	Status     int      `json:"status,omitempty" jsonschema:"minimum=200,maximum=599"`   // HTTP status 200-599
+	GRPCStatus *int     `json:"grpc_status,omitempty" jsonschema:"minimum=1,maximum=16"` // gRPC status code 1-16
+	Percent    *float64 `json:"percent,omitempty" jsonschema:"minimum=0,maximum=100"`    // 0-100; default 100
 }
 
 // MaxFaultDelay bounds a fault's delay: a held request keeps its connection and buffers, and
