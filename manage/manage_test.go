@@ -387,7 +387,9 @@ func TestBadInput(t *testing.T) {
 		{"mirror percent over 100", route(func(m map[string]any) {
 			m["mirror"] = map[string]any{"target": map[string]any{"host": "10.9.9.9", "port": 80}, "percent": 101}
 		}), 400, "mirror.percent"},
-		{"fault percent 1e9", route(func(m map[string]any) { m["fault"] = map[string]any{"abort": map[string]any{"status": 503, "percent": 1e9}} }), 400, "fault.abort.percent"},
+		{"fault percent 1e9", route(func(m map[string]any) {
+			m["fault"] = map[string]any{"abort": map[string]any{"status": 503, "percent": 1e9}}
+		}), 400, "fault.abort.percent"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -52,7 +52,9 @@ func TestFaultAndMirrorFieldChecks(t *testing.T) {
 		{"abort both", func(r *Route) { r.Fault = &Fault{Abort: &FaultAbort{Status: 503, GRPCStatus: code(14)}} }, "fault.abort.status"},
 		{"grpc status 0", func(r *Route) { r.Fault = &Fault{Abort: &FaultAbort{GRPCStatus: code(0)}} }, "fault.abort.grpc_status"},
 		{"grpc status 17", func(r *Route) { r.Fault = &Fault{Abort: &FaultAbort{GRPCStatus: code(17)}} }, "fault.abort.grpc_status"},
-		{"mirror host", func(r *Route) { r.Mirror = &Mirror{Target: &Target{Host: "shadow.internal", Port: 9090}, Percent: pct(10)} }, ""},
+		{"mirror host", func(r *Route) {
+			r.Mirror = &Mirror{Target: &Target{Host: "shadow.internal", Port: 9090}, Percent: pct(10)}
+		}, ""},
 		{"mirror service", func(r *Route) { r.Mirror = &Mirror{Service: "billing"} }, ""},
 		{"mirror nothing", func(r *Route) { r.Mirror = &Mirror{} }, "mirror.target"},
 		{"mirror both", func(r *Route) {
