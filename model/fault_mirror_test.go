@@ -1,6 +1,9 @@
 package model
 
-import "testing"
+import (
+	"testing"
+	"time"
+)
 
 // Every bad fault and mirror field is reported at once, at its own field: percents outside
 // 0-100 (and finer than per million), a delay of nothing or of days, abort statuses outside
@@ -43,9 +46,13 @@ func TestFaultAndMirrorFieldChecks(t *testing.T) {
 		{"grpc abort", func(r *Route) { r.Fault = &Fault{Abort: &FaultAbort{GRPCStatus: code(14)}} }, ""},
 		{"empty fault", func(r *Route) { r.Fault = &Fault{} }, "fault.delay"},
 		{"zero delay", func(r *Route) { r.Fault = &Fault{Delay: &FaultDelay{}} }, "fault.delay.fixed"},
+		{"1ms delay", func(r *Route) { r.Fault = &Fault{Delay: &FaultDelay{Fixed: Duration(time.Millisecond)}} }, ""},
 		{"negative delay", func(r *Route) { r.Fault = &Fault{Delay: &FaultDelay{Fixed: -1}} }, "fault.delay.fixed"},
+		{"sub-millisecond delay", func(r *Route) { r.Fault = &Fault{Delay: &FaultDelay{Fixed: Duration(999 * time.Microsecond)}} }, "fault.delay.fixed"},
 		{"delay over the bound", func(r *Route) { r.Fault = &Fault{Delay: &FaultDelay{Fixed: MaxFaultDelay + 1}} }, "fault.delay.fixed"},
-		{"5 decimals", func(r *Route) { r.Fault = &Fault{Delay: &FaultDelay{Fixed: 1, Percent: pct(0.00001)}} }, "fault.delay.percent"},
+		{"5 decimals", func(r *Route) {
+			r.Fault = &Fault{Delay: &FaultDelay{Fixed: Duration(time.Second), Percent: pct(0.00001)}}
+		}, "fault.delay.percent"},
 		{"abort 600", func(r *Route) { r.Fault = &Fault{Abort: &FaultAbort{Status: 600}} }, "fault.abort.status"},
 		{"abort 199", func(r *Route) { r.Fault = &Fault{Abort: &FaultAbort{Status: 199}} }, "fault.abort.status"},
 		{"abort without status", func(r *Route) { r.Fault = &Fault{Abort: &FaultAbort{}} }, "fault.abort.status"},

@@ -267,8 +267,10 @@ func (f *Fault) validate() FieldErrors {
 		errs.Add("delay", "set delay, abort or both")
 	}
 	if d := f.Delay; d != nil {
-		if d.Fixed <= 0 || d.Fixed > MaxFaultDelay {
-			errs.Add("delay.fixed", "must be above 0 and at most %s", MaxFaultDelay)
+		if d.Fixed < Duration(time.Millisecond) || d.Fixed > MaxFaultDelay {
+			// Envoy reads the delay in whole milliseconds (FaultDelayConfig,
+			// source/extensions/filters/common/fault/fault_config.cc) and injects none of 0 ms.
+			errs.Add("delay.fixed", "must be 1ms-%s", MaxFaultDelay)
 		}
 		if p := percentProblem(d.Percent); p != "" {
 			errs.Add("delay.percent", "%s", p)
