@@ -185,7 +185,7 @@ func Build(cfg *ir.Config, o Options) (*Resources, error) {
 		om := grpcOmissions(cfg)
 		out.Omitted, referenced, omittedCluster = om.routes, om.referenced, om.clusters
 	} else {
-		referenced = referencedClusters(cfg, nil)
+		referenced = referencedClusters(cfg, nil, true)
 	}
 	// Clusters first: a route whose cluster is invalid is dropped as a whole.
 	type built struct {
@@ -329,7 +329,7 @@ func grpcOmissions(cfg *ir.Config) omissions {
 			}
 		}
 	}
-	om.referenced = referencedClusters(cfg, om.routes)
+	om.referenced = referencedClusters(cfg, om.routes, false)
 	for _, s := range cfg.ServiceHosts {
 		om.referenced[s.Cluster] = true
 	}
@@ -350,8 +350,10 @@ func grpcOmissions(cfg *ir.Config) omissions {
 	return om
 }
 
-// referencedClusters are the clusters of cfg's routes but those of the routes in omitted.
-func referencedClusters(cfg *ir.Config, omitted map[string]string) map[string]bool {
+// referencedClusters are the clusters of cfg's routes but those of the routes in omitted,
+// with their mirror clusters when mirrors (the Envoy flavor: proxyless clients do not
+// mirror, and the gRPC flavor sends no mirror policy).
+func referencedClusters(cfg *ir.Config, omitted map[string]string, mirrors bool) map[string]bool {
 	referenced := make(map[string]bool, len(cfg.Clusters))
 	for _, vh := range cfg.VirtualHosts {
 		for _, r := range vh.Routes {
@@ -360,6 +362,9 @@ func referencedClusters(cfg *ir.Config, omitted map[string]string) map[string]bo
 			}
 			for _, be := range r.Backends {
 				referenced[be.Cluster] = true
+			}
+			if r.Mirror != nil && mirrors {
+				referenced[r.Mirror.Cluster] = true
 			}
 		}
 	}
@@ -558,6 +563,7 @@ func (b *builder) grpcTop(out *Resources, routes map[*ir.Route]builtRoute, bad m
 		}
 		k := keyOf(b.h, kindAPIListener, b.o.Flavor)
 		k.Str(h)
+		k.Bool(hasFault(b.cfg)) // the fault filter is in the chain
 		key := k.Sum64()
 		e := b.o.Memo.get(key, h)
 		if e == nil {

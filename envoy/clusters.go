@@ -115,6 +115,9 @@ func grpcClusterOmission(c *ir.Cluster) string {
 // clusterField names what a cluster serves the way status reasons name fields: the route's
 // target, or the registered service.
 func clusterField(c *ir.Cluster) string {
+	if c.RouteID != "" && c.Target < 0 {
+		return "mirror.target"
+	}
 	if c.RouteID != "" {
 		return fmt.Sprintf("targets[%d]", c.Target)
 	}

@@ -5,7 +5,9 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	ratelimitconfv3 "github.com/envoyproxy/go-control-plane/envoy/config/ratelimit/v3"
+	faultcommonv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/common/fault/v3"
 	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
+	faultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
 	ratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ratelimit/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	statefulv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/stateful_session/v3"
@@ -24,6 +26,7 @@ const (
 	ExtAuthzFilter  = "envoy.filters.http.ext_authz"
 	RateLimitFilter = "envoy.filters.http.ratelimit"
 	StatefulFilter  = "envoy.filters.http.stateful_session"
+	FaultFilter     = "envoy.filters.http.fault"
 	cookieStateName = "envoy.http.stateful_session.cookie"
 )
 
@@ -43,7 +46,11 @@ type httpFilter struct {
 
 // filterTable is the HTTP filter chain, in order. ext_authz runs first (it decides and sets
 // the identity metadata the rate-limit actions read), then rate limiting, then the sticky
-// session cookie (which picks the upstream host), then the router.
+// session cookie (which picks the upstream host), then fault injection, then the router.
+// Faults come after ext_authz and rate limiting: a caller without credentials gets its 401
+// and an over-limit one its 429, not an injected 503 or delay, and an injected delay holds
+// no authorization or rate-limit call open; faults test how clients and upstreams fare
+// with a slow or failing route, which is what the router then sees.
 var filterTable = []httpFilter{
 	{ExtAuthzFilter, func(*builder, bool) bool { return true }, (*builder).extAuthzConfig},
 	{RateLimitFilter, func(*builder, bool) bool { return true }, (*builder).rateLimitConfig},
@@ -51,7 +58,52 @@ var filterTable = []httpFilter{
 		// No session state at the listener: the filter is off unless a route turns it on.
 		return &statefulv3.StatefulSession{}
 	}},
+	{FaultFilter, func(b *builder, _ bool) bool { return hasFault(b.cfg) }, func(*builder) proto.Message {
+		// No fault at the listener: only the routes' own (typed_per_filter_config, which
+		// replaces this config for the route) inject. Header-driven faults
+		// (x-envoy-fault-*) stay off: they need header_abort/header_delay here.
+		return &faultv3.HTTPFault{}
+	}},
 	{routerFilter, func(*builder, bool) bool { return true }, func(*builder) proto.Message { return &routerv3.Router{} }},
+}
+
+// hasFault: a route of the configuration injects faults (the fault filter is in the chain
+// only then, as Envoy Gateway adds it). A route left out as bad still counts: the filter
+// with no fault of its own injects nothing.
+func hasFault(cfg *ir.Config) bool {
+	for _, vh := range cfg.VirtualHosts {
+		for _, r := range vh.Routes {
+			if r.Fault != nil {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// faultConfig is a route's HTTPFault (both flavors: grpc-go and grpc-js apply it). Every
+// percentage is set (grpc-js NACKs a delay or abort without one) and counted per million.
+func faultConfig(f *ir.Fault) *faultv3.HTTPFault {
+	out := &faultv3.HTTPFault{}
+	if f.Delay > 0 {
+		out.Delay = &faultcommonv3.FaultDelay{
+			FaultDelaySecifier: &faultcommonv3.FaultDelay_FixedDelay{FixedDelay: dur(f.Delay)},
+			Percentage:         perMillion(f.DelayPerMillion),
+		}
+	}
+	switch {
+	case f.AbortGRPC != 0:
+		out.Abort = &faultv3.FaultAbort{ErrorType: &faultv3.FaultAbort_GrpcStatus{GrpcStatus: f.AbortGRPC}, Percentage: perMillion(f.AbortPerMillion)}
+	case f.AbortHTTP != 0:
+		out.Abort = &faultv3.FaultAbort{ErrorType: &faultv3.FaultAbort_HttpStatus{HttpStatus: f.AbortHTTP}, Percentage: perMillion(f.AbortPerMillion)}
+	}
+	return out
+}
+
+// perMillion is a share of requests as a FractionalPercent (per million: percents with up
+// to 4 decimals are exact; Envoy, grpc-go and grpc-js all read MILLION).
+func perMillion(n uint32) *typev3.FractionalPercent {
+	return &typev3.FractionalPercent{Numerator: n, Denominator: typev3.FractionalPercent_MILLION}
 }
 
 func (b *builder) httpFilters(sticky bool) []*hcmv3.HttpFilter {
@@ -111,6 +163,9 @@ func (b *builder) perFilterConfig(r *ir.Route) map[string]*anypb.Any {
 		out[ExtAuthzFilter] = a
 	} else {
 		out[ExtAuthzFilter] = b.pack(&extauthzv3.ExtAuthzPerRoute{Override: &extauthzv3.ExtAuthzPerRoute_CheckSettings{CheckSettings: checkSettings(&r.Authz)}})
+	}
+	if f := r.Fault; f != nil {
+		out[FaultFilter] = b.pack(faultConfig(f))
 	}
 	if s := r.Sticky; s != nil {
 		cookie := &httpv3.Cookie{Name: s.Cookie, Path: s.Path, Ttl: dur(s.TTL)}

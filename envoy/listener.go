@@ -6,6 +6,7 @@ import (
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	tracev3 "github.com/envoyproxy/go-control-plane/envoy/config/trace/v3"
 	alsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/grpc/v3"
+	faultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"google.golang.org/protobuf/types/known/wrapperspb"
@@ -89,6 +90,14 @@ func (b *builder) apiListener(host string) *listenerv3.Listener {
 			Name:       routerFilter,
 			ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: b.pack(&routerv3.Router{})},
 		}},
+	}
+	if hasFault(b.cfg) {
+		// grpc-go (xds/internal/httpfilter/fault) and grpc-js (fault-injection-filter.js)
+		// implement HTTPFault; empty here, the routes' typed_per_filter_config inject.
+		h.HttpFilters = append([]*hcmv3.HttpFilter{{
+			Name:       FaultFilter,
+			ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: b.pack(&faultv3.HTTPFault{})},
+		}}, h.HttpFilters...)
 	}
 	// grpc-go does not implement these (it matches :path as the client sent it, and a gRPC
 	// path is /package.Service/Method), but every HCM this gateway serves says the same.

@@ -11,6 +11,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/api-gateway/api-gateway/ir"
@@ -157,6 +158,14 @@ func (b *builder) route(r *ir.Route) *routev3.Route {
 		}
 		ra.RetryPolicy = rp
 	}
+	if m := r.Mirror; m != nil && !grpc {
+		// Proxyless clients do not mirror: the gRPC flavor leaves the policy out (its absence
+		// only drops the shadow copies).
+		ra.RequestMirrorPolicies = []*routev3.RouteAction_RequestMirrorPolicy{{
+			Cluster:         m.Cluster,
+			RuntimeFraction: &corev3.RuntimeFractionalPercent{DefaultValue: perMillion(m.PerMillion)},
+		}}
+	}
 	if !grpc {
 		for _, rl := range r.RateLimits {
 			ra.RateLimits = append(ra.RateLimits, rateLimit(rl))
@@ -180,6 +189,8 @@ func (b *builder) route(r *ir.Route) *routev3.Route {
 	}
 	if !grpc {
 		er.TypedPerFilterConfig = b.perFilterConfig(r)
+	} else if r.Fault != nil {
+		er.TypedPerFilterConfig = map[string]*anypb.Any{FaultFilter: b.pack(faultConfig(r.Fault))}
 	}
 	return er
 }

@@ -57,7 +57,7 @@ func checkRouteRuntime(r *routev3.Route, packed []packedAny) error {
 	errs = append(errs, checkHeaderMutations("request", r.GetRequestHeadersToAdd(), r.GetRequestHeadersToRemove()))
 	errs = append(errs, checkHeaderMutations("response", r.GetResponseHeadersToAdd(), r.GetResponseHeadersToRemove()))
 	if ra := r.GetRoute(); ra != nil {
-		errs = append(errs, checkWeightedClusters(ra.GetWeightedClusters()), checkRetryBackOff(ra.GetRetryPolicy()))
+		errs = append(errs, checkWeightedClusters(ra.GetWeightedClusters()), checkRetryBackOff(ra.GetRetryPolicy()), checkMirrorPolicies(ra.GetRequestMirrorPolicies()))
 	}
 	errs = append(errs, checkDirectResponseBody(r.GetDirectResponse()))
 	errs = append(errs, walkRuntime(r.ProtoReflect(), 0, packed))
@@ -82,6 +82,19 @@ func checkDirectResponseBody(d *routev3.DirectResponseAction) error {
 	}
 	if len(body) > ir.MaxDirectResponseBody {
 		return fmt.Errorf("direct_response: response body size is %d bytes; maximum is %d", len(body), ir.MaxDirectResponseBody)
+	}
+	return nil
+}
+
+// checkMirrorPolicies mirrors source/common/router/config_impl.cc, ShadowPolicyImpl's
+// constructor: a request mirror policy names exactly one of cluster and cluster_header
+// (both or neither: "Exactly one of cluster or cluster_header in request mirror policy need
+// to be specified"), which the proto's validation does not say.
+func checkMirrorPolicies(ps []*routev3.RouteAction_RequestMirrorPolicy) error {
+	for i, p := range ps {
+		if (p.GetCluster() == "") == (p.GetClusterHeader() == "") {
+			return fmt.Errorf("request_mirror_policies[%d]: exactly one of cluster and cluster_header must be set", i)
+		}
 	}
 	return nil
 }

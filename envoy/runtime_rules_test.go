@@ -433,3 +433,46 @@ func TestRuntimeRulesHostileInputsBounded(t *testing.T) {
 		t.Fatalf("hostile inputs took %v", d)
 	}
 }
+
+// A mirror policy with no cluster (an IR written around translation) would make Envoy refuse
+// the whole route configuration (config_impl.cc ShadowPolicyImpl): the route is dropped.
+func TestRuntimeRulesMirrorNamesACluster(t *testing.T) {
+	cfg := translateYAML(t, `
+  - id: mirrored
+    hosts: [mirrored.test]
+    require_auth: false
+    conditions: [{path_pattern: "/m"}]
+    mirror: {target: {host: 10.0.20.15, port: 8080}, percent: 25}
+    targets: [{host: 10.0.20.16, port: 8080}]
+`)
+	var rt *ir.Route
+	for _, vh := range cfg.VirtualHosts {
+		for _, r := range vh.Routes {
+			if r.RouteID == "mirrored" {
+				rt = r
+			}
+		}
+	}
+	expectServed(t, cfg, "mirrored")
+	rt.Mirror.Cluster = ""
+	res, err := envoy.Build(cfg, envoy.Options{Flavor: envoy.FlavorEnvoy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := res.RouteErrors["mirrored"]; !strings.Contains(got, "exactly one of cluster and cluster_header") || served(res)["mirrored"] || !served(res)["good"] {
+		t.Errorf("route error %q, served %v", got, served(res))
+	}
+	// The gRPC flavor sends no mirror policy: the route stays served there.
+	expectServedIn(t, cfg, envoy.FlavorGRPC, "mirrored")
+}
+
+func expectServedIn(t *testing.T, cfg *ir.Config, fl envoy.Flavor, id string) {
+	t.Helper()
+	res, err := envoy.Build(cfg, envoy.Options{Flavor: fl})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !served(res)[id] {
+		t.Errorf("flavor %d: route %s not served: %q", fl, id, res.RouteErrors[id])
+	}
+}

@@ -136,6 +136,17 @@ func (h *Hasher) Route(r *Route) {
 		}
 	}
 	h.Strs(r.OwnChecks)
+	if m := r.Mirror; h.present(m != nil) {
+		h.Str(m.Cluster)
+		h.U64(uint64(m.PerMillion))
+	}
+	if f := r.Fault; h.present(f != nil) {
+		h.Dur(f.Delay)
+		h.U64(uint64(f.DelayPerMillion))
+		h.U64(uint64(f.AbortHTTP))
+		h.U64(uint64(f.AbortGRPC))
+		h.U64(uint64(f.AbortPerMillion))
+	}
 }
 
 // Match writes every field of a match.

@@ -188,6 +188,26 @@ type Route struct {
 	// route's own: Authz.Enabled and RateLimits may come from them alone. The gRPC flavor
 	// leaves out a route with own checks (proxyless clients call backends directly).
 	OwnChecks []string
+	// Mirror copies a share of the requests to another cluster (Envoy flavor only).
+	Mirror *Mirror
+	// Fault injects delays and aborts.
+	Fault *Fault
+}
+
+// Mirror is a request mirror policy: PerMillion of the requests go to Cluster too.
+type Mirror struct {
+	Cluster    string
+	PerMillion uint32
+}
+
+// Fault is a route's fault injection. Delay 0: no delay; AbortHTTP and AbortGRPC 0: no abort
+// (at most one is set).
+type Fault struct {
+	Delay           time.Duration
+	DelayPerMillion uint32
+	AbortHTTP       uint32
+	AbortGRPC       uint32
+	AbortPerMillion uint32
 }
 
 // Redirect is a redirect action: the request's URL with the scheme, host and path changed.

@@ -180,6 +180,15 @@ func (a *API) crossCheck(kind model.Kind, obj model.Object, snap *model.Snapshot
 			}
 		}
 	}
+	if m := r.Mirror; m != nil && m.Service != "" {
+		known := false
+		for _, s := range snap.Services {
+			known = known || s.Name == m.Service
+		}
+		if !known {
+			errs.Add("mirror.service", "no service %q is registered", m.Service)
+		}
+	}
 	if r.Auth != nil {
 		for i, id := range r.Auth.Policies {
 			if !has(pol, id) {

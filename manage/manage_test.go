@@ -383,6 +383,13 @@ func TestBadInput(t *testing.T) {
 		{"bad id", route(func(m map[string]any) { m["id"] = "a b" }), 400, "id"},
 		{"duplicate id", seedRoute, 409, ""},
 		{"unknown rate-limit policy", route(func(m map[string]any) { m["rate_limit"] = map[string]any{"policies": []any{"nope"}} }), 400, "rate_limit.policies[0]"},
+		{"mirror to an unknown service", route(func(m map[string]any) { m["mirror"] = map[string]any{"service": "nope"} }), 400, "mirror.service"},
+		{"mirror percent over 100", route(func(m map[string]any) {
+			m["mirror"] = map[string]any{"target": map[string]any{"host": "10.9.9.9", "port": 80}, "percent": 101}
+		}), 400, "mirror.percent"},
+		{"fault percent 1e9", route(func(m map[string]any) {
+			m["fault"] = map[string]any{"abort": map[string]any{"status": 503, "percent": 1e9}}
+		}), 400, "fault.abort.percent"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

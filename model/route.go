@@ -2,9 +2,11 @@ package model
 
 import (
 	"fmt"
+	"math"
 	"net"
 	"regexp"
 	"strings"
+	"time"
 )
 
 // Route is one routing rule: which requests (hosts + conditions) go to which targets, and how.
@@ -38,6 +40,11 @@ type Route struct {
 	HealthCheck      *HealthCheck      `json:"health_check,omitempty"`
 	CircuitBreaker   *CircuitBreaker   `json:"circuit_breaker,omitempty"`
 	OutlierDetection *OutlierDetection `json:"outlier_detection,omitempty"`
+	// Mirror sends a copy of a share of the route's requests to another upstream (shadow
+	// traffic: its answers are dropped).
+	Mirror *Mirror `json:"mirror,omitempty"`
+	// Fault injects delays and aborts into a share of the route's requests (resilience tests).
+	Fault *Fault `json:"fault,omitempty"`
 	// IPRules and Policies name ip-rules / policies objects that apply to this route only
 	// (objects whose own `routes` field lists the route apply too).
 	Metadata map[string]string `json:"metadata,omitempty"`
@@ -183,6 +190,130 @@ type OutlierDetection struct {
 	Interval           Duration `json:"interval,omitempty"`
 	BaseEjectionTime   Duration `json:"base_ejection_time,omitempty"`
 	MaxEjectionPercent int      `json:"max_ejection_percent,omitempty"`
+}
+
+// Mirror copies requests to a target or a registered service. Exactly one of Target, Service.
+type Mirror struct {
+	Target  *Target  `json:"target,omitempty"`
+	Service string   `json:"service,omitempty"`
+	Percent *float64 `json:"percent,omitempty" jsonschema:"minimum=0,maximum=100"` // share of requests mirrored, 0-100; default 100
+}
+
+// Fault injects a delay and/or an abort. At least one of Delay, Abort.
+type Fault struct {
+	Delay *FaultDelay `json:"delay,omitempty"`
+	Abort *FaultAbort `json:"abort,omitempty"`
+}
+
+// FaultDelay holds a share of requests for Fixed before forwarding them.
+type FaultDelay struct {
+	Fixed   Duration `json:"fixed"`
+	Percent *float64 `json:"percent,omitempty" jsonschema:"minimum=0,maximum=100"` // 0-100; default 100
+}
+
+// FaultAbort answers a share of requests itself, with an HTTP status or a gRPC status.
+// Exactly one of Status, GRPCStatus.
+type FaultAbort struct {
+	Status     int      `json:"status,omitempty" jsonschema:"minimum=200,maximum=599"`   // HTTP status 200-599
+	GRPCStatus *int     `json:"grpc_status,omitempty" jsonschema:"minimum=1,maximum=16"` // gRPC status code 1-16
+	Percent    *float64 `json:"percent,omitempty" jsonschema:"minimum=0,maximum=100"`    // 0-100; default 100
+}
+
+// MaxFaultDelay bounds a fault's delay: a held request keeps its connection and buffers, and
+// a longer hold is no resilience test but an outage.
+const MaxFaultDelay = Duration(time.Hour)
+
+// PercentScale is how finely a percent is taken: Envoy's and the gRPC clients' fractional
+// percents count per million, so a percent has at most 4 decimals.
+const PercentScale = 10_000
+
+// PercentOrAll is a percent field's value (nil: 100).
+func PercentOrAll(p *float64) float64 {
+	if p == nil {
+		return 100
+	}
+	return *p
+}
+
+// percentProblem is what is wrong with a percent field ("" when nothing).
+func percentProblem(p *float64) string {
+	if p == nil {
+		return ""
+	}
+	v := *p
+	if math.IsNaN(v) || v < 0 || v > 100 {
+		return "must be 0-100"
+	}
+	if scaled := v * PercentScale; math.Abs(scaled-math.Round(scaled)) > 1e-6 {
+		return "must have at most 4 decimals (requests are counted per million)"
+	}
+	return ""
+}
+
+func (m *Mirror) validate(own []Target) FieldErrors {
+	var errs FieldErrors
+	switch {
+	case m.Target != nil && m.Service != "":
+		errs.Add("service", "set target or service, not both")
+	case m.Target != nil:
+		errs.Nest("target", m.Target.Validate())
+		if m.Target.Weight != nil || m.Target.Healthy != nil || m.Target.HealthPath != "" {
+			errs.Add("target", "a mirror target takes no weight, healthy or health_path")
+		}
+	case m.Service != "":
+		if !validID(m.Service) {
+			errs.Add("service", "must be a service name")
+		}
+	default:
+		errs.Add("target", "set target or service")
+	}
+	for i := range own {
+		t := &own[i]
+		if m.Service != "" && t.Service == m.Service ||
+			m.Target != nil && m.Target.Host != "" && strings.EqualFold(t.Host, m.Target.Host) && t.Port == m.Target.Port {
+			// Every mirrored request would reach the upstream that serves it already.
+			errs.Add("target", "mirrors to the route's own targets[%d]", i)
+			break
+		}
+	}
+	if p := percentProblem(m.Percent); p != "" {
+		errs.Add("percent", "%s", p)
+	}
+	return errs
+}
+
+func (f *Fault) validate() FieldErrors {
+	var errs FieldErrors
+	if f.Delay == nil && f.Abort == nil {
+		errs.Add("delay", "set delay, abort or both")
+	}
+	if d := f.Delay; d != nil {
+		if d.Fixed < Duration(time.Millisecond) || d.Fixed > MaxFaultDelay {
+			// Envoy reads the delay in whole milliseconds (FaultDelayConfig,
+			// source/extensions/filters/common/fault/fault_config.cc) and injects none of 0 ms.
+			errs.Add("delay.fixed", "must be 1ms-%s", MaxFaultDelay)
+		}
+		if p := percentProblem(d.Percent); p != "" {
+			errs.Add("delay.percent", "%s", p)
+		}
+	}
+	if a := f.Abort; a != nil {
+		switch {
+		case a.Status != 0 && a.GRPCStatus != nil:
+			errs.Add("abort.status", "set status or grpc_status, not both")
+		case a.GRPCStatus != nil:
+			if *a.GRPCStatus < 1 || *a.GRPCStatus > 16 {
+				errs.Add("abort.grpc_status", "must be a gRPC status code 1-16")
+			}
+		case a.Status < 200 || a.Status > 599:
+			// Envoy's FaultAbort.http_status: gte 200, lt 600.
+			errs.Add("abort.status", "must be an HTTP status 200-599")
+		}
+		if p := percentProblem(a.Percent); p != "" {
+			errs.Add("abort.percent", "%s", p)
+		}
+	}
+	return errs
 }
 
 // RouteStatus is the xDS state of a route's resources, per node group.
@@ -354,6 +485,12 @@ func (r *Route) Validate() FieldErrors {
 		if od.MaxEjectionPercent < 0 || od.MaxEjectionPercent > 100 {
 			errs.Add("outlier_detection.max_ejection_percent", "must be 0-100")
 		}
+	}
+	if r.Mirror != nil {
+		errs.Nest("mirror", r.Mirror.validate(r.Targets))
+	}
+	if r.Fault != nil {
+		errs.Nest("fault", r.Fault.validate())
 	}
 	return errs
 }

@@ -92,7 +92,46 @@ func routeClusters(r *model.Route, idx *index) ([]*ir.Cluster, []ir.Backend, err
 	if len(backends) == 0 {
 		return nil, nil, fmt.Errorf("targets: no target is in rotation (all have weight 0 or healthy false)")
 	}
+	if m := r.Mirror; m != nil && m.Target != nil {
+		c, err := mirrorCluster(r, m.Target, idx)
+		if err != nil {
+			return nil, nil, err
+		}
+		clusters = append(clusters, c)
+	}
 	return clusters, backends, nil
+}
+
+// mirrorCluster is the cluster of a route's mirror target (Target -1: status reasons name
+// mirror.target).
+func mirrorCluster(r *model.Route, t *model.Target, idx *index) (*ir.Cluster, error) {
+	c := &ir.Cluster{
+		Name:           MirrorClusterName(r.ID),
+		RouteID:        r.ID,
+		Target:         -1,
+		LB:             ir.LBRoundRobin,
+		HTTP2:          t.Protocol == "http2" || t.Protocol == "grpc",
+		TLS:            t.TLS,
+		ConnectTimeout: connectTimeout,
+	}
+	if t.Service != "" {
+		inst := idx.instances[t.Service]
+		c.Service = t.Service
+		c.Discovery, c.Endpoints = instanceEndpoints(inst, t.Port)
+	} else {
+		c.Endpoints = []ir.Endpoint{{Host: t.Host, Port: uint32(t.Port), Weight: 1}}
+		c.Discovery = ir.DiscoveryEDS
+		if net.ParseIP(t.Host) == nil {
+			c.Discovery = ir.DiscoveryDNS
+			if t.TLS {
+				c.SNI = t.Host
+			}
+		}
+	}
+	if err := c.Validate(); err != nil {
+		return nil, fmt.Errorf("mirror.target: %w", err)
+	}
+	return c, nil
 }
 
 // targetGroup is one cluster of a route's targets: the targets in rotation it carries, in

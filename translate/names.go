@@ -14,6 +14,7 @@ import (
 // A name is a kind prefix and the object's id, joined by '/':
 //
 //	route/<route id>/<target index>   a route target's cluster
+//	route/<route id>/mirror           a route's mirror target's cluster
 //	service/<service name>            a registered service's cluster
 //
 // Model ids and service names hold only [A-Za-z0-9._-] (model validID); translation
@@ -35,6 +36,10 @@ const (
 func ClusterName(routeID string, i int) string {
 	return RouteClusterPrefix + routeID + "/" + strconv.Itoa(i)
 }
+
+// MirrorClusterName is the cluster of a route's mirror target: "route/<routeID>/mirror"
+// (target clusters end in a number, so the two never meet).
+func MirrorClusterName(routeID string) string { return RouteClusterPrefix + routeID + "/mirror" }
 
 // ServiceClusterName is the cluster of the registered service name: "service/<name>".
 func ServiceClusterName(name string) string { return ServiceClusterPrefix + name }

@@ -91,6 +91,8 @@ func translateRoutePart(r *model.Route, in *inputs) *routePart {
 		Authz:        in.authz(r),
 		RateLimits:   RouteRateLimits(r, in.snap),
 		OwnChecks:    in.ownChecks(r),
+		Mirror:       mirror(r),
+		Fault:        fault(r.Fault),
 	}
 	part.auth = in.routeAuthz(r)
 	if rd := r.Redirect; rd != nil {
@@ -156,6 +158,42 @@ func translateRoutePart(r *model.Route, in *inputs) *routePart {
 	}
 	part.routes = routes
 	return part
+}
+
+// perMillion is a validated percent (nil: 100) as a count per million.
+func perMillion(p *float64) uint32 {
+	return uint32(math.Round(model.PercentOrAll(p) * model.PercentScale))
+}
+
+// mirror is the route's mirror policy: the mirror target's own cluster, or the registered
+// service's (a service not registered when Envoy mirrors: Envoy skips the copy).
+func mirror(r *model.Route) *ir.Mirror {
+	m := r.Mirror
+	if m == nil {
+		return nil
+	}
+	c := MirrorClusterName(r.ID)
+	if m.Target == nil {
+		c = ServiceClusterName(m.Service)
+	}
+	return &ir.Mirror{Cluster: c, PerMillion: perMillion(m.Percent)}
+}
+
+func fault(f *model.Fault) *ir.Fault {
+	if f == nil {
+		return nil
+	}
+	out := &ir.Fault{}
+	if d := f.Delay; d != nil {
+		out.Delay, out.DelayPerMillion = d.Fixed.D(), perMillion(d.Percent)
+	}
+	if a := f.Abort; a != nil {
+		out.AbortHTTP, out.AbortPerMillion = uint32(a.Status), perMillion(a.Percent)
+		if a.GRPCStatus != nil {
+			out.AbortGRPC = uint32(*a.GRPCStatus)
+		}
+	}
+	return out
 }
 
 // MatchOf converts one condition.

@@ -282,8 +282,14 @@ type index struct {
 func (idx *index) clusterKey(r *model.Route) (string, bool) {
 	var k keyWriter
 	k.obj("route:"+r.ID, &r.Meta)
+	names := make([]string, 0, len(r.Targets)+1)
 	for i := range r.Targets {
-		name := r.Targets[i].Service
+		names = append(names, r.Targets[i].Service)
+	}
+	if m := r.Mirror; m != nil && m.Target != nil {
+		names = append(names, m.Target.Service) // the mirror cluster holds its instances too
+	}
+	for _, name := range names {
 		if name == "" {
 			continue
 		}

@@ -28,6 +28,9 @@ type routeFeature struct {
 	// field it names, as the README's xDS table says); unset, the route must be served.
 	// Pinned here so that a feature wrongly left out (or wrongly served) fails.
 	omit string
+	// wantErr, when set, is the gRPC code every call of a served route must end with (an
+	// injected abort) instead of an answer.
+	wantErr string
 }
 
 // featureCAPEM is a self-signed CA certificate (P-256, valid until 2126) for tls_ca_pem.
@@ -288,6 +291,24 @@ var routeFeatures = []routeFeature{
 		delete(r, "targets")
 		r["direct_response"] = map[string]any{"status": 503, "body": "down\n", "content_type": "text/plain"}
 	}},
+	// Proxyless clients do not mirror: the gRPC flavor leaves the mirror policy out, and calls
+	// reach the route's own target only.
+	{name: "mirror target", fields: []string{"mirror"}, backends: []string{"m1"}, route: func(_ string, r map[string]any, _, m2 *xdstest.Backend) {
+		r["mirror"] = map[string]any{"target": map[string]any{"host": m2.Host, "port": m2.Port, "protocol": "grpc"}, "percent": 50}
+	}},
+	{name: "mirror dns target", backends: []string{"m1"}, route: func(_ string, r map[string]any, _, _ *xdstest.Backend) {
+		r["mirror"] = map[string]any{"target": map[string]any{"host": "shadow.invalid", "port": 9}, "percent": 12.5}
+	}},
+	// Both clients apply HTTPFault: an HTTP status maps to a gRPC code (503: UNAVAILABLE).
+	{name: "fault abort http status", fields: []string{"fault"}, wantErr: "UNAVAILABLE", route: func(_ string, r map[string]any, _, _ *xdstest.Backend) {
+		r["fault"] = map[string]any{"abort": map[string]any{"status": 503, "percent": 100}}
+	}},
+	{name: "fault abort grpc status", wantErr: "PERMISSION_DENIED", route: func(_ string, r map[string]any, _, _ *xdstest.Backend) {
+		r["fault"] = map[string]any{"abort": map[string]any{"grpc_status": 7}}
+	}},
+	{name: "fault delay", route: func(_ string, r map[string]any, _, _ *xdstest.Backend) {
+		r["fault"] = map[string]any{"delay": map[string]any{"fixed": "20ms", "percent": 100}}
+	}},
 }
 
 // featureBackends are m1 and m2 while TestProxylessRouteFeatures runs (services name them).
@@ -393,6 +414,14 @@ func TestProxylessRouteFeatures(t *testing.T) {
 						if got := c.Call(t, rpcs{Target: host, N: 3, Metadata: f.md, Deadline: time.Second}); got.OK != 0 {
 							t.Errorf("route left out of the gRPC flavor (%s), yet calls answered: %s", st.XDS["grpc"].Error, got)
 						}
+					case f.wantErr != "":
+						eventually(t, 10*time.Second, func() string {
+							got := c.Call(t, rpcs{Target: host, N: 5, Metadata: f.md, Deadline: 2 * time.Second})
+							if got.Errors[f.wantErr] == 5 {
+								return ""
+							}
+							return fmt.Sprintf("want 5 calls ending %s (the injected abort): %s", f.wantErr, got) + e.nackSummary(c)
+						})
 					default:
 						eventually(t, 10*time.Second, func() string {
 							got := c.Call(t, rpcs{Target: host, N: 5, Metadata: f.md, Deadline: 2 * time.Second})
