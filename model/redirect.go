@@ -61,6 +61,9 @@ func (r *Route) upstreamOnly() []string {
 	add(r.HealthCheck != nil, "health_check")
 	add(r.CircuitBreaker != nil, "circuit_breaker")
 	add(r.OutlierDetection != nil, "outlier_detection")
+	// A mirror policy belongs to the route action that forwards: a redirect or a direct
+	// response has none, and Envoy would copy nothing.
+	add(r.Mirror != nil, "mirror")
 	return set
 }
 

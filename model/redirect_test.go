@@ -51,8 +51,8 @@ func TestRedirectAndDirectResponseValidation(t *testing.T) {
 		{"content type not ASCII", `{"id":"r",` + conds + `,"direct_response":{"status":200,"content_type":"text/plainé"}}`, []string{"direct_response.content_type"}},
 		{"upstream-only fields on a redirect", `{"id":"r",` + conds + `,"redirect":{"https":true},"timeout":"1s","retries":2,"load_balance":"random","rewrite":{"prefix":"/x"},"sticky_session":{},"request_headers":{"add":{"a":"b"}}}`,
 			[]string{"timeout", "retries", "load_balance", "rewrite", "sticky_session", "request_headers"}},
-		{"upstream-only fields on a direct response", `{"id":"r",` + conds + `,"direct_response":{"status":503},"health_check":{},"circuit_breaker":{},"outlier_detection":{},"retry_policy":{},"rate_limit":{"policies":["p"]}}`,
-			[]string{"health_check", "circuit_breaker", "outlier_detection", "retry_policy", "rate_limit"}},
+		{"upstream-only fields on a direct response", `{"id":"r",` + conds + `,"direct_response":{"status":503},"health_check":{},"circuit_breaker":{},"outlier_detection":{},"retry_policy":{},"rate_limit":{"policies":["p"]},"mirror":{"target":{"host":"10.0.0.9","port":80}}}`,
+			[]string{"health_check", "circuit_breaker", "outlier_detection", "retry_policy", "rate_limit", "mirror"}},
 		{"every bad field at once", `{"id":"r",` + conds + `,"targets":[{"host":"h","port":80}],"redirect":{"status":999,"host":"a b","path":"x","prefix":"y"}}`,
 			[]string{"redirect", "redirect.status", "redirect.host", "redirect.path", "redirect.prefix"}},
 	}

@@ -123,10 +123,12 @@ func mirrorCluster(r *model.Route, t *model.Target, idx *index) (*ir.Cluster, er
 		c.Discovery = ir.DiscoveryEDS
 		if net.ParseIP(t.Host) == nil {
 			c.Discovery = ir.DiscoveryDNS
-			if t.TLS {
-				c.SNI = t.Host
-			}
 		}
+	}
+	if t.TLS {
+		// A mirror carries the route's requests, credentials included: its upstream is
+		// verified as a target's is.
+		upstreamTLS(c, t, idx.caFile)
 	}
 	if err := c.Validate(); err != nil {
 		return nil, fmt.Errorf("mirror.target: %w", err)
@@ -440,6 +442,9 @@ func routeWarnings(r *model.Route, clusters []*ir.Cluster) []string {
 		if r.Targets[i].TLS && r.Targets[i].TLSInsecureSkipVerify {
 			out = append(out, fmt.Sprintf("targets[%d].tls_insecure_skip_verify: the upstream certificate is not verified: anyone on the path to the upstream can read and change the traffic", i))
 		}
+	}
+	if m := r.Mirror; m != nil && m.Target != nil && m.Target.TLS && m.Target.TLSInsecureSkipVerify {
+		out = append(out, "mirror.target.tls_insecure_skip_verify: the mirror's upstream certificate is not verified: anyone on the path to it can read the copied requests")
 	}
 	for _, c := range clusters {
 		if !c.AutoHostSNI {

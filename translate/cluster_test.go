@@ -413,3 +413,30 @@ func TestTLSVerificationSplitsClustersAndWarns(t *testing.T) {
 		t.Fatalf("warnings %q", w)
 	}
 }
+
+// A mirror carries the route's requests, credentials included: a TLS mirror target is
+// verified as a target is (the CA file and the name), and skipping verification is a
+// warning on the route.
+func TestMirrorTargetTLSIsVerified(t *testing.T) {
+	idx := clusterIndex()
+	idx.caFile = "/etc/ssl/certs/ca-certificates.crt"
+	r := &model.Route{ID: "m", Targets: []model.Target{{Host: "10.0.0.1", Port: 80}}}
+	c, err := mirrorCluster(r, &model.Target{Host: "shadow.example.com", Port: 443, TLS: true}, idx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.TrustedCAFile != idx.caFile || c.SNI != "shadow.example.com" || len(c.SANs) != 1 || c.SANs[0].Value != "shadow.example.com" || c.SkipVerify {
+		t.Fatalf("mirror cluster TLS %+v", c)
+	}
+	c, err = mirrorCluster(r, &model.Target{Host: "10.0.0.9", Port: 443, TLS: true}, idx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.SANs) != 1 || c.SANs[0].Kind != ir.SANIP || c.SANs[0].Value != "10.0.0.9" {
+		t.Fatalf("IP mirror SANs %+v", c.SANs)
+	}
+	r.Mirror = &model.Mirror{Target: &model.Target{Host: "10.0.0.9", Port: 443, TLS: true, TLSInsecureSkipVerify: true}}
+	if w := routeWarnings(r, nil); len(w) != 1 || !strings.HasPrefix(w[0], "mirror.target.tls_insecure_skip_verify:") {
+		t.Fatalf("warnings %q", w)
+	}
+}
