@@ -379,8 +379,10 @@ func serviceCluster(name string, inst []*model.Service) *ir.Cluster {
 //   - the SNI: tls_sni, else a host name target's own name (an IP address is never sent);
 //   - the name: tls_verify_san when given; else the SNI; else, for IP host targets, their
 //     addresses (as IP SANs: every IP target sharing the cluster); else, for a service
-//     target, each instance's host name, sent as its SNI (AutoHostSNI; instances registered
-//     by IP address have none, and routeWarnings says so).
+//     target whose instances are all registered by IP address, their addresses likewise;
+//     else each instance's host name, sent as its SNI (AutoHostSNI; an instance registered
+//     by IP address among host names has none, and routeWarnings says so; IP SANs cannot
+//     sit beside AutoHostSNI, since Envoy requires the sent name AND a matcher to match).
 //
 // Envoy checks no name unless told: with a trusted CA alone it accepts any certificate
 // that chains to it, whatever name it carries (source/common/tls/cert_validator/
@@ -413,10 +415,14 @@ func upstreamTLS(c *ir.Cluster, t *model.Target, caFile string) {
 		}
 	case c.SNI != "":
 		c.SANs = []ir.SAN{{Kind: ir.SANDNS, Value: c.SNI}}
-	case t.Service != "":
+	case t.Service != "" && (c.Discovery != ir.DiscoveryEDS || len(c.Endpoints) == 0):
 		c.AutoHostSNI = true
 	default:
-		// IP host targets: the address dialed, as a browser checks an https://IP URL.
+		// IP host targets, and a service whose instances are all registered by IP address
+		// (EDS endpoints carry no host name: auto_host_sni would send no SNI, so
+		// auto_sni_san_validation would have no name to check and Envoy would accept any
+		// certificate chaining to the CA, a public one included). The address dialed is
+		// checked, as a browser checks an https://IP URL.
 		for _, e := range c.Endpoints {
 			c.SANs = append(c.SANs, ir.SAN{Kind: ir.SANIP, Value: net.ParseIP(e.Host).String()})
 		}

@@ -368,6 +368,10 @@ func TestTargetTLSFieldsReachTheCluster(t *testing.T) {
 			want: ir.Cluster{TrustedCAFile: "/bundle.pem", SANs: []ir.SAN{ip("10.0.0.1"), ip("10.0.0.2")}}},
 		{name: "service: each instance's host name", t: []model.Target{{Service: "svc-b", TLS: true}},
 			want: ir.Cluster{TrustedCAFile: "/bundle.pem", AutoHostSNI: true}},
+		// Envoy's auto_host_sni sends nothing for an endpoint without a host name, and then
+		// checks no name at all: instances registered by IP address are checked by address.
+		{name: "service registered by IP: every instance's address", t: []model.Target{{Service: "svc-a", TLS: true}},
+			want: ir.Cluster{TrustedCAFile: "/bundle.pem", SANs: []ir.SAN{ip("10.8.0.1"), ip("10.8.0.2")}}},
 		{name: "service with tls_sni", t: []model.Target{{Service: "svc-b", TLS: true, TLSSNI: "b.internal"}},
 			want: ir.Cluster{SNI: "b.internal", TrustedCAFile: "/bundle.pem", SANs: []ir.SAN{dns("b.internal")}}},
 		{name: "skip verify", t: []model.Target{{Host: "api.example.com", Port: 443, TLS: true, TLSInsecureSkipVerify: true}},
