@@ -71,6 +71,20 @@ func TestFaultAndMirrorFieldChecks(t *testing.T) {
 		{"mirror target weight", func(r *Route) { w := 3; r.Mirror = &Mirror{Target: &Target{Host: "10.0.0.9", Port: 80, Weight: &w}} }, "mirror.target"},
 		{"mirror to own target", func(r *Route) { r.Mirror = &Mirror{Target: &Target{Host: "10.0.0.1", Port: 80}} }, "mirror.target"},
 		{"mirror to own service", func(r *Route) { r.Mirror = &Mirror{Service: "users"} }, "mirror.target"},
+		{"mirror target to own service", func(r *Route) { r.Mirror = &Mirror{Target: &Target{Service: "users"}} }, "mirror.target"},
+		// A mirror copies the route's requests, credentials included: it is no weaker than them.
+		{"plaintext mirror target of a TLS route", func(r *Route) {
+			r.Targets[0].TLS = true
+			r.Mirror = &Mirror{Target: &Target{Host: "shadow.internal", Port: 9090}}
+		}, "mirror.target.tls"},
+		{"mirror service of a TLS route", func(r *Route) {
+			r.Targets[1].TLS = true
+			r.Mirror = &Mirror{Service: "billing"}
+		}, "mirror.service"},
+		{"TLS mirror target of a TLS route", func(r *Route) {
+			r.Targets[0].TLS = true
+			r.Mirror = &Mirror{Target: &Target{Service: "billing", TLS: true}}
+		}, ""},
 		{"mirror bad service", func(r *Route) { r.Mirror = &Mirror{Service: "a/b"} }, "mirror.service"},
 		{"mirror percent 101", func(r *Route) { r.Mirror = &Mirror{Service: "billing", Percent: pct(101)} }, "mirror.percent"},
 		{"mirror percent -1", func(r *Route) { r.Mirror = &Mirror{Service: "billing", Percent: pct(-1)} }, "mirror.percent"},

@@ -270,11 +270,27 @@ func (m *Mirror) validate(own []Target) FieldErrors {
 	for i := range own {
 		t := &own[i]
 		if m.Service != "" && t.Service == m.Service ||
+			m.Target != nil && m.Target.Service != "" && t.Service == m.Target.Service && t.Port == m.Target.Port ||
 			m.Target != nil && m.Target.Host != "" && strings.EqualFold(t.Host, m.Target.Host) && t.Port == m.Target.Port {
 			// Every mirrored request would reach the upstream that serves it already.
 			errs.Add("target", "mirrors to the route's own targets[%d]", i)
 			break
 		}
+	}
+	// A mirror copies the route's requests, credentials and ext_authz-approved bodies
+	// included: when the route reaches an upstream over TLS, a plaintext copy would hand
+	// them to anyone on the path to the mirror.
+	for i := range own {
+		if !own[i].TLS {
+			continue
+		}
+		switch {
+		case m.Service != "" && m.Target == nil:
+			errs.Add("service", "targets[%d] uses TLS, and a mirror service is reached in plaintext: use \"target\": {\"service\": %q, \"tls\": true}", i, m.Service)
+		case m.Target != nil && !m.Target.TLS:
+			errs.Add("target.tls", "targets[%d] uses TLS: the mirror, which copies its requests, needs tls: true too", i)
+		}
+		break
 	}
 	if p := percentProblem(m.Percent); p != "" {
 		errs.Add("percent", "%s", p)
