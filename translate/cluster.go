@@ -381,8 +381,9 @@ func serviceCluster(name string, inst []*model.Service) *ir.Cluster {
 //     addresses (as IP SANs: every IP target sharing the cluster); else, for a service
 //     target whose instances are all registered by IP address, their addresses likewise;
 //     else each instance's host name, sent as its SNI (AutoHostSNI; an instance registered
-//     by IP address among host names has none, and routeWarnings says so; IP SANs cannot
-//     sit beside AutoHostSNI, since Envoy requires the sent name AND a matcher to match).
+//     by IP address among host names is a DNS cluster host whose host name is its address,
+//     sent as SNI and checked, and routeWarnings says so; IP SANs cannot sit beside
+//     AutoHostSNI, since Envoy requires the sent name AND a matcher to match).
 //
 // Envoy checks no name unless told: with a trusted CA alone it accepts any certificate
 // that chains to it, whatever name it carries (source/common/tls/cert_validator/
@@ -458,7 +459,11 @@ func routeWarnings(r *model.Route, clusters []*ir.Cluster) []string {
 		}
 		for _, e := range c.Endpoints {
 			if net.ParseIP(e.Host) != nil {
-				out = append(out, fmt.Sprintf("targets[%d].tls: instance %s of service %s is registered by IP address, so it has no host name to send and verify (its certificate is checked against the CA alone, or refused for want of the name): set tls_sni or tls_verify_san", c.Target, e.Host, c.Service))
+				field := fmt.Sprintf("targets[%d]", c.Target)
+				if c.Target < 0 {
+					field = "mirror.target"
+				}
+				out = append(out, fmt.Sprintf("%s.tls: instance %s of service %s is registered by IP address among instances registered by host name: Envoy sends its address as the server name (which TLS forbids; a server may refuse the handshake) and checks the certificate against it: set tls_sni or tls_verify_san", field, e.Host, c.Service))
 				break
 			}
 		}

@@ -443,4 +443,14 @@ func TestMirrorTargetTLSIsVerified(t *testing.T) {
 	if w := routeWarnings(r, nil); len(w) != 1 || !strings.HasPrefix(w[0], "mirror.target.tls_insecure_skip_verify:") {
 		t.Fatalf("warnings %q", w)
 	}
+	// A mirror service with an instance registered by IP among host names: the warning
+	// names the mirror's field.
+	r.Mirror = &model.Mirror{Target: &model.Target{Service: "svc-b", TLS: true}}
+	c, err = mirrorCluster(r, r.Mirror.Target, idx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w := routeWarnings(r, []*ir.Cluster{c}); len(w) != 1 || !strings.HasPrefix(w[0], "mirror.target.tls: instance 10.8.1.1 of service svc-b") {
+		t.Fatalf("warnings %q", w)
+	}
 }
