@@ -71,11 +71,7 @@ func routeClusters(r *model.Route, idx *index) ([]*ir.Cluster, []ir.Backend, err
 			}
 			c.Discovery = ir.DiscoveryEDS
 		} else {
-			c.Endpoints = []ir.Endpoint{{Host: t.Host, Port: uint32(t.Port), Weight: 1}}
-			c.Discovery = ir.DiscoveryEDS
-			if net.ParseIP(t.Host) == nil {
-				c.Discovery = ir.DiscoveryDNS
-			}
+			c.Discovery, c.Endpoints = hostEndpoint(t)
 		}
 		if t.TLS {
 			upstreamTLS(c, t, idx.caFile)
@@ -102,6 +98,15 @@ func routeClusters(r *model.Route, idx *index) ([]*ir.Cluster, []ir.Backend, err
 	return clusters, backends, nil
 }
 
+// hostEndpoint is a host target's one endpoint: EDS for an IP address, DNS for a name.
+func hostEndpoint(t *model.Target) (ir.Discovery, []ir.Endpoint) {
+	d := ir.DiscoveryEDS
+	if net.ParseIP(t.Host) == nil {
+		d = ir.DiscoveryDNS
+	}
+	return d, []ir.Endpoint{{Host: t.Host, Port: uint32(t.Port), Weight: 1}}
+}
+
 // mirrorCluster is the cluster of a route's mirror target (Target -1: status reasons name
 // mirror.target).
 func mirrorCluster(r *model.Route, t *model.Target, idx *index) (*ir.Cluster, error) {
@@ -119,11 +124,7 @@ func mirrorCluster(r *model.Route, t *model.Target, idx *index) (*ir.Cluster, er
 		c.Service = t.Service
 		c.Discovery, c.Endpoints = instanceEndpoints(inst, t.Port)
 	} else {
-		c.Endpoints = []ir.Endpoint{{Host: t.Host, Port: uint32(t.Port), Weight: 1}}
-		c.Discovery = ir.DiscoveryEDS
-		if net.ParseIP(t.Host) == nil {
-			c.Discovery = ir.DiscoveryDNS
-		}
+		c.Discovery, c.Endpoints = hostEndpoint(t)
 	}
 	if t.TLS {
 		// A mirror carries the route's requests, credentials included: its upstream is
