@@ -29,6 +29,17 @@ func TestRedirectAndDirectResponseValidation(t *testing.T) {
 		{"path and prefix", `{"id":"r",` + conds + `,"redirect":{"path":"/x","prefix":"/y/"}}`, []string{"redirect.path"}},
 		{"prefix on an exact match", `{"id":"r","conditions":[{"path_prefix":"/a/"},{"path_pattern":"/exact"}],"redirect":{"prefix":"/y/"}}`, []string{"redirect.prefix"}},
 		{"prefix on a regex", `{"id":"r","conditions":[{"path_regex":"/a.*"}],"redirect":{"prefix":"/y/"}}`, []string{"redirect.prefix"}},
+		// Envoy swaps the matched prefix for the new one as strings: "/x/a" matched by "/x/"
+		// and redirected with prefix "/y" would become "/ya", and "/m/a" matched by "/m" with
+		// prefix "/g/" would become "/g//a".
+		{"prefix without the match's trailing slash", `{"id":"r","conditions":[{"path_prefix":"/x/"}],"redirect":{"prefix":"/y"}}`, []string{"redirect.prefix"}},
+		{"prefix with a slash the match lacks", `{"id":"r","conditions":[{"path_prefix":"/m"}],"redirect":{"prefix":"/g/"}}`, []string{"redirect.prefix"}},
+		{"prefix / for a match without a slash", `{"id":"r","conditions":[{"path_prefix":"/m"}],"redirect":{"prefix":"/"}}`, []string{"redirect.prefix"}},
+		{"prefix without a slash for a pattern", `{"id":"r","conditions":[{"path_pattern":"/docs/*"}],"redirect":{"prefix":"/guide"}}`, []string{"redirect.prefix"}},
+		{"prefix without a slash for no path", `{"id":"r","conditions":[{"method":"GET"}],"redirect":{"prefix":"/guide"}}`, []string{"redirect.prefix"}},
+		{"conditions disagreeing on the slash", `{"id":"r","conditions":[{"path_prefix":"/m"},{"path_pattern":"/docs/*"}],"redirect":{"prefix":"/g"}}`, []string{"redirect.prefix"}},
+		{"prefix / for a pattern", `{"id":"r","conditions":[{"path_pattern":"/docs/*"},{"path_prefix":"/a/"}],"redirect":{"prefix":"/"}}`, nil},
+		{"prefix without slashes", `{"id":"r","conditions":[{"path_prefix":"/m"}],"redirect":{"prefix":"/g"}}`, nil},
 		{"prefix on a template", `{"id":"r","conditions":[{"path_pattern":"/u/{id}"}],"redirect":{"prefix":"/y/"}}`, []string{"redirect.prefix"}},
 		{"host with a path", `{"id":"r",` + conds + `,"redirect":{"host":"b.example.com/evil"}}`, []string{"redirect.host"}},
 		{"host with CRLF", `{"id":"r",` + conds + `,"redirect":{"host":"b.example.com\r\nSet-Cookie: x=1"}}`, []string{"redirect.host"}},
