@@ -202,6 +202,10 @@ func (d *DirectResponse) validate() FieldErrors {
 		errs.Add("body", "must be at most %d bytes (Envoy's direct response body limit), it has %d", MaxDirectResponseBody, len(d.Body))
 	case !utf8.ValidString(d.Body):
 		errs.Add("body", "must be valid UTF-8")
+	case d.Body != "" && (d.Status == 204 || d.Status == 304):
+		// RFC 9110 15.3.5 and 15.4.5: these responses end with their headers; bytes sent
+		// after them would be read as the start of the next response on the connection.
+		errs.Add("body", "must be empty with status %d (the response has no content)", d.Status)
 	}
 	if d.ContentType != "" {
 		if p := contentTypeProblem(d.ContentType); p != "" {

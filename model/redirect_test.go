@@ -52,6 +52,10 @@ func TestRedirectAndDirectResponseValidation(t *testing.T) {
 		{"huge path", `{"id":"r",` + conds + `,"redirect":{"path":"/` + strings.Repeat("p", 4096) + `"}}`, []string{"redirect.path"}},
 		{"direct response without a status", `{"id":"r",` + conds + `,"direct_response":{"body":"x"}}`, []string{"direct_response.status"}},
 		{"direct response 1xx", `{"id":"r",` + conds + `,"direct_response":{"status":101}}`, []string{"direct_response.status"}},
+		// RFC 9110 (15.3.5, 15.4.5): a 204 or 304 response has no content.
+		{"direct response 204 with a body", `{"id":"r",` + conds + `,"direct_response":{"status":204,"body":"x"}}`, []string{"direct_response.body"}},
+		{"direct response 304 with a body", `{"id":"r",` + conds + `,"direct_response":{"status":304,"body":"x"}}`, []string{"direct_response.body"}},
+		{"direct response 204 without a body", `{"id":"r",` + conds + `,"direct_response":{"status":204}}`, nil},
 		{"direct response 600", `{"id":"r",` + conds + `,"direct_response":{"status":600}}`, []string{"direct_response.status"}},
 		{"direct response overflowing status", `{"id":"r",` + conds + `,"direct_response":{"status":4294967496}}`, []string{"direct_response.status"}},
 		{"body above the cap", `{"id":"r",` + conds + `,"direct_response":{"status":200,"body":"` + big + `"}}`, []string{"direct_response.body"}},
