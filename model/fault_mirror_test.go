@@ -50,6 +50,14 @@ func TestFaultAndMirrorFieldChecks(t *testing.T) {
 		{"negative delay", func(r *Route) { r.Fault = &Fault{Delay: &FaultDelay{Fixed: -1}} }, "fault.delay.fixed"},
 		{"sub-millisecond delay", func(r *Route) { r.Fault = &Fault{Delay: &FaultDelay{Fixed: Duration(999 * time.Microsecond)}} }, "fault.delay.fixed"},
 		{"delay over the bound", func(r *Route) { r.Fault = &Fault{Delay: &FaultDelay{Fixed: MaxFaultDelay + 1}} }, "fault.delay.fixed"},
+		// Envoy's stream idle timeout (5 min: the HTTP connection manager's default, which the
+		// gateway leaves) ends a request held that long with a 408 instead of forwarding it.
+		{"delay reaching Envoy's stream idle timeout", func(r *Route) {
+			r.Fault = &Fault{Delay: &FaultDelay{Fixed: Duration(5 * time.Minute)}}
+		}, "fault.delay.fixed"},
+		{"delay a minute short of the stream idle timeout", func(r *Route) {
+			r.Fault = &Fault{Delay: &FaultDelay{Fixed: Duration(4 * time.Minute)}}
+		}, ""},
 		{"5 decimals", func(r *Route) {
 			r.Fault = &Fault{Delay: &FaultDelay{Fixed: Duration(time.Second), Percent: pct(0.00001)}}
 		}, "fault.delay.percent"},

@@ -132,8 +132,20 @@ func (rd *Redirect) validate(conds []Condition) FieldErrors {
 		// Envoy swaps the matched prefix; an exact match's "prefix" is its whole path (a path
 		// redirect said otherwise) and a regex or template match has none.
 		for i := range conds {
-			if !prefixMatch(&conds[i]) {
+			matched, ok := prefixMatch(&conds[i])
+			if !ok {
 				errs.Add("prefix", "needs a prefix match in every condition (path_prefix, or a path_pattern ending in /*); conditions[%d] is not one: use path", i)
+				break
+			}
+			// Envoy swaps the matched prefix for this one as strings (the rest of the path
+			// is appended as is): "/x/a" matched by "/x/" and redirected to prefix "/y"
+			// would become "/ya", "/m/a" matched by "/m" with prefix "/g/" "/g//a".
+			if redirectPathProblem(rd.Prefix) == "" && strings.HasSuffix(matched, "/") != strings.HasSuffix(rd.Prefix, "/") {
+				if strings.HasSuffix(matched, "/") {
+					errs.Add("prefix", "must end with '/' as the prefix conditions[%d] matches (%q) does: Envoy replaces one with the other", i, matched)
+				} else {
+					errs.Add("prefix", "must not end with '/' as the prefix conditions[%d] matches (%q) does not: Envoy replaces one with the other", i, matched)
+				}
 				break
 			}
 		}
@@ -144,16 +156,18 @@ func (rd *Redirect) validate(conds []Condition) FieldErrors {
 	return errs
 }
 
-// prefixMatch reports whether a condition matches a path prefix.
-func prefixMatch(c *Condition) bool {
+// prefixMatch is the path prefix a condition matches, and whether it matches a prefix.
+func prefixMatch(c *Condition) (string, bool) {
 	switch {
 	case c.PathRegex != "":
-		return false
+		return "", false
 	case c.PathPattern != "":
 		pm, err := ParsePathPattern(c.PathPattern)
-		return err == nil && pm.Kind == PathPrefix
+		return pm.Value, err == nil && pm.Kind == PathPrefix
+	case c.PathPrefix != "":
+		return c.PathPrefix, true
 	}
-	return true // path_prefix, or no path: the prefix "/"
+	return "/", true // no path: the prefix "/"
 }
 
 // redirectPathProblem: a redirect path or prefix is an absolute path sent in a Location
@@ -188,6 +202,10 @@ func (d *DirectResponse) validate() FieldErrors {
 		errs.Add("body", "must be at most %d bytes (Envoy's direct response body limit), it has %d", MaxDirectResponseBody, len(d.Body))
 	case !utf8.ValidString(d.Body):
 		errs.Add("body", "must be valid UTF-8")
+	case d.Body != "" && (d.Status == 204 || d.Status == 304):
+		// RFC 9110 15.3.5 and 15.4.5: these responses end with their headers; bytes sent
+		// after them would be read as the start of the next response on the connection.
+		errs.Add("body", "must be empty with status %d (the response has no content)", d.Status)
 	}
 	if d.ContentType != "" {
 		if p := contentTypeProblem(d.ContentType); p != "" {

@@ -29,6 +29,17 @@ func TestRedirectAndDirectResponseValidation(t *testing.T) {
 		{"path and prefix", `{"id":"r",` + conds + `,"redirect":{"path":"/x","prefix":"/y/"}}`, []string{"redirect.path"}},
 		{"prefix on an exact match", `{"id":"r","conditions":[{"path_prefix":"/a/"},{"path_pattern":"/exact"}],"redirect":{"prefix":"/y/"}}`, []string{"redirect.prefix"}},
 		{"prefix on a regex", `{"id":"r","conditions":[{"path_regex":"/a.*"}],"redirect":{"prefix":"/y/"}}`, []string{"redirect.prefix"}},
+		// Envoy swaps the matched prefix for the new one as strings: "/x/a" matched by "/x/"
+		// and redirected with prefix "/y" would become "/ya", and "/m/a" matched by "/m" with
+		// prefix "/g/" would become "/g//a".
+		{"prefix without the match's trailing slash", `{"id":"r","conditions":[{"path_prefix":"/x/"}],"redirect":{"prefix":"/y"}}`, []string{"redirect.prefix"}},
+		{"prefix with a slash the match lacks", `{"id":"r","conditions":[{"path_prefix":"/m"}],"redirect":{"prefix":"/g/"}}`, []string{"redirect.prefix"}},
+		{"prefix / for a match without a slash", `{"id":"r","conditions":[{"path_prefix":"/m"}],"redirect":{"prefix":"/"}}`, []string{"redirect.prefix"}},
+		{"prefix without a slash for a pattern", `{"id":"r","conditions":[{"path_pattern":"/docs/*"}],"redirect":{"prefix":"/guide"}}`, []string{"redirect.prefix"}},
+		{"prefix without a slash for no path", `{"id":"r","conditions":[{"method":"GET"}],"redirect":{"prefix":"/guide"}}`, []string{"redirect.prefix"}},
+		{"conditions disagreeing on the slash", `{"id":"r","conditions":[{"path_prefix":"/m"},{"path_pattern":"/docs/*"}],"redirect":{"prefix":"/g"}}`, []string{"redirect.prefix"}},
+		{"prefix / for a pattern", `{"id":"r","conditions":[{"path_pattern":"/docs/*"},{"path_prefix":"/a/"}],"redirect":{"prefix":"/"}}`, nil},
+		{"prefix without slashes", `{"id":"r","conditions":[{"path_prefix":"/m"}],"redirect":{"prefix":"/g"}}`, nil},
 		{"prefix on a template", `{"id":"r","conditions":[{"path_pattern":"/u/{id}"}],"redirect":{"prefix":"/y/"}}`, []string{"redirect.prefix"}},
 		{"host with a path", `{"id":"r",` + conds + `,"redirect":{"host":"b.example.com/evil"}}`, []string{"redirect.host"}},
 		{"host with CRLF", `{"id":"r",` + conds + `,"redirect":{"host":"b.example.com\r\nSet-Cookie: x=1"}}`, []string{"redirect.host"}},
@@ -41,6 +52,10 @@ func TestRedirectAndDirectResponseValidation(t *testing.T) {
 		{"huge path", `{"id":"r",` + conds + `,"redirect":{"path":"/` + strings.Repeat("p", 4096) + `"}}`, []string{"redirect.path"}},
 		{"direct response without a status", `{"id":"r",` + conds + `,"direct_response":{"body":"x"}}`, []string{"direct_response.status"}},
 		{"direct response 1xx", `{"id":"r",` + conds + `,"direct_response":{"status":101}}`, []string{"direct_response.status"}},
+		// RFC 9110 (15.3.5, 15.4.5): a 204 or 304 response has no content.
+		{"direct response 204 with a body", `{"id":"r",` + conds + `,"direct_response":{"status":204,"body":"x"}}`, []string{"direct_response.body"}},
+		{"direct response 304 with a body", `{"id":"r",` + conds + `,"direct_response":{"status":304,"body":"x"}}`, []string{"direct_response.body"}},
+		{"direct response 204 without a body", `{"id":"r",` + conds + `,"direct_response":{"status":204}}`, nil},
 		{"direct response 600", `{"id":"r",` + conds + `,"direct_response":{"status":600}}`, []string{"direct_response.status"}},
 		{"direct response overflowing status", `{"id":"r",` + conds + `,"direct_response":{"status":4294967496}}`, []string{"direct_response.status"}},
 		{"body above the cap", `{"id":"r",` + conds + `,"direct_response":{"status":200,"body":"` + big + `"}}`, []string{"direct_response.body"}},

@@ -219,9 +219,14 @@ type FaultAbort struct {
 	Percent    *float64 `json:"percent,omitempty" jsonschema:"minimum=0,maximum=100"`    // 0-100; default 100
 }
 
-// MaxFaultDelay bounds a fault's delay: a held request keeps its connection and buffers, and
-// a longer hold is no resilience test but an outage.
-const MaxFaultDelay = Duration(time.Hour)
+// MaxFaultDelay bounds a fault's delay below Envoy's stream idle timeout: 5 minutes, the HTTP
+// connection manager's default (StreamIdleTimeoutMs in
+// source/extensions/filters/network/http_connection_manager/config.h), which the gateway
+// leaves. The idle timer keeps running while the fault filter holds a fully received request,
+// so a delay of 5 minutes or more ends every delayed request with Envoy's 408 "stream
+// timeout" instead of forwarding it. 4 minutes leaves the upstream a minute (more than the
+// default 15 s route timeout) to start answering.
+const MaxFaultDelay = Duration(4 * time.Minute)
 
 // PercentScale is how finely a percent is taken: Envoy's and the gRPC clients' fractional
 // percents count per million, so a percent has at most 4 decimals.
