@@ -829,25 +829,30 @@ func (t *tracker) view(group string) groupView {
 
 func (t *tracker) buildView(group string) groupView {
 	var v groupView
+	// One walk of the streams for every node's listeners (not one per node: the view is
+	// rebuilt after every ACK while route statuses are read).
+	of := map[*NodeInfo]*follower{}
 	for _, n := range t.nodes {
 		if n.Group != group {
 			continue
 		}
-		v.nodes++
-		f := follower{answered: make(map[string]string, len(n.answered)), listeners: map[string]bool{}}
+		f := &follower{answered: make(map[string]string, len(n.answered)), listeners: map[string]bool{}}
 		for k, x := range n.answered {
 			f.answered[k] = x
 		}
-		for _, st := range t.streams {
-			if st.node != n {
-				continue
-			}
+		of[n] = f
+	}
+	for _, st := range t.streams {
+		if f := of[st.node]; f != nil {
 			f.all = f.all || st.allListeners
 			for l := range st.listeners {
 				f.listeners[l] = true
 			}
 		}
-		v.followers = append(v.followers, f)
+	}
+	v.nodes = len(of)
+	for _, f := range of {
+		v.followers = append(v.followers, *f)
 	}
 	copies := map[*NACK]*NACK{} // one copy per NACK, however many resources it rejects
 	for _, st := range t.streams {
